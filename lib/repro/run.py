@@ -1,0 +1,158 @@
+"""Execute chapters: MyST notebook --jupytext--> .ipynb --papermill (profile + overrides)--> executed.
+
+Every chapter's parameters are checked before any kernel starts. Chapters run in separate papermill
+processes (``jobs`` at a time); a failing chapter is reported and the others still run.
+
+Where outputs go: the ``quick`` profile is what the published book shows, so its notebooks land in
+``book/executed/`` and its records in ``results/``; any other profile writes under
+``_build/runs/<profile>/`` so that a smoke or full run never overwrites the book's outputs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from . import params as params_mod
+from .results import REPO_ROOT
+
+NOTEBOOKS = REPO_ROOT / "notebooks"
+PROFILES = ("smoke", "quick", "full")
+CELL_TIMEOUT_S = {"smoke": 300, "quick": 900, "full": 86400}
+
+
+@dataclass(frozen=True)
+class Plan:
+    slug: str
+    notebook: Path
+    values: dict
+
+
+@dataclass
+class Outcome:
+    slug: str
+    status: str  # "ok" or "failed"
+    wall_s: float
+    headline: str = ""
+    message: str = ""
+
+
+def available_chapters() -> list[str]:
+    return sorted(p.stem for p in NOTEBOOKS.glob("[0-9][0-9]_*.md"))
+
+
+def output_dirs(profile: str, out: Path | None = None) -> tuple[Path, Path]:
+    """(executed notebooks folder, results folder) for a profile."""
+    if out is not None:
+        return out / "executed", out / "results"
+    if profile == "quick":
+        return REPO_ROOT / "book" / "executed", REPO_ROOT / "results"
+    base = REPO_ROOT / "_build" / "runs" / profile
+    return base / "executed", base / "results"
+
+
+def plan_chapter(slug: str, profile: str, overrides: dict) -> Plan:
+    chapters = available_chapters()
+    if slug not in chapters:
+        raise params_mod.ParameterError(f"unknown chapter {slug!r}; available: {', '.join(chapters)}")
+    notebook = NOTEBOOKS / f"{slug}.md"
+    declared = params_mod.notebook_parameters(notebook)
+    profile_file = NOTEBOOKS / "profiles" / profile / f"{slug}.yaml"
+    if profile != "quick" and not profile_file.is_file():
+        raise params_mod.ParameterError(f"{slug}: no {profile} profile ({profile_file} is missing)")
+    values = {**params_mod.load_profile(profile_file), **overrides}
+    if "profile" in declared:
+        values["profile"] = profile
+    return Plan(slug, notebook, params_mod.resolve(declared, values, slug))
+
+
+def kernel_name() -> str:
+    from jupyter_client.kernelspec import find_kernel_specs
+
+    return "repro" if "repro" in find_kernel_specs() else "python3"
+
+
+def execute(plan: Plan, executed: Path, results: Path, cell_timeout: int, progress: bool) -> Outcome:
+    import jupytext
+
+    start = time.perf_counter()
+    executed.mkdir(parents=True, exist_ok=True)
+    results.mkdir(parents=True, exist_ok=True)
+    record = results / f"{plan.slug}.json"
+    before = record.stat().st_mtime_ns if record.exists() else None
+    with tempfile.TemporaryDirectory(prefix=f"repro-{plan.slug}-") as tmp:
+        source, output, values = Path(tmp) / "in.ipynb", Path(tmp) / "out.ipynb", Path(tmp) / "p.yaml"
+        jupytext.write(jupytext.read(plan.notebook), source, fmt="ipynb")
+        values.write_text(yaml.safe_dump(plan.values))
+        cmd = [sys.executable, "-m", "papermill", str(source), str(output), "-f", str(values),
+               "--cwd", str(NOTEBOOKS), "-k", kernel_name(), "--execution-timeout", str(cell_timeout),
+               "--log-level", "ERROR", "--progress-bar" if progress else "--no-progress-bar"]
+        env = {**os.environ, "REPRO_RESULTS_DIR": str(results), "PYTHONHASHSEED": "0",
+               "PYDEVD_DISABLE_FILE_VALIDATION": "1", "HF_HUB_OFFLINE": "1"}
+        proc = subprocess.run(cmd, env=env, stderr=subprocess.PIPE, text=True)
+        wall = time.perf_counter() - start
+        if proc.returncode != 0:
+            if output.exists():
+                failed = executed / "failed"
+                failed.mkdir(exist_ok=True)
+                os.replace(output, failed / f"{plan.slug}.ipynb")
+            return Outcome(plan.slug, "failed", wall, message=error_summary(proc.stderr))
+        os.replace(output, executed / f"{plan.slug}.ipynb")
+    if not record.exists() or record.stat().st_mtime_ns == before:
+        return Outcome(plan.slug, "failed", wall, message="the chapter ran but recorded no results")
+    data = json.loads(record.read_text())
+    key = data.get("headline") or ""
+    value = data.get("metrics", {}).get(key) if key else None
+    return Outcome(plan.slug, "ok", wall, headline=f"{key} = {format_value(value)}" if key else "")
+
+
+def error_summary(stderr: str) -> str:
+    lines = [ln for ln in stderr.strip().splitlines() if ln.strip()]
+    interesting = [ln for ln in lines if "Error" in ln or "Exception" in ln]
+    return (interesting or lines or ["(no output)"])[-1][:300]
+
+
+def format_value(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def run(slugs: list[str], profile: str, overrides: dict, jobs: int = 1, out: Path | None = None,
+        cell_timeout: int | None = None) -> list[Outcome]:
+    if profile not in PROFILES:
+        raise params_mod.ParameterError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    plans = [plan_chapter(s, profile, overrides) for s in (slugs or available_chapters())]
+    executed, results = output_dirs(profile, out)
+    timeout = cell_timeout or CELL_TIMEOUT_S[profile]
+    progress = jobs == 1 and sys.stderr.isatty()
+
+    def one(item):
+        i, plan = item
+        print(f"[{i}/{len(plans)}] {plan.slug}: running ({profile})", file=sys.stderr, flush=True)
+        outcome = execute(plan, executed, results, timeout, progress)
+        print(f"[{i}/{len(plans)}] {plan.slug}: {outcome.status} in {outcome.wall_s:.1f} s"
+              + (f" - {outcome.message}" if outcome.message else ""), file=sys.stderr, flush=True)
+        return outcome
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        outcomes = list(pool.map(one, enumerate(plans, 1)))
+    return outcomes
+
+
+def summary_table(outcomes: list[Outcome]) -> str:
+    rows = [("chapter", "status", "wall time", "headline metric")]
+    rows += [(o.slug, o.status, f"{o.wall_s:.1f} s", o.headline or o.message) for o in outcomes]
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    lines = ["  ".join(r[i].ljust(widths[i]) for i in range(3)) + "  " + r[3] for r in rows]
+    lines.insert(1, "-" * max(len(ln) for ln in lines))
+    return "\n".join(lines)

@@ -1,0 +1,37 @@
+"""The environment files agree with each other."""
+
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def pins(path: Path) -> dict[str, str]:
+    out = {}
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, version = line.split("==")
+            out[name.lower()] = version
+    return out
+
+
+def test_environment_yml_has_exactly_the_pip_pins():
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    conda_pins = dict(item.lower().split("==") for item in pip_section)
+    assert conda_pins == {**pins(ROOT / "requirements-torch.txt"), **pins(ROOT / "requirements.txt")}
+    assert "python=3.11" in env["dependencies"]
+
+
+def test_every_requirement_is_pinned_exactly_and_agrees_with_constraints():
+    constraints = pins(ROOT / "constraints.txt")
+    for name, version in pins(ROOT / "requirements.txt").items():
+        assert version and constraints.get(name) == version, name
+
+
+def test_torch_is_not_in_the_main_requirements():
+    # torch must be installed first and alone (requirements-torch.txt) so nothing pulls a CUDA build
+    assert "torch" not in pins(ROOT / "requirements.txt")
+    assert "torch" not in pins(ROOT / "constraints.txt")
