@@ -97,6 +97,10 @@ def setup(slug: str, namespace: dict, notebook: Path | None = None) -> Chapter:
     from . import plotting
 
     plotting.use_house_style()
+    import pandas as pd
+
+    pd.set_option("display.max_colwidth", None)
+    pd.set_option("display.precision", 4)
     return Chapter(slug, values)
 
 
