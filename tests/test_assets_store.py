@@ -4,14 +4,14 @@ import hashlib
 import subprocess
 
 import pytest
-
 from repro import assets
 from repro.assets import store
 
 PAYLOAD = b"pretend wheel contents"
+PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()
 
 
-def fake_asset(sha=hashlib.sha256(PAYLOAD).hexdigest()):
+def fake_asset(sha=PAYLOAD_SHA):
     source = store.Source("demo-pkg", "1.0", "demo_pkg-1.0.whl", sha, len(PAYLOAD))
     return store.Asset("demo", "model", "a demo", (source,), "none", 1, "MIT", "nobody")
 

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from repro import run
 
 ROOT = Path(__file__).resolve().parents[1]

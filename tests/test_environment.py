@@ -35,3 +35,22 @@ def test_torch_is_not_in_the_main_requirements():
     # torch must be installed first and alone (requirements-torch.txt) so nothing pulls a CUDA build
     assert "torch" not in pins(ROOT / "requirements.txt")
     assert "torch" not in pins(ROOT / "constraints.txt")
+
+
+def test_repro_kernel_runs_this_environment():
+    import sys
+
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    spec = KernelSpecManager().get_kernel_spec("repro")
+    assert Path(spec.argv[0]).resolve() == Path(sys.executable).resolve()
+
+
+def test_jupyterlab_opens_myst_chapters_as_notebooks():
+    import json
+    import sys
+
+    overrides = Path(sys.prefix) / "share" / "jupyter" / "lab" / "settings" / "overrides.json"
+    viewers = json.loads(overrides.read_text())["@jupyterlab/docmanager-extension:plugin"]["defaultViewers"]
+    assert viewers["markdown"] == viewers["myst"] == "Jupytext Notebook"
+    assert (Path(sys.prefix) / "share" / "jupyter" / "labextensions" / "jupyterlab-jupytext").is_dir()

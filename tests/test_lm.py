@@ -2,7 +2,6 @@ import math
 
 import pytest
 import torch
-
 from repro.lm import perplexity_of_ids
 
 

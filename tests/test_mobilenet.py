@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
 import torch
-
 from repro.mobilenet import MobileNetV2, preprocess
 
 

@@ -6,7 +6,6 @@ import sys
 import textwrap
 
 import pytest
-
 from repro import run
 from repro.params import ParameterError
 
@@ -20,7 +19,9 @@ HEADER = textwrap.dedent("""\
 
 
 def chapter(body: str) -> str:
-    cell = '```{code-cell} ipython3\n:tags: [parameters, remove-cell]\n\nprofile: str = "quick"  # profile\nseed: int = 0  # seed\nfail: bool = False  # raise on purpose\n```\n\n'
+    cell = ('```{code-cell} ipython3\n:tags: [parameters, remove-cell]\n\n'
+            'profile: str = "quick"  # profile\nseed: int = 0  # seed\nfail: bool = False  # raise on purpose\n'
+            '```\n\n')
     return HEADER + "\n# Demo\n\n" + cell + "```{code-cell} ipython3\n" + body + "\n```\n"
 
 

@@ -3,12 +3,28 @@
 See ``manifest.yaml`` for what is bundled and ``python -m repro assets list`` for what is installed.
 """
 
-from .loaders import (bigbench_subtasks, load_bigbench_task, load_causal_lm, load_image_encoder,
-                      load_squad_shifts,
-                      load_mni152, load_text_encoder)
-from .store import (Asset, AssetError, AssetNotFetchedError, ChecksumMismatchError,
-                    RegistryUnreachableError, UnknownAssetError, cache_dir, get_asset, load_manifest,
-                    require, status)
+from .loaders import (
+    bigbench_subtasks,
+    load_bigbench_task,
+    load_causal_lm,
+    load_image_encoder,
+    load_mni152,
+    load_squad_shifts,
+    load_text_encoder,
+)
+from .store import (
+    Asset,
+    AssetError,
+    AssetNotFetchedError,
+    ChecksumMismatchError,
+    RegistryUnreachableError,
+    UnknownAssetError,
+    cache_dir,
+    get_asset,
+    load_manifest,
+    require,
+    status,
+)
 
 
 def fetch(name: str, force: bool = False):
