@@ -1,0 +1,15 @@
+"""The book's 2:4 sparse-GEMM kernels (issue 3).
+
+- :func:`compress_24` / :class:`Sparse24Weight`: the compressed format (``format.py``).
+- :func:`sparse24_matmul`: ``x @ W.T`` through the per-architecture dispatcher (``dispatch.py``),
+  which picks our Triton kernels (``triton_sp24.py``), cuBLAS or cuSPARSELt from measurements.
+- :class:`SparseLinear`: drop-in ``nn.Linear`` (``sparse_linear.py``).
+
+Importing this package needs only torch: Triton is imported when a kernel first runs on CUDA.
+"""
+
+from .dispatch import sparse24_matmul
+from .format import Sparse24Weight, compress_24
+from .sparse_linear import SparseLinear
+
+__all__ = ["compress_24", "Sparse24Weight", "sparse24_matmul", "SparseLinear"]

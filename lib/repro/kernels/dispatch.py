@@ -1,0 +1,236 @@
+"""``sparse24_matmul``: pick, per shape, the fastest measured way to compute ``x @ W.T``.
+
+Candidates: our Triton kernels (``fma`` for tiny M, ``mma`` / ``smem`` for small/medium M), cuBLAS on the
+dense weight (``cublas``) and PyTorch's semi-structured sparsity (``torch_semi_structured``,
+cuSPARSELt). The choice comes from a table measured by ``bench/sparse24.py`` and committed per GPU
+architecture (``dispatch_sm90.json``); a lookup is a dict hit after the first call for a shape.
+Shapes absent from the table use rules of thumb (``_default_choice``).
+
+On a CPU (or any non-CUDA device) the product is computed by a torch reference path on the
+decompressed weight, and a single warning per process says so.
+
+Dense fallback: ``cublas`` needs the dense weight. By default it is decompressed once and cached on
+the ``Sparse24Weight`` (2 extra bytes per weight, only for layers that actually ran a large-M
+product); ``set_dense_cache(False)`` decompresses per call instead (no extra memory, slower).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .format import Sparse24Weight
+
+log = logging.getLogger(__name__)
+
+METHODS = ("fma", "mma", "smem", "cublas", "torch_semi_structured")
+_TABLE_DIR = Path(__file__).parent
+_state = {"warned_cpu": False, "dense_cache": True}
+
+
+@dataclass(frozen=True)
+class Choice:
+    method: str
+    config: object = None  # KernelConfig for our kernels, None otherwise
+
+
+def set_dense_cache(enabled: bool) -> None:
+    """Whether the ``cublas`` route keeps the decompressed weight (see module docstring)."""
+    _state["dense_cache"] = bool(enabled)
+
+
+def _warn_cpu_once() -> None:
+    if not _state["warned_cpu"]:
+        _state["warned_cpu"] = True
+        log.warning(
+            "repro.kernels: no CUDA tensor, computing 2:4 products with the torch reference path "
+            "(decompress + dense matmul); results are exact, speed is not representative"
+        )
+
+
+def _check_inputs(x: torch.Tensor, w: Sparse24Weight, bias: torch.Tensor | None) -> None:
+    n, k = w.shape
+    if x.dim() < 1 or x.shape[-1] != k:
+        raise ValueError(f"x must have shape [..., K={k}], got {tuple(x.shape)}")
+    if x.dtype != w.dtype:
+        raise ValueError(f"x dtype {x.dtype} differs from the weight dtype {w.dtype}")
+    if x.device != w.device:
+        raise ValueError(f"x is on {x.device} but the weight is on {w.device}")
+    if bias is not None and (bias.shape != (n,) or bias.dtype != w.dtype or bias.device != w.device):
+        raise ValueError(
+            f"bias must be a [{n}] {w.dtype} tensor on {w.device}, "
+            f"got {tuple(bias.shape)} {bias.dtype} on {bias.device}"
+        )
+
+
+def reference_matmul(x: torch.Tensor, w: Sparse24Weight, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """The torch reference: dense product with the decompressed weight."""
+    return F.linear(x, w.decompress(), bias)
+
+
+# ----------------------------------------------------------------------------- choice
+
+
+def arch_name(device: torch.device) -> str:
+    major, minor = torch.cuda.get_device_capability(device)
+    return f"sm{major}{minor}"
+
+
+def use_table(table: dict | None) -> None:
+    """Replace the committed table for this process (the benchmark times a fresh one); None restores."""
+    _state["table_override"] = table
+    _cached_choice.cache_clear()
+
+
+def load_table(arch: str) -> dict:
+    """The measurements for one architecture ({} when none)."""
+    if _state.get("table_override") is not None:
+        return _state["table_override"]
+    return _committed_table(arch)
+
+
+@lru_cache(maxsize=None)
+def _committed_table(arch: str) -> dict:
+    path = _TABLE_DIR / f"dispatch_{arch}.json"
+    if not path.exists():
+        return {}
+    return json.loads(path.read_text())
+
+
+def _sm_count(device: torch.device) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def heuristic_split_k(n: int, m: int, k: int, bn: int, bm: int, bp: int, sms: int) -> int:
+    """Split K until there are about 4 programs per SM, keeping >= 2 K-steps per program."""
+    tiles = math.ceil(n / bn) * math.ceil(m / bm)
+    steps = math.ceil(k / 8 / bp)
+    split = max(1, round(4 * sms / tiles))
+    return max(1, min(split, steps // 2))
+
+
+def _default_choice(n: int, k: int, m: int, sms: int) -> Choice:
+    """Rules of thumb for shapes without measurements, from the H200 sweep (bench/results):
+    the select-X kernel with 4-row programs for M <= 2, cuBLAS above (our tensor-core kernels
+    were slower than cuBLAS at every measured M > 1)."""
+    from .triton_sp24 import KernelConfig
+
+    if m <= 2:
+        bn, bp = (4, 64) if m == 1 else (16, 64)
+        return Choice(
+            "fma",
+            KernelConfig(
+                BM=m,
+                BN=bn,
+                BP=bp,
+                num_warps=1 if m == 1 else 2,
+                num_stages=4,
+                split_k=heuristic_split_k(n, m, k, bn, m, bp, sms),
+            ),
+        )
+    return Choice("cublas")
+
+
+def _table_choice(table: dict, n: int, k: int, m: int, dtype: torch.dtype) -> Choice | None:
+    from .triton_sp24 import KernelConfig
+
+    rows = [
+        e
+        for e in table.get("entries", [])
+        if e["N"] == n and e["K"] == k and e.get("dtype", "float16") == str(dtype).removeprefix("torch.")
+    ]
+    if not rows:
+        return None
+    rows.sort(key=lambda e: e["M"])
+    # the smallest measured M that is >= m; beyond the last measured M, the last entry
+    entry = next((e for e in rows if e["M"] >= m), rows[-1])
+    config = entry.get("config")
+    return Choice(entry["method"], KernelConfig(**config) if config else None)
+
+
+@lru_cache(maxsize=4096)
+def _cached_choice(n: int, k: int, m: int, dtype: torch.dtype, device_index: int) -> Choice:
+    device = torch.device("cuda", device_index)
+    choice = _table_choice(load_table(arch_name(device)), n, k, m, dtype)
+    if choice is None:
+        choice = _default_choice(n, k, m, _sm_count(device))
+    if choice.method == "fma" and choice.config.BM < m:
+        choice = _default_choice(n, k, max(m, 3), _sm_count(device))  # fma would re-read W per M-tile
+    if dtype == torch.bfloat16 and choice.config is not None and choice.config.split_k > 1:
+        # split-K adds partial sums with atomics; keep bf16 on one exact-order pass
+        from dataclasses import replace
+
+        choice = Choice(choice.method, replace(choice.config, split_k=1))
+    return choice
+
+
+def choose(w: Sparse24Weight, m: int) -> Choice:
+    n, k = w.shape
+    return _cached_choice(n, k, m, w.dtype, max(w.values.get_device(), 0))
+
+
+# ----------------------------------------------------------------------------- execution
+
+
+def _semi_structured(w: Sparse24Weight):
+    cached = getattr(w, "_semi_structured_cache", None)
+    if cached is None:
+        from torch.sparse import to_sparse_semi_structured
+
+        cached = to_sparse_semi_structured(w.decompress())
+        w._semi_structured_cache = cached
+    return cached
+
+
+def run_choice(
+    choice: Choice,
+    x2d: torch.Tensor,
+    w: Sparse24Weight,
+    bias: torch.Tensor | None,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Compute ``x2d @ W.T (+ bias)`` [M, N] with one given method."""
+    method = choice.method
+    if method == "cublas":
+        return F.linear(x2d, w.dense(cache=_state["dense_cache"]), bias)
+    if method == "torch_semi_structured":
+        return F.linear(x2d, _semi_structured(w), bias)
+    launch = _state.get("launch")
+    if launch is None:  # Triton is imported only when a kernel first runs
+        from .triton_sp24 import launch
+
+        _state["launch"] = launch
+    if out is None:
+        out = x2d.new_empty((x2d.shape[0], w.shape[0]))
+    return launch(method, x2d, w, bias, out, choice.config)
+
+
+def sparse24_matmul(x: torch.Tensor, w: Sparse24Weight, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``x @ W.T (+ bias)`` for ``x`` of shape ``[..., K]`` and a 2:4 weight ``W`` [N, K] -> ``[..., N]``.
+
+    The hot path is kept short (one cheap test before the full input check, a cached choice per
+    M) because a decode-size product takes ~10 us on the GPU: host time is the budget.
+    """
+    n, k = w.shape
+    values = w.values
+    device = values.get_device()  # -1 on CPU; an int compare is cheaper than torch.device objects
+    if bias is not None or x.shape[-1] != k or x.dtype != values.dtype or x.get_device() != device:
+        _check_inputs(x, w, bias)
+    if device < 0:
+        _warn_cpu_once()
+        return reference_matmul(x, w, bias)
+    x2d = x if x.dim() == 2 else x.reshape(-1, k)
+    if x2d.stride(-1) != 1:
+        x2d = x2d.contiguous()
+    m = x2d.shape[0]
+    if m == 0:
+        return x.new_empty(*x.shape[:-1], n)
+    y = run_choice(_cached_choice(n, k, m, values.dtype, device), x2d, w, bias)
+    return y if x.dim() == 2 else y.reshape(*x.shape[:-1], n)

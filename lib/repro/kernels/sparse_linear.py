@@ -1,0 +1,57 @@
+"""``SparseLinear``: a drop-in ``nn.Linear`` whose weight is stored in the book's 2:4 format."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .dispatch import sparse24_matmul
+from .format import Sparse24Weight, compress_24
+
+
+class SparseLinear(nn.Module):
+    """``y = x @ W.T + b`` with ``W`` kept only as a :class:`Sparse24Weight` (56.25% of dense fp16).
+
+    Inference only: the compressed tensors are buffers, not parameters (no gradients).
+    On CUDA it runs the dispatcher (``sparse24_matmul``); elsewhere the torch reference path.
+    Where the dispatcher picks cuBLAS (on the H200 table: M >= 4) it caches a dense copy of the
+    weight on first use; ``repro.kernels.dispatch.set_dense_cache(False)`` avoids that.
+    """
+
+    def __init__(self, weight: Sparse24Weight, bias: torch.Tensor | None = None):
+        super().__init__()
+        self.in_features = weight.shape[1]
+        self.out_features = weight.shape[0]
+        self.register_buffer("values", weight.values)
+        self.register_buffer("meta", weight.meta)
+        self.register_buffer("bias", None if bias is None else bias.detach().to(weight.dtype))
+        self._weight = weight
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, mask: torch.Tensor | None = None) -> SparseLinear:
+        """Build from a 2:4-pruned ``nn.Linear`` (or a dense one plus a 2:4 ``mask``)."""
+        with torch.no_grad():
+            weight = compress_24(linear.weight.detach(), mask)
+        return cls(weight, linear.bias)
+
+    @property
+    def weight24(self) -> Sparse24Weight:
+        """The compressed weight, rebuilt if ``.to()``/``.cuda()`` moved the buffers."""
+        w = self._weight
+        if w.values is not self.values or w.meta is not self.meta:
+            w = Sparse24Weight(self.values, self.meta, w.shape)
+            self._weight = w
+        return w
+
+    @property
+    def weight_nbytes(self) -> int:
+        return self.weight24.nbytes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return sparse24_matmul(x, self.weight24, self.bias)
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"bias={self.bias is not None}, format=2:4 values+meta, dtype={self.values.dtype}"
+        )

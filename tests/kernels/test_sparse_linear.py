@@ -1,0 +1,92 @@
+"""SparseLinear and to_sparse24: drop-in behaviour, memory, the CPU notice, a tiny LLaMA."""
+
+import logging
+
+import pytest
+import torch
+from repro.kernels import SparseLinear, dispatch
+from repro.pruning import nm_mask, to_sparse24
+from sp24_helpers import DEVICE, rel_err
+from torch import nn
+
+
+def _pruned_linear(k, n, bias=True, dtype=torch.float32, seed=0):
+    torch.manual_seed(seed)
+    lin = nn.Linear(k, n, bias=bias)
+    with torch.no_grad():
+        lin.weight.mul_(nm_mask(lin.weight.abs(), 2, 4))
+    return lin.to(dtype=dtype, device=DEVICE)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_sparse_linear_matches_linear(bias):
+    lin = _pruned_linear(96, 40, bias=bias)
+    sparse = SparseLinear.from_linear(lin)
+    x = torch.randn(3, 5, 96, device=DEVICE)
+    assert rel_err(sparse(x), lin(x)) < 1e-5
+    assert (sparse.in_features, sparse.out_features) == (96, 40)
+
+
+def test_from_dense_linear_with_mask():
+    torch.manual_seed(1)
+    lin = nn.Linear(64, 16).to(DEVICE)
+    mask = nm_mask(lin.weight.abs(), 2, 4)
+    sparse = SparseLinear.from_linear(lin, mask)
+    x = torch.randn(4, 64, device=DEVICE)
+    expected = nn.functional.linear(x, lin.weight * mask, lin.bias)
+    assert rel_err(sparse(x), expected) < 1e-5
+
+
+def test_weight_memory_is_56_25_percent_of_dense_fp16():
+    sparse = SparseLinear.from_linear(_pruned_linear(256, 64, dtype=torch.float16))
+    assert sparse.weight_nbytes / (256 * 64 * 2) == pytest.approx(0.5625)
+
+
+@pytest.mark.skipif(DEVICE == "cuda", reason="the notice is for the CPU reference path")
+def test_cpu_path_says_so_once(caplog, monkeypatch):
+    monkeypatch.setitem(dispatch._state, "warned_cpu", False)
+    sparse = SparseLinear.from_linear(_pruned_linear(32, 8))
+    with caplog.at_level(logging.WARNING, logger="repro.kernels.dispatch"):
+        sparse(torch.randn(2, 32))
+        sparse(torch.randn(2, 32))
+    notices = [r for r in caplog.records if "reference path" in r.getMessage()]
+    assert len(notices) == 1
+
+
+def test_to_sparse24_swaps_only_24_sparse_linears():
+    model = nn.Sequential(
+        _pruned_linear(64, 64), nn.ReLU(), nn.Linear(64, 32).to(DEVICE), nn.Sequential(_pruned_linear(64, 16))
+    )
+    model[2].weight.data.normal_()  # dense: must stay an nn.Linear
+    assert to_sparse24(model) == 2
+    assert isinstance(model[0], SparseLinear) and isinstance(model[3][0], SparseLinear)
+    assert type(model[2]) is nn.Linear
+    tiny = nn.Sequential(_pruned_linear(8, 8))
+    assert to_sparse24(tiny, min_features=16) == 0
+
+
+def test_tiny_llama_same_logits_with_sparse_linear():
+    transformers = pytest.importorskip("transformers")
+    config = transformers.LlamaConfig(
+        vocab_size=128,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+    )
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(config).to(DEVICE).eval()
+    with torch.no_grad():
+        for layer in model.model.layers:
+            for lin in [m for m in layer.modules() if isinstance(m, nn.Linear)]:
+                lin.weight.mul_(nm_mask(lin.weight.abs(), 2, 4))
+    ids = torch.randint(0, 128, (2, 9), device=DEVICE)
+    with torch.no_grad():
+        dense_logits = model(ids).logits
+        swapped = to_sparse24(model)
+        sparse_logits = model(ids).logits
+    assert swapped == 2 * 7  # q, k, v, o, gate, up, down per layer; lm_head is dense and stays
+    assert isinstance(model.model.layers[0].mlp.down_proj, SparseLinear)
+    assert rel_err(sparse_logits, dense_logits) < 1e-4
