@@ -45,3 +45,13 @@ def perplexity(model, tokenizer, text: str, max_tokens: int | None = None, windo
     if max_tokens is not None:
         ids = ids[:max_tokens]
     return perplexity_of_ids(model, ids, window)
+
+
+def random_windows(ids: torch.Tensor, count: int, length: int, seed: int) -> torch.Tensor:
+    """``count`` windows of ``length`` consecutive tokens from a 1-D id tensor, at seeded random starts
+    (the calibration sampling of Wanda and SparseGPT). Returns shape (count, length)."""
+    if ids.ndim != 1 or len(ids) <= length:
+        raise ValueError(f"need a 1-D id tensor longer than {length} tokens, got shape {tuple(ids.shape)}")
+    generator = torch.Generator().manual_seed(seed)
+    starts = torch.randint(0, len(ids) - length, (count,), generator=generator)
+    return torch.stack([ids[s:s + length] for s in starts.tolist()])

@@ -1,0 +1,208 @@
+"""E-Sparse's pieces and the layer-by-layer LLM pruning driver, on a tiny random LLaMA."""
+
+import copy
+import math
+
+import pytest
+import torch
+from repro import esparse
+from repro import llm_pruning as lp
+from repro.pruning import is_nm_sparse, nm_mask
+from transformers import LlamaConfig, LlamaForCausalLM
+
+
+@pytest.fixture(scope="module")
+def tiny_llama():
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=101, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    return LlamaForCausalLM(config).eval()
+
+
+@pytest.fixture(scope="module")
+def calibration():
+    return torch.randint(0, 101, (4, 24), generator=torch.Generator().manual_seed(1))
+
+
+# --- entropy -------------------------------------------------------------------------------------
+
+def test_entropy_of_values_spread_evenly_over_bins_is_log_bins():
+    bins = 8
+    x = (torch.arange(800, dtype=torch.float32) % bins).unsqueeze(1)  # 100 values in each bin
+    assert esparse.channel_entropy(x, bins).item() == pytest.approx(math.log(bins), rel=1e-6)
+
+
+def test_entropy_of_a_constant_channel_is_zero():
+    x = torch.stack([torch.full((50,), 3.0), torch.randn(50)], 1)
+    h = esparse.channel_entropy(x, 16)
+    assert h[0].item() == 0.0 and h[1].item() > 1.0
+
+
+def test_entropy_of_two_equal_clusters_is_log_two():
+    x = torch.cat([torch.zeros(30), torch.ones(30)]).unsqueeze(1)
+    assert esparse.channel_entropy(x, 32).item() == pytest.approx(math.log(2), rel=1e-6)
+
+
+def test_entropy_rejects_bad_inputs():
+    with pytest.raises(ValueError, match="tokens, channels"):
+        esparse.channel_entropy(torch.zeros(3), 8)
+    with pytest.raises(ValueError, match="bins must be at least 2"):
+        esparse.channel_entropy(torch.zeros(3, 2), 1)
+
+
+# --- metrics ---------------------------------------------------------------------------------------
+
+def test_wanda_metric_equals_brute_force(tiny_llama, calibration):
+    x = torch.randn(40, 8)
+    w = torch.randn(3, 8)
+    scores = lp.scores_for(lp.PruneConfig("wanda", "2:4"), w, x)
+    for i in range(3):
+        for j in range(8):
+            norm = math.sqrt(sum(float(x[t, j]) ** 2 for t in range(40)))
+            assert scores[i, j].item() == pytest.approx(abs(float(w[i, j])) * norm, rel=1e-5)
+
+
+def test_esparse_scores_reduce_to_wanda_when_entropy_has_no_weight():
+    w, norm, h = torch.randn(4, 8), torch.rand(8) + 0.1, torch.rand(8)
+    scaled = esparse.esparse_scores(w, norm, h, combine="scaled", alpha=0.0)
+    assert torch.allclose(scaled, w.abs() * norm)
+
+
+def test_esparse_scores_rank_higher_entropy_channels_higher_at_equal_norm():
+    w, norm = torch.ones(1, 2), torch.ones(2)
+    for combine in esparse.COMBINATIONS:
+        s = esparse.esparse_scores(w, norm, torch.tensor([0.5, 2.0]), combine=combine)
+        assert s[0, 1] > s[0, 0], combine
+    with pytest.raises(ValueError, match="combine must be one of"):
+        esparse.esparse_scores(w, norm, norm, combine="max")
+
+
+# --- shuffles --------------------------------------------------------------------------------------
+
+def test_global_shuffle_deals_the_top_channels_into_different_groups():
+    scores = torch.zeros(2, 16)
+    scores[:, [0, 1, 2, 3]] = torch.tensor([4.0, 3.0, 2.0, 1.0])  # the four best share group 0
+    perm = esparse.global_naive_shuffle(scores, 4)
+    assert sorted(perm.tolist()) == list(range(16))
+    groups_of_best = {perm.tolist().index(c) // 4 for c in (0, 1, 2, 3)}
+    assert groups_of_best == {0, 1, 2, 3}
+    assert esparse.retained_fraction(scores, perm, 2, 4) > esparse.retained_fraction(scores, torch.arange(16), 2, 4)
+
+
+def test_local_block_shuffle_never_lowers_the_retained_score():
+    torch.manual_seed(3)
+    scores = torch.rand(16, 32) ** 3
+    start = torch.randperm(32)
+    perm = esparse.local_block_shuffle(scores, start, 2, 4, block_groups=2, passes=4)
+    assert sorted(perm.tolist()) == list(range(32))
+    assert esparse.retained_fraction(scores, perm, 2, 4) >= esparse.retained_fraction(scores, start, 2, 4)
+
+
+def test_local_block_shuffle_finds_the_obvious_swap():
+    scores = torch.tensor([[9.0, 8.0, 7.0, 0.0, 0.0, 0.0, 0.0, 6.0]])  # group 0 holds three big ones
+    perm = esparse.local_block_shuffle(scores, torch.arange(8), 2, 4, block_groups=2, passes=1)
+    assert esparse.retained_fraction(scores, perm, 2, 4) == pytest.approx(1.0)
+
+
+def test_shuffling_channels_without_pruning_keeps_the_logits(tiny_llama, calibration):
+    model = copy.deepcopy(tiny_llama)
+    with torch.no_grad():
+        before = model(calibration).logits
+    for layer in lp.decoder_layers(model):
+        for name, linear in lp.layer_linears(layer).items():
+            perm = torch.randperm(linear.in_features)
+            lp.replace_module(layer, name, lp.PermutedLinear.shuffled(linear, perm))
+    with torch.no_grad():
+        after = model(calibration).logits
+    torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-5)
+
+
+# --- the pruning driver ----------------------------------------------------------------------------
+
+def test_layer_by_layer_replay_reproduces_the_model(tiny_llama, calibration):
+    hidden, kwargs = lp.capture_first_layer_inputs(tiny_llama, calibration)
+    for layer in lp.decoder_layers(tiny_llama):
+        hidden = lp.run_layer(layer, hidden, kwargs)
+    with torch.no_grad():
+        logits = tiny_llama.lm_head(tiny_llama.model.norm(hidden))
+        torch.testing.assert_close(logits, tiny_llama(calibration).logits, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", lp.METHODS)
+@pytest.mark.parametrize("pattern", lp.PATTERNS)
+def test_every_method_gives_valid_masks_and_leaves_embeddings_alone(tiny_llama, calibration, method, pattern):
+    model = copy.deepcopy(tiny_llama)
+    lp.prune_model(model, calibration, lp.PruneConfig(method, pattern))
+    n, m, _ = lp.parse_pattern(pattern)
+    for name, weight in lp.linear_weights(model).items():
+        if n:
+            assert is_nm_sparse(weight, n, m), name
+            groups = (weight != 0).reshape(weight.shape[0], -1, m).sum(-1)
+            assert (groups == n).all(), name  # exactly n kept: random weights have no zeros
+        else:
+            assert (weight == 0).float().mean().item() == pytest.approx(0.5, abs=0.01), name
+    assert torch.equal(model.model.embed_tokens.weight, tiny_llama.model.embed_tokens.weight)
+    assert torch.equal(model.lm_head.weight, tiny_llama.lm_head.weight)
+    assert torch.equal(model.model.norm.weight, tiny_llama.model.norm.weight)
+
+
+def test_nm_mask_keeps_exactly_n_in_every_group_of_every_row():
+    scores = torch.rand(7, 24)
+    for n, m in ((2, 4), (4, 8)):
+        mask = nm_mask(scores, n, m)
+        assert (mask.reshape(7, -1, m).sum(-1) == n).all()
+
+
+def test_unstructured_mask_drops_the_lowest_half_of_each_row():
+    scores = torch.tensor([[1.0, 4.0, 2.0, 3.0], [8.0, 5.0, 7.0, 6.0]])
+    mask = lp.mask_from_scores(scores, "unstructured50")
+    assert mask.tolist() == [[False, True, False, True], [True, False, True, False]]
+
+
+def test_sparsegpt_update_fits_the_dense_outputs_better_than_masking():
+    torch.manual_seed(0)
+    from repro.sparsegpt import sparsegpt_prune
+
+    w = torch.randn(6, 16)
+    x = torch.randn(200, 16)
+    pruned = sparsegpt_prune(w, x.t() @ x, n=2, m=4)
+    assert is_nm_sparse(pruned, 2, 4)
+    # the OBS update makes the pruned layer fit the dense outputs better than plain masking does
+    masked = w * (pruned != 0)
+    err_obs = ((x @ pruned.t() - x @ w.t()) ** 2).sum()
+    err_mask = ((x @ masked.t() - x @ w.t()) ** 2).sum()
+    assert err_obs < err_mask
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"method": "lottery", "pattern": "2:4"}, "unknown pruning method 'lottery'"),
+    ({"method": "wanda", "pattern": "3:2"}, "unknown sparsity pattern '3:2'"),
+    ({"method": "wanda", "pattern": "1.5"}, "unknown sparsity pattern '1.5'"),
+    ({"method": "esparse", "pattern": "2:4", "combine": "max"}, "combine must be one of"),
+])
+def test_bad_pruning_settings_get_clear_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        lp.PruneConfig(**kwargs)
+
+
+def test_sparsegpt_rejects_bad_sparsity():
+    from repro.sparsegpt import sparsegpt_prune
+
+    with pytest.raises(ValueError, match=r"sparsity must be in \[0, 1\)"):
+        sparsegpt_prune(torch.randn(2, 8), torch.eye(8), sparsity=1.5)
+
+
+def test_sparsegpt_on_stacked_linears_equals_one_sweep_per_linear(tiny_llama, calibration):
+    from repro.sparsegpt import sparsegpt_prune
+
+    layer = lp.decoder_layers(tiny_llama)[0]
+    hidden, kwargs = lp.capture_first_layer_inputs(tiny_llama, calibration)
+    inputs = lp.record_linear_inputs(layer, hidden, kwargs)
+    linears = {k: copy.deepcopy(v) for k, v in lp.layer_linears(layer).items()}
+    expected = {}
+    for name, linear in linears.items():
+        x = inputs[name].double()
+        expected[name] = sparsegpt_prune(linear.weight, x.t() @ x, n=2, m=4)
+    lp.prune_sharing_inputs(linears, inputs, lp.PruneConfig("sparsegpt", "2:4"))
+    for name, linear in linears.items():
+        torch.testing.assert_close(linear.weight, expected[name], rtol=1e-4, atol=1e-5)
