@@ -617,7 +617,7 @@ def bench_e2e(info, layers: int, ctx: int, batches, log) -> list[dict]:
                 graphed = _median_wall_us(graph.replay)
             results[name] = (out, eager, graphed, static_out)
         err = rel_err(results["sparse24"][0], results["dense"][0].float())
-        for name, (out, eager, graphed, _) in results.items():
+        for name, (_, eager, graphed, _) in results.items():
             rec = dict(
                 gpu=info["gpu"],
                 N=None,

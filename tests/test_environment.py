@@ -54,3 +54,12 @@ def test_jupyterlab_opens_myst_chapters_as_notebooks():
     viewers = json.loads(overrides.read_text())["@jupyterlab/docmanager-extension:plugin"]["defaultViewers"]
     assert viewers["markdown"] == viewers["myst"] == "Jupytext Notebook"
     assert (Path(sys.prefix) / "share" / "jupyter" / "labextensions" / "jupyterlab-jupytext").is_dir()
+
+
+def test_library_tests_and_benchmarks_pass_ruff():
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "ruff", "check", "lib", "tests", "bench"], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:]
