@@ -228,6 +228,7 @@ def precompile(x, w, out, log=print):
     from dataclasses import replace
 
     import triton
+
     from repro.kernels.triton_sp24 import launch
 
     jobs = []

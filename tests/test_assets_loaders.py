@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+
 from repro import assets, lm
 
 pytestmark = pytest.mark.slow
@@ -53,6 +54,7 @@ def test_minilm_scores_a_paraphrase_above_an_unrelated_sentence():
 def test_mobilenet_recognises_the_cat_photo():
     needs("mobilenet-v2")
     import skimage.data
+
     from repro.mobilenet import preprocess
 
     model, labels = assets.load_image_encoder("mobilenet-v2")

@@ -4,6 +4,7 @@ import hashlib
 import subprocess
 
 import pytest
+
 from repro import assets
 from repro.assets import store
 

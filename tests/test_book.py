@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from repro import run
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -5,10 +5,11 @@ import math
 
 import pytest
 import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
 from repro import esparse
 from repro import llm_pruning as lp
 from repro.pruning import is_nm_sparse, nm_mask
-from transformers import LlamaConfig, LlamaForCausalLM
 
 
 @pytest.fixture(scope="module")

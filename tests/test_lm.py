@@ -2,6 +2,7 @@ import math
 
 import pytest
 import torch
+
 from repro.lm import perplexity_of_ids
 
 

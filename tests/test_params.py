@@ -1,4 +1,5 @@
 import pytest
+
 from repro.params import ParameterError, check_choice, check_range, parse_override, parse_parameters, resolve
 
 CELL = '''

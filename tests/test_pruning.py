@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+
 from repro.pruning import is_nm_sparse, nm_mask, sparsity
 
 

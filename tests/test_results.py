@@ -3,6 +3,7 @@ import math
 
 import numpy as np
 import pytest
+
 from repro import results
 from repro.results_page import render
 

@@ -6,6 +6,7 @@ import sys
 import textwrap
 
 import pytest
+
 from repro import run
 from repro.params import ParameterError
 

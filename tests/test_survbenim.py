@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 from lifelines import KaplanMeierFitter
+
 from repro.survbenim import (
     Background,
     CoxPH,
@@ -58,6 +59,7 @@ def test_beran_does_not_depend_on_the_order_of_the_training_data():
 
 def test_nelson_aalen_matches_lifelines():
     from lifelines import NelsonAalenFitter
+
     from repro.survbenim.beran import nelson_aalen
 
     times, events = tied_censored_sample(np.random.default_rng(11))

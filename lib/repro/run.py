@@ -99,7 +99,8 @@ def execute(plan: Plan, executed: Path, results: Path, cell_timeout: int, progre
         # Progress bars inside chapters are for people at a keyboard; in batch runs they would only
         # leave half-drawn widgets in the rendered pages, so tqdm is switched off (TQDM_DISABLE).
         env = {**os.environ, "REPRO_RESULTS_DIR": str(results), "PYTHONHASHSEED": "0",
-               "PYDEVD_DISABLE_FILE_VALIDATION": "1", "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
+               "PYDEVD_DISABLE_FILE_VALIDATION": "1", "TQDM_DISABLE": "1",
+               "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
         proc = subprocess.run(cmd, env=env, stderr=subprocess.PIPE, text=True)
         wall = time.perf_counter() - start
         if proc.returncode != 0:

@@ -17,8 +17,11 @@ import torch
 
 
 def inverse_hessian_factor(hessian: torch.Tensor, percdamp: float = 0.01) -> tuple[torch.Tensor, torch.Tensor]:
-    """(upper Cholesky factor of the damped inverse Hessian, mask of dead input channels)."""
-    h = hessian.double().clone()
+    """(upper Cholesky factor of the damped inverse Hessian, mask of dead input channels).
+
+    float32, as in the reference implementation: the 1% damping keeps the factorisation stable, and
+    float64 factorisations were several times slower with this machine's BLAS."""
+    h = hessian.float().clone()
     dead = torch.diag(h) == 0
     h[dead, dead] = 1.0
     damp = percdamp * torch.diag(h).mean()
@@ -38,7 +41,6 @@ def sparsegpt_prune(weight: torch.Tensor, hessian: torch.Tensor, *, sparsity: fl
     if (n or m) and not (0 < n < m and weight.shape[1] % m == 0 and blocksize % m == 0):
         raise ValueError(f"N:M needs 0 < n < m, in_features and blocksize divisible by m; got n={n}, m={m}")
     u, dead = inverse_hessian_factor(hessian, percdamp)
-    u = u.float()  # factorised in float64 for stability; the sweep itself is fine in float32
     w = weight.detach().float().clone()
     w[:, dead] = 0
     # The sweep is thousands of small tensor operations: one thread avoids the synchronisation cost

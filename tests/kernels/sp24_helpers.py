@@ -1,6 +1,7 @@
 """Shared helpers of the kernel tests: random 2:4 weights and the error measure."""
 
 import torch
+
 from repro.pruning import nm_mask
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"

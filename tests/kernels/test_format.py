@@ -2,8 +2,9 @@
 
 import pytest
 import torch
-from repro.kernels import Sparse24Weight, compress_24
 from sp24_helpers import random_24
+
+from repro.kernels import Sparse24Weight, compress_24
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])

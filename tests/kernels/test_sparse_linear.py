@@ -4,10 +4,11 @@ import logging
 
 import pytest
 import torch
-from repro.kernels import SparseLinear, dispatch
-from repro.pruning import nm_mask, to_sparse24
 from sp24_helpers import DEVICE, rel_err
 from torch import nn
+
+from repro.kernels import SparseLinear, dispatch
+from repro.pruning import nm_mask, to_sparse24
 
 
 def _pruned_linear(k, n, bias=True, dtype=torch.float32, seed=0):

@@ -7,9 +7,10 @@ kernel runs fp32 dots in IEEE mode).
 
 import pytest
 import torch
+from sp24_helpers import DEVICE, random_24, rel_err
+
 from repro.kernels import compress_24, sparse24_matmul
 from repro.kernels.triton_sp24 import KernelConfig, launch
-from sp24_helpers import DEVICE, random_24, rel_err
 
 TOL = {torch.float16: 5e-3, torch.float32: 1e-5}
 
