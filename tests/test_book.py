@@ -51,6 +51,10 @@ def test_every_chapter_runs_in_its_smoke_profile(smoke_run):
         record = json.loads((out / "results" / f"{o.slug}.json").read_text())
         assert record["profile"] == "smoke" and record["metrics"]
         assert record["headline"] in record["metrics"]
+        notebook = json.loads((out / "executed" / f"{o.slug}.ipynb").read_text())
+        mimes = {mime for cell in notebook["cells"] for output in cell.get("outputs", [])
+                 for mime in output.get("data", {})}
+        assert not [m for m in mimes if "widget" in m], f"{o.slug}: progress-bar widgets in a batch run"
 
 
 @pytest.fixture(scope="session")

@@ -93,12 +93,12 @@ def execute(plan: Plan, executed: Path, results: Path, cell_timeout: int, progre
         source, output, values = Path(tmp) / "in.ipynb", Path(tmp) / "out.ipynb", Path(tmp) / "p.yaml"
         jupytext.write(jupytext.read(plan.notebook), source, fmt="ipynb")
         values.write_text(yaml.safe_dump(plan.values))
+        ipython_dir = batch_ipython_dir(Path(tmp))
         cmd = [sys.executable, "-m", "papermill", str(source), str(output), "-f", str(values),
                "--cwd", str(NOTEBOOKS), "-k", kernel_name(), "--execution-timeout", str(cell_timeout),
                "--log-level", "ERROR", "--progress-bar" if progress else "--no-progress-bar"]
-        # Progress bars inside chapters are for people at a keyboard; in batch runs they would only
-        # leave half-drawn widgets in the rendered pages, so tqdm is switched off (TQDM_DISABLE).
         env = {**os.environ, "REPRO_RESULTS_DIR": str(results), "PYTHONHASHSEED": "0",
+               "IPYTHONDIR": str(ipython_dir),
                "PYDEVD_DISABLE_FILE_VALIDATION": "1", "TQDM_DISABLE": "1",
                "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
         proc = subprocess.run(cmd, env=env, stderr=subprocess.PIPE, text=True)
@@ -116,6 +116,26 @@ def execute(plan: Plan, executed: Path, results: Path, cell_timeout: int, progre
     key = data.get("headline") or ""
     value = data.get("metrics", {}).get(key) if key else None
     return Outcome(plan.slug, "ok", wall, headline=f"{key} = {format_value(value)}" if key else "")
+
+
+BATCH_STARTUP = """\
+# Written by repro.run for batch runs. Progress bars are for people at a keyboard: in the book they would
+# be half-drawn widgets (which also pull require.js from a CDN). tqdm.auto becomes the plain tqdm, which
+# TQDM_DISABLE=1 switches off.
+import tqdm.auto
+import tqdm.std
+
+tqdm.auto.tqdm = tqdm.std.tqdm
+tqdm.auto.trange = tqdm.std.trange
+"""
+
+
+def batch_ipython_dir(folder: Path) -> Path:
+    """An IPython directory whose start-up script turns off progress bars in the kernel."""
+    startup = folder / "ipython" / "profile_default" / "startup"
+    startup.mkdir(parents=True)
+    (startup / "00-repro-batch.py").write_text(BATCH_STARTUP)
+    return folder / "ipython"
 
 
 def error_summary(stderr: str) -> str:
