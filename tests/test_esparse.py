@@ -207,3 +207,24 @@ def test_sparsegpt_on_stacked_linears_equals_one_sweep_per_linear(tiny_llama, ca
     lp.prune_sharing_inputs(linears, inputs, lp.PruneConfig("sparsegpt", "2:4"))
     for name, linear in linears.items():
         torch.testing.assert_close(linear.weight, expected[name], rtol=1e-4, atol=1e-5)
+
+
+def test_opt_layout_is_pruned_through_the_same_code():
+    from transformers import OPTConfig, OPTForCausalLM
+
+    torch.manual_seed(0)
+    config = OPTConfig(vocab_size=120, hidden_size=64, ffn_dim=128, num_hidden_layers=2, num_attention_heads=4,
+                       max_position_embeddings=64, word_embed_proj_dim=64)
+    model = OPTForCausalLM(config).eval()
+    ids = torch.randint(0, 120, (3, 16))
+    hidden, kwargs = lp.capture_first_layer_inputs(model, ids)
+    for layer in lp.decoder_layers(model):
+        hidden = lp.run_layer(layer, hidden, kwargs)
+    with torch.no_grad():
+        logits = model.lm_head(model.model.decoder.final_layer_norm(hidden))
+        torch.testing.assert_close(logits, model(ids).logits, rtol=1e-5, atol=1e-5)
+    for method in lp.METHODS:
+        pruned = copy.deepcopy(model)
+        lp.prune_model(pruned, ids, lp.PruneConfig(method, "2:4"))
+        weights = lp.linear_weights(pruned)
+        assert len(weights) == 12 and all(is_nm_sparse(w, 2, 4) for w in weights.values()), method
