@@ -10,8 +10,9 @@ from .results import load_all
 HEADER = """# Results at a glance
 
 Generated from `results/*.json`, the records that each chapter writes when it runs (here: the run that
-built this book). Every number below is produced by the code of its chapter; the paper's numbers are
-quoted from the paper, with the source named in the chapter. Small-scale runs on 2 CPU cores are not
+built this book). Every number below is produced by the code of its chapter. The reference column holds
+the paper's numbers, or the closest published figures where the paper's own are not available (each
+chapter names its source). Small-scale runs on 2 CPU cores are not
 expected to match paper-scale numbers: each chapter explains the differences.
 
 """
