@@ -90,10 +90,35 @@ def test_mni152_tissue_maps_are_probabilities_on_one_grid():
     images = assets.load_mni152()
     shapes = {k: v.shape for k, v in images.items()}
     assert set(shapes.values()) == {(197, 233, 189)}
-    csf = np.asarray(images["csf"].dataobj)
-    assert csf.min() >= 0 and csf.max() <= 1 and csf.sum() > 0
+    mask = np.asarray(images["mask"].dataobj) > 0
+    maps = {k: np.asarray(images[k].dataobj, dtype=np.float32) for k in ("gm", "wm", "csf")}
+    for key, data in maps.items():
+        assert data.min() >= 0 and data.max() <= 1, key
+    # the three tissues share out the brain: their sum is at most one and, on average, close to it
+    total = maps["gm"] + maps["wm"] + maps["csf"]
+    assert total.max() <= 1 + 1e-5 and total[mask].mean() > 0.95
+    # CSF is a real compartment (the ventricles and sulci), not rounding residue: a tenth of the brain or more
+    assert 0.1 < maps["csf"][mask].mean() < 0.5
 
 
 def test_model_loader_rejects_a_name_that_is_nothing():
     with pytest.raises(FileNotFoundError, match="neither a bundled asset"):
         assets.load_causal_lm("no-such-model")
+
+
+def test_bbh_cot_prompts_hold_three_worked_exemplars_per_task():
+    needs("bbh-cot-prompts")
+    record = assets.load_bbh_cot_prompts("web_of_lies")
+    assert record["task"] == "web_of_lies" and len(record["samples"]) == 3
+    assert all("So the answer is" in s["target"] for s in record["samples"])
+    with pytest.raises(ValueError, match="no BBH chain-of-thought prompts"):
+        assets.load_bbh_cot_prompts("web_of_truth")
+
+
+def test_bbq_lite_records_say_which_groups_are_stereotyped():
+    needs("bigbench")
+    records = assets.load_bbq_lite("SES")
+    assert len(records) == 1984 and {r["context_condition"] for r in records} == {"ambig", "disambig"}
+    assert all(r["additional_metadata"]["stereotyped_groups"] for r in records)
+    with pytest.raises(ValueError, match="unknown BBQ category"):
+        assets.load_bbq_lite("Height")

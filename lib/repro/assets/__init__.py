@@ -4,7 +4,10 @@ See ``manifest.yaml`` for what is bundled and ``python -m repro assets list`` fo
 """
 
 from .loaders import (
+    BBQ_CATEGORIES,
     bigbench_subtasks,
+    load_bbh_cot_prompts,
+    load_bbq_lite,
     load_bigbench_task,
     load_causal_lm,
     load_image_encoder,
@@ -39,6 +42,7 @@ def fetch(name: str, force: bool = False):
 
 
 __all__ = [
+    "BBQ_CATEGORIES", "load_bbh_cot_prompts", "load_bbq_lite",
     "Asset", "AssetError", "AssetNotFetchedError", "ChecksumMismatchError", "RegistryUnreachableError",
     "UnknownAssetError", "bigbench_subtasks", "cache_dir", "fetch", "get_asset", "load_bigbench_task",
     "load_causal_lm", "load_image_encoder", "load_manifest", "load_mni152", "load_squad_shifts",

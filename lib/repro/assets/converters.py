@@ -109,10 +109,31 @@ def build_mni152(asset: Asset, files: list[Path], out: Path) -> None:
     nib.save(nib.Nifti1Image(mask, t1.affine), out / "brain_mask.nii.gz")
 
 
+def build_bbh_cot_prompts(asset: Asset, files: list[Path], out: Path) -> None:
+    # The task YAMLs hold the exemplars under fewshot_config.samples; keep the raw files for provenance
+    # and write one JSON per task so loaders need no YAML templating logic.
+    import yaml
+
+    prefix = "lm_eval/tasks/bbh/cot_fewshot/"
+    extract_prefix(files[0], prefix, out / "yaml")
+    count = 0
+    for path in sorted((out / "yaml").glob("*.yaml")):
+        if path.name.startswith("_"):
+            continue
+        spec = yaml.safe_load(path.read_text())
+        samples = [{"input": s["input"], "target": s["target"]} for s in spec["fewshot_config"]["samples"]]
+        record = {"task": path.stem, "description": spec.get("description", ""), "samples": samples}
+        (out / f"{path.stem}.json").write_text(json.dumps(record, indent=1))
+        count += 1
+    if count == 0:
+        raise ValueError(f"{files[0].name} has no BBH chain-of-thought task files under {prefix}")
+
+
 BUILDERS = {
     "smollm2": build_smollm2,
     "minilm": build_minilm,
     "mobilenet": build_mobilenet,
     "bigbench": build_bigbench,
     "mni152": build_mni152,
+    "bbh_cot_prompts": build_bbh_cot_prompts,
 }

@@ -102,19 +102,55 @@ def load_bigbench_task(task: str, subtask: str | None = None):
     return datasets.Dataset.from_list(rows, info=info)
 
 
+def load_bbh_cot_prompts(task: str) -> dict:
+    """The official BIG-Bench Hard chain-of-thought exemplars of one task (lm-eval's copy).
+
+    Returns ``{"task", "description", "samples": [{"input", "target"}, ...]}``; ``target`` is the worked
+    explanation ending in "So the answer is ...". BBH spells one task ``causal_judgement``.
+    """
+    folder = require("bbh-cot-prompts")
+    path = folder / f"{task}.json"
+    if not path.is_file():
+        available = sorted(p.stem for p in folder.glob("*.json"))
+        raise ValueError(f"no BBH chain-of-thought prompts for task {task!r}; available: {', '.join(available)}")
+    return json.loads(path.read_text())
+
+
+BBQ_CATEGORIES = ("Age", "Disability_status", "Gender_identity", "Nationality", "Physical_appearance",
+                  "Race_ethnicity", "Religion", "SES", "Sexual_orientation")
+
+
+def load_bbq_lite(category: str) -> list[dict]:
+    """BBQ-lite examples of one category in the original BBQ record format (BIG-bench ``bbq_lite`` resources).
+
+    Unlike ``bbq_lite_json``, these records keep ``answer_info`` (each answer's social group) and
+    ``additional_metadata.stereotyped_groups``, which tell which answer is the stereotyped one.
+    """
+    if category not in BBQ_CATEGORIES:
+        raise ValueError(f"unknown BBQ category {category!r}; choose one of {', '.join(BBQ_CATEGORIES)}")
+    path = require("bigbench") / "bbq_lite" / "resources" / f"{category}.json"
+    return json.loads(path.read_text())["examples"]
+
+
 def load_mni152() -> dict:
     """The MNI152 T1 template and tissue maps as nibabel images: t1, gm, wm, csf, mask.
 
-    CSF is not shipped; it is the part of the brain mask not explained by grey or white matter.
+    gm, wm and csf are probabilities in [0, 1] (float32). nilearn ships the grey- and white-matter maps as
+    0-255 bytes, so they are rescaled here. CSF is not shipped; it is the part of the brain mask not
+    explained by grey or white matter.
     """
     import nibabel as nib
     import numpy as np
 
     folder = require("mni152")
-    images = {key: nib.load(folder / f"{key}.nii.gz") for key in ("t1", "gm", "wm")}
-    images["mask"] = nib.load(folder / "brain_mask.nii.gz")
-    gm = np.asarray(images["gm"].dataobj, dtype=np.float32)
-    wm = np.asarray(images["wm"].dataobj, dtype=np.float32)
+    images = {"t1": nib.load(folder / "t1.nii.gz"), "mask": nib.load(folder / "brain_mask.nii.gz")}
+    probabilities = {}
+    for key in ("gm", "wm"):
+        stored = nib.load(folder / f"{key}.nii.gz")
+        data = np.asarray(stored.dataobj, dtype=np.float32)
+        probabilities[key] = data / 255.0 if data.max() > 1.0 else data
+        images[key] = nib.Nifti1Image(probabilities[key], stored.affine)
+    gm, wm = probabilities["gm"], probabilities["wm"]
     mask = np.asarray(images["mask"].dataobj) > 0
     csf = np.where(mask, np.clip(1.0 - gm - wm, 0.0, 1.0), 0.0).astype(np.float32)
     images["csf"] = nib.Nifti1Image(csf, images["t1"].affine)
