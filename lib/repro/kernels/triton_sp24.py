@@ -73,6 +73,23 @@ def _split_phases(x_tile, BM: tl.constexpr, BP: tl.constexpr):
 
 
 @triton.jit
+def _tile_pointers(x_ptr, v_ptr, meta_ptr, M, N, stride_xm, stride_vn, stride_meta,
+                   BM: tl.constexpr, BN: tl.constexpr, BP: tl.constexpr):
+    """This program's output tile (rows n of W, rows m of x): offsets, bounds masks and the pointers to the
+    first K-step of the value planes, the metadata and x. Shared by every kernel (inlined by Triton)."""
+    offs_n = tl.program_id(0) * BN + tl.arange(0, BN)
+    offs_m = tl.program_id(1) * BM + tl.arange(0, BM)
+    offs_p = tl.arange(0, BP)
+    offs_k = tl.arange(0, 8 * BP)
+    row_ok = offs_n[:, None] < N
+    m_ok = offs_m[:, None] < M
+    v_ptrs = v_ptr + offs_n[:, None] * stride_vn + offs_p[None, :]
+    meta_ptrs = meta_ptr + offs_n[:, None] * stride_meta + offs_p[None, :]
+    x_ptrs = x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :]
+    return offs_n, offs_m, offs_p, offs_k, row_ok, m_ok, v_ptrs, meta_ptrs, x_ptrs
+
+
+@triton.jit
 def _k_range(Q, BP: tl.constexpr, split_k):
     """This program's slice [first, last) of K-steps when K is split ``split_k`` ways."""
     steps = tl.cdiv(Q, BP)
@@ -228,15 +245,9 @@ def _sp24_mma_kernel(
     SPLIT: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
-    offs_n = tl.program_id(0) * BN + tl.arange(0, BN)
-    offs_m = tl.program_id(1) * BM + tl.arange(0, BM)
-    offs_p = tl.arange(0, BP)
-    offs_k = tl.arange(0, 8 * BP)
-    row_ok = offs_n[:, None] < N
-    m_ok = offs_m[:, None] < M
-    v_ptrs = v_ptr + offs_n[:, None] * stride_vn + offs_p[None, :]
-    meta_ptrs = meta_ptr + offs_n[:, None] * stride_meta + offs_p[None, :]
-    x_ptrs = x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :]
+    offs_n, offs_m, offs_p, offs_k, row_ok, m_ok, v_ptrs, meta_ptrs, x_ptrs = _tile_pointers(
+        x_ptr, v_ptr, meta_ptr, M, N, stride_xm, stride_vn, stride_meta, BM, BN, BP
+    )
 
     first, last = _k_range(Q, BP, split_k)
     acc = tl.zeros((BN, BM), dtype=tl.float32)
@@ -290,15 +301,9 @@ def _sp24_smem_kernel(
     SPLIT: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
-    offs_n = tl.program_id(0) * BN + tl.arange(0, BN)
-    offs_m = tl.program_id(1) * BM + tl.arange(0, BM)
-    offs_p = tl.arange(0, BP)
-    offs_k = tl.arange(0, 8 * BP)
-    row_ok = offs_n[:, None] < N
-    m_ok = offs_m[:, None] < M
-    v_ptrs = v_ptr + offs_n[:, None] * stride_vn + offs_p[None, :]
-    meta_ptrs = meta_ptr + offs_n[:, None] * stride_meta + offs_p[None, :]
-    x_ptrs = x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :]
+    offs_n, offs_m, offs_p, offs_k, row_ok, m_ok, v_ptrs, meta_ptrs, x_ptrs = _tile_pointers(
+        x_ptr, v_ptr, meta_ptr, M, N, stride_xm, stride_vn, stride_meta, BM, BN, BP
+    )
 
     first, last = _k_range(Q, BP, split_k)
     acc = tl.zeros((BM, BN), dtype=tl.float32)
@@ -340,15 +345,9 @@ def _sp24_fma_kernel(
     HAS_BIAS: tl.constexpr,
     SPLIT: tl.constexpr,
 ):
-    offs_n = tl.program_id(0) * BN + tl.arange(0, BN)
-    offs_m = tl.program_id(1) * BM + tl.arange(0, BM)
-    offs_p = tl.arange(0, BP)
-    offs_k = tl.arange(0, 8 * BP)
-    row_ok = offs_n[:, None] < N
-    m_ok = offs_m[:, None] < M
-    v_ptrs = v_ptr + offs_n[:, None] * stride_vn + offs_p[None, :]
-    meta_ptrs = meta_ptr + offs_n[:, None] * stride_meta + offs_p[None, :]
-    x_ptrs = x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :]
+    offs_n, offs_m, offs_p, offs_k, row_ok, m_ok, v_ptrs, meta_ptrs, x_ptrs = _tile_pointers(
+        x_ptr, v_ptr, meta_ptr, M, N, stride_xm, stride_vn, stride_meta, BM, BN, BP
+    )
 
     first, last = _k_range(Q, BP, split_k)
     acc = tl.zeros((BM, BN, BP), dtype=tl.float32)
