@@ -22,7 +22,7 @@ METHODS = {  # method -> (label, style)
     "repro_dispatch": ("repro dispatcher", dict(color="black", lw=2.2, marker="o")),
     "repro_fma": ("repro fma (select-X, CUDA cores)", dict(color="tab:green", marker="s", ls="--")),
     "repro_mma": ("repro mma (4-phase dots, tensor cores)", dict(color="tab:blue", marker="^", ls="--")),
-    "repro_smem": ("repro smem (expanded tile, tensor cores)", dict(color="tab:purple", marker="v", ls="--")),
+    "repro_expand": ("repro expand (expanded tile, tensor cores)", dict(color="tab:purple", marker="v", ls="--")),
     "torch_semi_structured": (
         "torch semi-structured (cuSPARSELt)",
         dict(color="tab:red", marker="x", ls=":"),

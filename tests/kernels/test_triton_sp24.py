@@ -19,9 +19,9 @@ CASES = [
     ("mma", 5, 64, 256, KernelConfig(BM=16, BN=32, BP=16, split_k=1)),
     ("mma", 33, 70, 200, KernelConfig(BM=16, BN=32, BP=16, split_k=1)),  # M, N, K tails
     ("mma", 16, 70, 200, KernelConfig(BM=16, BN=64, BP=16, split_k=2)),  # uneven K split
-    ("smem", 5, 64, 256, KernelConfig(BM=16, BN=32, BP=16, split_k=1)),
-    ("smem", 33, 70, 200, KernelConfig(BM=16, BN=32, BP=16, split_k=1)),  # M, N, K tails
-    ("smem", 16, 70, 200, KernelConfig(BM=16, BN=64, BP=16, split_k=2)),  # uneven K split
+    ("expand", 5, 64, 256, KernelConfig(BM=16, BN=32, BP=16, split_k=1)),
+    ("expand", 33, 70, 200, KernelConfig(BM=16, BN=32, BP=16, split_k=1)),  # M, N, K tails
+    ("expand", 16, 70, 200, KernelConfig(BM=16, BN=64, BP=16, split_k=2)),  # uneven K split
     ("fma", 1, 64, 256, KernelConfig(BM=1, BN=32, BP=16, split_k=1)),
     ("fma", 3, 70, 200, KernelConfig(BM=2, BN=32, BP=8, split_k=1)),  # M, N, K tails
     ("fma", 1, 70, 200, KernelConfig(BM=1, BN=32, BP=8, split_k=3)),  # uneven K split

@@ -1,9 +1,10 @@
 """``sparse24_matmul``: pick, per shape, the fastest measured way to compute ``x @ W.T``.
 
-Candidates: our Triton kernels (``fma`` for tiny M, ``mma`` / ``smem`` for small/medium M), cuBLAS on the
-dense weight (``cublas``) and PyTorch's semi-structured sparsity (``torch_semi_structured``,
-cuSPARSELt). The choice comes from a table measured by ``bench/sparse24.py`` and committed per GPU
-architecture (``dispatch_sm90.json``); a lookup is a dict hit after the first call for a shape.
+Candidates: our Triton kernels (``fma`` for tiny M, ``mma`` and ``expand`` on tensor cores),
+cuBLAS on the dense weight (``cublas``) and PyTorch's semi-structured sparsity
+(``torch_semi_structured``, cuSPARSELt). The choice comes from a table measured by
+``bench/sparse24.py`` and committed per GPU architecture (``dispatch_sm90.json``); a lookup is a
+dict hit after the first call for a shape.
 Shapes absent from the table use rules of thumb (``_default_choice``).
 
 On a CPU (or any non-CUDA device) the product is computed by a torch reference path on the
@@ -30,7 +31,7 @@ from .format import Sparse24Weight
 
 log = logging.getLogger(__name__)
 
-METHODS = ("fma", "mma", "smem", "cublas", "torch_semi_structured")
+METHODS = ("fma", "mma", "expand", "cublas", "torch_semi_structured")
 _TABLE_DIR = Path(__file__).parent
 _state = {"warned_cpu": False, "dense_cache": True}
 

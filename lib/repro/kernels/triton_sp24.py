@@ -15,8 +15,11 @@ so each K-step is eight ``tl.dot``s of a ``[BN, BP]`` expanded phase with a ``[B
 x; ``d_j`` is an AND/OR of v0/v1 with masks from the indices. Weights are the wide MMA side
 ("swap-AB"), so small M pads only the token side.
 
-``smem`` (tensor cores, expanded tile): the phases are joined in registers into the natural-order
-``[BN, 8*BP]`` weight tile, which feeds one dot per K-step from shared memory.
+``expand`` (tensor cores, expanded tile; the large-M path): the phases are joined in registers into
+the natural-order ``[BN, 8*BP]`` weight tile, the A operand of one dot per K-step whose B operand,
+the plain x tile, goes straight from global to shared memory. Triton keeps these wgmmas in flight
+(``wait_group`` > 0), unlike the eight dots of ``mma``; the joined tile costs one register-to-
+register re-layout through a per-warp scratch buffer per step.
 
 All can split K across programs (``split_k`` > 1) so that few output tiles still fill 132 SMs;
 partial sums meet in ``y`` through a serial fix-up (split 0 stores, the others add atomically once
@@ -34,7 +37,7 @@ import triton.language as tl
 
 from .format import Sparse24Weight
 
-KERNELS = ("fma", "mma", "smem")
+KERNELS = ("fma", "mma", "expand")
 
 
 @dataclass(frozen=True)
@@ -277,7 +280,7 @@ def _dense_order(v0e, v1e, ce, v0o, v1o, co, BN: tl.constexpr, BP: tl.constexpr)
 
 
 @triton.jit(do_not_specialize=["M", "split_k"])
-def _sp24_smem_kernel(
+def _sp24_expand_kernel(
     x_ptr,
     v_ptr,
     meta_ptr,
@@ -306,7 +309,7 @@ def _sp24_smem_kernel(
     )
 
     first, last = _k_range(Q, BP, split_k)
-    acc = tl.zeros((BM, BN), dtype=tl.float32)
+    acc = tl.zeros((BN, BM), dtype=tl.float32)
     for step in tl.range(first, last, num_stages=NUM_STAGES):
         p0 = step * BP
         v0e, v1e, v0o, v1o, ce, co = _load_weight_tile(v_ptrs, meta_ptrs, Q, p0, offs_p, row_ok, EVEN_Q)
@@ -315,10 +318,8 @@ def _sp24_smem_kernel(
             x_tile = tl.load(x_ptrs + 8 * p0, mask=m_ok, other=0.0)
         else:
             x_tile = tl.load(x_ptrs + 8 * p0, mask=m_ok & (offs_k[None, :] + 8 * p0 < 8 * Q), other=0.0)
-        acc = tl.dot(x_tile, tl.trans(w_tile), acc, input_precision=DOT_PRECISION)
-    _store_output(
-        y_ptr, tl.trans(acc), offs_m, offs_n, M, N, stride_ym, bias_ptr, flag_ptr, split_k, HAS_BIAS, SPLIT
-    )
+        acc = tl.dot(w_tile, tl.trans(x_tile), acc, input_precision=DOT_PRECISION)
+    _store_output(y_ptr, acc, offs_m, offs_n, M, N, stride_ym, bias_ptr, flag_ptr, split_k, HAS_BIAS, SPLIT)
 
 
 @triton.jit(do_not_specialize=["M", "split_k"])
@@ -364,7 +365,7 @@ def _sp24_fma_kernel(
 
 
 def _check_config(cfg: KernelConfig, kernel: str) -> None:
-    if kernel in ("mma", "smem") and (cfg.BM < 16 or cfg.BN < 16 or cfg.BP < 16):
+    if kernel in ("mma", "expand") and (cfg.BM < 16 or cfg.BN < 16 or cfg.BP < 16):
         raise ValueError(f"{kernel} kernel needs BM, BN, BP >= 16 (tl.dot tiles), got {cfg.label()}")
     for name in ("BM", "BN", "BP"):
         value = getattr(cfg, name)
@@ -404,9 +405,9 @@ def _launch_options(kernel: str, cfg: KernelConfig, even_q: bool, has_bias: bool
         SPLIT=split,
         num_warps=cfg.num_warps,
     )
-    if kernel in ("mma", "smem"):
+    if kernel in ("mma", "expand"):
         options["DOT_PRECISION"] = "ieee" if fp32 else "tf32"
-        return (_sp24_mma_kernel if kernel == "mma" else _sp24_smem_kernel), options
+        return (_sp24_mma_kernel if kernel == "mma" else _sp24_expand_kernel), options
     if kernel == "fma":
         return _sp24_fma_kernel, options
     raise ValueError(f"unknown kernel {kernel!r}; allowed: {', '.join(KERNELS)}")
@@ -422,7 +423,7 @@ def launch(
     *,
     warmup: bool = False,
 ) -> torch.Tensor:
-    """Run ``kernel`` ('fma', 'mma' or 'smem') writing ``x2d @ W.T (+ bias)`` into ``out`` [M, N].
+    """Run ``kernel`` ('fma', 'mma' or 'expand') writing ``x2d @ W.T (+ bias)`` into ``out`` [M, N].
 
     ``x2d`` [M, K] must have unit stride along K and ``out`` unit stride along N. With split-K,
     partial sums are added with atomics (round-off-level non-determinism) and no memset is needed.
