@@ -1,0 +1,93 @@
+"""Shared pieces of the 2:4 GEMM benchmark: the cases, the GPU description, the record format."""
+
+from __future__ import annotations
+
+import statistics
+
+import torch
+
+from repro.kernels import dispatch
+
+SHAPES = [(4096, 4096), (11008, 4096), (4096, 11008)]  # LLaMA-7B linears: q/k/v/o, gate/up, down
+KERNELS = ("fma", "mma", "expand")
+MS = [1, 4, 8, 16, 32, 64, 128, 512, 2048]
+QUICK_MS = [1, 16, 128]
+COPIES = 8  # weight copies cycled through by the streamed timing (> 2x the L2 in bytes)
+TOL = 2e-2  # max|err| / max|ref| against the fp32 reference
+
+
+def gpu_info() -> dict:
+    import triton
+
+    props = torch.cuda.get_device_properties(0)
+    info = dict(
+        gpu=torch.cuda.get_device_name(0),
+        arch=dispatch.arch_name(torch.device("cuda", 0)),
+        sms=props.multi_processor_count,
+        l2_mb=getattr(props, "L2_cache_size", 0) / 2**20,
+        torch=torch.__version__,
+        cuda=torch.version.cuda,
+        triton=triton.__version__,
+    )
+    try:
+        info["cusparselt"] = torch.backends.cusparselt.version()
+    except Exception as exc:  # not every build has it
+        info["cusparselt"] = f"unavailable: {exc}"
+    src = torch.empty(1 << 30, dtype=torch.uint8, device="cuda")
+    dst = torch.empty_like(src)
+    for _ in range(3):
+        dst.copy_(src)
+    times = []
+    for _ in range(10):
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record()
+        dst.copy_(src)
+        e.record()
+        torch.cuda.synchronize()
+        times.append(s.elapsed_time(e) / 1e3)
+    info["copy_gbps"] = 2 * src.numel() / statistics.median(times) / 1e9  # read + write
+    del src, dst
+    return info
+
+
+def gpu_slug(name: str) -> str:
+    for key in ("h200", "h100", "a100", "l40", "a10"):
+        if key in name.lower():
+            return key
+    return name.lower().replace(" ", "-")
+
+
+def rel_err(y, ref) -> float:
+    return float((y.float() - ref).abs().max() / ref.abs().max())
+
+
+def record(info, n, k, m, method, status, us=None, err=None, wbytes=None, cfg="", host=None, note=""):
+    rec = dict(
+        gpu=info["gpu"],
+        N=n,
+        K=k,
+        M=m,
+        method=method,
+        status=status,
+        us=us,
+        rel_err=err,
+        weight_bytes=wbytes,
+        cfg=cfg,
+        host_us=host,
+        note=note,
+    )
+    if us:
+        rec["tflops"] = 2 * m * n * k / us / 1e6
+        act_bytes = 2 * m * (n + k)
+        rec["gbps"] = ((wbytes or 0) + act_bytes) / us / 1e3
+        rec["launch_bound"] = bool(host is not None and host > us)
+    return rec
+
+
+def recs_at(recs, n, k, m, method):
+    return next(r for r in recs if r["N"] == n and r["K"] == k and r["M"] == m and r["method"] == method)
+
+
+def cases(recs) -> list[tuple[int, int, int]]:
+    """The (N, K, M) triples a run measured, in the order it measured them."""
+    return list(dict.fromkeys((r["N"], r["K"], r["M"]) for r in recs if r["method"] == "cublas"))

@@ -1,0 +1,94 @@
+"""Timing on the GPU: single calls with the L2 flushed, back-to-back calls in a CUDA graph, host time."""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+
+FLUSH_BYTES = 512 << 20
+SLEEP_CYCLES = 400_000  # ~200 us of GPU spin before each timed call
+
+
+class Timer:
+    """Median CUDA-event time of single calls, the L2 flushed (read) before each call."""
+
+    def __init__(self):
+        self.flush_buf = torch.ones(FLUSH_BYTES // 4, dtype=torch.float32, device="cuda")
+        self.sink = torch.empty((), dtype=torch.float32, device="cuda")
+
+    def flush(self):
+        torch.sum(self.flush_buf, dim=0, out=self.sink)
+
+    def median_us(self, fn, reps: int = 30) -> float:
+        for _ in range(3):
+            fn()
+        starts = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
+        ends = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
+        for s, e in zip(starts, ends):
+            self.flush()
+            # ~200 us of GPU spin (no memory traffic) so that the host has enqueued fn before the
+            # start event is reached even when one call costs ~100 us of Python
+            torch.cuda._sleep(SLEEP_CYCLES)
+            s.record()
+            fn()
+            e.record()
+        torch.cuda.synchronize()
+        return statistics.median(s.elapsed_time(e) * 1e3 for s, e in zip(starts, ends))
+
+    @staticmethod
+    def streamed_us(fns, rounds: int = 4) -> float:
+        """Per-call time of back-to-back calls cycling through several weight copies, no flush.
+
+        Layer-by-layer inference: each call finds its weights cold (the copies together exceed
+        the L2) but the GPU is never idle between calls. The calls are captured in one CUDA graph
+        and replayed, so host launch overhead is excluded (as in graph-captured decoding).
+        """
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for fn in fns:
+                fn()
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            for _ in range(rounds):
+                for fn in fns:
+                    fn()
+        graph.replay()
+        times = []
+        for _ in range(5):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            graph.replay()
+            end.record()
+            torch.cuda.synchronize()
+            times.append(start.elapsed_time(end) * 1e3 / (rounds * len(fns)))
+        del graph
+        return statistics.median(times)
+
+    @staticmethod
+    def host_us(fn, calls: int = 30) -> float:
+        """Host time to enqueue one call (launch overhead; the GPU is not waited for)."""
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        t1 = time.perf_counter()
+        torch.cuda.synchronize()
+        return (t1 - t0) / calls * 1e6
+
+
+def median_wall_us(fn, reps=30) -> float:
+    """Median CUDA-event time of plain back-to-back calls (host launch time included)."""
+    starts = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
+    ends = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
+    for _ in range(3):
+        fn()
+    for s, e in zip(starts, ends):
+        s.record()
+        fn()
+        e.record()
+    torch.cuda.synchronize()
+    return statistics.median(s.elapsed_time(e) * 1e3 for s, e in zip(starts, ends))

@@ -1,0 +1,106 @@
+"""The CPU-checkable parts of the 2:4 GEMM benchmark (bench/sp24): the dispatcher-table rule, the
+report, the sweep's configurations and the end-to-end model. The timings themselves need a GPU."""
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+
+from sp24.common import KERNELS, MS, SHAPES, record  # noqa: E402
+from sp24.dispatcher import build_table  # noqa: E402
+from sp24.e2e import DecoderLayer  # noqa: E402
+from sp24.report import markdown, roofline_limit  # noqa: E402
+from sp24.sweep import kernel_configs, with_splits  # noqa: E402
+
+from repro.kernels import SparseLinear, dispatch  # noqa: E402
+from repro.kernels.triton_sp24 import KernelConfig, _check_config  # noqa: E402
+from repro.pruning import nm_mask, to_sparse24  # noqa: E402
+
+INFO = dict(gpu="NVIDIA H200", arch="sm90", sms=132, torch="t", cuda="c", triton="tr", cusparselt=800, copy_gbps=4200.0)
+FMA = KernelConfig(BM=1, BN=4, BP=64, num_warps=1, num_stages=4)
+
+
+def _rec(m, method, us, host=5.0, config=None, n=4096, k=4096):
+    rec = record(INFO, n, k, m, method, "ok", us, 1e-3, 2 * n * k, host=host)
+    rec["config"] = config.as_dict() if config else None
+    return rec
+
+
+def _run(rows_by_m):
+    """Records of one shape: {m: [(method, us, host, config), ...]} with cuBLAS's speedup filled in."""
+    recs = []
+    for m, rows in rows_by_m.items():
+        shape = [_rec(m, method, us, host, config) for method, us, host, config in rows]
+        cublas_us = next(r["us"] for r in shape if r["method"] == "cublas")
+        for r in shape:
+            r["speedup_vs_cublas"] = cublas_us / r["us"]
+        recs += shape
+    return recs
+
+
+def test_table_keeps_cublas_unless_another_method_is_3_percent_faster():
+    recs = _run(
+        {
+            1: [("cublas", 16.0, 5, None), ("repro_fma", 10.0, 20, FMA)],  # 1.6x: taken (launch-bound is fine)
+            4: [("cublas", 15.0, 5, None), ("repro_fma", 14.8, 20, FMA)],  # 1.3% faster: not enough
+            2048: [("cublas", 250.0, 5, None), ("torch_semi_structured", 200.0, 430, None)],  # host-bound
+            4096: [("cublas", 500.0, 5, None), ("torch_semi_structured", 400.0, 300, None)],  # not host-bound
+        }
+    )
+    methods = {e["M"]: e["method"] for e in build_table(INFO, recs)["entries"]}
+    assert methods == {1: "fma", 4: "cublas", 2048: "cublas", 4096: "torch_semi_structured"}
+
+
+def test_table_round_trips_through_the_dispatcher_lookup():
+    recs = _run({1: [("cublas", 16.0, 5, None), ("repro_fma", 10.0, 20, FMA)], 8: [("cublas", 16.0, 5, None)]})
+    table = build_table(INFO, recs)
+    assert dispatch._table_choice(table, 4096, 4096, 1, torch.float16) == dispatch.Choice("fma", FMA)
+    assert dispatch._table_choice(table, 4096, 4096, 5, torch.float16) == dispatch.Choice("cublas", None)
+
+
+def test_report_has_one_row_per_case_with_as_many_cells_as_the_header():
+    recs = _run({m: [("cublas", 16.0, 5, None), ("repro_fma", 10.0, 20, FMA)] for m in (1, 16)})
+    text = markdown(INFO, recs)
+    speed_table = text.split("\n\n")[2].splitlines()
+    header, rows = speed_table[0], speed_table[2:]
+    assert len(rows) == 2
+    assert all(row.count("|") == header.count("|") for row in rows)
+    assert "| 4096×4096 | 1 | 16.0 |" in rows[0] and "1.60x*" in rows[0]  # fma: 1.6x and launch-bound
+
+
+def test_roofline_limit_is_the_byte_ratio_at_decode_and_one_when_compute_bound():
+    decode = roofline_limit(INFO, 4096, 4096, 1)
+    assert decode == pytest.approx(2 / 1.125, rel=1e-3)  # activations are ~0.05% of the bytes
+    assert roofline_limit(INFO, 4096, 4096, 65536) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_sweep_configurations_are_valid_and_splits_keep_two_steps(kernel):
+    for m in MS:
+        for base in kernel_configs(kernel, m):
+            _check_config(base, kernel)
+            if kernel == "fma":
+                assert base.BM >= m  # one M-tile: the weights are read once
+            for n, k in SHAPES:
+                for cfg in with_splits(base, n, m, k):
+                    steps = k // 8 // cfg.BP
+                    tiles = -(-n // cfg.BN) * -(-m // cfg.BM)
+                    assert cfg.split_k == 1 or (steps // cfg.split_k >= 2 and tiles * cfg.split_k <= 16 * 132)
+
+
+def test_sparse_decoder_layer_gives_the_dense_output():
+    torch.manual_seed(0)
+    layer = DecoderLayer(hidden=256, inter=512, heads=4).eval()
+    with torch.no_grad():
+        for lin in [m for m in layer.modules() if isinstance(m, torch.nn.Linear)]:
+            lin.weight.mul_(nm_mask(lin.weight.abs(), 2, 4))
+    sparse = DecoderLayer(hidden=256, inter=512, heads=4).eval()
+    sparse.load_state_dict(layer.state_dict())
+    assert to_sparse24(sparse) == 7
+    assert all(isinstance(getattr(sparse, name), SparseLinear) for name in ("q_proj", "down_proj"))
+    h, kc, vc = torch.randn(2, 1, 256), torch.randn(2, 4, 8, 64), torch.randn(2, 4, 8, 64)
+    with torch.no_grad():
+        assert torch.allclose(sparse(h, kc, vc), layer(h, kc, vc), atol=1e-5)
