@@ -164,12 +164,16 @@ def _load_weight_tile(v_ptrs, meta_ptrs, Q, p0, offs_p, row_ok, EVEN_Q: tl.const
 
 
 @triton.jit
-def _load_x_phases(x_ptrs, k0, K, offs_k, m_ok, BM: tl.constexpr, BP: tl.constexpr, EVEN_Q: tl.constexpr):
+def _load_x_tile(x_ptrs, k0, K, offs_k, m_ok, EVEN_Q: tl.constexpr):
+    """The [BM, 8*BP] x columns k0 .. k0 + 8*BP (zeros past K and past M)."""
     if EVEN_Q:
-        x_tile = tl.load(x_ptrs + k0, mask=m_ok, other=0.0)
-    else:
-        x_tile = tl.load(x_ptrs + k0, mask=m_ok & (offs_k[None, :] + k0 < K), other=0.0)
-    return _split_phases(x_tile, BM, BP)
+        return tl.load(x_ptrs + k0, mask=m_ok, other=0.0)
+    return tl.load(x_ptrs + k0, mask=m_ok & (offs_k[None, :] + k0 < K), other=0.0)
+
+
+@triton.jit
+def _load_x_phases(x_ptrs, k0, K, offs_k, m_ok, BM: tl.constexpr, BP: tl.constexpr, EVEN_Q: tl.constexpr):
+    return _split_phases(_load_x_tile(x_ptrs, k0, K, offs_k, m_ok, EVEN_Q), BM, BP)
 
 
 @triton.jit
@@ -314,10 +318,7 @@ def _sp24_expand_kernel(
         p0 = step * BP
         v0e, v1e, v0o, v1o, ce, co = _load_weight_tile(v_ptrs, meta_ptrs, Q, p0, offs_p, row_ok, EVEN_Q)
         w_tile = _dense_order(v0e, v1e, ce, v0o, v1o, co, BN, BP)
-        if EVEN_Q:
-            x_tile = tl.load(x_ptrs + 8 * p0, mask=m_ok, other=0.0)
-        else:
-            x_tile = tl.load(x_ptrs + 8 * p0, mask=m_ok & (offs_k[None, :] + 8 * p0 < 8 * Q), other=0.0)
+        x_tile = _load_x_tile(x_ptrs, 8 * p0, 8 * Q, offs_k, m_ok, EVEN_Q)
         acc = tl.dot(w_tile, tl.trans(x_tile), acc, input_precision=DOT_PRECISION)
     _store_output(y_ptr, acc, offs_m, offs_n, M, N, stride_ym, bias_ptr, flag_ptr, split_k, HAS_BIAS, SPLIT)
 
