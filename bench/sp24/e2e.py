@@ -114,6 +114,11 @@ def bench_e2e(info, layers: int, ctx: int, batches, log) -> list[dict]:
                 ctx=ctx,
                 swapped_linears=swapped,
                 weight_bytes=dense_bytes if name == "dense" else sparse_bytes,
+                # copies the dispatcher derived for the methods it ran (dense for cuBLAS, fragments
+                # for spmma), counted after this batch size ran
+                cached_bytes=0 if name == "dense" else sum(
+                    m.weight24.cache_nbytes for m in sparse.modules() if isinstance(m, SparseLinear)
+                ),
                 rel_err=err,
                 note="random weights pruned 2:4 by magnitude; decode step over a fixed random "
                 f"{ctx}-token KV cache; us = CUDA-graph replay, us_eager = plain launches",

@@ -16,9 +16,26 @@ from .common import COPIES, KERNELS, TOL, record, recs_at, rel_err
 SPLITS = [1, 2, 3, 4, 6, 8, 12, 16]
 
 
+def spmma_configs(m: int):
+    """(R, S, U) per token-tile count T = the power of two >= ceil(M/8), at most 8; checked
+    offline for sm_90a with Triton 3.6: no spills."""
+    from repro.kernels.fragments import SpmmaConfig
+
+    t = min(8, 1 << ((m + 7) // 8 - 1).bit_length())
+    if t <= 2:
+        shapes = [(1, 4, 4), (1, 8, 4), (2, 4, 4), (2, 8, 2), (1, 4, 8), (1, 16, 2)]
+    elif t == 4:
+        shapes = [(1, 4, 2), (1, 8, 2), (2, 4, 2), (2, 8, 1)]
+    else:
+        shapes = [(1, 4, 1), (2, 4, 1), (4, 2, 1), (2, 8, 1)]
+    return [SpmmaConfig(R=r, S=s, U=u, T=t) for r, s, u in shapes]
+
+
 def kernel_configs(kernel: str, m: int):
     from repro.kernels.triton_sp24 import KernelConfig as C
 
+    if kernel == "spmma":  # sparse tensor cores; K is split inside a program, not across programs
+        return spmma_configs(m)
     if kernel == "fma":  # CUDA-core select-X: only while its arithmetic hides under the loads
         if m > 8:
             return []
@@ -68,6 +85,8 @@ def kernel_configs(kernel: str, m: int):
 def with_splits(cfg, n: int, m: int, k: int):
     from dataclasses import replace
 
+    if not hasattr(cfg, "split_k"):  # spmma splits K across the warps of a program
+        return [cfg]
     steps = k // 8 // cfg.BP
     tiles = -(-n // cfg.BN) * -(-m // cfg.BM)
     out = []
@@ -90,8 +109,8 @@ def precompile(x, w, out, ms, log=print):
     for m in ms:
         for kernel in KERNELS:
             for cfg in kernel_configs(kernel, m):
-                for s in (1, 2):
-                    jobs.append((kernel, replace(cfg, split_k=s)))
+                for s in (1, 2) if hasattr(cfg, "split_k") else (None,):
+                    jobs.append((kernel, replace(cfg, split_k=s) if s else cfg))
     jobs = list(dict.fromkeys(jobs))
     t0 = time.time()
     try:
@@ -123,6 +142,9 @@ def bench_shape(info, timer, n, k, ms, log) -> list[dict]:
         w_ss, ss_bytes, ss_error = None, None, f"{type(exc).__name__}: {exc}"[:200]
     dense_copies = [dense] + [dense.clone() for _ in range(COPIES - 1)]
     w_copies = [w] + [type(w)(w.values.clone(), w.meta.clone(), w.shape) for _ in range(COPIES - 1)]
+    if "spmma" in KERNELS:  # its fragment-order copies, built before any timing
+        for c in w_copies:
+            c.fragments()
     recs = []
     for m in ms:
         x = torch.randn(m, k, device="cuda", dtype=torch.float16)

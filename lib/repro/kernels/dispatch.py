@@ -1,6 +1,7 @@
 """``sparse24_matmul``: pick, per shape, the fastest measured way to compute ``x @ W.T``.
 
-Candidates: our Triton kernels (``fma`` for tiny M, ``mma`` and ``expand`` on tensor cores),
+Candidates: our Triton kernels (``fma`` for tiny M, ``mma`` and ``expand`` on tensor cores, and
+``spmma``, the Gluon kernel on the sparse tensor cores, which reads the weight in fragment order),
 cuBLAS on the dense weight (``cublas``) and PyTorch's semi-structured sparsity
 (``torch_semi_structured``, cuSPARSELt). The choice comes from a table measured by
 ``bench/sparse24.py`` and committed per GPU architecture (``dispatch_sm90.json``); a lookup is a
@@ -31,7 +32,7 @@ from .format import Sparse24Weight
 
 log = logging.getLogger(__name__)
 
-METHODS = ("fma", "mma", "expand", "cublas", "torch_semi_structured")
+METHODS = ("fma", "mma", "expand", "spmma", "cublas", "torch_semi_structured")
 _TABLE_DIR = Path(__file__).parent
 _state = {"warned_cpu": False, "dense_cache": True}
 
@@ -140,6 +141,7 @@ def _default_choice(n: int, k: int, m: int, sms: int) -> Choice:
 
 
 def _table_choice(table: dict, n: int, k: int, m: int, dtype: torch.dtype) -> Choice | None:
+    from .fragments import SpmmaConfig
     from .triton_sp24 import KernelConfig
 
     rows = [
@@ -153,7 +155,11 @@ def _table_choice(table: dict, n: int, k: int, m: int, dtype: torch.dtype) -> Ch
     # the smallest measured M that is >= m; beyond the last measured M, the last entry
     entry = next((e for e in rows if e["M"] >= m), rows[-1])
     config = entry.get("config")
-    return Choice(entry["method"], KernelConfig(**config) if config else None)
+    if not config:
+        return Choice(entry["method"])
+    if entry["method"] == "spmma":
+        return Choice("spmma", SpmmaConfig(**config))
+    return Choice(entry["method"], KernelConfig(**config))
 
 
 @lru_cache(maxsize=4096)
@@ -162,9 +168,11 @@ def _cached_choice(n: int, k: int, m: int, dtype: torch.dtype, device_index: int
     choice = _table_choice(load_table(arch_name(device)), n, k, m, dtype)
     if choice is None:
         choice = _default_choice(n, k, m, _sm_count(device))
+    if choice.method == "spmma" and dtype not in (torch.float16, torch.bfloat16):
+        choice = _default_choice(n, k, m, _sm_count(device))  # mma.sp has no fp32 form
     if choice.method == "fma" and choice.config.BM < m:
         choice = _default_choice(n, k, max(m, 3), _sm_count(device))  # fma would re-read W per M-tile
-    if dtype == torch.bfloat16 and choice.config is not None and choice.config.split_k > 1:
+    if dtype == torch.bfloat16 and getattr(choice.config, "split_k", 1) > 1:
         # split-K adds partial sums with atomics; keep bf16 on one exact-order pass
         from dataclasses import replace
 

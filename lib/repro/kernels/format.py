@@ -73,6 +73,7 @@ class Sparse24Weight:
     meta: torch.Tensor  # [N, K/8] uint8, codes of groups 2p (low nibble) and 2p+1 (high nibble)
     shape: tuple[int, int]  # dense (N, K)
     _dense_cache: torch.Tensor | None = field(default=None, repr=False, compare=False)
+    _fragments_cache: object = field(default=None, repr=False, compare=False)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -86,6 +87,12 @@ class Sparse24Weight:
     def nbytes(self) -> int:
         """Bytes of the compressed format: values plus metadata (no dense cache)."""
         return self.values.nbytes + self.meta.nbytes
+
+    @property
+    def cache_nbytes(self) -> int:
+        """Bytes of the derived copies kept for other methods (dense for cuBLAS, fragments)."""
+        dense = 0 if self._dense_cache is None else self._dense_cache.nbytes
+        return dense + (0 if self._fragments_cache is None else self._fragments_cache.nbytes)
 
     def decompress(self) -> torch.Tensor:
         """The dense ``[N, K]`` weight, zeros at the pruned positions (exact round trip)."""
@@ -113,6 +120,16 @@ class Sparse24Weight:
 
     def drop_dense_cache(self) -> None:
         self._dense_cache = None
+
+    def fragments(self):
+        """The weight in mma.sp fragment order (``fragments.py``) for the ``spmma`` kernel.
+
+        Built on first use and kept (another 56.25 % of the dense fp16 bytes while both exist)."""
+        if self._fragments_cache is None:
+            from .fragments import to_fragments
+
+            self._fragments_cache = to_fragments(self)
+        return self._fragments_cache
 
     def to(self, device: torch.device | str) -> Sparse24Weight:
         return Sparse24Weight(self.values.to(device), self.meta.to(device), self.shape)

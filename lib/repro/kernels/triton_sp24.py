@@ -37,7 +37,7 @@ import triton.language as tl
 
 from .format import Sparse24Weight
 
-KERNELS = ("fma", "mma", "expand")
+KERNELS = ("fma", "mma", "expand", "spmma")
 
 
 @dataclass(frozen=True)
@@ -366,6 +366,9 @@ def _sp24_fma_kernel(
 
 
 def _check_config(cfg: KernelConfig, kernel: str) -> None:
+    if kernel == "spmma":
+        cfg.check()
+        return
     if kernel in ("mma", "expand") and (cfg.BM < 16 or cfg.BN < 16 or cfg.BP < 16):
         raise ValueError(f"{kernel} kernel needs BM, BN, BP >= 16 (tl.dot tiles), got {cfg.label()}")
     for name in ("BM", "BN", "BP"):
@@ -424,12 +427,16 @@ def launch(
     *,
     warmup: bool = False,
 ) -> torch.Tensor:
-    """Run ``kernel`` ('fma', 'mma' or 'expand') writing ``x2d @ W.T (+ bias)`` into ``out`` [M, N].
+    """Run ``kernel`` ('fma', 'mma', 'expand' or 'spmma') writing ``x2d @ W.T (+ bias)`` into ``out``.
 
     ``x2d`` [M, K] must have unit stride along K and ``out`` unit stride along N. With split-K,
     partial sums are added with atomics (round-off-level non-determinism) and no memset is needed.
     ``warmup=True`` only compiles (usable under ``triton.AsyncCompileMode``).
     """
+    if kernel == "spmma":  # the Gluon kernel on the sparse tensor cores, fragment-order weight
+        from .gluon_sp24 import launch_spmma
+
+        return launch_spmma(x2d, w.fragments(), bias, out, cfg, warmup=warmup)
     m, k = x2d.shape
     n = w.shape[0]
     pairs = k // 8

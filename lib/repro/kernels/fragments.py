@@ -1,0 +1,179 @@
+"""The 2:4 weight re-ordered for NVIDIA's sparse tensor-core instruction (``mma.sp``, m16n8k32).
+
+``mma.sp.sync.aligned.m16n8k32`` multiplies a 16x32 2:4-sparse tile A, given as its 16x16
+compressed values plus 2-bit positions, by a dense 32x8 tile B. Each of the warp's 32 lanes holds a
+fixed piece of every operand (PTX ISA, "Matrix fragments for sparse mma.m16n8k32 with .f16/.bf16";
+``g = lane // 4``, ``q = lane % 4``):
+
+- A: four 32-bit registers; register ``i`` holds the two kept values (v0 low, v1 high) of row
+  ``g + 8*(i % 2)``, group ``q + 4*(i // 2)`` of the tile (groups of 4 along K, 8 per tile);
+- metadata: one 32-bit word, read from lanes with ``q`` in {0, 1} (sparsity selector 0): lane
+  ``q = h`` describes groups ``4h .. 4h+3``; its low 16 bits are row ``g``, its high 16 bits row
+  ``g + 8``, a 4-bit code ``i0 | i1 << 2`` per group (the same code as ``format.py``);
+- B: four registers; register ``i`` holds B[k, n] for ``n = g``, ``k = 2q + 8i`` and ``k + 1``;
+- C/D: four fp32; ``c[i]`` is the element at row ``g + 8*(i // 2)``, column ``2q + i % 2``.
+
+With the weight as A (rows = output features) and x as B (columns = tokens), the layout below
+stores, for every 16-row tile and 32-column k-block, exactly the 512 bytes of A registers in lane
+order, so a warp fetches one k-block with one fully coalesced 16-byte load per lane, and the 64
+bytes of metadata words next to it. Nothing is re-arranged at run time.
+
+``values``  int32 ``[NT, KB, 32, 4]``: ``NT = ceil(N/16)`` row tiles, ``KB = ceil(K/32)`` k-blocks,
+            lane, register; each int32 packs two fp16/bf16 values.
+``meta``    int32 ``[NT, KB, 16]``: word ``2g + h`` is the metadata word of lanes ``4g + h``.
+
+Rows and k-blocks beyond N and K are padded with zero values (metadata code ``0b0100``, positions
+0 and 1, a valid code) and masked on the x side. Bytes: 16*16*2 values + 16*4 metadata per 16x32
+dense tile = 576 of 1024, the same 56.25 % as the planar format.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+
+import torch
+
+from .format import Sparse24Weight
+
+ROWS = 16  # rows of an mma.sp A tile
+KBLOCK = 32  # dense K of one mma.sp
+GROUPS = KBLOCK // 4  # 2:4 groups per k-block
+LANES = 32
+PAD_CODE = 0b0100  # positions (0, 1): valid metadata for an all-zero group
+FRAGMENT_DTYPES = (torch.float16, torch.bfloat16)
+
+
+@dataclass(frozen=True)
+class SpmmaConfig:
+    """Tiling of the ``spmma`` kernel (``gluon_sp24.py``): each program runs ``R`` 16-row tiles
+    and ``8*T`` tokens with ``R*S`` warps, ``S`` of them splitting K; ``U`` k-blocks per step."""
+
+    R: int = 1
+    S: int = 4
+    U: int = 4
+    T: int = 1
+
+    @property
+    def num_warps(self) -> int:
+        return self.R * self.S
+
+    def check(self) -> None:
+        for name in ("R", "S", "U", "T"):
+            value = getattr(self, name)
+            if value < 1 or value & (value - 1) or value > 16:
+                raise ValueError(f"SpmmaConfig.{name} must be a power of two in 1..16, got {value}")
+        if self.num_warps > 32:
+            raise ValueError(f"R*S = {self.num_warps} warps; at most 32 fit in a program")
+
+    def label(self) -> str:
+        return f"r{self.R}s{self.S}u{self.U}t{self.T}"
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Sparse24Fragments:
+    """A 2:4 weight ``[N, K]`` in mma.sp fragment order (see the module docstring)."""
+
+    values: torch.Tensor  # int32 [NT, KB, 32, 4]
+    meta: torch.Tensor  # int32 [NT, KB, 16]
+    shape: tuple[int, int]  # dense (N, K)
+    dtype: torch.dtype  # element type packed in ``values``
+    meta_order: str = "pairs"  # see _meta_words
+
+    @property
+    def device(self) -> torch.device:
+        return self.values.device
+
+    @property
+    def nbytes(self) -> int:
+        return self.values.nbytes + self.meta.nbytes
+
+    def to(self, device: torch.device | str) -> Sparse24Fragments:
+        return Sparse24Fragments(
+            self.values.to(device), self.meta.to(device), self.shape, self.dtype, self.meta_order
+        )
+
+    def decompress(self) -> torch.Tensor:
+        """The dense ``[N, K]`` weight (exact)."""
+        v0, v1, codes = self.groups()
+        n, k = self.shape
+        dense = torch.zeros(*v0.shape, 4, dtype=self.dtype, device=self.device)
+        dense.scatter_(2, (codes & 3).unsqueeze(-1), v0.unsqueeze(-1))
+        dense.scatter_(2, (codes >> 2).unsqueeze(-1), v1.unsqueeze(-1))
+        return dense.reshape(v0.shape[0], -1)[:n, :k]
+
+    def groups(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Kept values ``v0, v1`` and codes, each ``[NT*16, KB*8]`` in natural row/group order."""
+        nt, kb = self.values.shape[:2]
+        halves = self.values.view(self.dtype).reshape(nt, kb, 8, 4, 2, 2, 2)  # g, q, i//2, i%2, v
+        # -> tile, row half (i%2), g, kblock, group half (i//2), q, v
+        v = halves.permute(0, 5, 2, 1, 4, 3, 6).reshape(nt * ROWS, kb * GROUPS, 2)
+        words = self.meta.reshape(nt, kb, 8, 2).to(torch.int64) & 0xFFFFFFFF
+        shifts = torch.arange(8, device=self.device) * 4
+        nibbles = ((words.unsqueeze(-1) >> shifts) & 0xF).reshape(nt, kb, 8, 2, 2, 4)
+        if self.meta_order == "pairs":  # tile, kb, g, h, row half, group in half
+            codes = nibbles.permute(0, 4, 2, 1, 3, 5)
+        else:  # tile, kb, g, row half, h, group in half
+            codes = nibbles.permute(0, 3, 2, 1, 4, 5)
+        codes = codes.reshape(nt * ROWS, kb * GROUPS)
+        return v[..., 0], v[..., 1], codes
+
+
+def _natural_groups(w: Sparse24Weight) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """v0, v1 and codes ``[N, K/4]`` in natural group order, from the planar format."""
+    n, k = w.shape
+    pairs = k // 8
+    planes = w.values.reshape(n, 4, pairs)
+    v0 = torch.stack((planes[:, 0], planes[:, 2]), dim=-1).reshape(n, 2 * pairs)
+    v1 = torch.stack((planes[:, 1], planes[:, 3]), dim=-1).reshape(n, 2 * pairs)
+    codes = torch.stack((w.meta & 0xF, w.meta >> 4), dim=-1).reshape(n, 2 * pairs).to(torch.int64)
+    return v0, v1, codes
+
+
+def to_fragments(w: Sparse24Weight, meta_order: str | None = None) -> Sparse24Fragments:
+    """Re-order a planar :class:`Sparse24Weight` into mma.sp fragment order (fp16/bf16 only).
+
+    ``meta_order`` defaults to ``$REPRO_SPMMA_META_ORDER`` or ``"pairs"`` (see ``_meta_words``);
+    the variable exists so that a GPU session can run the benchmark with the other reading if
+    ``bench/spmma_probe.py`` finds that the hardware follows it."""
+    meta_order = meta_order or os.environ.get("REPRO_SPMMA_META_ORDER", "pairs")
+    if w.dtype not in FRAGMENT_DTYPES:
+        raise ValueError(f"mma.sp fragments need fp16 or bf16 values, got {w.dtype}")
+    n, k = w.shape
+    nt, kb = -(-n // ROWS), -(-k // KBLOCK)
+    v0, v1, codes = _natural_groups(w)
+    pad = (0, kb * GROUPS - k // 4, 0, nt * ROWS - n)
+    v0, v1 = torch.nn.functional.pad(v0, pad), torch.nn.functional.pad(v1, pad)
+    codes = torch.nn.functional.pad(codes, pad, value=PAD_CODE)
+
+    # values: [tile, row half, g, kblock, group half, q, v] -> [tile, kblock, g, q, group half, row half, v]
+    v = torch.stack((v0, v1), dim=-1).reshape(nt, 2, 8, kb, 2, 4, 2)
+    values = v.permute(0, 3, 2, 5, 4, 1, 6).contiguous().view(torch.int32).reshape(nt, kb, LANES, 4)
+
+    meta = _meta_words(codes.reshape(nt, 2, 8, kb, 2, 4), meta_order)
+    return Sparse24Fragments(values.contiguous(), meta, (n, k), w.dtype, meta_order)
+
+
+def _meta_words(codes: torch.Tensor, meta_order: str) -> torch.Tensor:
+    """int32 ``[NT, KB, 16]`` metadata words from codes ``[tile, row half, g, kblock, h, group in half]``.
+
+    ``"pairs"`` (the PTX ISA's figure for m16n8k32 f16/bf16): word ``(g, h)`` holds groups
+    ``4h..4h+3`` of row ``g`` (low 16 bits) and of row ``g + 8`` (high 16 bits).
+    ``"rows"`` is the other reading of that figure, kept so that a GPU test can tell them apart:
+    word ``(g, 0)`` holds all 8 groups of row ``g``, word ``(g, 1)`` those of row ``g + 8``.
+    """
+    nt, kb = codes.shape[0], codes.shape[3]
+    if meta_order == "pairs":
+        nibbles = codes.permute(0, 3, 2, 4, 1, 5)  # tile, kblock, g, h, (row half, group in half)
+    elif meta_order == "rows":
+        nibbles = codes.permute(0, 3, 2, 1, 4, 5)  # tile, kblock, g, row half, (h, group in half)
+    else:
+        raise ValueError(f"meta_order must be 'pairs' or 'rows', got {meta_order!r}")
+    nibbles = nibbles.reshape(nt, kb, 8, 2, 8)
+    shifts = torch.arange(8, device=codes.device) * 4
+    words = (nibbles << shifts).sum(-1)  # disjoint nibbles: the sum is an OR
+    words = torch.where(words >= 2**31, words - 2**32, words)  # as signed int32
+    return words.to(torch.int32).reshape(nt, kb, 16).contiguous()

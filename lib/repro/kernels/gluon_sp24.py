@@ -1,0 +1,206 @@
+"""``spmma``: ``y = x @ W.T`` on the sparse tensor cores (``mma.sp``), written in Gluon.
+
+Plain Triton has no way to issue ``mma.sp``: ``tl.dot`` is dense, and an inline-asm call only works
+if every lane holds exactly its own piece of each operand, which Triton's layout passes do not
+promise. Gluon, Triton's explicit-layout dialect, does: a ``BlockedLayout`` fixes which lane and
+register hold which element, so the weight fragments of ``fragments.py`` are loaded straight into
+the registers ``mma.sp`` reads, and one ``inline_asm_elementwise`` with ``pack=4`` per k-block
+issues the instruction. The hardware skips the pruned half of the products and expands nothing.
+
+One program (CTA) owns ``R`` 16-row tiles and ``8*T`` tokens; its ``R*S`` warps are laid out as
+``[R, S]``: warp ``(r, s)`` runs tile ``r`` over the ``s``-th of ``S`` equal slices of K, ``U``
+k-blocks per loop iteration (``U`` independent 16-byte weight loads in flight per lane, ``U``
+separate accumulators), and the ``S`` partial sums meet through one reduction over the warp axis at
+the end, so there are no atomics and no memset. The register tensors are 6-D,
+``[R, S, lane, token tile T, k-block U, register 4]``, one warp per ``(r, s)``.
+
+Needs ``sm_80`` or newer (``mma.sp::ordered_metadata``, PTX 8.5) and fp16 or bf16.
+"""
+
+from __future__ import annotations
+
+import torch
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+
+from .fragments import Sparse24Fragments, SpmmaConfig
+
+_MMA = (
+    "mma.sp::ordered_metadata.sync.aligned.m16n8k32.row.col.f32.{t}.{t}.f32 "
+    "{{$0, $1, $2, $3}}, {{$8, $9, $10, $11}}, {{$12, $13, $14, $15}}, {{$4, $5, $6, $7}}, $16, 0x0;"
+)
+_MMA_F16 = gl.constexpr(_MMA.format(t="f16"))
+_MMA_BF16 = gl.constexpr(_MMA.format(t="bf16"))
+# operands: d0-3 (out), c0-3, a0-3, b0-3, then four copies of the metadata word (only $16 is read)
+_CONSTRAINTS = gl.constexpr("=f,=f,=f,=f,f,f,f,f,r,r,r,r,r,r,r,r,r,r,r,r")
+
+
+@gluon.constexpr_function
+def _layout(R, S, T, U, width):
+    """Warps on ``[R, S]``, lanes on dim 2, and ``T x U x width`` registers per lane.
+
+    The MMA operands use ``T`` token tiles and ``width`` 4; the weight registers (``T`` = 1) and
+    the metadata words (``width`` 1) get their own layouts so each is loaded once, not once per
+    register of the broadcast (the conversion to the MMA layout is then a register copy)."""
+    return gl.BlockedLayout(
+        size_per_thread=[1, 1, 1, T, U, width],
+        threads_per_warp=[1, 1, 32, 1, 1, 1],
+        warps_per_cta=[R, S, 1, 1, 1, 1],
+        order=[5, 4, 3, 2, 1, 0],
+    )
+
+
+@gluon.constexpr_function
+def _axis_layout(layout, axis):
+    """The 1-D layout of ``layout``'s dimension ``axis`` (all other dimensions sliced away)."""
+    for dim in reversed(range(6)):
+        if dim != axis:
+            layout = gl.SliceLayout(dim, layout)
+    return layout
+
+
+@gluon.jit
+def _index(n: gl.constexpr, axis: gl.constexpr, layout: gl.constexpr):
+    """``arange(n)`` along ``axis`` of a 6-D ``layout``, size 1 along the other dimensions."""
+    idx = gl.arange(0, n, layout=_axis_layout(layout, axis))
+    for dim in gl.static_range(6):
+        if dim != axis:
+            idx = gl.expand_dims(idx, dim)
+    return idx
+
+
+@gluon.jit
+def _weight_stream(ptr, NT, KB, per_slice, WORDS: gl.constexpr, layout: gl.constexpr):
+    """Pointers to this program's first k-blocks of weight words (``WORDS`` int32 per tile and
+    k-block: 128 value words, or 16 metadata words), plus what masks them.
+
+    Value word of lane ``l``, register ``i``: ``4l + i``. Metadata word of lane ``4g + q``:
+    ``2g + q % 2`` (lanes ``q`` = 2, 3 load a copy; the instruction reads ``q`` = 0, 1)."""
+    R: gl.constexpr = layout.warps_per_cta[0]
+    S: gl.constexpr = layout.warps_per_cta[1]
+    U: gl.constexpr = layout.size_per_thread[4]
+    lane = _index(32, 2, layout)
+    if WORDS == 128:
+        word = lane * 4 + _index(4, 5, layout)
+    else:
+        word = (lane // 4) * 2 + lane % 2
+    tile = gl.program_id(0) * R + _index(R, 0, layout)
+    kb = _index(S, 1, layout) * per_slice + _index(U, 4, layout)  # k-block of the first step
+    kb_end = gl.minimum((_index(S, 1, layout) + 1) * per_slice, KB)
+    ptrs = ptr + (tile * KB + kb).to(gl.int64) * WORDS + word
+    return ptrs, tile < NT, kb, kb_end
+
+
+@gluon.jit(do_not_specialize=["M"])
+def _spmma_kernel(
+    x_ptr,  # [M, K] fp16/bf16, unit stride along K, read as int32 pairs
+    v_ptr,  # int32 [NT, KB, 32, 4]
+    e_ptr,  # int32 [NT, KB, 16]
+    bias_ptr,
+    y_ptr,  # [M, N]
+    M,
+    N,
+    K,
+    NT,
+    KB,
+    stride_xm,  # in elements
+    stride_ym,
+    HAS_BIAS: gl.constexpr,
+    BF16: gl.constexpr,
+    R: gl.constexpr,
+    S: gl.constexpr,
+    U: gl.constexpr,
+    T: gl.constexpr,
+):
+    L: gl.constexpr = _layout(R, S, T, U, 4)  # MMA operands and accumulators
+    per_slice = gl.cdiv(KB, S)
+    a_ptrs, a_tile_ok, a_kb, a_kb_end = _weight_stream(v_ptr, NT, KB, per_slice, 128, _layout(R, S, 1, U, 4))
+    e_ptrs, e_tile_ok, e_kb, e_kb_end = _weight_stream(e_ptr, NT, KB, per_slice, 16, _layout(R, S, 1, U, 1))
+
+    # x as int32 pairs: B register i of lane (g, q) is the pair k = 2q + 8i, 2q + 8i + 1 of token g
+    lane = _index(32, 2, L)
+    q = lane % 4
+    reg = _index(4, 5, L)
+    token = gl.program_id(1) * (8 * T) + 8 * _index(T, 3, L) + lane // 4
+    kb = _index(S, 1, L) * per_slice + _index(U, 4, L)
+    kb_end = gl.minimum((_index(S, 1, L) + 1) * per_slice, KB)
+    x_words = x_ptr.to(gl.pointer_type(gl.int32), bitcast=True)
+    b_ptrs = x_words + token.to(gl.int64) * (stride_xm // 2) + kb * 16 + q + 4 * reg
+    b_k = kb * 32 + 2 * q + 8 * reg  # first column of the pair
+    token_ok = token < M
+
+    acc = gl.zeros([R, S, 32, T, U, 4], gl.float32, L)
+    for step in range(0, per_slice, U):
+        a = gl.load(a_ptrs + step * 128, mask=a_tile_ok & (a_kb + step < a_kb_end), other=0)
+        e = gl.load(e_ptrs + step * 16, mask=e_tile_ok & (e_kb + step < e_kb_end), other=0x44444444)
+        b_ok = token_ok & (kb + step < kb_end) & (b_k + step * 32 < K)
+        b = gl.load(b_ptrs + step * 16, mask=b_ok, other=0)
+        a = gl.convert_layout(a, L)
+        e = gl.convert_layout(e, L)
+        if BF16:
+            acc = gl.inline_asm_elementwise(_MMA_BF16, _CONSTRAINTS, [acc, a, b, e], gl.float32, True, 4)
+        else:
+            acc = gl.inline_asm_elementwise(_MMA_F16, _CONSTRAINTS, [acc, a, b, e], gl.float32, True, 4)
+
+    # D register i of lane (g, q): row (output feature) g + 8*(i // 2), column (token) 2q + i % 2.
+    # The indices do not depend on the K slice or the k-block; reducing them like acc puts them
+    # in acc's reduced layout.
+    zero = _index(S, 1, L) * 0 + _index(U, 4, L) * 0
+    n_out = gl.program_id(0) * (16 * R) + 16 * _index(R, 0, L) + lane // 4 + 8 * (reg // 2) + zero
+    m_out = gl.program_id(1) * (8 * T) + 8 * _index(T, 3, L) + 2 * q + reg % 2
+    out = gl.sum(gl.sum(acc, axis=4), axis=1)
+    n_out = gl.max(gl.max(n_out, axis=4), axis=1)
+    m_out = gl.max(gl.max(m_out + zero, axis=4), axis=1)
+    ok = (n_out < N) & (m_out < M)
+    if HAS_BIAS:
+        out += gl.load(bias_ptr + n_out, mask=ok, other=0.0).to(gl.float32)
+    gl.store(y_ptr + m_out.to(gl.int64) * stride_ym + n_out, out.to(y_ptr.dtype.element_ty), mask=ok)
+
+
+def launch_spmma(
+    x2d: torch.Tensor,
+    w: Sparse24Fragments,
+    bias: torch.Tensor | None,
+    out: torch.Tensor,
+    cfg: SpmmaConfig,
+    *,
+    warmup: bool = False,
+) -> torch.Tensor:
+    """Write ``x2d @ W.T (+ bias)`` into ``out`` [M, N] with the sparse-MMA kernel.
+
+    ``warmup=True`` only compiles (usable under ``triton.AsyncCompileMode``)."""
+    m, k = x2d.shape
+    n = w.shape[0]
+    nt, kb = w.values.shape[:2]
+    if k % 2 or x2d.stride(0) % 2 or x2d.data_ptr() % 4:
+        raise ValueError("spmma reads x as 4-byte pairs: K, the row stride and the address must be even")
+    cfg.check()
+    grid = (-(-nt // cfg.R), -(-m // (8 * cfg.T)))
+    args = (
+        x2d,
+        w.values,
+        w.meta,
+        out if bias is None else bias,
+        out,
+        m,
+        n,
+        k,
+        nt,
+        kb,
+        x2d.stride(0),
+        out.stride(0),
+    )
+    options = dict(
+        HAS_BIAS=bias is not None,
+        BF16=x2d.dtype == torch.bfloat16,
+        R=cfg.R,
+        S=cfg.S,
+        U=cfg.U,
+        T=cfg.T,
+        num_warps=cfg.num_warps,
+    )
+    if warmup:
+        _spmma_kernel.warmup(*args, grid=grid, **options)
+    else:
+        _spmma_kernel[grid](*args, **options)
+    return out

@@ -1,0 +1,154 @@
+"""The mma.sp fragment order (``fragments.py``) and the addressing of the ``spmma`` kernel.
+
+The Gluon kernel itself needs an sm_80+ GPU (``test_spmma_gpu.py``). Here a model of one warp-wide
+``mma.sp.m16n8k32``, written from the PTX ISA's fragment tables and independent of
+``to_fragments``, is fed registers gathered with the kernel's own address formulas; it must
+reproduce ``x @ W.T``. That checks the layout and the kernel's index arithmetic on any machine.
+"""
+
+import pytest
+import torch
+from sp24_helpers import random_24
+
+from repro.kernels import compress_24
+from repro.kernels.fragments import to_fragments
+
+
+def _lanes():
+    lane = torch.arange(32)
+    return lane, lane // 4, lane % 4
+
+
+def ptx_mma_sp(a_regs, b_regs, e_words, c):
+    """One ``mma.sp.m16n8k32`` (selector 0) from per-lane registers, as the PTX ISA defines it.
+
+    a_regs [32, 4, 2] and b_regs [32, 4, 2] hold two 16-bit elements per register, e_words [32]
+    the metadata words, c [32, 4] the accumulators. Returns d [32, 4] = A @ B + C per lane.
+    """
+    lane, g, q = _lanes()
+    a = torch.zeros(16, 32, dtype=torch.float64)
+    for row in range(16):
+        for group in range(8):
+            src = 4 * (row % 8) + group % 4  # the lane holding these two values
+            reg = row // 8 + 2 * (group // 4)
+            word = int(e_words[4 * (row % 8) + group // 4]) & 0xFFFFFFFF  # lanes q = 0, 1 give metadata
+            code = (word >> (16 * (row // 8) + 4 * (group % 4))) & 0xF
+            a[row, 4 * group + (code & 3)] = a_regs[src, reg, 0]
+            a[row, 4 * group + (code >> 2)] = a_regs[src, reg, 1]
+    b = torch.zeros(32, 8, dtype=torch.float64)
+    for k in range(32):
+        for n in range(8):
+            b[k, n] = b_regs[4 * n + (k % 8) // 2, k // 8, k % 2]
+    d = a @ b
+    out = c.clone()
+    for reg in range(4):
+        out[:, reg] += d[g + 8 * (reg // 2), 2 * q + reg % 2]
+    return out
+
+
+def emulate_spmma(x: torch.Tensor, frags) -> torch.Tensor:
+    """The ``spmma`` kernel's loads, MMAs and stores for one warp per (tile, 8-token block)."""
+    m, k = x.shape
+    n = frags.shape[0]
+    nt, kb_count = frags.values.shape[:2]
+    values = frags.values.view(x.dtype).reshape(nt, kb_count, 32, 4, 2).double()
+    x_pairs = torch.nn.functional.pad(x.double(), (0, kb_count * 32 - k)).reshape(m, -1, 2)
+    lane, g, q = _lanes()
+    y = torch.zeros(m, n, dtype=torch.float64)
+    for tile in range(nt):
+        for m0 in range(0, m, 8):
+            acc = torch.zeros(32, 4, dtype=torch.float64)
+            token = m0 + g
+            for kb in range(kb_count):
+                a = values[tile, kb]  # lane, register, half: the kernel's a_base + kb * 128
+                e = frags.meta[tile, kb, 2 * g + lane % 2]  # the kernel's e_base + kb * 16
+                b = torch.zeros(32, 4, 2, dtype=torch.float64)
+                for reg in range(4):
+                    pair = kb * 16 + q + 4 * reg  # the kernel's x_base + kb * 16
+                    ok = token < m
+                    b[ok, reg] = x_pairs[token[ok], pair[ok]]
+                acc = ptx_mma_sp(a, b, e, acc)
+            for reg in range(4):  # the kernel's store: row g + 8 (reg // 2), token 2q + reg % 2
+                rows = tile * 16 + g + 8 * (reg // 2)
+                tokens = m0 + 2 * q + reg % 2
+                ok = (rows < n) & (tokens < m)
+                y[tokens[ok], rows[ok]] = acc[ok, reg]
+    return y
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("meta_order", ["pairs", "rows"])
+@pytest.mark.parametrize("shape", [(16, 32), (40, 72), (33, 200), (64, 256)])
+def test_fragments_round_trip(dtype, meta_order, shape):
+    w = random_24(*shape, dtype=dtype, device="cpu", seed=shape[0] + shape[1])
+    frags = to_fragments(compress_24(w), meta_order=meta_order)
+    nt, kb = -(-shape[0] // 16), -(-shape[1] // 32)
+    assert frags.values.shape == (nt, kb, 32, 4) and frags.values.dtype == torch.int32
+    assert frags.meta.shape == (nt, kb, 16) and frags.meta.dtype == torch.int32
+    assert torch.equal(frags.decompress(), w)
+
+
+def test_fragment_registers_match_the_ptx_tables():
+    # one 16x32 tile with distinct values: lane (g, q), register i must hold row g + 8 (i % 2),
+    # group q + 4 (i // 2), and the metadata word of lane (g, h) codes rows g / g + 8, groups 4h..
+    w = torch.zeros(16, 32)
+    for row in range(16):
+        for group in range(8):
+            keep = ((row + group) % 3, 3)  # positions (0|1|2, 3)
+            w[row, 4 * group + keep[0]] = 100 * row + 10 * group + 1
+            w[row, 4 * group + keep[1]] = 100 * row + 10 * group + 2
+    frags = to_fragments(compress_24(w.half()))
+    regs = frags.values.view(torch.float16).reshape(32, 4, 2).float()
+    for lane in range(32):
+        g, q = divmod(lane, 4)
+        for i in range(4):
+            row, group = g + 8 * (i % 2), q + 4 * (i // 2)
+            assert regs[lane, i].tolist() == [100 * row + 10 * group + 1, 100 * row + 10 * group + 2]
+        if q < 2:
+            word = int(frags.meta[0, 0, 2 * g + q]) & 0xFFFFFFFF
+            for half, row in ((0, g), (1, g + 8)):
+                for j in range(4):
+                    code = (word >> (16 * half + 4 * j)) & 0xF
+                    assert code == ((row + 4 * q + j) % 3) | (3 << 2)
+
+
+def test_padding_uses_valid_metadata_and_zero_values():
+    frags = to_fragments(compress_24(random_24(20, 40, device="cpu", seed=3)))
+    words = frags.meta.to(torch.int64) & 0xFFFFFFFF
+    nibbles = (words.unsqueeze(-1) >> (4 * torch.arange(8))) & 0xF
+    i0, i1 = nibbles & 3, nibbles >> 2
+    assert bool((i0 < i1).all()), "every code, padding included, must have i0 < i1 (ordered metadata)"
+    assert frags.values.view(torch.float16)[1, :, :, :].abs().sum() > 0  # rows 16..19 are real
+    v0, v1, _ = frags.groups()
+    assert bool((v0[20:] == 0).all() and (v1[20:] == 0).all() and (v0[:, 10:] == 0).all())
+
+
+@pytest.mark.parametrize("shape,m", [((16, 32), 8), ((40, 72), 3), ((33, 96), 11)])
+def test_emulated_kernel_computes_x_wt(shape, m):
+    n, k = shape
+    w = random_24(n, k, device="cpu", seed=n * k)
+    x = torch.randn(m, k, generator=torch.Generator().manual_seed(m)).half()
+    y = emulate_spmma(x, to_fragments(compress_24(w)))
+    ref = x.double() @ w.double().T
+    assert torch.allclose(y, ref, atol=1e-9, rtol=0)
+
+
+def test_emulated_kernel_notices_a_wrong_metadata_order():
+    # the warp model reads metadata as the PTX figure says ("pairs"); the other order must fail,
+    # which shows the model can tell layouts apart
+    w = random_24(16, 64, device="cpu", seed=5)
+    x = torch.randn(8, 64, generator=torch.Generator().manual_seed(5)).half()
+    y = emulate_spmma(x, to_fragments(compress_24(w), meta_order="rows"))
+    assert not torch.allclose(y, x.double() @ w.double().T, atol=1e-3)
+
+
+def test_fp32_and_bad_meta_order_are_rejected():
+    with pytest.raises(ValueError, match="fp16 or bf16"):
+        to_fragments(compress_24(random_24(16, 32, dtype=torch.float32, device="cpu")))
+    with pytest.raises(ValueError, match="meta_order"):
+        to_fragments(compress_24(random_24(16, 32, device="cpu")), meta_order="cols")
+
+
+def test_footprint_matches_the_planar_format():
+    packed = compress_24(random_24(64, 256, device="cpu"))
+    assert to_fragments(packed).nbytes == packed.nbytes == 64 * 256 * 2 * 0.5625
