@@ -26,6 +26,8 @@ CASES = [
     (16, 96, 1000, SpmmaConfig(R=2, S=8, U=2, T=2)),  # K = 31.25 k-blocks over 8 slices
     (40, 130, 512, SpmmaConfig(R=4, S=2, U=1, T=4)),  # two token blocks
     (130, 64, 4096, SpmmaConfig(R=2, S=4, U=1, T=8)),
+    (1, 64, 4096, SpmmaConfig(R=1, S=4, U=4, T=1, prefetch=True)),  # loads one step ahead
+    (11, 96, 1000, SpmmaConfig(R=1, S=8, U=2, T=2, prefetch=True)),
 ]
 
 

@@ -47,12 +47,14 @@ FRAGMENT_DTYPES = (torch.float16, torch.bfloat16)
 @dataclass(frozen=True)
 class SpmmaConfig:
     """Tiling of the ``spmma`` kernel (``gluon_sp24.py``): each program runs ``R`` 16-row tiles
-    and ``8*T`` tokens with ``R*S`` warps, ``S`` of them splitting K; ``U`` k-blocks per step."""
+    and ``8*T`` tokens with ``R*S`` warps, ``S`` of them splitting K; ``U`` k-blocks per step;
+    ``prefetch`` issues the next step's loads before this step's MMAs (twice the registers)."""
 
     R: int = 1
     S: int = 4
     U: int = 4
     T: int = 1
+    prefetch: bool = False
 
     @property
     def num_warps(self) -> int:
@@ -67,7 +69,7 @@ class SpmmaConfig:
             raise ValueError(f"R*S = {self.num_warps} warps; at most 32 fit in a program")
 
     def label(self) -> str:
-        return f"r{self.R}s{self.S}u{self.U}t{self.T}"
+        return f"r{self.R}s{self.S}u{self.U}t{self.T}" + ("p" if self.prefetch else "")
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -91,6 +91,31 @@ def _weight_stream(ptr, NT, KB, per_slice, WORDS: gl.constexpr, layout: gl.const
     return ptrs, tile < NT, kb, kb_end
 
 
+@gluon.jit
+def _load_step(a_stream, e_stream, b_stream, step, K):
+    """The weight words, metadata words and x pairs of the ``U`` k-blocks at ``step``."""
+    a_ptrs, a_tile_ok, a_kb, a_kb_end = a_stream
+    e_ptrs, e_tile_ok, e_kb, e_kb_end = e_stream
+    b_ptrs, token_ok, kb, kb_end, b_k = b_stream
+    a = gl.load(a_ptrs + step * 128, mask=a_tile_ok & (a_kb + step < a_kb_end), other=0)
+    e = gl.load(e_ptrs + step * 16, mask=e_tile_ok & (e_kb + step < e_kb_end), other=0x44444444)
+    b_ok = token_ok & (kb + step < kb_end) & (b_k + step * 32 < K)
+    b = gl.load(b_ptrs + step * 16, mask=b_ok, other=0)
+    return a, e, b
+
+
+@gluon.jit
+def _mma_step(acc, a, e, b, L: gl.constexpr, BF16: gl.constexpr):
+    """One ``mma.sp`` per k-block and token tile; a and e are broadcast to the MMA layout (a
+    register copy: they were loaded once per lane, see ``_layout``)."""
+    a = gl.convert_layout(a, L)
+    e = gl.convert_layout(e, L)
+    if BF16:
+        return gl.inline_asm_elementwise(_MMA_BF16, _CONSTRAINTS, [acc, a, b, e], gl.float32, True, 4)
+    else:
+        return gl.inline_asm_elementwise(_MMA_F16, _CONSTRAINTS, [acc, a, b, e], gl.float32, True, 4)
+
+
 @gluon.jit(do_not_specialize=["M"])
 def _spmma_kernel(
     x_ptr,  # [M, K] fp16/bf16, unit stride along K, read as int32 pairs
@@ -111,6 +136,7 @@ def _spmma_kernel(
     S: gl.constexpr,
     U: gl.constexpr,
     T: gl.constexpr,
+    PREFETCH: gl.constexpr,
 ):
     L: gl.constexpr = _layout(R, S, T, U, 4)  # MMA operands and accumulators
     per_slice = gl.cdiv(KB, S)
@@ -129,18 +155,20 @@ def _spmma_kernel(
     b_k = kb * 32 + 2 * q + 8 * reg  # first column of the pair
     token_ok = token < M
 
+    a_stream = (a_ptrs, a_tile_ok, a_kb, a_kb_end)
+    e_stream = (e_ptrs, e_tile_ok, e_kb, e_kb_end)
+    b_stream = (b_ptrs, token_ok, kb, kb_end, b_k)
     acc = gl.zeros([R, S, 32, T, U, 4], gl.float32, L)
-    for step in range(0, per_slice, U):
-        a = gl.load(a_ptrs + step * 128, mask=a_tile_ok & (a_kb + step < a_kb_end), other=0)
-        e = gl.load(e_ptrs + step * 16, mask=e_tile_ok & (e_kb + step < e_kb_end), other=0x44444444)
-        b_ok = token_ok & (kb + step < kb_end) & (b_k + step * 32 < K)
-        b = gl.load(b_ptrs + step * 16, mask=b_ok, other=0)
-        a = gl.convert_layout(a, L)
-        e = gl.convert_layout(e, L)
-        if BF16:
-            acc = gl.inline_asm_elementwise(_MMA_BF16, _CONSTRAINTS, [acc, a, b, e], gl.float32, True, 4)
-        else:
-            acc = gl.inline_asm_elementwise(_MMA_F16, _CONSTRAINTS, [acc, a, b, e], gl.float32, True, 4)
+    if PREFETCH:  # issue the next step's loads before this step's MMAs wait for theirs
+        a_next, e_next, b_next = _load_step(a_stream, e_stream, b_stream, 0, K)
+        for step in range(0, per_slice, U):
+            a, e, b = a_next, e_next, b_next
+            a_next, e_next, b_next = _load_step(a_stream, e_stream, b_stream, step + U, K)
+            acc = _mma_step(acc, a, e, b, L, BF16)
+    else:
+        for step in range(0, per_slice, U):
+            a, e, b = _load_step(a_stream, e_stream, b_stream, step, K)
+            acc = _mma_step(acc, a, e, b, L, BF16)
 
     # D register i of lane (g, q): row (output feature) g + 8*(i // 2), column (token) 2q + i % 2.
     # The indices do not depend on the K slice or the k-block; reducing them like acc puts them
@@ -197,6 +225,7 @@ def launch_spmma(
         S=cfg.S,
         U=cfg.U,
         T=cfg.T,
+        PREFETCH=cfg.prefetch,
         num_warps=cfg.num_warps,
     )
     if warmup:
