@@ -2,7 +2,8 @@
 
 - :func:`compress_24` / :class:`Sparse24Weight`: the compressed format (``format.py``).
 - :func:`sparse24_matmul`: ``x @ W.T`` through the per-architecture dispatcher (``dispatch.py``),
-  which picks our Triton kernels (``triton_sp24.py``), cuBLAS or cuSPARSELt from measurements.
+  which picks our Triton kernels (``triton_sp24.py``), the Gluon sparse-tensor-core kernel
+  (``gluon_sp24.py``, weight in ``fragments.py`` order), cuBLAS or cuSPARSELt from measurements.
 - :class:`SparseLinear`: drop-in ``nn.Linear`` (``sparse_linear.py``).
 
 Importing this package needs only torch: Triton is imported when a kernel first runs on CUDA.
