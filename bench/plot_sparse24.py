@@ -23,6 +23,7 @@ METHODS = {  # method -> (label, style)
     "repro_fma": ("repro fma (select-X, CUDA cores)", dict(color="tab:green", marker="s", ls="--")),
     "repro_mma": ("repro mma (4-phase dots, tensor cores)", dict(color="tab:blue", marker="^", ls="--")),
     "repro_expand": ("repro expand (expanded tile, tensor cores)", dict(color="tab:purple", marker="v", ls="--")),
+    "repro_spmma": ("repro spmma (mma.sp, sparse tensor cores)", dict(color="tab:orange", marker="D", ls="--")),
     "torch_semi_structured": (
         "torch semi-structured (cuSPARSELt)",
         dict(color="tab:red", marker="x", ls=":"),

@@ -60,6 +60,17 @@ def test_spmma_matches_dense_masked_matmul(m, n, k, cfg, dtype):
     assert rel_err(out, ref) < (5e-3 if dtype == torch.float16 else 2e-2)
 
 
+def test_misaligned_x_is_copied_not_misread():
+    from repro.kernels.triton_sp24 import launch
+
+    w = random_24(64, 256)
+    base = torch.randn(4 * 256 + 1, device=DEVICE, dtype=torch.float16)
+    x = base[1:].view(4, 256)  # 2-byte aligned: the kernel reads 4-byte pairs
+    out = torch.full((4, 64), float("nan"), device=DEVICE, dtype=torch.float16)
+    launch("spmma", x, compress_24(w), None, out, SpmmaConfig(R=1, S=2, U=2, T=1))
+    assert rel_err(out, x.double() @ w.double().T) < 5e-3
+
+
 def test_dispatcher_runs_spmma_from_a_table():
     from repro.kernels import dispatch
 
