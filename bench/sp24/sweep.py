@@ -17,19 +17,21 @@ SPLITS = [1, 2, 3, 4, 6, 8, 12, 16]
 
 
 def spmma_configs(m: int):
-    """(R, S, U, prefetch) per token-tile count T = the power of two >= ceil(M/8), at most 8;
-    all compiled offline for sm_90a with Triton 3.6 without spills (at most 243 registers)."""
+    """(R, S, U, W, prefetch) per token-tile count T = the power of two >= ceil(M/8), at most 8;
+    all compiled offline for sm_90a with Triton 3.6 without spills."""
     from repro.kernels.fragments import SpmmaConfig
 
     t = min(8, 1 << ((m + 7) // 8 - 1).bit_length())
     if t <= 2:
-        shapes = [(1, 4, 4, 0), (1, 8, 4, 0), (2, 4, 4, 0), (2, 8, 2, 0), (1, 4, 8, 0), (1, 16, 2, 0)]
-        shapes += [(1, 8, 4, 1), (1, 16, 2, 1)]
+        shapes = [(1, 4, 4, 1, 0), (1, 8, 4, 1, 0), (2, 4, 4, 1, 0), (2, 8, 2, 1, 0), (1, 4, 8, 1, 0)]
+        shapes += [(1, 16, 2, 1, 0), (1, 8, 4, 1, 1), (1, 16, 2, 1, 1), (1, 8, 2, 2, 0)]
     elif t == 4:
-        shapes = [(1, 4, 2, 0), (1, 8, 2, 0), (2, 4, 2, 0), (2, 8, 1, 0), (1, 8, 2, 1)]
+        shapes = [(1, 4, 2, 1, 0), (1, 8, 2, 1, 0), (2, 4, 2, 1, 0), (2, 8, 1, 1, 0), (1, 8, 2, 1, 1)]
+        shapes += [(1, 8, 2, 2, 0), (2, 4, 1, 2, 0)]
     else:
-        shapes = [(1, 4, 1, 0), (2, 4, 1, 0), (4, 2, 1, 0), (2, 8, 1, 0), (2, 4, 1, 1)]
-    return [SpmmaConfig(R=r, S=s, U=u, T=t, prefetch=bool(p)) for r, s, u, p in shapes]
+        shapes = [(1, 4, 1, 1, 0), (2, 4, 1, 1, 0), (4, 2, 1, 1, 0), (2, 8, 1, 1, 0), (2, 4, 1, 1, 1)]
+        shapes += [(2, 4, 1, 2, 0), (1, 8, 1, 2, 0), (2, 4, 1, 4, 0)]
+    return [SpmmaConfig(R=r, S=s, U=u, T=t, W=w, prefetch=bool(p)) for r, s, u, w, p in shapes]
 
 
 def kernel_configs(kernel: str, m: int):

@@ -46,14 +46,16 @@ FRAGMENT_DTYPES = (torch.float16, torch.bfloat16)
 
 @dataclass(frozen=True)
 class SpmmaConfig:
-    """Tiling of the ``spmma`` kernel (``gluon_sp24.py``): each program runs ``R`` 16-row tiles
-    and ``8*T`` tokens with ``R*S`` warps, ``S`` of them splitting K; ``U`` k-blocks per step;
-    ``prefetch`` issues the next step's loads before this step's MMAs (twice the registers)."""
+    """Tiling of the ``spmma`` kernel (``gluon_sp24.py``): each program runs ``R*W`` 16-row tiles
+    and ``8*T`` tokens with ``R*S`` warps, ``S`` of them splitting K and each running ``W`` row
+    tiles; ``U`` k-blocks per step; ``prefetch`` issues the next step's loads before this step's
+    MMAs (twice the registers)."""
 
     R: int = 1
     S: int = 4
     U: int = 4
     T: int = 1
+    W: int = 1
     prefetch: bool = False
 
     @property
@@ -61,7 +63,7 @@ class SpmmaConfig:
         return self.R * self.S
 
     def check(self) -> None:
-        for name in ("R", "S", "U", "T"):
+        for name in ("R", "S", "U", "T", "W"):
             value = getattr(self, name)
             if value < 1 or value & (value - 1) or value > 16:
                 raise ValueError(f"SpmmaConfig.{name} must be a power of two in 1..16, got {value}")
@@ -69,7 +71,8 @@ class SpmmaConfig:
             raise ValueError(f"R*S = {self.num_warps} warps; at most 32 fit in a program")
 
     def label(self) -> str:
-        return f"r{self.R}s{self.S}u{self.U}t{self.T}" + ("p" if self.prefetch else "")
+        tiles = f"w{self.W}" if self.W > 1 else ""
+        return f"r{self.R}{tiles}s{self.S}u{self.U}t{self.T}" + ("p" if self.prefetch else "")
 
     def as_dict(self) -> dict:
         return asdict(self)

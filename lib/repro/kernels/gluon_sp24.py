@@ -7,12 +7,12 @@ register hold which element, so the weight fragments of ``fragments.py`` are loa
 the registers ``mma.sp`` reads, and one ``inline_asm_elementwise`` with ``pack=4`` per k-block
 issues the instruction. The hardware skips the pruned half of the products and expands nothing.
 
-One program (CTA) owns ``R`` 16-row tiles and ``8*T`` tokens; its ``R*S`` warps are laid out as
-``[R, S]``: warp ``(r, s)`` runs tile ``r`` over the ``s``-th of ``S`` equal slices of K, ``U``
-k-blocks per loop iteration (``U`` independent 16-byte weight loads in flight per lane, ``U``
-separate accumulators), and the ``S`` partial sums meet through one reduction over the warp axis at
-the end, so there are no atomics and no memset. The register tensors are 6-D,
-``[R, S, lane, token tile T, k-block U, register 4]``, one warp per ``(r, s)``.
+One program (CTA) owns ``R*W`` 16-row tiles and ``8*T`` tokens; its ``R*S`` warps are laid out
+as ``[R, S]``: warp ``(r, s)`` runs ``W`` row tiles (reusing each x register ``W`` times) over the
+``s``-th of ``S`` equal slices of K, ``U`` k-blocks per loop iteration (``U`` independent 16-byte
+weight loads in flight per lane, ``U`` separate accumulators), and the ``S`` partial sums meet
+through one reduction over the warp axis at the end, so there are no atomics and no memset. The
+register tensors are 6-D, ``[row tile R*W, K slice S, lane, token tile T, k-block U, register 4]``.
 
 Needs ``sm_80`` or newer (``mma.sp::ordered_metadata``, PTX 8.5) and fp16 or bf16.
 """
@@ -36,14 +36,15 @@ _CONSTRAINTS = gl.constexpr("=f,=f,=f,=f,f,f,f,f,r,r,r,r,r,r,r,r,r,r,r,r")
 
 
 @gluon.constexpr_function
-def _layout(R, S, T, U, width):
-    """Warps on ``[R, S]``, lanes on dim 2, and ``T x U x width`` registers per lane.
+def _layout(R, S, W, T, U, width):
+    """Warps on ``[R, S]``, lanes on dim 2, and ``W x T x U x width`` registers per lane.
 
-    The MMA operands use ``T`` token tiles and ``width`` 4; the weight registers (``T`` = 1) and
-    the metadata words (``width`` 1) get their own layouts so each is loaded once, not once per
-    register of the broadcast (the conversion to the MMA layout is then a register copy)."""
+    The MMA operands use ``W`` row tiles, ``T`` token tiles and ``width`` 4; the weight registers
+    (``T`` = 1), the metadata words (``width`` 1) and x (``W`` = 1) get their own layouts so each
+    is loaded once, not once per register of a broadcast (the conversion to the MMA layout is then
+    a register copy)."""
     return gl.BlockedLayout(
-        size_per_thread=[1, 1, 1, T, U, width],
+        size_per_thread=[W, 1, 1, T, U, width],
         threads_per_warp=[1, 1, 32, 1, 1, 1],
         warps_per_cta=[R, S, 1, 1, 1, 1],
         order=[5, 4, 3, 2, 1, 0],
@@ -76,7 +77,7 @@ def _weight_stream(ptr, NT, KB, per_slice, WORDS: gl.constexpr, layout: gl.const
 
     Value word of lane ``l``, register ``i``: ``4l + i``. Metadata word of lane ``4g + q``:
     ``2g + q % 2`` (lanes ``q`` = 2, 3 load a copy; the instruction reads ``q`` = 0, 1)."""
-    R: gl.constexpr = layout.warps_per_cta[0]
+    R: gl.constexpr = layout.warps_per_cta[0] * layout.size_per_thread[0]  # row tiles per program
     S: gl.constexpr = layout.warps_per_cta[1]
     U: gl.constexpr = layout.size_per_thread[4]
     lane = _index(32, 2, layout)
@@ -106,10 +107,11 @@ def _load_step(a_stream, e_stream, b_stream, step, K):
 
 @gluon.jit
 def _mma_step(acc, a, e, b, L: gl.constexpr, BF16: gl.constexpr):
-    """One ``mma.sp`` per k-block and token tile; a and e are broadcast to the MMA layout (a
-    register copy: they were loaded once per lane, see ``_layout``)."""
+    """One ``mma.sp`` per row tile, k-block and token tile; the operands are broadcast to the MMA
+    layout (a register copy: each was loaded once per lane, see ``_layout``)."""
     a = gl.convert_layout(a, L)
     e = gl.convert_layout(e, L)
+    b = gl.convert_layout(b, L)
     if BF16:
         return gl.inline_asm_elementwise(_MMA_BF16, _CONSTRAINTS, [acc, a, b, e], gl.float32, True, 4)
     else:
@@ -134,22 +136,24 @@ def _spmma_kernel(
     BF16: gl.constexpr,
     R: gl.constexpr,
     S: gl.constexpr,
+    W: gl.constexpr,
     U: gl.constexpr,
     T: gl.constexpr,
     PREFETCH: gl.constexpr,
 ):
-    L: gl.constexpr = _layout(R, S, T, U, 4)  # MMA operands and accumulators
+    L: gl.constexpr = _layout(R, S, W, T, U, 4)  # MMA operands and accumulators
+    LB: gl.constexpr = _layout(R, S, 1, T, U, 4)  # x: one load per lane, shared by the W row tiles
     per_slice = gl.cdiv(KB, S)
-    a_ptrs, a_tile_ok, a_kb, a_kb_end = _weight_stream(v_ptr, NT, KB, per_slice, 128, _layout(R, S, 1, U, 4))
-    e_ptrs, e_tile_ok, e_kb, e_kb_end = _weight_stream(e_ptr, NT, KB, per_slice, 16, _layout(R, S, 1, U, 1))
+    a_ptrs, a_tile_ok, a_kb, a_kb_end = _weight_stream(v_ptr, NT, KB, per_slice, 128, _layout(R, S, W, 1, U, 4))
+    e_ptrs, e_tile_ok, e_kb, e_kb_end = _weight_stream(e_ptr, NT, KB, per_slice, 16, _layout(R, S, W, 1, U, 1))
 
     # x as int32 pairs: B register i of lane (g, q) is the pair k = 2q + 8i, 2q + 8i + 1 of token g
-    lane = _index(32, 2, L)
+    lane = _index(32, 2, LB)
     q = lane % 4
-    reg = _index(4, 5, L)
-    token = gl.program_id(1) * (8 * T) + 8 * _index(T, 3, L) + lane // 4
-    kb = _index(S, 1, L) * per_slice + _index(U, 4, L)
-    kb_end = gl.minimum((_index(S, 1, L) + 1) * per_slice, KB)
+    reg = _index(4, 5, LB)
+    token = gl.program_id(1) * (8 * T) + 8 * _index(T, 3, LB) + lane // 4
+    kb = _index(S, 1, LB) * per_slice + _index(U, 4, LB)
+    kb_end = gl.minimum((_index(S, 1, LB) + 1) * per_slice, KB)
     x_words = x_ptr.to(gl.pointer_type(gl.int32), bitcast=True)
     b_ptrs = x_words + token.to(gl.int64) * (stride_xm // 2) + kb * 16 + q + 4 * reg
     b_k = kb * 32 + 2 * q + 8 * reg  # first column of the pair
@@ -158,7 +162,7 @@ def _spmma_kernel(
     a_stream = (a_ptrs, a_tile_ok, a_kb, a_kb_end)
     e_stream = (e_ptrs, e_tile_ok, e_kb, e_kb_end)
     b_stream = (b_ptrs, token_ok, kb, kb_end, b_k)
-    acc = gl.zeros([R, S, 32, T, U, 4], gl.float32, L)
+    acc = gl.zeros([R * W, S, 32, T, U, 4], gl.float32, L)
     if PREFETCH:  # issue the next step's loads before this step's MMAs wait for theirs
         a_next, e_next, b_next = _load_step(a_stream, e_stream, b_stream, 0, K)
         for step in range(0, per_slice, U):
@@ -173,8 +177,11 @@ def _spmma_kernel(
     # D register i of lane (g, q): row (output feature) g + 8*(i // 2), column (token) 2q + i % 2.
     # The indices do not depend on the K slice or the k-block; reducing them like acc puts them
     # in acc's reduced layout.
+    lane = _index(32, 2, L)
+    q = lane % 4
+    reg = _index(4, 5, L)
     zero = _index(S, 1, L) * 0 + _index(U, 4, L) * 0
-    n_out = gl.program_id(0) * (16 * R) + 16 * _index(R, 0, L) + lane // 4 + 8 * (reg // 2) + zero
+    n_out = gl.program_id(0) * (16 * R * W) + 16 * _index(R * W, 0, L) + lane // 4 + 8 * (reg // 2) + zero
     m_out = gl.program_id(1) * (8 * T) + 8 * _index(T, 3, L) + 2 * q + reg % 2
     out = gl.sum(gl.sum(acc, axis=4), axis=1)
     n_out = gl.max(gl.max(n_out, axis=4), axis=1)
@@ -203,7 +210,7 @@ def launch_spmma(
     if k % 2 or x2d.stride(0) % 2 or x2d.data_ptr() % 4:
         raise ValueError("spmma reads x as 4-byte pairs: K, the row stride and the address must be even")
     cfg.check()
-    grid = (-(-nt // cfg.R), -(-m // (8 * cfg.T)))
+    grid = (-(-nt // (cfg.R * cfg.W)), -(-m // (8 * cfg.T)))
     args = (
         x2d,
         w.values,
@@ -222,6 +229,7 @@ def launch_spmma(
         HAS_BIAS=bias is not None,
         BF16=x2d.dtype == torch.bfloat16,
         R=cfg.R,
+        W=cfg.W,
         S=cfg.S,
         U=cfg.U,
         T=cfg.T,
