@@ -95,20 +95,22 @@ def plot_e2e(recs: list[dict], info: dict, path: Path) -> None:
     if not rows:
         return
     batches = sorted({r["M"] for r in rows})
+    names = [n for n in ("dense", "sparse24", "sparse24_fragments") if any(r["method"] == f"e2e_{n}" for r in rows)]
+    colors = {"dense": "tab:gray", "sparse24": "tab:green", "sparse24_fragments": "tab:orange"}
     fig, ax = plt.subplots(figsize=(6.5, 4))
-    width = 0.2
+    width = 0.8 / (2 * len(names))
     for i, (key, mode) in enumerate([("tokens_per_s", "CUDA graph"), ("tokens_per_s_eager", "eager")]):
-        for j, name in enumerate(("dense", "sparse24")):
+        for j, name in enumerate(names):
             vals = [
                 next(r[key] for r in rows if r["M"] == b and r["method"] == f"e2e_{name}") for b in batches
             ]
-            xs = [b_i + (2 * i + j - 1.5) * width for b_i in range(len(batches))]
+            xs = [b_i + (len(names) * i + j - (len(names) - 0.5)) * width for b_i in range(len(batches))]
             bars = ax.bar(
                 xs,
                 vals,
                 width,
                 label=f"{name}, {mode}",
-                color=("tab:gray" if name == "dense" else "tab:green"),
+                color=colors[name],
                 alpha=1.0 if i == 0 else 0.45,
             )
             ax.bar_label(bars, fmt="%.0f", fontsize=7)

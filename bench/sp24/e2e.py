@@ -11,7 +11,7 @@ from torch import nn
 from repro.kernels import SparseLinear
 from repro.pruning import nm_mask, to_sparse24
 
-from .common import rel_err
+from .common import KERNELS, rel_err
 from .timing import median_wall_us
 
 
@@ -62,8 +62,12 @@ def bench_e2e(info, layers: int, ctx: int, batches, log) -> list[dict]:
             lin.weight.mul_(nm_mask(lin.weight.abs(), 2, 4))
     sparse = copy.deepcopy(dense)
     swapped = to_sparse24(sparse)
+    models = [("dense", dense), ("sparse24", sparse)]
+    if "spmma" in KERNELS:  # also the fragment-order layout: only the spmma copy, no planar one
+        fragments = copy.deepcopy(dense)
+        to_sparse24(fragments, layout="fragments")
+        models.append(("sparse24_fragments", fragments))
     dense_bytes = sum(m.weight.nbytes for m in dense.modules() if isinstance(m, nn.Linear))
-    sparse_bytes = sum(m.weight_nbytes for m in sparse.modules() if isinstance(m, SparseLinear))
     recs = []
     for b in batches:
         caches = [
@@ -82,7 +86,7 @@ def bench_e2e(info, layers: int, ctx: int, batches, log) -> list[dict]:
             return h
 
         results = {}
-        for name, model in (("dense", dense), ("sparse24", sparse)):
+        for name, model in models:
             with torch.no_grad():
                 out = step(model)
                 torch.cuda.synchronize()
@@ -97,41 +101,46 @@ def bench_e2e(info, layers: int, ctx: int, batches, log) -> list[dict]:
                     static_out = step(model)
                 graphed = median_wall_us(graph.replay)
             results[name] = (out, eager, graphed, static_out)
-        err = rel_err(results["sparse24"][0], results["dense"][0].float())
-        for name, (_, eager, graphed, _) in results.items():
-            rec = dict(
-                gpu=info["gpu"],
-                N=None,
-                K=None,
-                M=b,
-                method=f"e2e_{name}",
-                status="ok",
-                us=graphed,
-                us_eager=eager,
-                tokens_per_s=b / graphed * 1e6,
-                tokens_per_s_eager=b / eager * 1e6,
-                layers=layers,
-                ctx=ctx,
-                swapped_linears=swapped,
-                weight_bytes=dense_bytes if name == "dense" else sparse_bytes,
-                # copies the dispatcher derived for the methods it ran (dense for cuBLAS, fragments
-                # for spmma), counted after this batch size ran
-                cached_bytes=0 if name == "dense" else sum(
-                    m.weight24.cache_nbytes for m in sparse.modules() if isinstance(m, SparseLinear)
-                ),
-                rel_err=err,
-                note="random weights pruned 2:4 by magnitude; decode step over a fixed random "
-                f"{ctx}-token KV cache; us = CUDA-graph replay, us_eager = plain launches",
+        batch = []
+        for (name, model), (out, eager, graphed, _) in zip(models, results.values()):
+            linears = [m for m in model.modules() if isinstance(m, SparseLinear)]
+            batch.append(
+                dict(
+                    gpu=info["gpu"],
+                    N=None,
+                    K=None,
+                    M=b,
+                    method=f"e2e_{name}",
+                    status="ok",
+                    us=graphed,
+                    us_eager=eager,
+                    tokens_per_s=b / graphed * 1e6,
+                    tokens_per_s_eager=b / eager * 1e6,
+                    layers=layers,
+                    ctx=ctx,
+                    swapped_linears=swapped,
+                    weight_bytes=sum(m.weight_nbytes for m in linears) if linears else dense_bytes,
+                    # copies the dispatcher derived for the methods it ran (dense for cuBLAS,
+                    # fragments for spmma), counted after this batch size ran
+                    cached_bytes=sum(m.weight24.cache_nbytes for m in linears),
+                    rel_err=rel_err(out, results["dense"][0].float()),
+                    note="random weights pruned 2:4 by magnitude; decode step over a fixed random "
+                    f"{ctx}-token KV cache; us = CUDA-graph replay, us_eager = plain launches",
+                )
             )
-            recs.append(rec)
-        d, s_ = recs[-2], recs[-1]
-        for r in (d, s_):
+        d = batch[0]
+        for r in batch:
             r["speedup_vs_dense"] = d["us"] / r["us"]
             r["speedup_vs_dense_eager"] = d["us_eager"] / r["us_eager"]
+        recs += batch
         log(
-            f"e2e b={b}: dense {d['tokens_per_s']:.0f} tok/s, sparse {s_['tokens_per_s']:.0f} tok/s "
-            f"(graph {s_['speedup_vs_dense']:.2f}x, eager {s_['speedup_vs_dense_eager']:.2f}x), err {err:.1e}"
+            f"e2e b={b}: dense {d['tokens_per_s']:.0f} tok/s | "
+            + " | ".join(
+                f"{r['method']} {r['tokens_per_s']:.0f} tok/s (graph {r['speedup_vs_dense']:.2f}x, "
+                f"eager {r['speedup_vs_dense_eager']:.2f}x, err {r['rel_err']:.1e})"
+                for r in batch[1:]
+            )
         )
-    del dense, sparse
+    del dense, sparse, models
     torch.cuda.empty_cache()
     return recs

@@ -62,12 +62,13 @@ def sparsity(weight: torch.Tensor) -> float:
     return float((weight.detach() == 0).sum()) / weight.numel()
 
 
-def to_sparse24(model: nn.Module, *, min_features: int = 0) -> int:
+def to_sparse24(model: nn.Module, *, min_features: int = 0, layout: str = "planar") -> int:
     """Replace every ``nn.Linear`` whose weight is 2:4 sparse along its input dimension by
     :class:`repro.kernels.SparseLinear`, in place. Returns how many layers were swapped.
 
     Layers with ``min(in_features, out_features) < min_features`` (e.g. a tiny head where the
-    compressed kernel cannot pay off) and dense layers are left alone.
+    compressed kernel cannot pay off) and dense layers are left alone. ``layout`` is the storage
+    order of the compressed weights (see ``SparseLinear``): ``"planar"`` or ``"fragments"``.
     """
     from repro.kernels import SparseLinear  # lazy: keeps `import repro.pruning` cheap
 
@@ -80,5 +81,5 @@ def to_sparse24(model: nn.Module, *, min_features: int = 0) -> int:
         and is_nm_sparse(child.weight, 2, 4)
     ]
     for parent, name, child in swaps:
-        setattr(parent, name, SparseLinear.from_linear(child))
+        setattr(parent, name, SparseLinear.from_linear(child, layout=layout))
     return len(swaps)

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from repro.kernels import dispatch
+from repro.kernels.fragments import SpmmaConfig
 from repro.kernels.triton_sp24 import KERNELS, KernelConfig
 
 FMA = dict(BM=1, BN=4, BP=64, num_warps=1, num_stages=4, split_k=1)
@@ -31,6 +32,43 @@ def test_table_choice_takes_the_smallest_measured_m_at_or_above(m, expected):
     assert dispatch._table_choice(TABLE, 64, 128, m, torch.float16) == expected
 
 
+def test_table_choice_builds_the_config_class_of_its_method():
+    spmma = dict(R=1, S=8, U=4, T=1, W=1, prefetch=False)
+    table = {"entries": [dict(N=64, K=128, M=4, dtype="float16", method="spmma", config=spmma)]}
+    assert dispatch._table_choice(table, 64, 128, 3, torch.float16) == dispatch.Choice("spmma", SpmmaConfig(**spmma))
+
+
+@pytest.mark.parametrize("m, tiles, steps", [(1, 1, 4), (8, 1, 4), (9, 2, 4), (16, 2, 4), (17, 4, 2), (40, 8, 2)])
+def test_spmma_default_covers_m_with_one_token_block(m, tiles, steps):
+    choice = dispatch.spmma_default(m)
+    assert choice.method == "spmma" and (choice.config.T, choice.config.U) == (tiles, steps)
+    assert 8 * choice.config.T >= m
+    choice.config.check()
+    assert dispatch.spmma_default(65) == dispatch.Choice("cublas")
+
+
+@pytest.mark.parametrize(
+    "layout, m, method",
+    [
+        ("planar", 1, "fma"),
+        ("fragments", 1, "spmma"),  # fma cannot read fragments: spmma_default
+        ("planar", 16, "mma"),
+        ("fragments", 16, "spmma"),
+        ("fragments", 512, "cublas"),
+    ],
+)
+def test_fragment_weights_only_get_methods_that_read_them(monkeypatch, layout, m, method):
+    monkeypatch.setattr(dispatch, "arch_name", lambda device: "sm90")
+    monkeypatch.setattr(dispatch, "_sm_count", lambda device: 132)
+    dispatch.use_table(TABLE)
+    try:
+        choice = dispatch._cached_choice(64, 128, m, torch.float16, 0, layout)
+    finally:
+        dispatch.use_table(None)
+    assert choice.method == method
+    assert choice.method in dispatch.LAYOUT_METHODS[layout]
+
+
 def test_table_choice_is_none_for_unmeasured_shapes_and_dtypes():
     assert dispatch._table_choice(TABLE, 64, 256, 1, torch.float16) is None
     assert dispatch._table_choice(TABLE, 64, 128, 1, torch.bfloat16) is None
@@ -42,7 +80,9 @@ def test_committed_h200_table_names_only_known_methods_and_valid_configs():
     assert table["entries"], "the committed sm90 table is empty"
     for entry in table["entries"]:
         assert entry["method"] in dispatch.METHODS
-        if entry["method"] in KERNELS:
+        if entry["method"] == "spmma":
+            SpmmaConfig(**entry["config"]).check()  # raises on unknown fields or invalid tiles
+        elif entry["method"] in KERNELS:
             KernelConfig(**entry["config"])  # raises on unknown fields
         else:
             assert entry["config"] is None

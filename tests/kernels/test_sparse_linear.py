@@ -38,9 +38,30 @@ def test_from_dense_linear_with_mask():
     assert rel_err(sparse(x), expected) < 1e-5
 
 
-def test_weight_memory_is_56_25_percent_of_dense_fp16():
-    sparse = SparseLinear.from_linear(_pruned_linear(256, 64, dtype=torch.float16))
+@pytest.mark.parametrize("layout", ["planar", "fragments"])
+def test_weight_memory_is_56_25_percent_of_dense_fp16(layout):
+    sparse = SparseLinear.from_linear(_pruned_linear(256, 64, dtype=torch.float16), layout=layout)
     assert sparse.weight_nbytes / (256 * 64 * 2) == pytest.approx(0.5625)
+    assert sparse.weight24.layout == layout and sparse.weight24.cache_nbytes == 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_fragment_layout_matches_linear_and_survives_to(dtype):
+    lin = _pruned_linear(96, 40, dtype=dtype)
+    sparse = SparseLinear.from_linear(lin, layout="fragments")
+    x = torch.randn(3, 96, device=DEVICE, dtype=dtype)
+    assert rel_err(sparse(x), lin(x)) < 1e-2
+    moved = sparse.to("cpu")  # buffers re-bound: the weight is rebuilt over them, same layout
+    assert moved.weight24.layout == "fragments" and moved.weight24.values is moved.values
+    assert torch.equal(moved.weight24.decompress().to(DEVICE), lin.weight.detach())
+    assert "fragments" in repr(sparse)
+
+
+def test_unknown_layout_is_rejected():
+    with pytest.raises(ValueError, match="layout must be one of"):
+        SparseLinear.from_linear(_pruned_linear(32, 8), layout="csr")
+    with pytest.raises(ValueError, match="fp16 or bf16"):  # mma.sp has no fp32 form
+        SparseLinear.from_linear(_pruned_linear(32, 8), layout="fragments")
 
 
 @pytest.mark.skipif(DEVICE == "cuda", reason="the notice is for the CPU reference path")
@@ -64,6 +85,8 @@ def test_to_sparse24_swaps_only_24_sparse_linears():
     assert type(model[2]) is nn.Linear
     tiny = nn.Sequential(_pruned_linear(8, 8))
     assert to_sparse24(tiny, min_features=16) == 0
+    halves = nn.Sequential(_pruned_linear(64, 32, dtype=torch.float16))
+    assert to_sparse24(halves, layout="fragments") == 1 and halves[0].weight24.layout == "fragments"
 
 
 def test_tiny_llama_same_logits_with_sparse_linear():

@@ -87,3 +87,19 @@ def test_dispatcher_runs_spmma_from_a_table():
         assert rel_err(y, x.double() @ w.double().T) < 5e-3
     finally:
         dispatch.use_table(None)
+
+
+@pytest.mark.parametrize("m", [1, 16, 100])
+def test_fragment_layout_sparse_linear_on_gpu(m):
+    """A fragment-order layer runs spmma (M <= 64 without a table entry) or cuBLAS (above)."""
+    from torch import nn
+
+    from repro.kernels import SparseLinear, dispatch
+
+    lin = nn.Linear(256, 96).half().to(DEVICE)
+    with torch.no_grad():
+        lin.weight.copy_(random_24(96, 256))
+    layer = SparseLinear.from_linear(lin, layout="fragments")
+    assert dispatch.choose(layer.weight24, m).method == ("spmma" if m <= 64 else "cublas")
+    x = torch.randn(m, 256, device=DEVICE, dtype=torch.float16)
+    assert rel_err(layer(x), x.double() @ lin.weight.double().T + lin.bias.double()) < 5e-3

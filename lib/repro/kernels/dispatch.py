@@ -6,13 +6,15 @@ cuBLAS on the dense weight (``cublas``) and PyTorch's semi-structured sparsity
 (``torch_semi_structured``, cuSPARSELt). The choice comes from a table measured by
 ``bench/sparse24.py`` and committed per GPU architecture (``dispatch_sm90.json``); a lookup is a
 dict hit after the first call for a shape.
-Shapes absent from the table use rules of thumb (``_default_choice``).
+Shapes absent from the table use rules of thumb (``_default_choice``). A weight stored in fragment
+order (``Sparse24Fragments``) can only run ``spmma``, ``cublas`` or cuSPARSELt; where the table
+names a planar-only kernel it gets ``spmma_default``.
 
 On a CPU (or any non-CUDA device) the product is computed by a torch reference path on the
 decompressed weight, and a single warning per process says so.
 
 Dense fallback: ``cublas`` needs the dense weight. By default it is decompressed once and cached on
-the ``Sparse24Weight`` (2 extra bytes per weight, only for layers that actually ran a large-M
+the compressed weight (2 extra bytes per weight, only for layers that actually ran a large-M
 product); ``set_dense_cache(False)`` decompresses per call instead (no extra memory, slower).
 """
 
@@ -28,7 +30,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .format import Sparse24Weight
+from .format import CompressedWeight
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +59,7 @@ def _warn_cpu_once() -> None:
         )
 
 
-def _check_inputs(x: torch.Tensor, w: Sparse24Weight, bias: torch.Tensor | None) -> None:
+def _check_inputs(x: torch.Tensor, w: CompressedWeight, bias: torch.Tensor | None) -> None:
     n, k = w.shape
     if x.dim() < 1 or x.shape[-1] != k:
         raise ValueError(f"x must have shape [..., K={k}], got {tuple(x.shape)}")
@@ -72,7 +74,7 @@ def _check_inputs(x: torch.Tensor, w: Sparse24Weight, bias: torch.Tensor | None)
         )
 
 
-def reference_matmul(x: torch.Tensor, w: Sparse24Weight, bias: torch.Tensor | None = None) -> torch.Tensor:
+def reference_matmul(x: torch.Tensor, w: CompressedWeight, bias: torch.Tensor | None = None) -> torch.Tensor:
     """The torch reference: dense product with the decompressed weight."""
     return F.linear(x, w.decompress(), bias)
 
@@ -162,8 +164,28 @@ def _table_choice(table: dict, n: int, k: int, m: int, dtype: torch.dtype) -> Ch
     return Choice(entry["method"], KernelConfig(**config))
 
 
+# the methods that can read each layout (the planar weight derives fragments for spmma on demand)
+LAYOUT_METHODS = {
+    "planar": METHODS,
+    "fragments": ("spmma", "cublas", "torch_semi_structured"),
+}
+
+
+def spmma_default(m: int):
+    """A fragment-order weight's choice where the table names none it can run: spmma with 8
+    warps splitting K up to M = 64 (one token block), cuBLAS above."""
+    from .fragments import SpmmaConfig
+
+    if m > 64:
+        return Choice("cublas")
+    tiles = 1 << ((m + 7) // 8 - 1).bit_length()  # token tiles of 8: the power of two >= m/8
+    return Choice("spmma", SpmmaConfig(R=1, S=8, U=4 if tiles <= 2 else 2, T=tiles))
+
+
 @lru_cache(maxsize=4096)
-def _cached_choice(n: int, k: int, m: int, dtype: torch.dtype, device_index: int) -> Choice:
+def _cached_choice(
+    n: int, k: int, m: int, dtype: torch.dtype, device_index: int, layout: str = "planar"
+) -> Choice:
     device = torch.device("cuda", device_index)
     choice = _table_choice(load_table(arch_name(device)), n, k, m, dtype)
     if choice is None:
@@ -177,18 +199,20 @@ def _cached_choice(n: int, k: int, m: int, dtype: torch.dtype, device_index: int
         from dataclasses import replace
 
         choice = Choice(choice.method, replace(choice.config, split_k=1))
+    if choice.method not in LAYOUT_METHODS[layout]:
+        choice = spmma_default(m)
     return choice
 
 
-def choose(w: Sparse24Weight, m: int) -> Choice:
+def choose(w: CompressedWeight, m: int) -> Choice:
     n, k = w.shape
-    return _cached_choice(n, k, m, w.dtype, max(w.values.get_device(), 0))
+    return _cached_choice(n, k, m, w.dtype, max(w.values.get_device(), 0), w.layout)
 
 
 # ----------------------------------------------------------------------------- execution
 
 
-def _semi_structured(w: Sparse24Weight):
+def _semi_structured(w: CompressedWeight):
     cached = getattr(w, "_semi_structured_cache", None)
     if cached is None:
         from torch.sparse import to_sparse_semi_structured
@@ -201,7 +225,7 @@ def _semi_structured(w: Sparse24Weight):
 def run_choice(
     choice: Choice,
     x2d: torch.Tensor,
-    w: Sparse24Weight,
+    w: CompressedWeight,
     bias: torch.Tensor | None,
     out: torch.Tensor | None = None,
 ) -> torch.Tensor:
@@ -221,7 +245,7 @@ def run_choice(
     return launch(method, x2d, w, bias, out, choice.config)
 
 
-def sparse24_matmul(x: torch.Tensor, w: Sparse24Weight, bias: torch.Tensor | None = None) -> torch.Tensor:
+def sparse24_matmul(x: torch.Tensor, w: CompressedWeight, bias: torch.Tensor | None = None) -> torch.Tensor:
     """``x @ W.T (+ bias)`` for ``x`` of shape ``[..., K]`` and a 2:4 weight ``W`` [N, K] -> ``[..., N]``.
 
     The hot path is kept short (one cheap test before the full input check, a cached choice per
@@ -230,7 +254,7 @@ def sparse24_matmul(x: torch.Tensor, w: Sparse24Weight, bias: torch.Tensor | Non
     n, k = w.shape
     values = w.values
     device = values.get_device()  # -1 on CPU; an int compare is cheaper than torch.device objects
-    if bias is not None or x.shape[-1] != k or x.dtype != values.dtype or x.get_device() != device:
+    if bias is not None or x.shape[-1] != k or x.dtype != w.dtype or x.get_device() != device:
         _check_inputs(x, w, bias)
     if device < 0:
         _warn_cpu_once()
@@ -241,5 +265,5 @@ def sparse24_matmul(x: torch.Tensor, w: Sparse24Weight, bias: torch.Tensor | Non
     m = x2d.shape[0]
     if m == 0:
         return x.new_empty(*x.shape[:-1], n)
-    y = run_choice(_cached_choice(n, k, m, values.dtype, device), x2d, w, bias)
+    y = run_choice(_cached_choice(n, k, m, w.dtype, device, w.layout), x2d, w, bias)
     return y if x.dim() == 2 else y.reshape(*x.shape[:-1], n)

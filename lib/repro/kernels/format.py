@@ -65,8 +65,42 @@ def _kept_positions(keep: torch.Tensor) -> torch.Tensor:
     return chosen.sort(dim=-1).values
 
 
+class CompressedWeight:
+    """What both 2:4 layouts share (this planar one and ``fragments.Sparse24Fragments``): the
+    footprint, the device, and the dense copy that the dispatcher's cuBLAS route keeps.
+    Subclasses are dataclasses with ``values``, ``meta``, ``shape`` and ``_dense_cache``."""
+
+    layout = ""  # "planar" or "fragments": which of our kernels can read it
+
+    @property
+    def device(self) -> torch.device:
+        return self.values.device
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the compressed format: values plus metadata (no derived copies)."""
+        return self.values.nbytes + self.meta.nbytes
+
+    @property
+    def cache_nbytes(self) -> int:
+        """Bytes of the derived copies kept for other methods (the dense weight for cuBLAS)."""
+        return 0 if self._dense_cache is None else self._dense_cache.nbytes
+
+    def dense(self, cache: bool = True) -> torch.Tensor:
+        """Dense weight for dense-GEMM dispatch; ``cache=True`` keeps it (costs 2 bytes/weight)."""
+        if self._dense_cache is not None:
+            return self._dense_cache
+        dense = self.decompress()
+        if cache:
+            self._dense_cache = dense
+        return dense
+
+    def drop_dense_cache(self) -> None:
+        self._dense_cache = None
+
+
 @dataclass
-class Sparse24Weight:
+class Sparse24Weight(CompressedWeight):
     """A 2:4-compressed weight ``[N, K]`` in the book's format (see the module docstring)."""
 
     values: torch.Tensor  # [N, K/2], planes v0 even | v1 even | v0 odd | v1 odd
@@ -75,24 +109,16 @@ class Sparse24Weight:
     _dense_cache: torch.Tensor | None = field(default=None, repr=False, compare=False)
     _fragments_cache: object = field(default=None, repr=False, compare=False)
 
+    layout = "planar"
+
     @property
     def dtype(self) -> torch.dtype:
         return self.values.dtype
 
     @property
-    def device(self) -> torch.device:
-        return self.values.device
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes of the compressed format: values plus metadata (no dense cache)."""
-        return self.values.nbytes + self.meta.nbytes
-
-    @property
     def cache_nbytes(self) -> int:
-        """Bytes of the derived copies kept for other methods (dense for cuBLAS, fragments)."""
-        dense = 0 if self._dense_cache is None else self._dense_cache.nbytes
-        return dense + (0 if self._fragments_cache is None else self._fragments_cache.nbytes)
+        fragments = 0 if self._fragments_cache is None else self._fragments_cache.nbytes
+        return super().cache_nbytes + fragments
 
     def decompress(self) -> torch.Tensor:
         """The dense ``[N, K]`` weight, zeros at the pruned positions (exact round trip)."""
@@ -109,30 +135,23 @@ class Sparse24Weight:
         dense.scatter_(2, i1.unsqueeze(-1), v1.unsqueeze(-1))
         return dense.reshape(n, k)
 
-    def dense(self, cache: bool = True) -> torch.Tensor:
-        """Dense weight for dense-GEMM dispatch; ``cache=True`` keeps it (costs 2 bytes/weight)."""
-        if self._dense_cache is not None:
-            return self._dense_cache
-        dense = self.decompress()
-        if cache:
-            self._dense_cache = dense
-        return dense
-
-    def drop_dense_cache(self) -> None:
-        self._dense_cache = None
-
     def fragments(self):
         """The weight in mma.sp fragment order (``fragments.py``) for the ``spmma`` kernel.
 
-        Built on first use and kept (another 56.25 % of the dense fp16 bytes while both exist)."""
+        Built on first use and kept (another 56.25 % of the dense fp16 bytes while both exist;
+        ``SparseLinear(..., layout="fragments")`` stores only that order)."""
         if self._fragments_cache is None:
             from .fragments import to_fragments
 
             self._fragments_cache = to_fragments(self)
         return self._fragments_cache
 
+    def with_tensors(self, values: torch.Tensor, meta: torch.Tensor) -> Sparse24Weight:
+        """The same weight over other tensors (e.g. moved by ``Module.to``); no derived copies."""
+        return Sparse24Weight(values, meta, self.shape)
+
     def to(self, device: torch.device | str) -> Sparse24Weight:
-        return Sparse24Weight(self.values.to(device), self.meta.to(device), self.shape)
+        return self.with_tensors(self.values.to(device), self.meta.to(device))
 
 
 def compress_24(weight: torch.Tensor, mask: torch.Tensor | None = None) -> Sparse24Weight:

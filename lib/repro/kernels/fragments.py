@@ -30,11 +30,11 @@ dense tile = 576 of 1024, the same 56.25 % as the planar format.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 
-from .format import Sparse24Weight
+from .format import CompressedWeight, Sparse24Weight
 
 ROWS = 16  # rows of an mma.sp A tile
 KBLOCK = 32  # dense K of one mma.sp
@@ -79,7 +79,7 @@ class SpmmaConfig:
 
 
 @dataclass
-class Sparse24Fragments:
+class Sparse24Fragments(CompressedWeight):
     """A 2:4 weight ``[N, K]`` in mma.sp fragment order (see the module docstring)."""
 
     values: torch.Tensor  # int32 [NT, KB, 32, 4]
@@ -87,19 +87,19 @@ class Sparse24Fragments:
     shape: tuple[int, int]  # dense (N, K)
     dtype: torch.dtype  # element type packed in ``values``
     meta_order: str = "pairs"  # see _meta_words
+    _dense_cache: torch.Tensor | None = field(default=None, repr=False, compare=False)
 
-    @property
-    def device(self) -> torch.device:
-        return self.values.device
+    layout = "fragments"
 
-    @property
-    def nbytes(self) -> int:
-        return self.values.nbytes + self.meta.nbytes
+    def fragments(self) -> Sparse24Fragments:
+        return self
+
+    def with_tensors(self, values: torch.Tensor, meta: torch.Tensor) -> Sparse24Fragments:
+        """The same weight over other tensors (e.g. moved by ``Module.to``); no derived copies."""
+        return Sparse24Fragments(values, meta, self.shape, self.dtype, self.meta_order)
 
     def to(self, device: torch.device | str) -> Sparse24Fragments:
-        return Sparse24Fragments(
-            self.values.to(device), self.meta.to(device), self.shape, self.dtype, self.meta_order
-        )
+        return self.with_tensors(self.values.to(device), self.meta.to(device))
 
     def decompress(self) -> torch.Tensor:
         """The dense ``[N, K]`` weight (exact)."""

@@ -6,7 +6,9 @@ import torch
 from torch import nn
 
 from .dispatch import sparse24_matmul
-from .format import Sparse24Weight, compress_24
+from .format import CompressedWeight, compress_24
+
+LAYOUTS = ("planar", "fragments")
 
 
 class SparseLinear(nn.Module):
@@ -16,9 +18,13 @@ class SparseLinear(nn.Module):
     On CUDA it runs the dispatcher (``sparse24_matmul``); elsewhere the torch reference path.
     Where the dispatcher picks cuBLAS (on the H200 table: M >= 4) it caches a dense copy of the
     weight on first use; ``repro.kernels.dispatch.set_dense_cache(False)`` avoids that.
+
+    ``layout="planar"`` (``Sparse24Weight``) serves every kernel; where the dispatcher picks
+    ``spmma`` it derives the fragment order once and keeps it too. ``layout="fragments"``
+    (``Sparse24Fragments``) stores only the fragment order: ``spmma``, cuBLAS or cuSPARSELt.
     """
 
-    def __init__(self, weight: Sparse24Weight, bias: torch.Tensor | None = None):
+    def __init__(self, weight: CompressedWeight, bias: torch.Tensor | None = None):
         super().__init__()
         self.in_features = weight.shape[1]
         self.out_features = weight.shape[0]
@@ -28,18 +34,26 @@ class SparseLinear(nn.Module):
         self._weight = weight
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, mask: torch.Tensor | None = None) -> SparseLinear:
+    def from_linear(
+        cls, linear: nn.Linear, mask: torch.Tensor | None = None, layout: str = "planar"
+    ) -> SparseLinear:
         """Build from a 2:4-pruned ``nn.Linear`` (or a dense one plus a 2:4 ``mask``)."""
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
         with torch.no_grad():
             weight = compress_24(linear.weight.detach(), mask)
+            if layout == "fragments":
+                from .fragments import to_fragments
+
+                weight = to_fragments(weight)
         return cls(weight, linear.bias)
 
     @property
-    def weight24(self) -> Sparse24Weight:
+    def weight24(self) -> CompressedWeight:
         """The compressed weight, rebuilt if ``.to()``/``.cuda()`` moved the buffers."""
         w = self._weight
         if w.values is not self.values or w.meta is not self.meta:
-            w = Sparse24Weight(self.values, self.meta, w.shape)
+            w = w.with_tensors(self.values, self.meta)
             self._weight = w
         return w
 
@@ -53,5 +67,5 @@ class SparseLinear(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, "
-            f"bias={self.bias is not None}, format=2:4 values+meta, dtype={self.values.dtype}"
+            f"bias={self.bias is not None}, format=2:4 {self._weight.layout}, dtype={self._weight.dtype}"
         )
