@@ -69,6 +69,17 @@ def test_fragment_weights_only_get_methods_that_read_them(monkeypatch, layout, m
     assert choice.method in dispatch.LAYOUT_METHODS[layout]
 
 
+def test_unmeasured_fragment_weights_get_spmma_not_a_dense_copy(monkeypatch):
+    monkeypatch.setattr(dispatch, "arch_name", lambda device: "sm90")
+    monkeypatch.setattr(dispatch, "_sm_count", lambda device: 132)
+    dispatch.use_table({"entries": []})
+    try:
+        assert dispatch._cached_choice(64, 128, 16, torch.float16, 0, "fragments") == dispatch.spmma_default(16)
+        assert dispatch._cached_choice(64, 128, 16, torch.float16, 0, "planar").method == "cublas"
+    finally:
+        dispatch.use_table(None)
+
+
 def test_table_choice_is_none_for_unmeasured_shapes_and_dtypes():
     assert dispatch._table_choice(TABLE, 64, 256, 1, torch.float16) is None
     assert dispatch._table_choice(TABLE, 64, 128, 1, torch.bfloat16) is None

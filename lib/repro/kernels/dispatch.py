@@ -8,7 +8,7 @@ cuBLAS on the dense weight (``cublas``) and PyTorch's semi-structured sparsity
 dict hit after the first call for a shape.
 Shapes absent from the table use rules of thumb (``_default_choice``). A weight stored in fragment
 order (``Sparse24Fragments``) can only run ``spmma``, ``cublas`` or cuSPARSELt; where the table
-names a planar-only kernel it gets ``spmma_default``.
+names a planar-only kernel, or has no entry, it gets ``spmma_default``.
 
 On a CPU (or any non-CUDA device) the product is computed by a torch reference path on the
 decompressed weight, and a single warning per process says so.
@@ -188,6 +188,8 @@ def _cached_choice(
 ) -> Choice:
     device = torch.device("cuda", device_index)
     choice = _table_choice(load_table(arch_name(device)), n, k, m, dtype)
+    if choice is None and layout == "fragments":
+        choice = spmma_default(m)  # unmeasured: keep to the stored bytes rather than a dense copy
     if choice is None:
         choice = _default_choice(n, k, m, _sm_count(device))
     if choice.method == "spmma" and dtype not in (torch.float16, torch.bfloat16):
