@@ -115,13 +115,16 @@ def precompile(x, w, out, ms, log=print):
                 for s in (1, 2) if hasattr(cfg, "split_k") else (None,):
                     jobs.append((kernel, replace(cfg, split_k=s) if s else cfg))
     jobs = list(dict.fromkeys(jobs))
+    # the Gluon kernel in its own batch: if its compiles fail, the Triton kernels' still ran
+    batches = [[j for j in jobs if j[0] != "spmma"], [j for j in jobs if j[0] == "spmma"]]
     t0 = time.time()
-    try:
-        with triton.AsyncCompileMode(ThreadPoolExecutor(16)):
-            for kernel, cfg in jobs:
-                launch(kernel, x, w, None, out, cfg, warmup=True)
-    except Exception as exc:  # older Triton: compile lazily
-        log(f"parallel precompile unavailable ({exc!r}); compiling lazily")
+    for batch in batches:
+        try:
+            with triton.AsyncCompileMode(ThreadPoolExecutor(16)):
+                for kernel, cfg in batch:
+                    launch(kernel, x, w, None, out, cfg, warmup=True)
+        except Exception as exc:  # older Triton: compile lazily
+            log(f"parallel precompile unavailable ({exc!r}); compiling lazily")
     log(f"precompiled {len(jobs)} variants in {time.time() - t0:.1f}s")
 
 
