@@ -205,7 +205,12 @@ def bench_shape(info, timer, n, k, ms, log) -> list[dict]:
             for base in kernel_configs(kernel, m):
                 for cfg in with_splits(base, n, m, k):
                     out = torch.full((m, n), float("nan"), device="cuda", dtype=torch.float16)
-                    launch(kernel, x, w, None, out, cfg)
+                    try:
+                        launch(kernel, x, w, None, out, cfg)
+                    except Exception as exc:  # a compile error: count it as wrong, go on
+                        log(f"FAILED {kernel} {cfg.label()}: {type(exc).__name__}: {str(exc)[:300]}")
+                        n_wrong += 1
+                        continue
                     err = rel_err(out, ref)
                     if not err < TOL:  # NaN (unwritten) fails too
                         n_wrong += 1
