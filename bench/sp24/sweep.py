@@ -30,7 +30,7 @@ def spmma_configs(m: int):
         shapes += [(1, 8, 2, 2, 0), (2, 4, 1, 2, 0)]
     else:
         shapes = [(1, 4, 1, 1, 0), (2, 4, 1, 1, 0), (4, 2, 1, 1, 0), (2, 8, 1, 1, 0), (2, 4, 1, 1, 1)]
-        shapes += [(2, 4, 1, 2, 0), (1, 8, 1, 2, 0), (2, 4, 1, 4, 0)]
+        shapes += [(2, 4, 1, 2, 0), (1, 8, 1, 2, 0), (4, 2, 1, 2, 0)]
     return [SpmmaConfig(R=r, S=s, U=u, T=t, W=w, prefetch=bool(p)) for r, s, u, w, p in shapes]
 
 

@@ -1,0 +1,95 @@
+"""Compile the ``spmma`` kernel for a GPU architecture without a GPU, and report what ptxas says.
+
+    PYTHONPATH=lib python bench/compile_offline.py [--arch 90] [--dtype fp16|bf16] [--out DIR]
+
+For every configuration of the benchmark's sweep (``bench/sp24/sweep.py``): registers, spills,
+shared memory, and per loop iteration the ``mma.sp`` count, the 16-byte and 4-byte global loads,
+and any shared-memory traffic (there should be none inside the loop). With ``--out`` it also
+writes each kernel's PTX. This is how the kernel was checked before any GPU time was spent on it;
+it needs only the installed Triton (its bundled ``ptxas``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import triton  # noqa: E402
+from sp24.common import MS  # noqa: E402
+from sp24.sweep import spmma_configs  # noqa: E402
+from triton.backends.compiler import GPUTarget  # noqa: E402
+from triton.experimental.gluon._runtime import GluonASTSource  # noqa: E402
+
+from repro.kernels import gluon_sp24  # noqa: E402
+
+# pointers and the usual LLaMA-shape integers are 16-aligned: the launcher would specialize them so
+ALIGNED = ("x_ptr", "v_ptr", "e_ptr", "bias_ptr", "y_ptr", "N", "K", "stride_xm", "stride_ym")
+
+
+def compile_config(cfg, arch: int, dtype: str, bias: bool):
+    scalars = ("M", "N", "K", "NT", "KB", "stride_xm", "stride_ym")
+    signature = {"x_ptr": f"*{dtype}", "v_ptr": "*i32", "e_ptr": "*i32", "bias_ptr": f"*{dtype}", "y_ptr": f"*{dtype}"}
+    signature |= {name: "i32" for name in scalars}
+    constants = dict(HAS_BIAS=bias, BF16=dtype == "bf16", R=cfg.R, S=cfg.S, W=cfg.W, U=cfg.U, T=cfg.T)
+    constants["PREFETCH"] = cfg.prefetch
+    signature |= {name: "constexpr" for name in constants}
+    names = list(signature)
+    attrs = {(names.index(name),): [["tt.divisibility", 16]] for name in ALIGNED}
+    src = GluonASTSource(gluon_sp24._spmma_kernel, signature, constexprs=constants, attrs=attrs)
+    return triton.compile(src, target=GPUTarget("cuda", arch, 32), options={"num_warps": cfg.num_warps})
+
+
+def loop_body(ptx: str) -> str:
+    start = ptx.find("Inner Loop Header")
+    end = ptx.find(" bra ", start)
+    return ptx[start:end] if start >= 0 else ""
+
+
+def ptxas_report(ptx: str, arch: int) -> str:
+    ptxas = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
+    with tempfile.NamedTemporaryFile("w", suffix=".ptx") as f:
+        f.write(ptx)
+        f.flush()
+        err = subprocess.run(
+            [str(ptxas), f"-arch=sm_{arch}a", "-v", f.name, "-o", "/dev/null"], capture_output=True, text=True
+        ).stderr
+    regs = re.search(r"Used (\d+) registers", err)
+    spills = re.search(r"(\d+) bytes spill stores", err)
+    return f"{regs.group(1) if regs else '?':>4} {spills.group(1) if spills else '?':>6}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--arch", type=int, default=90)
+    ap.add_argument("--dtype", choices=("fp16", "bf16"), default="fp16")
+    ap.add_argument("--bias", action="store_true")
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args()
+    configs = list(dict.fromkeys(cfg for m in MS for cfg in spmma_configs(m)))
+    print(f"triton {triton.__version__}, sm_{args.arch}a, {args.dtype}")
+    print("config             regs spills shared  mma.sp ld.v4 ld.b32 shared-ops-in-loop")
+    for cfg in configs:
+        kernel = compile_config(cfg, args.arch, args.dtype, args.bias)
+        ptx = kernel.asm["ptx"]
+        body = loop_body(ptx)
+        loads = re.findall(r"ld\.global\.(v4\.)?b32", body)
+        v4 = sum(1 for x in loads if x)
+        shared_ops = len(re.findall(r"(ld|st)\.shared|bar\.sync", body))
+        print(
+            f"{cfg.label():18} {ptxas_report(ptx, args.arch)} {kernel.metadata.shared:6} "
+            f"{body.count('mma.sp'):7} {v4:5} {len(loads) - v4:6} {shared_ops:6}"
+        )
+        if args.out:
+            args.out.mkdir(parents=True, exist_ok=True)
+            (args.out / f"spmma_{cfg.label()}_{args.dtype}.ptx").write_text(ptx)
+
+
+if __name__ == "__main__":
+    main()
