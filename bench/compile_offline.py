@@ -53,6 +53,7 @@ def loop_body(ptx: str) -> str:
 
 
 def ptxas_report(ptx: str, arch: int) -> str:
+    """'<registers> <spill bytes>' as ptxas -v reports them."""
     ptxas = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
     with tempfile.NamedTemporaryFile("w", suffix=".ptx") as f:
         f.write(ptx)
@@ -63,6 +64,25 @@ def ptxas_report(ptx: str, arch: int) -> str:
     regs = re.search(r"Used (\d+) registers", err)
     spills = re.search(r"(\d+) bytes spill stores", err)
     return f"{regs.group(1) if regs else '?':>4} {spills.group(1) if spills else '?':>6}"
+
+
+def inspect(cfg, arch: int = 90, dtype: str = "fp16", bias: bool = False) -> dict:
+    """Compile one configuration and count what its loop does (see the module docstring)."""
+    kernel = compile_config(cfg, arch, dtype, bias)
+    ptx = kernel.asm["ptx"]
+    body = loop_body(ptx)
+    loads = re.findall(r"ld\.global\.(v4\.)?b32", body)
+    regs, spills = ptxas_report(ptx, arch).split()
+    return dict(
+        regs=int(regs),
+        spills=int(spills),
+        shared=kernel.metadata.shared,
+        mma_sp=re.findall(r"mma\.sp::ordered_metadata\.sync\.aligned\.m16n8k32\.row\.col\.f32\.(\w+)\.", body),
+        loads_v4=sum(1 for x in loads if x),
+        loads_b32=sum(1 for x in loads if not x),
+        shared_ops_in_loop=len(re.findall(r"(ld|st)\.shared|bar\.sync", body)),
+        ptx=ptx,
+    )
 
 
 def main() -> None:
@@ -76,19 +96,14 @@ def main() -> None:
     print(f"triton {triton.__version__}, sm_{args.arch}a, {args.dtype}")
     print("config             regs spills shared  mma.sp ld.v4 ld.b32 shared-ops-in-loop")
     for cfg in configs:
-        kernel = compile_config(cfg, args.arch, args.dtype, args.bias)
-        ptx = kernel.asm["ptx"]
-        body = loop_body(ptx)
-        loads = re.findall(r"ld\.global\.(v4\.)?b32", body)
-        v4 = sum(1 for x in loads if x)
-        shared_ops = len(re.findall(r"(ld|st)\.shared|bar\.sync", body))
+        r = inspect(cfg, args.arch, args.dtype, args.bias)
         print(
-            f"{cfg.label():18} {ptxas_report(ptx, args.arch)} {kernel.metadata.shared:6} "
-            f"{body.count('mma.sp'):7} {v4:5} {len(loads) - v4:6} {shared_ops:6}"
+            f"{cfg.label():18} {r['regs']:4} {r['spills']:6} {r['shared']:6} {len(r['mma_sp']):7} "
+            f"{r['loads_v4']:5} {r['loads_b32']:6} {r['shared_ops_in_loop']:6}"
         )
         if args.out:
             args.out.mkdir(parents=True, exist_ok=True)
-            (args.out / f"spmma_{cfg.label()}_{args.dtype}.ptx").write_text(ptx)
+            (args.out / f"spmma_{cfg.label()}_{args.dtype}.ptx").write_text(r["ptx"])
 
 
 if __name__ == "__main__":
