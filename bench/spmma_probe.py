@@ -20,6 +20,9 @@ from repro.pruning import nm_mask  # noqa: E402
 
 
 def main() -> int:
+    if not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 0):
+        print("use: none (needs an sm_80+ CUDA GPU)")
+        return 1
     from repro.kernels.gluon_sp24 import launch_spmma
 
     torch.manual_seed(0)
