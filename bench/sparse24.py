@@ -3,8 +3,9 @@
     PYTHONPATH=lib python bench/sparse24.py --out DIR [--quick] [--no-e2e]
 
 For LLaMA-7B linear shapes (N x K = 4096x4096, 11008x4096, 4096x11008) and M in MS, fp16:
-- our kernels (``repro_fma``, ``repro_mma``, ``repro_expand``: the best correct configuration of
-  a small sweep over tiles and split-K), cuBLAS (``F.linear`` on the dense pruned weight), torch's
+- our kernels (``repro_fma``, ``repro_mma``, ``repro_expand``, and ``repro_spmma`` on the sparse
+  tensor cores: the best correct configuration of a small sweep over tiles and split-K;
+  ``$REPRO_BENCH_KERNELS`` narrows the list), cuBLAS (``F.linear`` on the dense pruned weight), torch's
   semi-structured sparsity (``to_sparse_semi_structured``, cuSPARSELt), and the dispatcher
   (``repro_dispatch``: ``sparse24_matmul`` driven by the table this run measures, written as
   ``dispatch_<arch>.json``);
@@ -14,7 +15,8 @@ For LLaMA-7B linear shapes (N x K = 4096x4096, 11008x4096, 4096x11008) and M in 
   call by *reading* a 512 MiB buffer (``triton.testing.do_bench``'s flush writes zeros, which
   leaves dirty lines that are written back during the timed call; see the reference notes);
 - end to end: decode tokens/s of a stack of LLaMA-7B-shaped decoder layers with random weights
-  pruned 2:4, dense ``nn.Linear`` vs ``SparseLinear``, batch 1 and 8, CUDA-graph replay and eager.
+  pruned 2:4, dense ``nn.Linear`` vs ``SparseLinear`` (planar, and fragment order when spmma is
+  benchmarked), batch 1 and 8, CUDA-graph replay and eager.
 
 Writes ``sparse24.json`` (records), ``sparse24.md`` (tables) and ``dispatch_<arch>.json`` to --out.
 The pieces live in ``bench/sp24/``: ``sweep`` (per-shape measurements), ``dispatcher``, ``e2e``,
