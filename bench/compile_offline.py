@@ -66,7 +66,7 @@ def ptxas_report(ptx: str, arch: int) -> str:
     return f"{regs.group(1) if regs else '?':>4} {spills.group(1) if spills else '?':>6}"
 
 
-def inspect(cfg, arch: int = 90, dtype: str = "fp16", bias: bool = False) -> dict:
+def inspect_config(cfg, arch: int = 90, dtype: str = "fp16", bias: bool = False) -> dict:
     """Compile one configuration and count what its loop does (see the module docstring)."""
     kernel = compile_config(cfg, arch, dtype, bias)
     ptx = kernel.asm["ptx"]
@@ -96,7 +96,7 @@ def main() -> None:
     print(f"triton {triton.__version__}, sm_{args.arch}a, {args.dtype}")
     print("config             regs spills shared  mma.sp ld.v4 ld.b32 shared-ops-in-loop")
     for cfg in configs:
-        r = inspect(cfg, args.arch, args.dtype, args.bias)
+        r = inspect_config(cfg, args.arch, args.dtype, args.bias)
         print(
             f"{cfg.label():18} {r['regs']:4} {r['spills']:6} {r['shared']:6} {len(r['mma_sp']):7} "
             f"{r['loads_v4']:5} {r['loads_b32']:6} {r['shared_ops_in_loop']:6}"

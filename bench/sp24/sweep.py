@@ -19,9 +19,9 @@ SPLITS = [1, 2, 3, 4, 6, 8, 12, 16]
 def spmma_configs(m: int):
     """(R, S, U, W, prefetch) per token-tile count T = the power of two >= ceil(M/8), at most 8;
     all compiled offline for sm_90a with Triton 3.6 without spills."""
-    from repro.kernels.fragments import SpmmaConfig
+    from repro.kernels.fragments import SpmmaConfig, token_tiles
 
-    t = min(8, 1 << ((m + 7) // 8 - 1).bit_length())
+    t = token_tiles(m)
     if t <= 2:
         shapes = [(1, 4, 4, 1, 0), (1, 8, 4, 1, 0), (2, 4, 4, 1, 0), (2, 8, 2, 1, 0), (1, 4, 8, 1, 0)]
         shapes += [(1, 16, 2, 1, 0), (1, 8, 4, 1, 1), (1, 16, 2, 1, 1), (1, 8, 2, 2, 0)]

@@ -11,7 +11,7 @@ import torch
 from sp24_helpers import random_24
 
 from repro.kernels import compress_24
-from repro.kernels.fragments import to_fragments
+from repro.kernels.fragments import to_fragments, token_tiles
 
 
 def _lanes():
@@ -152,3 +152,8 @@ def test_fp32_and_bad_meta_order_are_rejected():
 def test_footprint_matches_the_planar_format():
     packed = compress_24(random_24(64, 256, device="cpu"))
     assert to_fragments(packed).nbytes == packed.nbytes == 64 * 256 * 2 * 0.5625
+
+
+@pytest.mark.parametrize("m, tiles", [(1, 1), (8, 1), (9, 2), (16, 2), (17, 4), (32, 4), (33, 8), (64, 8), (2048, 8)])
+def test_token_tiles_is_the_power_of_two_covering_m_up_to_64(m, tiles):
+    assert token_tiles(m) == tiles

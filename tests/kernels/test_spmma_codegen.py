@@ -21,10 +21,10 @@ ROOT = Path(__file__).resolve().parents[2]
 PROBE = """
 import json, sys
 sys.path.insert(0, "bench")
-from compile_offline import inspect
+from compile_offline import inspect_config
 from repro.kernels.fragments import SpmmaConfig
 cfg, dtype, bias = SpmmaConfig(**json.loads(sys.argv[1])), sys.argv[2], sys.argv[3] == "1"
-r = inspect(cfg, 90, dtype, bias)
+r = inspect_config(cfg, 90, dtype, bias)
 r.pop("ptx")
 print(json.dumps(r))
 """

@@ -174,11 +174,11 @@ LAYOUT_METHODS = {
 def spmma_default(m: int):
     """A fragment-order weight's choice where the table names none it can run: spmma with 8
     warps splitting K up to M = 64 (one token block), cuBLAS above."""
-    from .fragments import SpmmaConfig
+    from .fragments import SpmmaConfig, token_tiles
 
     if m > 64:
         return Choice("cublas")
-    tiles = 1 << ((m + 7) // 8 - 1).bit_length()  # token tiles of 8: the power of two >= m/8
+    tiles = token_tiles(m)
     return Choice("spmma", SpmmaConfig(R=1, S=8, U=4 if tiles <= 2 else 2, T=tiles))
 
 

@@ -68,7 +68,8 @@ def _kept_positions(keep: torch.Tensor) -> torch.Tensor:
 class CompressedWeight:
     """What both 2:4 layouts share (this planar one and ``fragments.Sparse24Fragments``): the
     footprint, the device, and the dense copy that the dispatcher's cuBLAS route keeps.
-    Subclasses are dataclasses with ``values``, ``meta``, ``shape`` and ``_dense_cache``."""
+    Subclasses are dataclasses with ``values``, ``meta``, ``shape``, ``dtype`` and ``_dense_cache``
+    that return their kept values and codes in natural group order from ``groups()``."""
 
     layout = ""  # "planar" or "fragments": which of our kernels can read it
 
@@ -85,6 +86,15 @@ class CompressedWeight:
     def cache_nbytes(self) -> int:
         """Bytes of the derived copies kept for other methods (the dense weight for cuBLAS)."""
         return 0 if self._dense_cache is None else self._dense_cache.nbytes
+
+    def decompress(self) -> torch.Tensor:
+        """The dense ``[N, K]`` weight, zeros at the pruned positions (exact round trip)."""
+        v0, v1, codes = self.groups()
+        n, k = self.shape
+        dense = torch.zeros(*v0.shape, GROUP, dtype=self.dtype, device=self.device)
+        dense.scatter_(2, (codes & 3).unsqueeze(-1), v0.unsqueeze(-1))
+        dense.scatter_(2, (codes >> 2).unsqueeze(-1), v1.unsqueeze(-1))
+        return dense.reshape(v0.shape[0], -1)[:n, :k]  # the fragment order pads rows and K
 
     def dense(self, cache: bool = True) -> torch.Tensor:
         """Dense weight for dense-GEMM dispatch; ``cache=True`` keeps it (costs 2 bytes/weight)."""
@@ -120,20 +130,15 @@ class Sparse24Weight(CompressedWeight):
         fragments = 0 if self._fragments_cache is None else self._fragments_cache.nbytes
         return super().cache_nbytes + fragments
 
-    def decompress(self) -> torch.Tensor:
-        """The dense ``[N, K]`` weight, zeros at the pruned positions (exact round trip)."""
+    def groups(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Kept values ``v0, v1`` and int64 codes, each ``[N, K/4]`` in natural group order."""
         n, k = self.shape
         pairs = k // (2 * GROUP)
         planes = self.values.reshape(n, 4, pairs)  # v0e, v1e, v0o, v1o
         v0 = torch.stack((planes[:, 0], planes[:, 2]), dim=-1).reshape(n, 2 * pairs)
         v1 = torch.stack((planes[:, 1], planes[:, 3]), dim=-1).reshape(n, 2 * pairs)
         codes = torch.stack((self.meta & 0xF, self.meta >> 4), dim=-1).reshape(n, 2 * pairs)
-        i0 = (codes & 3).to(torch.int64)
-        i1 = (codes >> 2).to(torch.int64)
-        dense = torch.zeros(n, 2 * pairs, GROUP, dtype=self.dtype, device=self.device)
-        dense.scatter_(2, i0.unsqueeze(-1), v0.unsqueeze(-1))
-        dense.scatter_(2, i1.unsqueeze(-1), v1.unsqueeze(-1))
-        return dense.reshape(n, k)
+        return v0, v1, codes.to(torch.int64)
 
     def fragments(self):
         """The weight in mma.sp fragment order (``fragments.py``) for the ``spmma`` kernel.

@@ -44,6 +44,12 @@ PAD_CODE = 0b0100  # positions (0, 1): valid metadata for an all-zero group
 FRAGMENT_DTYPES = (torch.float16, torch.bfloat16)
 
 
+def token_tiles(m: int) -> int:
+    """Tiles of 8 tokens that one ``spmma`` program covers for ``m`` tokens: the power of two
+    >= m/8, at most 8 (beyond 64 tokens the programs repeat along the tokens)."""
+    return min(8, 1 << ((m + 7) // 8 - 1).bit_length())
+
+
 @dataclass(frozen=True)
 class SpmmaConfig:
     """Tiling of the ``spmma`` kernel (``gluon_sp24.py``): each program runs ``R*W`` 16-row tiles
@@ -101,17 +107,8 @@ class Sparse24Fragments(CompressedWeight):
     def to(self, device: torch.device | str) -> Sparse24Fragments:
         return self.with_tensors(self.values.to(device), self.meta.to(device))
 
-    def decompress(self) -> torch.Tensor:
-        """The dense ``[N, K]`` weight (exact)."""
-        v0, v1, codes = self.groups()
-        n, k = self.shape
-        dense = torch.zeros(*v0.shape, 4, dtype=self.dtype, device=self.device)
-        dense.scatter_(2, (codes & 3).unsqueeze(-1), v0.unsqueeze(-1))
-        dense.scatter_(2, (codes >> 2).unsqueeze(-1), v1.unsqueeze(-1))
-        return dense.reshape(v0.shape[0], -1)[:n, :k]
-
     def groups(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Kept values ``v0, v1`` and codes, each ``[NT*16, KB*8]`` in natural row/group order."""
+        """Kept values ``v0, v1`` and codes, each ``[NT*16, KB*8]`` (padded) in natural order."""
         nt, kb = self.values.shape[:2]
         halves = self.values.view(self.dtype).reshape(nt, kb, 8, 4, 2, 2, 2)  # g, q, i//2, i%2, v
         # -> tile, row half (i%2), g, kblock, group half (i//2), q, v
@@ -127,17 +124,6 @@ class Sparse24Fragments(CompressedWeight):
         return v[..., 0], v[..., 1], codes
 
 
-def _natural_groups(w: Sparse24Weight) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """v0, v1 and codes ``[N, K/4]`` in natural group order, from the planar format."""
-    n, k = w.shape
-    pairs = k // 8
-    planes = w.values.reshape(n, 4, pairs)
-    v0 = torch.stack((planes[:, 0], planes[:, 2]), dim=-1).reshape(n, 2 * pairs)
-    v1 = torch.stack((planes[:, 1], planes[:, 3]), dim=-1).reshape(n, 2 * pairs)
-    codes = torch.stack((w.meta & 0xF, w.meta >> 4), dim=-1).reshape(n, 2 * pairs).to(torch.int64)
-    return v0, v1, codes
-
-
 def to_fragments(w: Sparse24Weight, meta_order: str | None = None) -> Sparse24Fragments:
     """Re-order a planar :class:`Sparse24Weight` into mma.sp fragment order (fp16/bf16 only).
 
@@ -149,7 +135,7 @@ def to_fragments(w: Sparse24Weight, meta_order: str | None = None) -> Sparse24Fr
         raise ValueError(f"mma.sp fragments need fp16 or bf16 values, got {w.dtype}")
     n, k = w.shape
     nt, kb = -(-n // ROWS), -(-k // KBLOCK)
-    v0, v1, codes = _natural_groups(w)
+    v0, v1, codes = w.groups()
     pad = (0, kb * GROUPS - k // 4, 0, nt * ROWS - n)
     v0, v1 = torch.nn.functional.pad(v0, pad), torch.nn.functional.pad(v1, pad)
     codes = torch.nn.functional.pad(codes, pad, value=PAD_CODE)

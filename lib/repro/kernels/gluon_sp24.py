@@ -207,8 +207,8 @@ def launch_spmma(
     m, k = x2d.shape
     n = w.shape[0]
     nt, kb = w.values.shape[:2]
-    if k % 2 or x2d.stride(0) % 2 or x2d.data_ptr() % 4:
-        raise ValueError("spmma reads x as 4-byte pairs: K, the row stride and the address must be even")
+    if x2d.stride(0) % 2 or x2d.data_ptr() % 4:  # x is read as aligned 4-byte pairs (K is even)
+        x2d = x2d.clone(memory_format=torch.contiguous_format)  # a fresh, aligned copy
     cfg.check()
     grid = (-(-nt // (cfg.R * cfg.W)), -(-m // (8 * cfg.T)))
     args = (

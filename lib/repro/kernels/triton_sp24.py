@@ -436,8 +436,6 @@ def launch(
     if kernel == "spmma":  # the Gluon kernel on the sparse tensor cores, fragment-order weight
         from .gluon_sp24 import launch_spmma
 
-        if x2d.data_ptr() % 4 or x2d.stride(0) % 2:  # it reads x as aligned 4-byte pairs
-            x2d = x2d.clone(memory_format=torch.contiguous_format)  # a fresh, aligned copy
         return launch_spmma(x2d, w.fragments(), bias, out, cfg, warmup=warmup)
     m, k = x2d.shape
     n = w.shape[0]
