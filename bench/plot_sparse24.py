@@ -17,7 +17,13 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results"
+BENCH = Path(__file__).resolve().parent
+RESULTS = BENCH / "results"
+sys.path.insert(0, str(BENCH.parent / "lib"))
+sys.path.insert(0, str(BENCH))
+
+from sp24.report import roofline_limit  # noqa: E402
+
 METHODS = {  # method -> (label, style)
     "repro_dispatch": ("repro dispatcher", dict(color="black", lw=2.2, marker="o")),
     "repro_fma": ("repro fma (select-X, CUDA cores)", dict(color="tab:green", marker="s", ls="--")),
@@ -29,14 +35,6 @@ METHODS = {  # method -> (label, style)
         dict(color="tab:red", marker="x", ls=":"),
     ),
 }
-
-
-def format_limit(info: dict, n: int, k: int, m: int) -> float:
-    """Ideal speedup of 1.125 B/weight over 2 B/weight on dense tensor cores (as in the .md)."""
-    act, bw, peak = 2 * m * (n + k), info["copy_gbps"] * 1e9, 989e12
-    t_dense = max((2 * n * k + act) / bw, 2 * m * n * k / peak)
-    t_sp24 = max((1.125 * n * k + act) / bw, 2 * m * n * k / peak)
-    return t_dense / t_sp24
 
 
 def plot_speedup(recs: list[dict], info: dict, path: Path) -> None:
@@ -69,7 +67,7 @@ def plot_speedup(recs: list[dict], info: dict, path: Path) -> None:
             )
         ax.plot(
             ms,
-            [format_limit(info, n, k, m) for m in ms],
+            [roofline_limit(info, n, k, m) for m in ms],
             color="gray",
             ls="-.",
             label="format limit (1.125 vs 2 B/weight, dense TC)",

@@ -1,0 +1,181 @@
+"""Turn one GPU run of bench/gpu_check.sh into committed results, the dispatch table and the page.
+
+    python bench/ingest_sparse24.py RUN_DIR [--date YYYY-MM-DD] [--force]
+    python bench/ingest_sparse24.py --regenerate bench/results/<stem>.json
+
+RUN_DIR is what the device call left in $OUT (sparse24.json, sparse24.md, sparse24.log,
+dispatch_<arch>.json; pytest.log, spmma-probe.txt and nvidia-smi.txt when present). Everything is
+checked before anything is written: the records, and every entry of the dispatch table through the
+dispatcher's own lookup. Then:
+
+- bench/results/<gpu>-<date>.{json,md,log} and <gpu>-<date>-{pytest.log,spmma-probe.txt,nvidia-smi.txt};
+- lib/repro/kernels/dispatch_<arch>.json (the table sparse24_matmul reads);
+- <stem>-speedup.png, <stem>-e2e.png (bench/plot_sparse24.py) and <stem>-summary.md (targets,
+  dispatcher and end-to-end tables: bench/sp24/targets.py), which book/sparse24.md includes;
+- book/sparse24.md's result paths now name <stem>. Its prose about the run is for a person to review.
+
+Existing results are never overwritten without --force. ``--regenerate`` rebuilds the figures and
+the summary of an already committed result (after a change to the report code).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+sys.path.insert(0, str(BENCH))
+sys.path.insert(0, str(ROOT / "lib"))
+
+from plot_sparse24 import plot_e2e, plot_speedup  # noqa: E402
+from sp24.common import gpu_slug  # noqa: E402
+from sp24.targets import summary_markdown  # noqa: E402
+
+from repro.kernels import dispatch  # noqa: E402
+
+REQUIRED = ("gpu", "N", "K", "M", "method", "status", "us", "speedup_vs_cublas")
+EXTRAS = {"pytest.log": "-pytest.log", "spmma-probe.txt": "-spmma-probe.txt", "nvidia-smi.txt": "-nvidia-smi.txt"}
+PAGE = ROOT / "book" / "sparse24.md"
+RESULT_PATH = re.compile(r"bench/results/([a-z0-9.]+(?:-[a-z0-9.]+)*-\d{4}-\d{2}-\d{2})(?=[-.])")
+
+
+class IngestError(ValueError):
+    pass
+
+
+def load_records(path: Path) -> list[dict]:
+    """The run's records, checked: a non-empty list, run info on the first, the issue's keys on all."""
+    try:
+        recs = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise IngestError(f"{path} is missing: RUN_DIR must hold bench/sparse24.py's output") from None
+    except json.JSONDecodeError as exc:
+        raise IngestError(f"{path} is not valid JSON ({exc}); was the run cut off?") from None
+    if not isinstance(recs, list) or not recs or "info" not in recs[0]:
+        raise IngestError(f"{path}: expected a list of records whose first holds 'info' (a finished run)")
+    for i, rec in enumerate(recs):
+        missing = [key for key in REQUIRED if key not in rec]
+        if missing:
+            raise IngestError(f"{path}: record {i} ({rec.get('method')}) lacks {missing}; required: {REQUIRED}")
+    if not any(r["method"] == "repro_dispatch" for r in recs):
+        raise IngestError(f"{path}: no repro_dispatch records; the run stopped before the dispatcher part")
+    return recs
+
+
+def check_table(table: dict, arch: str, recs: list[dict]) -> None:
+    """Every entry resolves through the dispatcher's lookup, and every measured shape has entries."""
+    if table.get("arch") != arch or not isinstance(table.get("entries"), list):
+        raise IngestError(
+            f"dispatch table: expected arch {arch!r} and a list of entries, got arch {table.get('arch')!r}"
+        )
+    for entry in table["entries"]:
+        if entry.get("method") not in dispatch.METHODS:
+            raise IngestError(f"dispatch table entry {entry}: method must be one of {dispatch.METHODS}")
+        dtype = getattr(torch, entry.get("dtype", "float16"))
+        try:
+            choice = dispatch._table_choice(table, entry["N"], entry["K"], entry["M"], dtype)
+        except (TypeError, KeyError) as exc:
+            raise IngestError(f"dispatch table entry {entry}: {exc}") from None
+        if choice is None or choice.method != entry["method"]:
+            raise IngestError(f"dispatch table entry {entry} does not resolve to itself (got {choice})")
+    shapes = {(r["N"], r["K"]) for r in recs if r["method"] == "cublas"}
+    covered = {(e["N"], e["K"]) for e in table["entries"]}
+    if shapes - covered:
+        raise IngestError(f"dispatch table has no entries for measured shapes {sorted(shapes - covered)}")
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def regenerate(json_path: Path) -> list[Path]:
+    """Figures and summary of one committed result, next to its JSON."""
+    recs = json.loads(json_path.read_text())
+    info = recs[0]["info"]
+    stem = json_path.with_suffix("")
+    outputs = [Path(f"{stem}-speedup.png"), Path(f"{stem}-e2e.png"), Path(f"{stem}-summary.md")]
+    plot_speedup(recs, info, outputs[0])
+    plot_e2e(recs, info, outputs[1])
+    try:
+        source = json_path.resolve().relative_to(ROOT).as_posix()
+    except ValueError:  # a result outside the repository
+        source = json_path.as_posix()
+    write_atomic(outputs[2], summary_markdown(recs, source).encode())
+    return [p for p in outputs if p.exists()]
+
+
+def point_page_at(stem: str, page: Path = PAGE) -> int:
+    """Make the page's result paths (figures, include, mentions) name ``stem``; returns how many changed."""
+    text = page.read_text()
+    new, count = RESULT_PATH.subn(f"bench/results/{stem}", text)
+    if new != text:
+        write_atomic(page, new.encode())
+    return count
+
+
+def ingest(
+    run_dir: Path, date: str, force: bool, results: Path = BENCH / "results", kernels: Path = ROOT / "lib/repro/kernels"
+) -> str:
+    recs = load_records(run_dir / "sparse24.json")
+    info = recs[0]["info"]
+    table_path = run_dir / f"dispatch_{info['arch']}.json"
+    if not table_path.exists():
+        raise IngestError(f"{table_path} is missing: the run writes dispatch_<arch>.json next to sparse24.json")
+    table = json.loads(table_path.read_text())
+    check_table(table, info["arch"], recs)
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", date):
+        raise IngestError(f"--date must be YYYY-MM-DD, got {date!r}")
+    stem = f"{gpu_slug(info['gpu'])}-{date}"
+    if (results / f"{stem}.json").exists() and not force:
+        raise IngestError(f"{results / stem}.json exists; pass --force to replace it, or --date to name another")
+    for name in ("sparse24.md", "sparse24.log"):
+        if not (run_dir / name).exists():
+            raise IngestError(f"{run_dir / name} is missing")
+
+    results.mkdir(parents=True, exist_ok=True)
+    for name, suffix in [("sparse24.md", ".md"), ("sparse24.log", ".log"), *EXTRAS.items()]:
+        if (run_dir / name).exists():
+            shutil.copyfile(run_dir / name, results / f"{stem}{suffix}")
+    write_atomic(results / f"{stem}.json", (run_dir / "sparse24.json").read_bytes())
+    write_atomic(kernels / table_path.name, table_path.read_bytes())
+    return stem
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run_dir", type=Path, nargs="?", help="the device call's $OUT")
+    ap.add_argument("--date", default=dt.datetime.now(dt.timezone.utc).date().isoformat())
+    ap.add_argument("--force", action="store_true", help="replace a result of the same GPU and date")
+    ap.add_argument("--regenerate", type=Path, metavar="JSON", help="rebuild figures and summary of a committed result")
+    args = ap.parse_args()
+    try:
+        if args.regenerate:
+            json_path = args.regenerate.resolve()
+        elif args.run_dir:
+            stem = ingest(args.run_dir, args.date, args.force)
+            json_path = BENCH / "results" / f"{stem}.json"
+            print(f"results: bench/results/{stem}.*; dispatch table: lib/repro/kernels/")
+        else:
+            ap.error("give RUN_DIR or --regenerate JSON")
+        for path in regenerate(json_path):
+            print(f"wrote {path.relative_to(ROOT)}")
+        if not args.regenerate:
+            count = point_page_at(json_path.stem)
+            print(f"book/sparse24.md: {count} result paths now name {json_path.stem}; review its prose about the run")
+    except IngestError as exc:
+        sys.exit(f"ingest_sparse24: {exc}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,175 @@
+"""The kernel page's generated results: issue 3's targets judged from records, the summary the page
+includes (never stale against the committed JSON), and the ingestion of a GPU run."""
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+import ingest_sparse24 as ingest_mod  # noqa: E402
+from sp24.common import record  # noqa: E402
+from sp24.targets import evaluate, summary_markdown  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results"
+H200 = RESULTS / "h200-2026-11-26.json"
+INFO = dict(gpu="NVIDIA H100 80GB HBM3", arch="sm90", sms=132, torch="t", cuda="c", triton="tr", copy_gbps=3000.0)
+
+
+def _case(m, dispatch_us, cublas_us=20.0, semi_us=None, n=4096, k=4096):
+    recs = [
+        record(INFO, n, k, m, "cublas", "ok", cublas_us, 1e-3, 2 * n * k),
+        record(INFO, n, k, m, "repro_dispatch", "ok", dispatch_us, 1e-3, 9 * n * k // 8, cfg="fma x"),
+    ]
+    if semi_us:
+        recs.append(record(INFO, n, k, m, "torch_semi_structured", "ok", semi_us, 1e-3, 9 * n * k // 8))
+    for r in recs:
+        r["speedup_vs_cublas"] = cublas_us / r["us"]
+    return recs
+
+
+def _verdicts(recs):
+    return {v.name: v for v in evaluate(recs)}
+
+
+def test_committed_h200_run_is_judged_as_the_closing_notes_say():
+    verdicts = _verdicts(json.loads(H200.read_text()))
+    decode = verdicts["decode"]
+    assert decode.status == "not met (2 of 12 rows)"
+    assert {(r.shape, r.m) for r in decode.met_rows} == {("4096×4096", 1), ("4096×11008", 1)}
+    assert verdicts["mid"].status == "not met (0 of 9 rows)"
+    large = verdicts["large"]
+    assert large.status == "not met (5 of 6 rows)"
+    (miss,) = [r for r in large.rows if not large.passes(r.value)]
+    assert (miss.shape, miss.m) == ("11008×4096", 2048) and miss.value == pytest.approx(0.80, abs=0.01)
+    assert "torch_semi_structured" in miss.note
+    assert verdicts["memory"].status == "met"
+    assert all(r.value == 0.5625 for r in verdicts["memory"].rows)
+
+
+def test_thresholds_are_inclusive_and_every_row_must_pass():
+    # exactly on each threshold: 30/20 = 1.5, 22/20 = 1.1, best (semi-structured) 95 / 100 = 0.95
+    run = _case(1, 20.0, cublas_us=30.0) + _case(16, 20.0, cublas_us=30.0, n=11008) + _case(64, 20.0, cublas_us=22.0)
+    run += _case(512, 100.0, cublas_us=120.0, semi_us=95.0)
+    verdicts = _verdicts(run)
+    assert [verdicts[name].status for name in ("decode", "mid", "large", "memory")] == ["met"] * 4
+    assert "semi_structured" in verdicts["large"].rows[0].note
+    slower = _verdicts(run[:2] + _case(16, 20.0, cublas_us=29.8, n=11008))
+    assert slower["decode"].status == "not met (1 of 2 rows)"
+    assert "M = 16" in slower["decode"].detail()
+
+
+def test_a_run_without_the_dispatcher_is_not_measured_rather_than_met():
+    run = [r for r in _case(1, 10.0) if r["method"] == "cublas"]
+    assert {v.name: v.status for v in evaluate(run)} == dict.fromkeys(
+        ("decode", "mid", "large", "memory"), "not measured"
+    )
+
+
+@pytest.mark.parametrize("json_path", sorted(RESULTS.glob("*-20??-??-??.json")), ids=lambda p: p.stem)
+def test_committed_summary_is_what_the_committed_json_gives(json_path):
+    summary = json_path.with_name(json_path.stem + "-summary.md")
+    assert summary.exists(), f"run: python bench/ingest_sparse24.py --regenerate {json_path.relative_to(ROOT)}"
+    recs = json.loads(json_path.read_text())
+    assert summary.read_text() == summary_markdown(recs, json_path.relative_to(ROOT).as_posix())
+
+
+def test_kernel_page_shows_the_newest_committed_run_and_its_files_exist():
+    page = (ROOT / "book" / "sparse24.md").read_text()
+    newest = max(RESULTS.glob("*-20??-??-??.json"), key=lambda p: p.stem[-10:]).stem
+    stems = set(ingest_mod.RESULT_PATH.findall(page))
+    assert stems == {newest}
+    for ref in ("-summary.md", "-speedup.png", "-e2e.png"):
+        assert f"../bench/results/{newest}{ref}" in page
+        assert (RESULTS / f"{newest}{ref}").exists()
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    """A device call's $OUT, rebuilt from the committed H200 run."""
+    out = tmp_path / "out"
+    out.mkdir()
+    shutil.copy(H200, out / "sparse24.json")
+    shutil.copy(H200.with_suffix(".md"), out / "sparse24.md")
+    shutil.copy(H200.with_suffix(".log"), out / "sparse24.log")
+    shutil.copy(ROOT / "lib/repro/kernels/dispatch_sm90.json", out / "dispatch_sm90.json")
+    (out / "spmma-probe.txt").write_text("use: pairs\n")
+    return out
+
+
+def _ingest(run_dir, tmp_path, force=False):
+    dirs = dict(results=tmp_path / "results", kernels=tmp_path / "kernels")
+    dirs["kernels"].mkdir(exist_ok=True)
+    return ingest_mod.ingest(run_dir, "2027-01-02", force, **dirs)
+
+
+def test_ingest_names_files_by_gpu_and_date_and_installs_the_table(run_dir, tmp_path):
+    stem = _ingest(run_dir, tmp_path)
+    assert stem == "h200-2027-01-02"
+    names = sorted(p.name for p in (tmp_path / "results").iterdir())
+    assert names == [f"{stem}{s}" for s in ("-spmma-probe.txt", ".json", ".log", ".md")]
+    assert (tmp_path / "kernels/dispatch_sm90.json").read_bytes() == (run_dir / "dispatch_sm90.json").read_bytes()
+    written = ingest_mod.regenerate(tmp_path / "results" / f"{stem}.json")
+    assert {p.name for p in written} == {f"{stem}-speedup.png", f"{stem}-e2e.png", f"{stem}-summary.md"}
+
+
+def test_ingest_never_overwrites_an_earlier_result_without_force(run_dir, tmp_path):
+    _ingest(run_dir, tmp_path)
+    before = (tmp_path / "results/h200-2027-01-02.json").read_bytes()
+    with pytest.raises(ingest_mod.IngestError, match="--force"):
+        _ingest(run_dir, tmp_path)
+    assert (tmp_path / "results/h200-2027-01-02.json").read_bytes() == before
+    assert _ingest(run_dir, tmp_path, force=True) == "h200-2027-01-02"
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda d: (d / "sparse24.json").write_text('[{"gpu": "x"'), "not valid JSON"),
+        (lambda d: (d / "sparse24.json").unlink(), "is missing"),
+        (lambda d: (d / "dispatch_sm90.json").unlink(), "dispatch_<arch>.json"),
+        (lambda d: _edit_table(d, method="bogus"), "method must be one of"),
+        (lambda d: _edit_table(d, config={"BM": 1, "nonsense": 3}), "dispatch table entry"),
+        (
+            lambda d: _edit_records(d, lambda recs: [r for r in recs if r["method"] != "repro_dispatch"]),
+            "repro_dispatch",
+        ),
+    ],
+    ids=["truncated-json", "no-json", "no-table", "unknown-method", "bad-config", "no-dispatcher"],
+)
+def test_a_damaged_run_is_refused_with_the_reason_and_writes_nothing(run_dir, tmp_path, damage, message):
+    damage(run_dir)
+    with pytest.raises(ingest_mod.IngestError, match=message):
+        _ingest(run_dir, tmp_path)
+    assert not (tmp_path / "results").exists() and not any((tmp_path / "kernels").iterdir())
+
+
+def _edit_table(run_dir, **changes):
+    path = run_dir / "dispatch_sm90.json"
+    table = json.loads(path.read_text())
+    table["entries"][0].update(changes)
+    path.write_text(json.dumps(table))
+
+
+def _edit_records(run_dir, change):
+    path = run_dir / "sparse24.json"
+    recs = json.loads(path.read_text())
+    info = recs[0]["info"]
+    recs = change(recs)
+    recs[0]["info"] = info
+    path.write_text(json.dumps(recs))
+
+
+def test_pointing_the_page_at_a_new_run_changes_every_result_path_and_nothing_else(tmp_path):
+    page = tmp_path / "page.md"
+    original = (ROOT / "book" / "sparse24.md").read_text()
+    page.write_text(original)
+    count = ingest_mod.point_page_at("h100-2027-01-02", page)
+    text = page.read_text()
+    assert count == original.count("bench/results/h200-2026-11-26") and count >= 4
+    assert "bench/results/h200-2026-11-26" not in text
+    assert text.replace("h100-2027-01-02", "h200-2026-11-26") == original
