@@ -2,8 +2,11 @@
 # One device call for issue 3: probe the sparse-MMA kernel, the kernel tests on CUDA, then the
 # benchmark (bench/sparse24.py). Everything lands in $OUT (default bench/results/latest):
 # spmma-probe.txt, pytest.log, sparse24.{json,md,log}, dispatch_<arch>.json, nvidia-smi.txt.
-# Extra arguments go to bench/sparse24.py.
+# Extra arguments go to bench/sparse24.py. BUDGET (s, default 540) bounds the whole script, so
+# that it ends inside one device call's limit: the benchmark gets what the probe and tests left.
+# Afterwards, on the machine with the repository: python bench/ingest_sparse24.py <fetched $OUT>.
 set -o pipefail
+start=$SECONDS
 OUT=${OUT:-bench/results/latest}
 mkdir -p "$OUT"
 export PYTHONPATH=lib PYTHONUNBUFFERED=1
@@ -22,5 +25,12 @@ workers=$(python3 -c "import xdist" 2>/dev/null && echo "-n 8" || echo "")
 timeout 240 python3 -m pytest tests/kernels tests/test_pruning.py -q -p no:cacheprovider $workers \
   > "$OUT/pytest.log" 2>&1
 echo "pytest exit $?: $(tail -1 "$OUT/pytest.log")"
-timeout "${BENCH_TIMEOUT:-400}" python3 bench/sparse24.py --out "$OUT" "$@" 2>&1 | grep -v "^|" | tail -60
+left=$(( ${BUDGET:-540} - (SECONDS - start) - 5 ))
+bench_timeout=$(( left < ${BENCH_TIMEOUT:-400} ? left : ${BENCH_TIMEOUT:-400} ))
+if [ "$bench_timeout" -lt 60 ]; then  # (timeout 0 would mean no limit at all)
+  echo "benchmark skipped: ${bench_timeout} s left of BUDGET=${BUDGET:-540}"
+  exit 1
+fi
+echo "benchmark time limit: ${bench_timeout} s"
+timeout "$bench_timeout" python3 bench/sparse24.py --out "$OUT" "$@" 2>&1 | grep -v "^|" | tail -60
 echo "bench exit $?"
