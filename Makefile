@@ -50,7 +50,13 @@ run: $(QUICK_OUT)
 book/generated/results.md: $(QUICK_OUT)
 	@$(PY) -m repro results-page --out $@
 
-_build/html/index.html: $(QUICK_OUT) book/generated/results.md $(PAGES) $(wildcard book/_static/*)
+# the kernel page's format diagrams, drawn from what compress_24 / to_fragments produce
+book/generated/sparse24-format.png: bench/plot_sparse24_format.py lib/repro/kernels/format.py \
+		lib/repro/kernels/fragments.py $(STAMP)
+	@$(PY) bench/plot_sparse24_format.py --out book/generated
+
+_build/html/index.html: $(QUICK_OUT) book/generated/results.md book/generated/sparse24-format.png $(PAGES) \
+		$(wildcard book/_static/* bench/results/*-summary.md bench/results/*.png)
 	$(BIN)/jupyter-book build . --warningiserror --keep-going --quiet
 	@touch $@
 
