@@ -128,38 +128,32 @@ def targets_markdown(verdicts: list[Verdict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def dispatcher_markdown(recs: list[dict]) -> str:
-    """Dispatcher speedup over cuBLAS, flushed / streamed, one row per shape and one column per M."""
+def _per_m_table(recs: list[dict], cell) -> str:
+    """One row per measured M, one column per shape; ``cell(dispatcher record or None)`` fills it."""
     by_case = _by_case(recs)
     shapes = list(dict.fromkeys((n, k) for n, k, _ in cases(recs)))
-    ms = sorted({m for _, _, m in cases(recs)})
-    lines = [
-        "| N×K | " + " | ".join(f"M = {m}" for m in ms) + " |",
-        "|---" * (len(ms) + 1) + "|",
-    ]
-    for n, k in shapes:
-        cells = []
-        for m in ms:
-            disp = by_case.get((n, k, m), {}).get("repro_dispatch")
-            if disp is None or not disp.get("speedup_vs_cublas"):
-                cells.append("–")
-                continue
-            text = f"{disp['speedup_vs_cublas']:.2f} / {disp.get('speedup_streamed') or float('nan'):.2f}"
-            cells.append(f"**{text}**" if disp["speedup_vs_cublas"] >= DECODE_SPEEDUP else text)
-        lines.append(f"| {_shape(n, k)} | " + " | ".join(cells) + " |")
+    lines = ["| M | " + " | ".join(_shape(n, k) for n, k in shapes) + " |", "|---" * (len(shapes) + 1) + "|"]
+    for m in sorted({m for _, _, m in cases(recs)}):
+        cells = [cell(by_case.get((n, k, m), {}).get("repro_dispatch")) for n, k in shapes]
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def dispatcher_markdown(recs: list[dict]) -> str:
+    """Dispatcher speedup over cuBLAS, flushed / streamed (bold where the decode target is reached)."""
+
+    def cell(disp):
+        if disp is None or not disp.get("speedup_vs_cublas"):
+            return "–"
+        text = f"{disp['speedup_vs_cublas']:.2f} / {disp.get('speedup_streamed') or float('nan'):.2f}"
+        return f"**{text}**" if disp["speedup_vs_cublas"] >= DECODE_SPEEDUP else text
+
+    return _per_m_table(recs, cell)
 
 
 def chosen_markdown(recs: list[dict]) -> str:
-    """What the dispatcher ran, per shape and M (method and configuration label)."""
-    by_case = _by_case(recs)
-    shapes = list(dict.fromkeys((n, k) for n, k, _ in cases(recs)))
-    ms = sorted({m for _, _, m in cases(recs)})
-    lines = ["| N×K | " + " | ".join(f"M = {m}" for m in ms) + " |", "|---" * (len(ms) + 1) + "|"]
-    for n, k in shapes:
-        cells = [((by_case.get((n, k, m), {}).get("repro_dispatch") or {}).get("cfg") or "–").strip() for m in ms]
-        lines.append(f"| {_shape(n, k)} | " + " | ".join(f"`{c}`" if c != "–" else c for c in cells) + " |")
-    return "\n".join(lines) + "\n"
+    """What the dispatcher ran (method and configuration label)."""
+    return _per_m_table(recs, lambda disp: f"`{disp['cfg'].strip()}`" if disp and disp.get("cfg") else "–")
 
 
 def best_kernels_markdown(recs: list[dict]) -> str:
@@ -222,7 +216,8 @@ def summary_markdown(recs: list[dict], source: str) -> str:
         targets_markdown(evaluate(recs)),
         "Dispatcher speedup over cuBLAS, single call with the L2 flushed / streamed (bold: ≥ 1.5×):",
         dispatcher_markdown(recs),
-        "What the dispatcher ran (method and configuration):",
+        "What the dispatcher ran. Labels: Triton kernels `tokens×rows×K-columns per step / warps, "
+        "pipeline stages / K splits`; `spmma` `r<R>[w<W>]s<S>u<U>t<T>[p]` (see `SpmmaConfig`):",
         chosen_markdown(recs),
         "Each kernel of ours on its own, range of speedups over cuBLAS (best configuration per case):",
         best_kernels_markdown(recs),
