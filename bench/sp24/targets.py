@@ -156,6 +156,18 @@ def chosen_markdown(recs: list[dict]) -> str:
     return _per_m_table(recs, lambda disp: f"`{disp['cfg'].strip()}`" if disp and disp.get("cfg") else "–")
 
 
+def rates_markdown(recs: list[dict]) -> str:
+    """The dispatcher's effective bandwidth (the 2:4 format's bytes plus activations, per second)
+    and arithmetic rate (dense-equivalent 2·M·N·K FLOPs per second)."""
+
+    def cell(disp):
+        if disp is None or not disp.get("gbps"):
+            return "–"
+        return f"{disp['gbps']:.0f} GB/s · {disp['tflops']:.1f} TFLOP/s"
+
+    return _per_m_table(recs, cell)
+
+
 def best_kernels_markdown(recs: list[dict]) -> str:
     """The range of each of our kernels' speedups over cuBLAS in the decode, mid and large ranges."""
     by_case = _by_case(recs)
@@ -219,6 +231,10 @@ def summary_markdown(recs: list[dict], source: str) -> str:
         "What the dispatcher ran. Labels: Triton kernels `tokens×rows×K-columns per step / warps, "
         "pipeline stages / K splits`; `spmma` `r<R>[w<W>]s<S>u<U>t<T>[p]` (see `SpmmaConfig`):",
         chosen_markdown(recs),
+        f"Rates of the dispatcher: effective bandwidth counts the 2:4 format's bytes (56.25% of dense) "
+        f"plus activations, whatever method ran (measured copy bandwidth: {info['copy_gbps']:.0f} GB/s); "
+        "TFLOP/s counts the dense-equivalent 2·M·N·K:",
+        rates_markdown(recs),
         "Each kernel of ours on its own, range of speedups over cuBLAS (best configuration per case):",
         best_kernels_markdown(recs),
         "End to end, decode of a stack of LLaMA-7B-shaped decoder layers (random weights pruned 2:4):",
