@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .common import COPIES, KERNELS, cases
+from .targets import e2e_markdown
 
 PEAK_FP16_DENSE = 989e12  # H100/H200 SXM nominal dense fp16 tensor-core rate
 
@@ -94,15 +95,6 @@ def markdown(info, recs) -> str:
             f"({r0['swapped_linears']} linears swapped), random weights pruned 2:4, fixed {r0['ctx']}-token "
             "KV cache.",
             "",
-            "| batch | method | tokens/s (CUDA graph) | speedup | tokens/s (eager) | speedup | weight MiB "
-            "| + derived copies MiB |",
-            "|---|---|---|---|---|---|---|---|",
+            e2e_markdown(recs).rstrip("\n"),
         ]
-        for r in e2e:
-            cached = r.get("cached_bytes")
-            lines.append(
-                f"| {r['M']} | {r['method']} | {r['tokens_per_s']:.0f} | {r['speedup_vs_dense']:.2f}x | "
-                f"{r['tokens_per_s_eager']:.0f} | {r['speedup_vs_dense_eager']:.2f}x | "
-                f"{r['weight_bytes'] / 2**20:.0f} | {'–' if cached is None else f'{cached / 2**20:.0f}'} |"
-            )
     return "\n".join(lines) + "\n"
