@@ -175,6 +175,48 @@ def test_sparsegpt_update_fits_the_dense_outputs_better_than_masking():
     assert err_obs < err_mask
 
 
+def _obs_reference(w: torch.Tensor, h: torch.Tensor, n: int, m: int, sparsity: float, blocksize: int,
+                   percdamp: float = 0.01) -> torch.Tensor:
+    """SparseGPT written as plain sequential OBS in float64, without the Cholesky shortcut: after
+    columns < q are fixed, the free weights of a row are those >= q, the inverse Hessian of that
+    set is inv(H[q:, q:]), and pruning column q moves w_q / inv[0, 0] times inv's first row onto
+    them. A column's saliency denominator is inv(H[q:, q:])[0, 0] (the squared diagonal of the
+    library's factor)."""
+    h = h.double() + percdamp * torch.diag(h).double().mean() * torch.eye(h.shape[0], dtype=torch.float64)
+    w = w.double().clone()
+    cols = w.shape[1]
+    inverses = [torch.linalg.inv(h[q:, q:]) for q in range(cols)]
+    denominator = torch.stack([inv[0, 0] for inv in inverses])
+    prune = torch.zeros_like(w, dtype=torch.bool)
+    for q in range(cols):
+        if n and q % m == 0:  # N:M: decided when the sweep reaches the group
+            saliency = w[:, q:q + m] ** 2 / denominator[q:q + m]
+            drop = saliency.topk(m - n, dim=1, largest=False).indices
+            prune[:, q:q + m].scatter_(1, drop, True)
+        if not n and q % blocksize == 0:  # unstructured: decided per block, over all its rows
+            saliency = w[:, q:q + blocksize] ** 2 / denominator[q:q + blocksize]
+            k = int(saliency.numel() * sparsity)
+            prune[:, q:q + blocksize] = saliency <= saliency.flatten().kthvalue(k).values
+        err = torch.where(prune[:, q], w[:, q], 0.0) / inverses[q][0, 0]
+        w[:, q:] -= err[:, None] * inverses[q][0][None, :]
+    return w.masked_fill(prune, 0.0)
+
+
+@pytest.mark.parametrize("kwargs", [dict(n=2, m=4), dict(n=4, m=8), dict(sparsity=0.5), dict(sparsity=0.3)])
+def test_sparsegpt_equals_sequential_obs_written_out(kwargs):
+    from repro.sparsegpt import sparsegpt_prune
+
+    torch.manual_seed(3)
+    w = torch.randn(5, 48)
+    x = torch.randn(300, 48) @ torch.randn(48, 48)  # correlated inputs: the updates matter
+    h = x.t() @ x
+    pruned = sparsegpt_prune(w, h, blocksize=16, **kwargs)  # three blocks
+    expected = _obs_reference(w, h, kwargs.get("n", 0), kwargs.get("m", 0), kwargs.get("sparsity", 0.5), 16)
+    assert torch.equal(pruned == 0, expected == 0)
+    torch.testing.assert_close(pruned.double(), expected, rtol=1e-3, atol=1e-4)
+    assert not torch.allclose(pruned, w * (pruned != 0), atol=1e-2)  # the kept weights did move
+
+
 @pytest.mark.parametrize("kwargs,match", [
     ({"method": "lottery", "pattern": "2:4"}, "unknown pruning method 'lottery'"),
     ({"method": "wanda", "pattern": "3:2"}, "unknown sparsity pattern '3:2'"),

@@ -26,10 +26,12 @@ def inverse_hessian_factor(hessian: torch.Tensor, percdamp: float = 0.01) -> tup
     h[dead, dead] = 1.0
     damp = percdamp * torch.diag(h).mean()
     h += damp * torch.eye(h.shape[0], dtype=h.dtype, device=h.device)
-    # H^-1 = L^-T L^-1 from the Cholesky factor L (much faster here than cholesky_inverse on MKL)
-    l_inv = torch.linalg.solve_triangular(torch.linalg.cholesky(h), torch.eye(h.shape[0], dtype=h.dtype,
-                                          device=h.device), upper=False)
-    return torch.linalg.cholesky(l_inv.t() @ l_inv, upper=True), dead
+    # With J the index reversal, J H J = L L^T gives H = R R^T for the upper-triangular R = J L J,
+    # so H^-1 = (R^-1)^T R^-1: R^-1 is already the upper Cholesky factor of H^-1. One factorisation
+    # and one triangular solve, instead of forming H^-1 and factorising it again.
+    r = torch.linalg.cholesky(h.flip(0, 1)).flip(0, 1)
+    eye = torch.eye(h.shape[0], dtype=h.dtype, device=h.device)
+    return torch.linalg.solve_triangular(r, eye, upper=True), dead
 
 
 def sparsegpt_prune(weight: torch.Tensor, hessian: torch.Tensor, *, sparsity: float = 0.5, n: int = 0,
@@ -55,13 +57,17 @@ def sparsegpt_prune(weight: torch.Tensor, hessian: torch.Tensor, *, sparsity: fl
 
 
 def _sweep(w: torch.Tensor, u: torch.Tensor, sparsity: float, n: int, m: int, blocksize: int) -> None:
-    """Prune ``w`` in place, left to right, with the OBS update of the not-yet-visited columns."""
-    cols = w.shape[1]
+    """Prune ``w`` in place, left to right, with the OBS update of the not-yet-visited columns.
+
+    The sweep runs on the transpose (one input column per contiguous row): each step's update is
+    then a rank-1 update of contiguous memory, about twice as fast on CPU as on column slices."""
+    wt = w.t().contiguous()
+    cols = wt.shape[0]
     for start in range(0, cols, blocksize):
         stop = min(start + blocksize, cols)
-        block = w[:, start:stop].clone()
+        block = wt[start:stop].clone()
         u_block = u[start:stop, start:stop]
-        diag = torch.diag(u_block)
+        diag = torch.diag(u_block).unsqueeze(1)
         errors = torch.zeros_like(block)
         if n:
             prune = torch.zeros_like(block)
@@ -72,13 +78,14 @@ def _sweep(w: torch.Tensor, u: torch.Tensor, sparsity: float, n: int, m: int, bl
             prune = (saliency <= threshold).to(block.dtype)
         for i in range(stop - start):
             if n and i % m == 0:
-                saliency = block[:, i:i + m] ** 2 / diag[i:i + m] ** 2
-                drop = saliency.topk(m - n, dim=1, largest=False).indices
-                prune[:, i:i + m].scatter_(1, drop, 1.0)
+                saliency = block[i:i + m] ** 2 / diag[i:i + m] ** 2
+                drop = saliency.topk(m - n, dim=0, largest=False).indices
+                prune[i:i + m].scatter_(0, drop, 1.0)
             # err is the pruned part of the column over its OBS denominator; the update sets the
             # pruned entries to zero (up to rounding) and moves their contribution to later columns
-            err = block[:, i] * prune[:, i] / u_block[i, i]
-            block[:, i:].addr_(err, u_block[i, i:], alpha=-1.0)
-            errors[:, i] = err
-        w[:, start:stop] = block * (1 - prune)  # exact zeros where pruned
-        w[:, stop:] -= errors @ u[start:stop, stop:]
+            err = block[i] * prune[i] / u_block[i, i]
+            block[i:].addr_(u_block[i, i:], err, alpha=-1.0)
+            errors[i] = err
+        wt[start:stop] = block * (1 - prune)  # exact zeros where pruned
+        wt[stop:] -= u[start:stop, stop:].t() @ errors
+    w.copy_(wt.t())
