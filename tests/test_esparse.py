@@ -99,6 +99,22 @@ def test_local_block_shuffle_never_lowers_the_retained_score():
     assert esparse.retained_fraction(scores, perm, 2, 4) >= esparse.retained_fraction(scores, start, 2, 4)
 
 
+@pytest.mark.parametrize("n,m,block_groups", [(1, 4, 2), (2, 4, 2), (3, 4, 3), (4, 8, 2)])
+def test_swap_gains_equal_the_retained_score_recomputed_after_each_swap(n, m, block_groups):
+    generator = torch.Generator().manual_seed(n + m)
+    width = block_groups * m
+    block_scores = torch.randint(0, 5, (3, 6, width), generator=generator).double()  # many ties
+    pairs = [(a, b) for a in range(width) for b in range(a + 1, width) if a // m != b // m]
+    swap_a, swap_b = torch.tensor([a for a, _ in pairs]), torch.tensor([b for _, b in pairs])
+    gains = esparse.swap_gains(block_scores, swap_a, swap_b, n, m)
+    base = esparse.retained(block_scores, n, m).sum(-1)
+    for i, (a, b) in enumerate(pairs):
+        order = list(range(width))
+        order[a], order[b] = b, a
+        expected = esparse.retained(block_scores[..., order], n, m).sum(-1) - base
+        torch.testing.assert_close(gains[:, i], expected)
+
+
 def test_local_block_shuffle_finds_the_obvious_swap():
     scores = torch.tensor([[9.0, 8.0, 7.0, 0.0, 0.0, 0.0, 0.0, 6.0]])  # group 0 holds three big ones
     perm = esparse.local_block_shuffle(scores, torch.arange(8), 2, 4, block_groups=2, passes=1)

@@ -81,6 +81,30 @@ def retained(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
     return grouped.topk(n, dim=-1).values.sum(-1).sum(-2)
 
 
+def swap_gains(block_scores: torch.Tensor, swap_a: torch.Tensor, swap_b: torch.Tensor, n: int,
+               m: int) -> torch.Tensor:
+    """Change of the retained N:M score when channels ``swap_a[i]`` and ``swap_b[i]`` (positions in
+    different groups of a block) trade places: blocks x rows x width -> blocks x swaps, summed over rows.
+
+    Only the two groups involved change, and each in closed form: a group that loses channel a keeps
+    the top-n of the other m - 1, whose sum is S_{n+1} - s_a if s_a is among its top n values (else
+    S_n), and whose n-th largest value t is v_{n+1} (else v_n); the incoming score x then adds
+    max(0, x - t). One top-(n+1) per group replaces a top-n over every candidate block."""
+    blocks, rows, width = block_scores.shape
+    top = block_scores.view(blocks, rows, width // m, m).topk(n + 1, dim=-1).values
+    kept = top[..., :n].sum(-1)                                                 # S_n per group
+    group = torch.arange(width, device=block_scores.device) // m
+    v_n, v_next = top[..., n - 1][..., group], top[..., n][..., group]          # per channel's group
+    in_top = block_scores >= v_n
+    kept_without = torch.where(in_top, kept[..., group] + v_next - block_scores, kept[..., group])
+    threshold = torch.where(in_top, v_next, v_n)
+    score_a, score_b = block_scores[..., swap_a], block_scores[..., swap_b]
+    new_a = kept_without[..., swap_a] + (score_b - threshold[..., swap_a]).clamp_min(0)
+    new_b = kept_without[..., swap_b] + (score_a - threshold[..., swap_b]).clamp_min(0)
+    before = kept[..., group[swap_a]] + kept[..., group[swap_b]]
+    return (new_a + new_b - before).sum(1)
+
+
 def local_block_shuffle(scores: torch.Tensor, perm: torch.Tensor, n: int, m: int, block_groups: int = 2,
                         passes: int = 2, max_rows: int | None = 256) -> torch.Tensor:
     """Improve a permutation by channel swaps between the groups of each block of ``block_groups``
@@ -95,8 +119,8 @@ def local_block_shuffle(scores: torch.Tensor, perm: torch.Tensor, n: int, m: int
     cols = perm.numel()
     width = block_groups * m
     pairs = [(a, b) for a in range(width) for b in range(a + 1, width) if a // m != b // m]
-    swap_a = torch.tensor([a for a, _ in pairs])
-    swap_b = torch.tensor([b for _, b in pairs])
+    swap_a = torch.tensor([a for a, _ in pairs], device=perm.device)
+    swap_b = torch.tensor([b for _, b in pairs], device=perm.device)
     for p in range(passes):
         offset = (p % 2) * m if block_groups > 1 else 0
         usable = (cols - offset) // width * width
@@ -105,15 +129,12 @@ def local_block_shuffle(scores: torch.Tensor, perm: torch.Tensor, n: int, m: int
         idx = perm[offset:offset + usable].view(-1, width)                      # blocks x width
         block_scores = scores[:, idx].permute(1, 0, 2)                            # blocks x rows x width
         base = retained(block_scores, n, m).sum(-1)                               # blocks
-        cand = idx[:, None, :].repeat(1, len(pairs), 1)                           # blocks x pairs x width
-        cand[:, torch.arange(len(pairs)), swap_a], cand[:, torch.arange(len(pairs)), swap_b] = (
-            idx[:, swap_b], idx[:, swap_a])
-        cand_scores = scores[:, cand].permute(1, 2, 0, 3)                         # blocks x pairs x rows x width
-        gain = retained(cand_scores, n, m).sum(-1) - base[:, None]                # blocks x pairs
-        best_gain, best = gain.max(1)
+        best_gain, best = swap_gains(block_scores, swap_a, swap_b, n, m).max(1)   # blocks
         improve = best_gain > 1e-9 * base.abs().clamp_min(1e-30)
-        new_idx = torch.where(improve[:, None], cand[torch.arange(len(idx)), best], idx)
-        perm[offset:offset + usable] = new_idx.reshape(-1)
+        swapped = idx.clone()
+        rows = torch.arange(len(idx), device=idx.device)
+        swapped[rows, swap_a[best]], swapped[rows, swap_b[best]] = idx[rows, swap_b[best]], idx[rows, swap_a[best]]
+        perm[offset:offset + usable] = torch.where(improve[:, None], swapped, idx).reshape(-1)
     return perm
 
 
