@@ -226,11 +226,25 @@ def test_sparsegpt_equals_sequential_obs_written_out(kwargs):
     w = torch.randn(5, 48)
     x = torch.randn(300, 48) @ torch.randn(48, 48)  # correlated inputs: the updates matter
     h = x.t() @ x
-    pruned = sparsegpt_prune(w, h, blocksize=16, **kwargs)  # three blocks
     expected = _obs_reference(w, h, kwargs.get("n", 0), kwargs.get("m", 0), kwargs.get("sparsity", 0.5), 16)
-    assert torch.equal(pruned == 0, expected == 0)
-    torch.testing.assert_close(pruned.double(), expected, rtol=1e-3, atol=1e-4)
+    # float64 on CPU by default (working_dtype), float32 on request; three blocks of 16 columns
+    for weight, dtype, tolerance in [(w.double(), None, 1e-9), (w, torch.float32, 1e-3)]:
+        pruned = sparsegpt_prune(weight, h, blocksize=16, dtype=dtype, **kwargs)
+        assert pruned.dtype == weight.dtype
+        assert torch.equal(pruned == 0, expected == 0)
+        torch.testing.assert_close(pruned.double(), expected, rtol=tolerance, atol=tolerance / 10)
     assert not torch.allclose(pruned, w * (pruned != 0), atol=1e-2)  # the kept weights did move
+
+
+def test_sparsegpt_precision_is_float64_on_cpu_and_checked():
+    from repro.sparsegpt import hessian_of, sparsegpt_prune, working_dtype
+
+    assert working_dtype("cpu") == torch.float64 and working_dtype("cuda") == torch.float32
+    x = torch.randn(10, 8)
+    assert hessian_of(x).dtype == torch.float64
+    torch.testing.assert_close(hessian_of(x.view(2, 5, 8)), x.double().t() @ x.double())
+    with pytest.raises(ValueError, match=r"dtype must be torch.float32 or torch.float64, got torch.float16"):
+        sparsegpt_prune(torch.randn(2, 8), torch.eye(8), dtype=torch.float16)
 
 
 @pytest.mark.parametrize("kwargs,match", [

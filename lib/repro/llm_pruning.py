@@ -19,7 +19,7 @@ from torch import nn
 
 from . import esparse
 from .pruning import nm_mask
-from .sparsegpt import sparsegpt_prune
+from .sparsegpt import hessian_of, sparsegpt_prune
 
 PATTERNS = ("2:4", "4:8", "unstructured50")
 METHODS = ("magnitude", "wanda", "sparsegpt", "esparse")
@@ -177,8 +177,7 @@ def prune_linear(linear: nn.Linear, x: torch.Tensor | None, cfg: PruneConfig) ->
     n, m, sparsity = parse_pattern(cfg.pattern)
     weight = linear.weight
     if cfg.method == "sparsegpt":
-        xf = x.float()
-        pruned = sparsegpt_prune(weight, xf.t() @ xf, sparsity=sparsity, n=n, m=m, percdamp=cfg.percdamp)
+        pruned = sparsegpt_prune(weight, hessian_of(x), sparsity=sparsity, n=n, m=m, percdamp=cfg.percdamp)
         with torch.no_grad():
             linear.weight.copy_(pruned)
         return linear, {}
@@ -210,9 +209,9 @@ def prune_sharing_inputs(linears: dict[str, nn.Linear], inputs: dict[str, torch.
     for name in linears:
         groups.setdefault(inputs[name].data_ptr() if n else name, []).append(name)
     for names in groups.values():
-        x = inputs[names[0]].float()
         stacked = torch.cat([linears[k].weight for k in names])
-        pruned = sparsegpt_prune(stacked, x.t() @ x, sparsity=sparsity, n=n, m=m, percdamp=cfg.percdamp)
+        hessian = hessian_of(inputs[names[0]])
+        pruned = sparsegpt_prune(stacked, hessian, sparsity=sparsity, n=n, m=m, percdamp=cfg.percdamp)
         for name, part in zip(names, pruned.split([linears[k].out_features for k in names])):
             with torch.no_grad():
                 linears[name].weight.copy_(part)
