@@ -265,8 +265,11 @@ def test_sparsegpt_rejects_bad_sparsity():
         sparsegpt_prune(torch.randn(2, 8), torch.eye(8), sparsity=1.5)
 
 
-def test_sparsegpt_on_stacked_linears_equals_one_sweep_per_linear(tiny_llama, calibration):
+@pytest.mark.parametrize("pattern", ["2:4", "unstructured50"])
+def test_sparsegpt_sharing_inputs_equals_one_run_per_linear(tiny_llama, calibration, pattern):
     from repro.sparsegpt import sparsegpt_prune
+
+    n, m, sparsity = lp.parse_pattern(pattern)
 
     layer = lp.decoder_layers(tiny_llama)[0]
     hidden, kwargs = lp.capture_first_layer_inputs(tiny_llama, calibration)
@@ -275,8 +278,8 @@ def test_sparsegpt_on_stacked_linears_equals_one_sweep_per_linear(tiny_llama, ca
     expected = {}
     for name, linear in linears.items():
         x = inputs[name].double()
-        expected[name] = sparsegpt_prune(linear.weight, x.t() @ x, n=2, m=4)
-    lp.prune_sharing_inputs(linears, inputs, lp.PruneConfig("sparsegpt", "2:4"))
+        expected[name] = sparsegpt_prune(linear.weight, x.t() @ x, n=n, m=m, sparsity=sparsity)
+    lp.prune_sharing_inputs(linears, inputs, lp.PruneConfig("sparsegpt", pattern))
     for name, linear in linears.items():
         torch.testing.assert_close(linear.weight, expected[name], rtol=1e-4, atol=1e-5)
 

@@ -19,7 +19,7 @@ from torch import nn
 
 from . import esparse
 from .pruning import nm_mask
-from .sparsegpt import hessian_of, sparsegpt_prune
+from .sparsegpt import hessian_of, inverse_hessian_factor, prune_with_factor, sparsegpt_prune
 
 PATTERNS = ("2:4", "4:8", "unstructured50")
 METHODS = ("magnitude", "wanda", "sparsegpt", "esparse")
@@ -200,21 +200,23 @@ def prune_linear(linear: nn.Linear, x: torch.Tensor | None, cfg: PruneConfig) ->
 
 
 def prune_sharing_inputs(linears: dict[str, nn.Linear], inputs: dict[str, torch.Tensor], cfg: PruneConfig) -> None:
-    """SparseGPT on the linears of one layer. For N:M, one sweep per distinct input: linears that read
-    the same input (q/k/v, gate/up) share the Hessian X^T X, and both the OBS update and the N:M choice
-    work row by row, so stacking their rows gives exactly the per-linear result with fewer sweeps.
-    Unstructured pruning picks weights across rows, so there every linear gets its own sweep."""
+    """SparseGPT on the linears of one layer, one inverse-Hessian factor per distinct input: linears
+    that read the same input (q/k/v, gate/up) share H = X^T X. For N:M, also one sweep per input:
+    both the OBS update and the N:M choice work row by row, so stacking their rows gives exactly the
+    per-linear result. Unstructured pruning picks weights across rows, so each linear gets its own sweep."""
     n, m, sparsity = parse_pattern(cfg.pattern)
-    groups: dict[object, list[str]] = {}
+    groups: dict[int, list[str]] = {}
     for name in linears:
-        groups.setdefault(inputs[name].data_ptr() if n else name, []).append(name)
+        groups.setdefault(inputs[name].data_ptr(), []).append(name)
     for names in groups.values():
-        stacked = torch.cat([linears[k].weight for k in names])
-        hessian = hessian_of(inputs[names[0]])
-        pruned = sparsegpt_prune(stacked, hessian, sparsity=sparsity, n=n, m=m, percdamp=cfg.percdamp)
-        for name, part in zip(names, pruned.split([linears[k].out_features for k in names])):
-            with torch.no_grad():
-                linears[name].weight.copy_(part)
+        factor, dead = inverse_hessian_factor(hessian_of(inputs[names[0]]), cfg.percdamp)
+        sweeps = [names] if n else [[name] for name in names]
+        for members in sweeps:
+            stacked = torch.cat([linears[k].weight for k in members])
+            pruned = prune_with_factor(stacked, factor, dead, sparsity=sparsity, n=n, m=m)
+            for name, part in zip(members, pruned.split([linears[k].out_features for k in members])):
+                with torch.no_grad():
+                    linears[name].weight.copy_(part)
 
 
 def replace_module(root: nn.Module, dotted: str, new: nn.Module) -> None:

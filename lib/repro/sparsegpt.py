@@ -58,22 +58,29 @@ def sparsegpt_prune(weight: torch.Tensor, hessian: torch.Tensor, *, sparsity: fl
     """The pruned and updated weight (same shape and dtype). N:M when n and m are given, else
     unstructured at ``sparsity`` (chosen per block of columns). ``dtype``: the precision of the
     computation, by default ``working_dtype`` of the weight's device."""
+    dtype = dtype or working_dtype(weight.device)
+    if dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+    factor, dead = inverse_hessian_factor(hessian.to(dtype), percdamp)
+    return prune_with_factor(weight, factor, dead, sparsity=sparsity, n=n, m=m, blocksize=blocksize)
+
+
+def prune_with_factor(weight: torch.Tensor, factor: torch.Tensor, dead: torch.Tensor, *, sparsity: float = 0.5,
+                      n: int = 0, m: int = 0, blocksize: int = 128) -> torch.Tensor:
+    """``sparsegpt_prune`` given ``inverse_hessian_factor``'s output, computed in the factor's dtype:
+    linears that read the same input share one factor."""
     if not 0 <= sparsity < 1:
         raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
     if (n or m) and not (0 < n < m and weight.shape[1] % m == 0 and blocksize % m == 0):
         raise ValueError(f"N:M needs 0 < n < m, in_features and blocksize divisible by m; got n={n}, m={m}")
-    dtype = dtype or working_dtype(weight.device)
-    if dtype not in (torch.float32, torch.float64):
-        raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
-    u, dead = inverse_hessian_factor(hessian.to(dtype), percdamp)
-    w = weight.detach().to(dtype).clone()
+    w = weight.detach().to(factor.dtype).clone()
     w[:, dead] = 0
     # The sweep is thousands of small tensor operations: one thread avoids the synchronisation cost
     # that dominates them with more (measured 2-3x faster on the book's 2-core machine).
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        _sweep(w, u, sparsity, n, m, blocksize)
+        _sweep(w, factor, sparsity, n, m, blocksize)
     finally:
         torch.set_num_threads(threads)
     return w.to(weight.dtype)
