@@ -284,6 +284,27 @@ def test_sparsegpt_sharing_inputs_equals_one_run_per_linear(tiny_llama, calibrat
         torch.testing.assert_close(linear.weight, expected[name], rtol=1e-4, atol=1e-5)
 
 
+def test_sparsegpt_through_prune_linear_and_in_float32_by_patching_the_hessian(tiny_llama, calibration,
+                                                                                monkeypatch):
+    from repro.sparsegpt import sparsegpt_prune
+
+    layer = lp.decoder_layers(tiny_llama)[0]
+    hidden, kwargs = lp.capture_first_layer_inputs(tiny_llama, calibration)
+    x = lp.record_linear_inputs(layer, hidden, kwargs)["mlp.down_proj"]
+    linear = copy.deepcopy(layer.mlp.down_proj)
+    lp.prune_linear(linear, x, lp.PruneConfig("sparsegpt", "2:4"))
+    expected = sparsegpt_prune(layer.mlp.down_proj.weight, x.double().t() @ x.double(), n=2, m=4)
+    torch.testing.assert_close(linear.weight, expected)
+    # chapter 1's exercise 6: a float32 Hessian makes the factor and the sweep float32
+    monkeypatch.setattr(lp, "hessian_of", lambda x: x.float().t() @ x.float())
+    linear32 = copy.deepcopy(layer.mlp.down_proj)
+    lp.prune_linear(linear32, x, lp.PruneConfig("sparsegpt", "2:4"))
+    expected32 = sparsegpt_prune(layer.mlp.down_proj.weight, x.float().t() @ x.float(), n=2, m=4,
+                                 dtype=torch.float32)
+    assert torch.equal(linear32.weight, expected32)
+    assert not torch.equal(linear32.weight, linear.weight)
+
+
 def test_opt_layout_is_pruned_through_the_same_code():
     from transformers import OPTConfig, OPTForCausalLM
 

@@ -19,7 +19,7 @@ from torch import nn
 
 from . import esparse
 from .pruning import nm_mask
-from .sparsegpt import hessian_of, inverse_hessian_factor, prune_with_factor, sparsegpt_prune
+from .sparsegpt import hessian_of, inverse_hessian_factor, prune_with_factor
 
 PATTERNS = ("2:4", "4:8", "unstructured50")
 METHODS = ("magnitude", "wanda", "sparsegpt", "esparse")
@@ -177,9 +177,7 @@ def prune_linear(linear: nn.Linear, x: torch.Tensor | None, cfg: PruneConfig) ->
     n, m, sparsity = parse_pattern(cfg.pattern)
     weight = linear.weight
     if cfg.method == "sparsegpt":
-        pruned = sparsegpt_prune(weight, hessian_of(x), sparsity=sparsity, n=n, m=m, percdamp=cfg.percdamp)
-        with torch.no_grad():
-            linear.weight.copy_(pruned)
+        prune_sharing_inputs({"linear": linear}, {"linear": x}, cfg)  # the layer-wise path, one linear
         return linear, {}
     scores = scores_for(cfg, weight, x)
     info = {}
