@@ -25,3 +25,19 @@ def empty_cache(tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     monkeypatch.setenv("REPRO_CACHE", str(cache))
     return cache
+
+
+@pytest.fixture(scope="session")
+def make_tiny_llama():
+    """A factory for small random Llama models (2 layers, 4 heads, 2 key/value heads), seeded."""
+
+    def make(vocab_size: int, hidden_size: int, intermediate_size: int, max_positions: int = 64, seed: int = 0):
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        torch.manual_seed(seed)
+        config = LlamaConfig(vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=intermediate_size,
+                             num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                             max_position_embeddings=max_positions)
+        return LlamaForCausalLM(config).eval()
+
+    return make

@@ -5,7 +5,6 @@ import math
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from repro import esparse
 from repro import llm_pruning as lp
@@ -13,11 +12,8 @@ from repro.pruning import is_nm_sparse, nm_mask
 
 
 @pytest.fixture(scope="module")
-def tiny_llama():
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=101, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
-    return LlamaForCausalLM(config).eval()
+def tiny_llama(make_tiny_llama):
+    return make_tiny_llama(101, 64, 128)
 
 
 @pytest.fixture(scope="module")

@@ -89,19 +89,8 @@ def test_to_sparse24_swaps_only_24_sparse_linears():
     assert to_sparse24(halves, layout="fragments") == 1 and halves[0].weight24.layout == "fragments"
 
 
-def test_tiny_llama_same_logits_with_sparse_linear():
-    transformers = pytest.importorskip("transformers")
-    config = transformers.LlamaConfig(
-        vocab_size=128,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-    )
-    torch.manual_seed(0)
-    model = transformers.LlamaForCausalLM(config).to(DEVICE).eval()
+def test_tiny_llama_same_logits_with_sparse_linear(make_tiny_llama):
+    model = make_tiny_llama(128, 64, 128).to(DEVICE)
     with torch.no_grad():
         for layer in model.model.layers:
             for lin in [m for m in layer.modules() if isinstance(m, nn.Linear)]:
