@@ -355,13 +355,8 @@ class CharTokenizer:
 
 
 @pytest.fixture(scope="module")
-def tiny_lm():
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)
-    return LlamaForCausalLM(config).eval(), CharTokenizer()
+def tiny_lm(make_tiny_llama):
+    return make_tiny_llama(96, 32, 64, max_positions=512), CharTokenizer()
 
 
 def test_shared_prefix_batched_scores_equal_one_by_one_forward_passes(tiny_lm):
@@ -388,16 +383,20 @@ def test_batched_greedy_generation_equals_unbatched(tiny_lm):
 
 def test_stored_prefixes_give_the_same_scores_and_generations(tiny_lm):
     model, tok = tiny_lm
-    prompts_ = ["demo block one, then question a (", "demo block one, then question bb (",
-                "demo block two, another question (", "demo block one, then q (", "z ("]
+    one, two = "the first long block of demos, then ", "the second long block of demos, then "
+    prompts_ = [one + "question a (", one + "question bb (", two + "another question (", one + "q (", "z ("]
+    groups = ["one", "one", "two", "one", ""]
     store: dict = {}
     fresh = engine.score_next_token(model, tok, prompts_, [5, 6], batch_size=2)
-    first = engine.score_next_token(model, tok, prompts_, [5, 6], batch_size=2, store=store)
-    again = engine.score_next_token(model, tok, prompts_, [5, 6], batch_size=2, store=store)
-    assert store and np.allclose(fresh, first, atol=1e-4) and np.allclose(fresh, again, atol=1e-4)
+    first = engine.score_next_token(model, tok, prompts_, [5, 6], batch_size=2, groups=groups, store=store)
+    again = engine.score_next_token(model, tok, prompts_, [5, 6], batch_size=2, groups=groups, store=store)
+    # what each group shares (a lone prompt: all but its last token); group "" is under min_new tokens
+    assert sorted(len(key) for key in store) == [len(one) + 1, len(prompts_[2]) - 1]
+    assert np.allclose(fresh, first, atol=1e-4) and np.allclose(fresh, again, atol=1e-4)
     never = lambda text: False  # noqa: E731
     plain = engine.generate(model, tok, prompts_, 8, batch_size=2, stop_when=never)
-    assert engine.generate(model, tok, prompts_, 8, batch_size=2, stop_when=never, store=store) == plain
+    assert engine.generate(model, tok, prompts_, 8, batch_size=2, stop_when=never, groups=groups,
+                           store=store) == plain
 
 
 def test_generation_scores_the_answer_trigger_after_rows_that_hit_the_token_limit(tiny_lm):
@@ -413,6 +412,79 @@ def test_generation_scores_the_answer_trigger_after_rows_that_hit_the_token_limi
         logits = model(torch.tensor([ids + continuation])).logits[0, -1]
     assert np.allclose(scores[0], torch.log_softmax(logits, -1)[candidates].numpy(), atol=1e-4)
     assert scores[1] is not None and len(texts[0]) == steps
+
+
+def test_generation_joins_batches_with_different_prefixes_into_one_decode(tiny_lm):
+    model, tok = tiny_lm
+    prompts_ = ["a shared block of demos: first (", "a shared block of demos: second (", "x", "another one ("]
+    groups = ["demos", "demos", "x", "other"]
+    batches = engine.plan_batches([tok.encode(p) for p in prompts_], 4, groups)
+    assert len(batches) == 3 and len(engine.decode_chunks(batches, 4)) == 1  # three prefills, one decode
+    never = lambda text: False  # noqa: E731
+    together, scores = engine.generate(model, tok, prompts_, 7, batch_size=4, groups=groups, stop_when=never,
+                                       score_after=([7, 8], [5, 6]))
+    for p, text, score in zip(prompts_, together, scores):
+        alone, alone_score = engine.generate(model, tok, [p], 7, batch_size=1, stop_when=never,
+                                             score_after=([7, 8], [5, 6]))
+        assert text == alone[0] and np.allclose(score, alone_score[0], atol=1e-4)
+
+
+def _planned_tokens(rows, batches, call_cost):
+    """Tokens a plan runs, counted from its batches: the stored prefix once per group, each batch's
+    extension once, every tail padded to the batch's longest, plus call_cost per forward pass."""
+    total = 0
+    for b in batches:
+        members = [rows[i] for i in b.indices]
+        total += b.prefix - b.stored + len(members) * (max(map(len, members)) - b.prefix)
+        total += call_cost * (2 if b.prefix > b.stored else 1)
+    return total
+
+
+def test_batch_plan_is_the_cheapest_cut_of_the_sorted_rows():
+    rng = random.Random(0)
+    for _ in range(40):
+        n, batch_size, call_cost = rng.randint(1, 7), rng.randint(1, 4), rng.choice([0, 3, 10])
+        stem = [9] * rng.randint(0, 5)
+        rows = [stem + [rng.randint(1, 3) for _ in range(rng.randint(1, 4))] + [rng.randint(1, 9)] * rng.randint(0, 6)
+                for _ in range(n)]
+        batches = engine.plan_batches(rows, batch_size, call_cost=call_cost)
+        assert sorted(i for b in batches for i in b.indices) == list(range(n))
+        for b in batches:
+            members = [rows[i] for i in b.indices]
+            shared = min(engine.common_prefix_length(members), min(map(len, members)) - 1)
+            assert 1 <= len(b.indices) <= batch_size and 0 <= b.stored <= b.prefix <= shared
+        # brute force: every cut of the sorted rows into runs, each run at its cheaper prefix
+        order = sorted(range(n), key=lambda i: rows[i])
+        stored = batches[0].stored
+        best = None
+        for mask in range(2 ** (n - 1)):
+            cuts = [0] + [k + 1 for k in range(n - 1) if mask >> k & 1] + [n]
+            runs = [order[a:b] for a, b in zip(cuts, cuts[1:])]
+            if any(len(r) > batch_size for r in runs):
+                continue
+            cost = 0
+            for run in runs:
+                members = [rows[i] for i in run]
+                shared = min(engine.common_prefix_length(members), min(map(len, members)) - 1)
+                options = [engine.Batch(run, stored, stored)] + ([engine.Batch(run, stored, shared)]
+                                                                  if shared > stored else [])
+                cost += min(_planned_tokens(rows, [o], call_cost) for o in options)
+            best = cost if best is None else min(best, cost)
+        assert _planned_tokens(rows, batches, call_cost) == best
+
+
+def test_batch_plan_keeps_groups_apart_and_pairs_prompts_that_share_a_question():
+    demos = [1] * 30
+    pair = lambda q: [demos + q + [5, 5], demos + q + [6, 6, 6, 6]]  # noqa: E731  unbiased, biased
+    rows = pair([2] * 20) + pair([3] * 20) + pair([4] * 20) + [[7] * 40]
+    groups = ["demos"] * 6 + ["other"]
+    batches = engine.plan_batches(rows, 16, groups, call_cost=10)
+    assert sorted(sorted(b.indices) for b in batches) == [[0, 1], [2, 3], [4, 5], [6]]
+    assert all(b.stored == 30 and b.prefix == 50 for b in batches if b.indices != [6])
+    with pytest.raises(ValueError, match="2 group keys for 7 prompts"):
+        engine.plan_batches(rows, 16, ["a", "b"])
+    with pytest.raises(ValueError, match="batch_size must be at least 1"):
+        engine.plan_batches(rows, 0)
 
 
 def test_common_prefix_length():
