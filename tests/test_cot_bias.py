@@ -481,6 +481,11 @@ def test_batch_plan_keeps_groups_apart_and_pairs_prompts_that_share_a_question()
     batches = engine.plan_batches(rows, 16, groups, call_cost=10)
     assert sorted(sorted(b.indices) for b in batches) == [[0, 1], [2, 3], [4, 5], [6]]
     assert all(b.stored == 30 and b.prefix == 50 for b in batches if b.indices != [6])
+    # where a forward pass is dear in tokens (a GPU), the block's six prompts go in one batch
+    gpu_cost = engine.call_cost_tokens("cuda")
+    assert gpu_cost > engine.call_cost_tokens("cpu") == 48
+    merged = engine.plan_batches(rows, 16, groups, gpu_cost)
+    assert sorted(sorted(b.indices) for b in merged) == [[0, 1, 2, 3, 4, 5], [6]]
     with pytest.raises(ValueError, match="2 group keys for 7 prompts"):
         engine.plan_batches(rows, 16, ["a", "b"])
     with pytest.raises(ValueError, match="batch_size must be at least 1"):

@@ -87,13 +87,15 @@ class Batch(NamedTuple):
     prefix: int
 
 
-# A forward pass costs about as much as this many prompt tokens: ~0.15 s of fixed work against ~320
-# tokens/s for SmolLM2-135M on two CPU cores. It keeps the planner from splitting rows for a few tokens.
-CALL_COST_TOKENS = 48
+def call_cost_tokens(device) -> int:
+    """How many prompt tokens cost as much as one more forward pass. On CPU it was measured: ~0.15 s of
+    fixed work against ~320 tokens/s (SmolLM2-135M, two cores). A GPU runs a few thousand tokens in about
+    the time of one, so there the plan splits a batch only for long shared questions (an estimate)."""
+    return 48 if torch.device(device).type == "cpu" else 2048
 
 
 def plan_batches(rows: list[list[int]], batch_size: int, groups: list | None = None,
-                 call_cost: int = CALL_COST_TOKENS) -> list[Batch]:
+                 call_cost: int = 48) -> list[Batch]:
     """Prefill batches that never mix groups (e.g. prompts with the same few-shot demos) and run as few
     tokens as possible.
 
@@ -223,7 +225,8 @@ def score_next_token(model, tokenizer, prompts: list[str], token_ids: list[int],
     result = np.zeros((len(prompts), len(token_ids)), dtype=np.float64)
     wanted = torch.tensor(token_ids)
     rows = [tokenizer.encode(p, add_special_tokens=False) for p in prompts]
-    for b in tqdm(plan_batches(rows, batch_size, groups), desc=desc, leave=False):
+    cost = call_cost_tokens(next(model.parameters()).device)
+    for b in tqdm(plan_batches(rows, batch_size, groups, cost), desc=desc, leave=False):
         logits, *_ = prefill(model, [rows[i] for i in b.indices], pad, store, b.prefix, b.stored)
         logp = torch.log_softmax(logits, dim=-1)[:, wanted.to(logits.device)]
         result[b.indices] = logp.cpu().numpy()
@@ -256,7 +259,8 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 128, ba
     outputs: list[str] = [""] * len(prompts)
     scores: list = [None] * len(prompts)
     rows = [tokenizer.encode(p, add_special_tokens=False) for p in prompts]
-    for chunk in tqdm(decode_chunks(plan_batches(rows, batch_size, groups), batch_size), desc=desc, leave=False):
+    plan = plan_batches(rows, batch_size, groups, call_cost_tokens(next(model.parameters()).device))
+    for chunk in tqdm(decode_chunks(plan, batch_size), desc=desc, leave=False):
         states = [prefill(model, [rows[i] for i in b.indices], pad, store, b.prefix, b.stored) for b in chunk]
         logits, cache, mask, positions = join_prefilled(states)
         batch = [i for b in chunk for i in b.indices]
