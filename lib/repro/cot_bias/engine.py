@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import re
+import sys
 from typing import Callable, NamedTuple
 
 import numpy as np
@@ -87,15 +88,18 @@ class Batch(NamedTuple):
     prefix: int
 
 
+CPU_CALL_COST = 48  # measured: ~0.15 s of fixed work per pass against ~320 tokens/s (SmolLM2-135M, 2 cores)
+
+
 def call_cost_tokens(device) -> int:
-    """How many prompt tokens cost as much as one more forward pass. On CPU it was measured: ~0.15 s of
-    fixed work against ~320 tokens/s (SmolLM2-135M, two cores). A GPU runs a few thousand tokens in about
-    the time of one, so there the plan splits a batch only for long shared questions (an estimate)."""
-    return 48 if torch.device(device).type == "cpu" else 2048
+    """How many prompt tokens cost as much as one more forward pass: measured on CPU. A GPU runs a few
+    thousand tokens in about the time of one, so there the plan splits a batch only for long shared
+    questions (an estimate)."""
+    return CPU_CALL_COST if torch.device(device).type == "cpu" else 2048
 
 
 def plan_batches(rows: list[list[int]], batch_size: int, groups: list | None = None,
-                 call_cost: int = 48) -> list[Batch]:
+                 call_cost: int = CPU_CALL_COST) -> list[Batch]:
     """Prefill batches that never mix groups (e.g. prompts with the same few-shot demos) and run as few
     tokens as possible.
 
@@ -137,14 +141,13 @@ def _cheapest_runs(rows: list[list[int]], stored: int, batch_size: int, call_cos
     neighbours = [common_prefix_length([rows[k], rows[k + 1]]) for k in range(n - 1)]
     best, choice = [0] + [None] * n, [None] * (n + 1)
     for end in range(1, n + 1):
-        shared, longest, shortest = None, 0, None
+        longest, shortest, shared = 0, sys.maxsize, sys.maxsize
         for start in range(end - 1, max(end - batch_size, 0) - 1, -1):
-            longest = max(longest, len(rows[start]))
-            shortest = len(rows[start]) if shortest is None else min(shortest, len(rows[start]))
+            longest, shortest = max(longest, len(rows[start])), min(shortest, len(rows[start]))
             if start < end - 1:
-                shared = neighbours[start] if shared is None else min(shared, neighbours[start])
-            common = min(shortest - 1, shared if shared is not None else shortest)
-            tokens, prefix = _run_cost(end - start, longest, max(common, stored), stored, call_cost)
+                shared = min(shared, neighbours[start])
+            # at least ``stored``: every row of the group shares that much, with a token left over
+            tokens, prefix = _run_cost(end - start, longest, min(shortest - 1, shared), stored, call_cost)
             if best[end] is None or best[start] + tokens < best[end]:
                 best[end], choice[end] = best[start] + tokens, (start, prefix)
     runs, end = [], n
