@@ -214,18 +214,21 @@ def _obs_reference(w: torch.Tensor, h: torch.Tensor, n: int, m: int, sparsity: f
     return w.masked_fill(prune, 0.0)
 
 
+@pytest.mark.parametrize("blocksize", [16, 40])
 @pytest.mark.parametrize("kwargs", [dict(n=2, m=4), dict(n=4, m=8), dict(sparsity=0.5), dict(sparsity=0.3)])
-def test_sparsegpt_equals_sequential_obs_written_out(kwargs):
+def test_sparsegpt_equals_sequential_obs_written_out(kwargs, blocksize):
     from repro.sparsegpt import sparsegpt_prune
 
     torch.manual_seed(3)
-    w = torch.randn(5, 48)
-    x = torch.randn(300, 48) @ torch.randn(48, 48)  # correlated inputs: the updates matter
+    w = torch.randn(5, 96)
+    x = torch.randn(300, 96) @ torch.randn(96, 96)  # correlated inputs: the updates matter
     h = x.t() @ x
-    expected = _obs_reference(w, h, kwargs.get("n", 0), kwargs.get("m", 0), kwargs.get("sparsity", 0.5), 16)
-    # float64 on CPU by default (working_dtype), float32 on request; three blocks of 16 columns
+    n, m, sparsity = kwargs.get("n", 0), kwargs.get("m", 0), kwargs.get("sparsity", 0.5)
+    expected = _obs_reference(w, h, n, m, sparsity, blocksize)
+    # float64 on CPU by default (working_dtype), float32 on request. Blocks of 16 columns are one
+    # sub-block of the sweep each; blocks of 40 (and a last one of 16) hold sub-blocks of 16, 16, 8
     for weight, dtype, tolerance in [(w.double(), None, 1e-9), (w, torch.float32, 1e-3)]:
-        pruned = sparsegpt_prune(weight, h, blocksize=16, dtype=dtype, **kwargs)
+        pruned = sparsegpt_prune(weight, h, blocksize=blocksize, dtype=dtype, **kwargs)
         assert pruned.dtype == weight.dtype
         assert torch.equal(pruned == 0, expected == 0)
         torch.testing.assert_close(pruned.double(), expected, rtol=tolerance, atol=tolerance / 10)
@@ -259,6 +262,24 @@ def test_sparsegpt_rejects_bad_sparsity():
 
     with pytest.raises(ValueError, match=r"sparsity must be in \[0, 1\)"):
         sparsegpt_prune(torch.randn(2, 8), torch.eye(8), sparsity=1.5)
+
+
+def test_unstructured_row_groups_choose_within_each_group():
+    """Stacked linears pruned in one sweep get what separate sweeps give them, not a joint choice
+    (here the second group's weights are 100x smaller: a joint threshold would prune all of them)."""
+    from repro.sparsegpt import inverse_hessian_factor, prune_with_factor
+
+    torch.manual_seed(4)
+    x = torch.randn(200, 64, dtype=torch.float64) @ torch.randn(64, 64, dtype=torch.float64)
+    factor, dead = inverse_hessian_factor(x.t() @ x)
+    first, second = torch.randn(3, 64, dtype=torch.float64), torch.randn(5, 64, dtype=torch.float64) / 100
+    stacked = prune_with_factor(torch.cat([first, second]), factor, dead, blocksize=32, row_groups=[3, 5])
+    separate = torch.cat([prune_with_factor(part, factor, dead, blocksize=32) for part in (first, second)])
+    assert torch.equal(stacked == 0, separate == 0)
+    torch.testing.assert_close(stacked, separate, rtol=1e-10, atol=1e-12)
+    assert (stacked[3:] == 0).double().mean() == 0.5
+    with pytest.raises(ValueError, match=r"row_groups must be positive row counts summing to 8, got \[3, 4\]"):
+        prune_with_factor(torch.cat([first, second]), factor, dead, row_groups=[3, 4])
 
 
 @pytest.mark.parametrize("pattern", ["2:4", "unstructured50"])

@@ -198,23 +198,23 @@ def prune_linear(linear: nn.Linear, x: torch.Tensor | None, cfg: PruneConfig) ->
 
 
 def prune_sharing_inputs(linears: dict[str, nn.Linear], inputs: dict[str, torch.Tensor], cfg: PruneConfig) -> None:
-    """SparseGPT on the linears of one layer, one inverse-Hessian factor per distinct input: linears
-    that read the same input (q/k/v, gate/up) share H = X^T X. For N:M, also one sweep per input:
-    both the OBS update and the N:M choice work row by row, so stacking their rows gives exactly the
-    per-linear result. Unstructured pruning picks weights across rows, so each linear gets its own sweep."""
+    """SparseGPT on the linears of one layer, one inverse-Hessian factor and one sweep per distinct
+    input: linears that read the same input (q/k/v, gate/up) share H = X^T X, and their weights are
+    stacked row-wise into one sweep. The OBS update and the N:M choice work row by row, and an
+    unstructured choice is made within each linear's own rows (``row_groups``), so the result is
+    the per-linear one."""
     n, m, sparsity = parse_pattern(cfg.pattern)
     groups: dict[int, list[str]] = {}
     for name in linears:
         groups.setdefault(inputs[name].data_ptr(), []).append(name)
     for names in groups.values():
         factor, dead = inverse_hessian_factor(hessian_of(inputs[names[0]]), cfg.percdamp)
-        sweeps = [names] if n else [[name] for name in names]
-        for members in sweeps:
-            stacked = torch.cat([linears[k].weight for k in members])
-            pruned = prune_with_factor(stacked, factor, dead, sparsity=sparsity, n=n, m=m)
-            for name, part in zip(members, pruned.split([linears[k].out_features for k in members])):
-                with torch.no_grad():
-                    linears[name].weight.copy_(part)
+        rows = [linears[k].out_features for k in names]
+        stacked = torch.cat([linears[k].weight for k in names])
+        pruned = prune_with_factor(stacked, factor, dead, sparsity=sparsity, n=n, m=m, row_groups=rows)
+        for name, part in zip(names, pruned.split(rows)):
+            with torch.no_grad():
+                linears[name].weight.copy_(part)
 
 
 def replace_module(root: nn.Module, dotted: str, new: nn.Module) -> None:
