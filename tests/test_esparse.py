@@ -130,6 +130,19 @@ def test_shuffling_channels_without_pruning_keeps_the_logits(tiny_llama, calibra
     torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-5)
 
 
+def test_esparse_reports_the_share_of_the_score_kept_before_and_after_its_shuffles(tiny_llama, calibration):
+    layer = lp.decoder_layers(tiny_llama)[0]
+    hidden, kwargs = lp.capture_first_layer_inputs(tiny_llama, calibration)
+    x = lp.record_linear_inputs(layer, hidden, kwargs)["mlp.down_proj"]
+    cfg = lp.PruneConfig("esparse", "2:4")
+    scores = lp.scores_for(cfg, layer.mlp.down_proj.weight, x)
+    shuffled, info = lp.prune_linear(copy.deepcopy(layer.mlp.down_proj), x, cfg)
+    identity = torch.arange(scores.shape[1])
+    assert info["retained_before"] == pytest.approx(esparse.retained_fraction(scores, identity, 2, 4), rel=1e-6)
+    assert info["retained_after"] == pytest.approx(esparse.retained_fraction(scores, shuffled.perm, 2, 4), rel=1e-6)
+    assert info["retained_after"] > info["retained_before"]
+
+
 # --- the pruning driver ----------------------------------------------------------------------------
 
 def test_layer_by_layer_replay_reproduces_the_model(tiny_llama, calibration):

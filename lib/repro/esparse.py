@@ -138,6 +138,8 @@ def local_block_shuffle(scores: torch.Tensor, perm: torch.Tensor, n: int, m: int
     return perm
 
 
-def retained_fraction(scores: torch.Tensor, perm: torch.Tensor, n: int, m: int) -> float:
-    """Share of the total score that the N:M mask keeps after permuting the input channels."""
-    return float(retained(scores[:, perm], n, m).sum() / scores.sum())
+def retained_fraction(scores: torch.Tensor, perm: torch.Tensor | None, n: int, m: int) -> float:
+    """Share of the total score that the N:M mask keeps after permuting the input channels
+    (``perm`` None: in their own order)."""
+    permuted = scores if perm is None else scores[:, perm]
+    return float(retained(permuted, n, m).sum() / scores.sum())

@@ -79,8 +79,9 @@ class PermutedLinear(nn.Module):
 
     @classmethod
     def shuffled(cls, linear: nn.Linear, perm: torch.Tensor) -> PermutedLinear:
-        new = nn.Linear(linear.in_features, linear.out_features, bias=linear.bias is not None,
-                        device=linear.weight.device, dtype=linear.weight.dtype)
+        # skip_init: the weights are overwritten at once, so no random initialisation
+        new = nn.utils.skip_init(nn.Linear, linear.in_features, linear.out_features, bias=linear.bias is not None,
+                                 device=linear.weight.device, dtype=linear.weight.dtype)
         with torch.no_grad():
             new.weight.copy_(linear.weight[:, perm])
             if linear.bias is not None:
@@ -187,11 +188,12 @@ def prune_linear(linear: nn.Linear, x: torch.Tensor | None, cfg: PruneConfig) ->
         if cfg.local_shuffle:
             perm = esparse.local_block_shuffle(scores, perm, n, m, cfg.block_groups, cfg.shuffle_passes,
                                                max_rows=cfg.shuffle_rows)
-        info = {"retained_before": esparse.retained_fraction(scores, identity, n, m),
-                "retained_after": esparse.retained_fraction(scores, perm, n, m)}
+        info = {"retained_before": esparse.retained_fraction(scores, None, n, m)}
         linear = PermutedLinear.shuffled(linear, perm)
         scores, weight = scores[:, perm], linear.linear.weight
     mask = mask_from_scores(scores, cfg.pattern)
+    if info:  # the N:M mask keeps the best n of every group: its share is the retained fraction
+        info["retained_after"] = float((scores * mask).sum() / scores.sum())
     with torch.no_grad():
         weight.mul_(mask.to(weight.dtype))
     return linear, info
