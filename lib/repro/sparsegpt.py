@@ -120,8 +120,9 @@ def _sweep(w: torch.Tensor, u: torch.Tensor, sparsity: float, n: int, m: int, bl
     The sweep runs on the transpose (one input column per contiguous row). Within a block, the
     columns go in sub-blocks of about 16: a column's error updates only the rest of its sub-block
     (rank-1), and each finished sub-block updates the rest of the block in one matrix product.
-    That is the same arithmetic in another order (the results agree to rounding), with a quarter
-    of the memory traffic; the block-level step is the reference implementation's.
+    That is the same arithmetic in another order (the results agree to rounding), and a column's
+    step touches 16 rows instead of the whole rest of the block; the block-level step is the
+    reference implementation's.
 
     Threads: the column loop is thousands of small operations, which one thread runs faster than
     several (their synchronisation dominates: 2-3x on the book's 2-core machine); the update of
