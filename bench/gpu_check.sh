@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One device call for issue 3: probe the sparse-MMA kernel, the kernel tests on CUDA, then the
 # benchmark (bench/sparse24.py). Everything lands in $OUT (default bench/results/latest):
-# spmma-probe.txt, pytest.log, sparse24.{json,md,log}, dispatch_<arch>.json, nvidia-smi.txt.
+# spmma-probe.txt, spmma-map.json (where each fragment slot landed), pytest.log,
+# sparse24.{json,md,log}, dispatch_<arch>.json, nvidia-smi.txt.
 # Extra arguments go to bench/sparse24.py. BUDGET (s, default 540) bounds the whole script, so
 # that it ends inside one device call's limit: the benchmark gets what the probe and tests left.
 # Afterwards, on the machine with the repository: python bench/ingest_sparse24.py <fetched $OUT>.
@@ -13,9 +14,9 @@ export PYTHONPATH=lib PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,clocks.mem,temperature.gpu,power.draw \
   --format=csv > "$OUT/nvidia-smi.txt" 2>&1
 # the spmma kernel issues inline PTX: probe it in its own process (a fault poisons the context)
-timeout 120 python3 bench/spmma_probe.py > "$OUT/spmma-probe.txt" 2>&1
+timeout 120 python3 bench/spmma_probe.py --map "$OUT/spmma-map.json" > "$OUT/spmma-probe.txt" 2>&1
 order=$(sed -n 's/^use: //p' "$OUT/spmma-probe.txt")
-echo "spmma probe: $(tr '\n' ' ' < "$OUT/spmma-probe.txt" | tail -c 300)"
+echo "spmma probe:"; tail -20 "$OUT/spmma-probe.txt"
 if [ "$order" = "pairs" ] || [ "$order" = "rows" ]; then
   export REPRO_SPMMA_META_ORDER=$order
 else

@@ -98,6 +98,7 @@ def run_dir(tmp_path):
     shutil.copy(H200.with_suffix(".log"), out / "sparse24.log")
     shutil.copy(ROOT / "lib/repro/kernels/dispatch_sm90.json", out / "dispatch_sm90.json")
     (out / "spmma-probe.txt").write_text("use: pairs\n")
+    (out / "spmma-map.json").write_text('{"values": [], "meta": []}')
     return out
 
 
@@ -111,7 +112,7 @@ def test_ingest_names_files_by_gpu_and_date_and_installs_the_table(run_dir, tmp_
     stem = _ingest(run_dir, tmp_path)
     assert stem == "h200-2027-01-02"
     names = sorted(p.name for p in (tmp_path / "results").iterdir())
-    assert names == [f"{stem}{s}" for s in ("-spmma-probe.txt", ".json", ".log", ".md")]
+    assert names == [f"{stem}{s}" for s in ("-spmma-map.json", "-spmma-probe.txt", ".json", ".log", ".md")]
     assert (tmp_path / "kernels/dispatch_sm90.json").read_bytes() == (run_dir / "dispatch_sm90.json").read_bytes()
     written = ingest_mod.regenerate(tmp_path / "results" / f"{stem}.json")
     assert {p.name for p in written} == {f"{stem}-speedup.png", f"{stem}-e2e.png", f"{stem}-summary.md"}

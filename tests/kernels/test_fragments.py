@@ -8,72 +8,10 @@ reproduce ``x @ W.T``. That checks the layout and the kernel's index arithmetic 
 
 import pytest
 import torch
-from sp24_helpers import random_24
+from sp24_helpers import emulate_spmma, random_24
 
 from repro.kernels import compress_24
 from repro.kernels.fragments import to_fragments, token_tiles
-
-
-def _lanes():
-    lane = torch.arange(32)
-    return lane, lane // 4, lane % 4
-
-
-def ptx_mma_sp(a_regs, b_regs, e_words, c):
-    """One ``mma.sp.m16n8k32`` (selector 0) from per-lane registers, as the PTX ISA defines it.
-
-    a_regs [32, 4, 2] and b_regs [32, 4, 2] hold two 16-bit elements per register, e_words [32]
-    the metadata words, c [32, 4] the accumulators. Returns d [32, 4] = A @ B + C per lane.
-    """
-    lane, g, q = _lanes()
-    a = torch.zeros(16, 32, dtype=torch.float64)
-    for row in range(16):
-        for group in range(8):
-            src = 4 * (row % 8) + group % 4  # the lane holding these two values
-            reg = row // 8 + 2 * (group // 4)
-            word = int(e_words[4 * (row % 8) + group // 4]) & 0xFFFFFFFF  # lanes q = 0, 1 give metadata
-            code = (word >> (16 * (row // 8) + 4 * (group % 4))) & 0xF
-            a[row, 4 * group + (code & 3)] = a_regs[src, reg, 0]
-            a[row, 4 * group + (code >> 2)] = a_regs[src, reg, 1]
-    b = torch.zeros(32, 8, dtype=torch.float64)
-    for k in range(32):
-        for n in range(8):
-            b[k, n] = b_regs[4 * n + (k % 8) // 2, k // 8, k % 2]
-    d = a @ b
-    out = c.clone()
-    for reg in range(4):
-        out[:, reg] += d[g + 8 * (reg // 2), 2 * q + reg % 2]
-    return out
-
-
-def emulate_spmma(x: torch.Tensor, frags) -> torch.Tensor:
-    """The ``spmma`` kernel's loads, MMAs and stores for one warp per (tile, 8-token block)."""
-    m, k = x.shape
-    n = frags.shape[0]
-    nt, kb_count = frags.values.shape[:2]
-    values = frags.values.view(x.dtype).reshape(nt, kb_count, 32, 4, 2).double()
-    x_pairs = torch.nn.functional.pad(x.double(), (0, kb_count * 32 - k)).reshape(m, -1, 2)
-    lane, g, q = _lanes()
-    y = torch.zeros(m, n, dtype=torch.float64)
-    for tile in range(nt):
-        for m0 in range(0, m, 8):
-            acc = torch.zeros(32, 4, dtype=torch.float64)
-            token = m0 + g
-            for kb in range(kb_count):
-                a = values[tile, kb]  # lane, register, half: the kernel's a_base + kb * 128
-                e = frags.meta[tile, kb, 2 * g + lane % 2]  # the kernel's e_base + kb * 16
-                b = torch.zeros(32, 4, 2, dtype=torch.float64)
-                for reg in range(4):
-                    pair = kb * 16 + q + 4 * reg  # the kernel's x_base + kb * 16
-                    ok = token < m
-                    b[ok, reg] = x_pairs[token[ok], pair[ok]]
-                acc = ptx_mma_sp(a, b, e, acc)
-            for reg in range(4):  # the kernel's store: row g + 8 (reg // 2), token 2q + reg % 2
-                rows = tile * 16 + g + 8 * (reg // 2)
-                tokens = m0 + 2 * q + reg % 2
-                ok = (rows < n) & (tokens < m)
-                y[tokens[ok], rows[ok]] = acc[ok, reg]
-    return y
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -140,6 +78,9 @@ def test_emulated_kernel_notices_a_wrong_metadata_order():
     x = torch.randn(8, 64, generator=torch.Generator().manual_seed(5)).half()
     y = emulate_spmma(x, to_fragments(compress_24(w), meta_order="rows"))
     assert not torch.allclose(y, x.double() @ w.double().T, atol=1e-3)
+    # and the "rows" writer is right for hardware that reads metadata that way
+    y = emulate_spmma(x, to_fragments(compress_24(w), meta_order="rows"), meta_reading="rows")
+    assert torch.allclose(y, x.double() @ w.double().T, atol=1e-9, rtol=0)
 
 
 def test_fp32_and_bad_meta_order_are_rejected():
