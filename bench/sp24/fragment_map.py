@@ -39,10 +39,14 @@ CODE_PROBE = 0b1100  # positions (0, 3)
 Launch = Callable[[torch.Tensor, Sparse24Fragments, torch.Tensor], object]
 
 
+def _signed(word: int) -> int:
+    """A 32-bit word as the int32 that stores it."""
+    return word - (1 << 32) if word >= 1 << 31 else word
+
+
 def _words(code: int) -> torch.Tensor:
     """Metadata words [TILES, KBLOCKS, 16], every nibble ``code``, as signed int32."""
-    word = sum(code << (4 * j) for j in range(8))
-    return torch.full((TILES, KBLOCKS, 16), word - (1 << 32) if word >= 1 << 31 else word, dtype=torch.int32)
+    return torch.full((TILES, KBLOCKS, 16), _signed(sum(code << (4 * j) for j in range(8))), dtype=torch.int32)
 
 
 def _x(on_positions: Callable[[torch.Tensor], torch.Tensor], index: Callable[[torch.Tensor], torch.Tensor]):
@@ -112,7 +116,7 @@ def meta_map(launch: Launch, device="cpu") -> list[dict]:
         for nibble in range(8):
             meta = _words(CODE_BASE)
             bits = (int(meta[0, 0, word]) & 0xFFFFFFFF) & ~(0xF << 4 * nibble) | CODE_PROBE << 4 * nibble
-            meta[0, 0, word] = bits - (1 << 32) if bits >= 1 << 31 else bits
+            meta[0, 0, word] = _signed(bits)
             got = _run(launch, x, values, meta, device)
             records.append({"word": word, "nibble": nibble, **got})
     return records
