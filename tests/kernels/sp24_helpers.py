@@ -1,8 +1,13 @@
 """Shared helpers of the kernel tests: random 2:4 weights, the error measure, and a model of one
 warp-wide ``mma.sp.m16n8k32`` with the ``spmma`` kernel's addressing around it (no GPU needed)."""
 
+import functools
+
+import numpy as np
 import torch
 
+from repro.kernels import compress_24
+from repro.kernels.fragments import SpmmaConfig, to_fragments
 from repro.pruning import nm_mask
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -13,6 +18,40 @@ def random_24(n: int, k: int, dtype=torch.float16, device=DEVICE, seed: int = 0)
     g = torch.Generator().manual_seed(seed)
     w = torch.randn(n, k, generator=g)
     return (w * nm_mask(w.abs(), 2, 4)).to(dtype=dtype, device=device)
+
+
+# (M, N, K, config): decode and prefill token counts, tails in M (not a multiple of 8), N (not of
+# 16) and K (not of 32), uneven K slices, several row tiles and token tiles per program
+SPMMA_CASES = [
+    (1, 64, 256, SpmmaConfig(R=1, S=4, U=4, T=1)),
+    (8, 64, 256, SpmmaConfig(R=2, S=2, U=2, T=1)),
+    (13, 70, 200, SpmmaConfig(R=1, S=4, U=4, T=2)),  # M, N, K tails
+    (16, 96, 1000, SpmmaConfig(R=2, S=8, U=2, T=2)),  # K = 31.25 k-blocks over 8 slices
+    (40, 130, 512, SpmmaConfig(R=4, S=2, U=1, T=4)),  # two token blocks
+    (130, 64, 4096, SpmmaConfig(R=2, S=4, U=1, T=8)),
+    (1, 64, 4096, SpmmaConfig(R=1, S=4, U=4, T=1, prefetch=True)),  # loads one step ahead
+    (11, 96, 1000, SpmmaConfig(R=1, S=8, U=2, T=2, prefetch=True)),
+    (13, 70, 200, SpmmaConfig(R=1, S=4, U=2, T=2, W=2)),  # two row tiles per warp, N tail
+    (40, 130, 512, SpmmaConfig(R=2, S=2, U=1, T=4, W=4)),  # 9 row tiles in programs of 8
+]
+
+
+def spmma_case_ids() -> list[str]:
+    return [f"{m}x{n}x{k}-{cfg.label()}" for m, n, k, cfg in SPMMA_CASES]
+
+
+def run_spmma_case(m, n, k, cfg, dtype, with_bias, meta_order=None, seed=0, device=DEVICE):
+    """``launch_spmma`` on random inputs into a NaN-poisoned output: (out, fp64 reference)."""
+    from repro.kernels.gluon_sp24 import launch_spmma
+
+    w = random_24(n, k, dtype=dtype, seed=seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    x = torch.randn(m, k, generator=g).to(dtype=dtype, device=device)
+    bias = torch.randn(n, generator=g).to(dtype=dtype, device=device) if with_bias else None
+    out = torch.full((m, n), float("nan"), dtype=dtype, device=device)  # poisoned
+    launch_spmma(x, to_fragments(compress_24(w), meta_order), bias, out, cfg)
+    ref = x.double() @ w.double().T + (bias.double() if with_bias else 0)
+    return out, ref
 
 
 def rel_err(y: torch.Tensor, ref: torch.Tensor) -> float:
@@ -93,3 +132,56 @@ def emulate_spmma(x: torch.Tensor, frags, meta_reading: str = "pairs") -> torch.
                 ok = (rows < n) & (tokens < m)
                 y[tokens[ok], rows[ok]] = acc[ok, reg]
     return y
+
+
+@functools.cache
+def _mma_sp_indices(meta_reading: str):
+    """Index arrays of the A fragment (source lane, register) and metadata (lane, shift) per
+    (row, group) of an m16n8k32 tile, and of the B fragment (lane, register, half) per (k, n)."""
+    row, group = np.meshgrid(np.arange(16), np.arange(8), indexing="ij")
+    a_lane, a_reg = 4 * (row % 8) + group % 4, row // 8 + 2 * (group // 4)
+    meta = [[metadata_bits(r, gr, meta_reading) for gr in range(8)] for r in range(16)]
+    e_lane, e_shift = np.array(meta)[..., 0], np.array(meta)[..., 1]
+    k, n = np.meshgrid(np.arange(32), np.arange(8), indexing="ij")
+    return a_lane, a_reg, e_lane, e_shift, (4 * n + (k % 8) // 2, k // 8, k % 2)
+
+
+VALID_CODES = {0b0100, 0b1000, 0b1100, 0b1001, 0b1101, 0b1110}  # i0 < i1: the only codes mma.sp defines
+
+
+def mma_sp_warps(op: str, a, b, c, e, meta_reading: str = "pairs"):
+    """``mma.sp...m16n8k32`` for every warp at once, on the PTX emulator's registers.
+
+    ``a``, ``b``, ``c``: four uint64 arrays each (one entry per thread, raw register bits), ``e``
+    the metadata register. Same semantics as :func:`ptx_mma_sp` (checked against it in
+    ``test_ptx_emulator.py``); products summed in fp64, rounded to fp32 once. Metadata codes other
+    than the six that the ISA defines raise, since the hardware result would be undefined."""
+    if ".m16n8k32.row.col.f32." not in op:
+        raise NotImplementedError(f"only m16n8k32 row.col with f32 accumulators is modelled, got {op}")
+    bf16 = ".bf16.bf16." in op
+
+    def halves(regs):  # [warps, lane, register, half] as float64
+        words = np.stack(regs, -1).astype(np.uint32).reshape(-1, 32, 4)
+        h = words.view(np.uint16).reshape(-1, 32, 4, 2)
+        if bf16:
+            return (h.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
+        return h.view(np.float16).astype(np.float64)
+
+    a_h, b_h = halves(a), halves(b)
+    acc = np.stack(c, -1).astype(np.uint32).view(np.float32).reshape(-1, 32, 4).astype(np.float64)
+    words = e.astype(np.uint64).reshape(-1, 32)
+    a_lane, a_reg, e_lane, e_shift, b_index = _mma_sp_indices(meta_reading)
+    codes = (words[:, e_lane] >> e_shift.astype(np.uint64)) & np.uint64(0xF)  # [warps, 16, 8]
+    bad = ~np.isin(codes, list(VALID_CODES))
+    if bad.any():
+        raise ValueError(f"mma.sp metadata code {int(codes[bad][0]):#06b} is not one the ISA defines")
+    warps = a_h.shape[0]
+    dense = np.zeros((warps, 16, 32))
+    w, r, gr = np.meshgrid(np.arange(warps), np.arange(16), np.arange(8), indexing="ij")
+    dense[w, r, 4 * gr + (codes & np.uint64(3)).astype(int)] = a_h[:, a_lane, a_reg, 0]
+    dense[w, r, 4 * gr + (codes >> np.uint64(2)).astype(int)] = a_h[:, a_lane, a_reg, 1]
+    d = dense @ b_h[:, b_index[0], b_index[1], b_index[2]]  # [warps, 16 rows, 8 columns]
+    lane, reg = np.arange(32)[:, None], np.arange(4)[None, :]
+    acc += d[:, lane // 4 + 8 * (reg // 2), 2 * (lane % 4) + reg % 2]
+    out = acc.astype(np.float32).view(np.uint32).astype(np.uint64).reshape(-1, 4)
+    return [out[:, i] for i in range(4)]

@@ -1,0 +1,580 @@
+"""A small interpreter for the PTX that Triton generates, so a GPU kernel can be run on a CPU.
+
+Only the instructions our compiled kernels use are implemented (integer and fp32 arithmetic,
+predicates, conversions, global/shared loads and stores, warp shuffles, barriers, branches); any
+other instruction raises ``NotImplementedError`` naming it, so the emulator never guesses. Warp-wide
+matrix instructions (``mma.sp``) are delegated to a model passed in by the caller.
+
+Execution model: one program (CTA) at a time, all its threads in lock step, each register a numpy
+array with one entry per thread holding the raw bits. Lock step is stricter than the hardware, so a
+race-free kernel computes the same thing, and a shared-memory race between warps (a missing
+``bar.sync``) is detected and refused rather than hidden. Branches must be uniform
+across the CTA (Triton's loops are), otherwise the emulator refuses. Every global or shared access
+of an active thread is checked against the buffers it was given (bounds and alignment), so an
+out-of-bounds read that a GPU would silently allow is an error here; reading a register that was
+never written is an error too.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+U64 = np.uint64
+MASKS = {1: 1, 16: 0xFFFF, 32: 0xFFFFFFFF, 64: 0xFFFFFFFFFFFFFFFF}
+WIDTHS = {"pred": 1, "b8": 8, "u8": 8, "s8": 8, "b16": 16, "u16": 16, "s16": 16, "f16": 16, "bf16": 16,
+          "b32": 32, "u32": 32, "s32": 32, "f32": 32, "b64": 64, "u64": 64, "s64": 64, "f64": 64}
+
+
+class PtxError(RuntimeError):
+    """The kernel did something the emulator treats as a bug: out-of-bounds or misaligned access,
+    a read of an unwritten register, a divergent branch, an invalid operand."""
+
+
+# ---------------------------------------------------------------------------------------- memory
+
+
+class Memory:
+    """Named byte buffers at fake, 256-byte aligned addresses (address 0 is never valid)."""
+
+    def __init__(self, space: str, first: int = 1 << 20):
+        self.space = space
+        self.bases: list[int] = []
+        self.buffers: list[np.ndarray] = []
+        self.names: list[str] = []
+        self.next = first
+
+    def add(self, data: np.ndarray, name: str) -> int:
+        """Map ``data`` (a uint8 array, shared, not copied) and return its address."""
+        assert data.dtype == np.uint8 and data.ndim == 1
+        base = self.next
+        self.bases.append(base)
+        self.buffers.append(data)
+        self.names.append(name)
+        self.next = base + ((data.size + 255) // 256 + 1) * 256  # a gap: no access runs into the next
+        return base
+
+    def _locate(self, addr: np.ndarray, nbytes: int) -> tuple[np.ndarray, np.ndarray]:
+        addr = addr.astype(np.int64)
+        if len(self.bases) == 0:
+            raise PtxError(f"{self.space} access but no {self.space} memory was given")
+        which = np.searchsorted(np.asarray(self.bases, dtype=np.int64), addr, side="right") - 1
+        ok = which >= 0
+        sizes = np.array([b.size for b in self.buffers], dtype=np.int64)
+        bases = np.array(self.bases, dtype=np.int64)
+        off = addr - bases[np.maximum(which, 0)]
+        ok &= off + nbytes <= sizes[np.maximum(which, 0)]
+        if not ok.all():
+            bad = int(addr[~ok][0])
+            near = ", ".join(f"{n} [{b:#x}, {b + s.size:#x})" for n, b, s in zip(self.names, self.bases, self.buffers))
+            raise PtxError(f"{self.space} access of {nbytes} bytes at {bad:#x} is outside every buffer ({near})")
+        if (addr % nbytes).any():
+            raise PtxError(f"misaligned {self.space} access of {nbytes} bytes at {int(addr[addr % nbytes != 0][0]):#x}")
+        return which, off
+
+    def load(self, addr: np.ndarray, nbytes: int) -> np.ndarray:
+        """Little-endian loads of ``nbytes`` (1, 2, 4 or 8) at each address, as uint64 bits."""
+        which, off = self._locate(addr, nbytes)
+        out = np.zeros(addr.shape, dtype=U64)
+        for b in np.unique(which):
+            sel = which == b
+            for i in range(nbytes):
+                out[sel] |= self.buffers[b][off[sel] + i].astype(U64) << U64(8 * i)
+        return out
+
+    def store(self, addr: np.ndarray, nbytes: int, value: np.ndarray) -> None:
+        which, off = self._locate(addr, nbytes)
+        value = value.astype(U64)
+        for b in np.unique(which):
+            sel = which == b
+            for i in range(nbytes):  # threads in order: the last writer of a byte wins
+                self.buffers[b][off[sel] + i] = ((value[sel] >> U64(8 * i)) & U64(0xFF)).astype(np.uint8)
+
+
+class RaceCheck:
+    """Shared-memory accesses between two barriers: a byte one warp wrote may not be read or
+    written by another warp, and a byte one warp read may not be written by another. Lock step
+    would hide such a missing barrier; here it is an error."""
+
+    def __init__(self, size: int):
+        self.writer = np.full(size, -1)  # warp that wrote the byte since the last barrier
+        self.reader = np.full(size, -1)  # warp that read it (-2: several)
+
+    def barrier(self) -> None:
+        self.writer[:] = -1
+        self.reader[:] = -1
+
+    def access(self, offsets: np.ndarray, warps: np.ndarray, write: bool, text: str) -> None:
+        """``offsets`` [threads, bytes] of one instruction, ``warps`` [threads]."""
+        warps = np.broadcast_to(warps[:, None], offsets.shape)
+        clash = (self.writer[offsets] >= 0) & (self.writer[offsets] != warps)
+        if write:
+            clash |= (self.reader[offsets] == -2) | ((self.reader[offsets] >= 0) & (self.reader[offsets] != warps))
+        if clash.any():
+            raise PtxError(f"shared-memory race at byte {int(offsets[clash][0])} (no barrier between warps): {text}")
+        if write:
+            self.writer[offsets] = warps
+        else:
+            seen = self.reader[offsets]
+            self.reader[offsets] = np.where((seen == -1) | (seen == warps), warps, -2)
+
+
+# ---------------------------------------------------------------------------------------- parsing
+
+
+@dataclass
+class Instr:
+    guard: str | None  # predicate register or None
+    negate: bool  # guard is @!%p
+    op: str  # full opcode, e.g. "ld.global.v4.b32"
+    args: list[str]
+    text: str  # for error messages
+
+
+@dataclass
+class Program:
+    name: str
+    params: list[str]
+    instrs: list[Instr]
+    labels: dict[str, int]
+
+
+def _split_args(s: str) -> list[str]:
+    """Split operands on top-level commas (not inside ``{}`` or ``[]``)."""
+    out, depth, cur = [], 0, ""
+    for ch in s:
+        if ch in "{[":
+            depth += 1
+        elif ch in "}]":
+            depth -= 1
+        if ch == "," and depth == 0:
+            out.append(cur.strip())
+            cur = ""
+        else:
+            cur += ch
+    if cur.strip():
+        out.append(cur.strip())
+    return out
+
+
+def parse(ptx: str) -> Program:
+    """The first ``.entry`` of a PTX module: its parameters, instructions and labels."""
+    text = re.sub(r"//[^\n]*", "", ptx)
+    text = re.sub(r"^\s*\.(loc|file)\b[^\n]*", "", text, flags=re.MULTILINE)  # debug lines end without ";"
+    entry = re.search(r"\.entry\s+(\w+)\s*\(([^)]*)\)", text)
+    if not entry:
+        raise PtxError("no .entry function in this PTX")
+    params = re.findall(r"\.param\s+[^,]*?(\w+)\s*(?:,|$)", entry.group(2))
+    start = text.index("{", entry.end())
+    depth, end = 0, start
+    for end in range(start, len(text)):
+        depth += {"{": 1, "}": -1}.get(text[end], 0)
+        if depth == 0:
+            break
+    body = text[start + 1 : end]
+    instrs: list[Instr] = []
+    labels: dict[str, int] = {}
+    for chunk in body.split(";"):
+        chunk = chunk.strip()
+        while m := re.match(r"([$\w]+):\s*", chunk):
+            labels[m.group(1)] = len(instrs)
+            chunk = chunk[m.end() :]
+        if not chunk or chunk.startswith("."):  # .reg, .loc, .reqntid, ...: no effect here
+            if chunk.startswith(".") and not re.match(r"\.(reg|loc|reqntid|maxntid|pragma|file)\b", chunk):
+                raise NotImplementedError(f"PTX directive inside the body: {chunk!r}")
+            continue
+        guard, negate = None, False
+        if m := re.match(r"@(!?)(%\w+)\s+", chunk):
+            negate, guard = m.group(1) == "!", m.group(2)
+            chunk = chunk[m.end() :]
+        op, _, rest = chunk.partition(" ")
+        instrs.append(Instr(guard, negate, op.strip(), _split_args(rest.strip()), chunk))
+    return Program(entry.group(1), params, instrs, labels)
+
+
+# ---------------------------------------------------------------------------------------- values
+
+
+def _signed(bits: np.ndarray, width: int) -> np.ndarray:
+    v = (bits & U64(MASKS[width])).astype(np.int64) if width < 64 else bits.view(np.int64)
+    if width < 64:
+        v = np.where(v >= 1 << (width - 1), v - (1 << width), v)
+    return v
+
+
+def _bits(v: np.ndarray, width: int) -> np.ndarray:
+    """Signed or unsigned integers -> the low ``width`` bits as uint64."""
+    return v.astype(np.int64).view(U64) & U64(MASKS[width]) if v.dtype != U64 else v & U64(MASKS[width])
+
+
+def _f32(bits: np.ndarray) -> np.ndarray:
+    return (bits & U64(0xFFFFFFFF)).astype(np.uint32).view(np.float32)
+
+
+def _from_f32(x: np.ndarray) -> np.ndarray:
+    return np.asarray(x, dtype=np.float32).view(np.uint32).astype(U64)
+
+
+def _f16(bits: np.ndarray) -> np.ndarray:
+    return (bits & U64(0xFFFF)).astype(np.uint16).view(np.float16)
+
+
+def _bf16_to_f32(bits: np.ndarray) -> np.ndarray:
+    return ((bits & U64(0xFFFF)) << U64(16)).astype(np.uint32).view(np.float32)
+
+
+def _f32_to_bf16(x: np.ndarray) -> np.ndarray:
+    """Round to nearest even (NaN stays NaN), as ``cvt.rn.bf16.f32``."""
+    u = np.asarray(x, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    rounded = (u + U64(0x7FFF) + ((u >> U64(16)) & U64(1))) >> U64(16)
+    return np.where(np.isnan(x), U64(0x7FC0), rounded & U64(0xFFFF))
+
+
+# ---------------------------------------------------------------------------------------- execution
+
+# (opcode, A, B, C registers, metadata register) -> D registers, every warp at once; raw bits, one
+# entry per thread. The caller supplies it (the emulator does not model tensor-core instructions).
+MmaModel = Callable[[str, list[np.ndarray], list[np.ndarray], list[np.ndarray], np.ndarray], list[np.ndarray]]
+
+
+class Cta:
+    """The state of one program while it runs."""
+
+    def __init__(self, program: Program, nthreads: int, ctaid: tuple[int, int, int], grid: tuple[int, int, int],
+                 params: dict[str, int], glob: Memory, shared: Memory, mma: MmaModel | None):
+        self.p, self.n, self.params, self.glob, self.shared, self.mma = program, nthreads, params, glob, shared, mma
+        tid = np.arange(nthreads, dtype=U64)
+        self.special = {"%tid.x": tid, "%tid.y": 0, "%tid.z": 0, "%ntid.x": nthreads, "%ntid.y": 1, "%ntid.z": 1,
+                        "%laneid": tid % U64(32), "%warpid": tid // U64(32)}
+        for axis, c, g in zip("xyz", ctaid, grid):
+            self.special[f"%ctaid.{axis}"] = c
+            self.special[f"%nctaid.{axis}"] = g
+        self.regs: dict[str, np.ndarray] = {}
+        self.races = RaceCheck(shared.buffers[0].size)
+
+    # operands
+    def read(self, operand: str) -> np.ndarray:
+        operand = operand.strip()
+        if operand.startswith("%"):
+            if operand in self.regs:
+                return self.regs[operand]
+            if operand in self.special:
+                return np.broadcast_to(np.asarray(self.special[operand], dtype=U64), (self.n,))
+            raise PtxError(f"read of register {operand} before any write")
+        if operand == "global_smem":
+            return np.full(self.n, self.shared.bases[0], dtype=U64)
+        if re.fullmatch(r"0[fF][0-9a-fA-F]{8}", operand):
+            return np.full(self.n, int(operand[2:], 16), dtype=U64)
+        if re.fullmatch(r"-?(0[xX][0-9a-fA-F]+|\d+)", operand):
+            return np.full(self.n, int(operand, 0) & MASKS[64], dtype=U64)
+        raise PtxError(f"unsupported operand {operand!r}")
+
+    def write(self, reg: str, value: np.ndarray, active: np.ndarray | None, width: int) -> None:
+        value = np.asarray(value, dtype=bool) if width == 1 else _bits(np.asarray(value), width)
+        if active is not None and reg in self.regs:
+            value = np.where(active, value, self.regs[reg])
+        elif active is not None and not active.all():
+            value = np.where(active, value, 0 if width > 1 else False)  # undefined on hardware; never read
+        self.regs[reg] = np.broadcast_to(value, (self.n,)).copy()
+
+    def address(self, operand: str) -> np.ndarray:
+        m = re.fullmatch(r"\[\s*([%$\w]+)\s*(?:\+\s*(-?\d+)\s*)?\]", operand)
+        if not m:
+            raise PtxError(f"unsupported address {operand!r}")
+        base = m.group(1)
+        if base in self.params:
+            raise PtxError("a parameter is used as an address base")
+        return self.read(base).astype(np.int64) + int(m.group(2) or 0)
+
+    # the loop
+    def run(self, max_steps: int = 10_000_000) -> None:
+        pc, steps, instrs = 0, 0, self.p.instrs
+        while pc < len(instrs):
+            ins = instrs[pc]
+            steps += 1
+            if steps > max_steps:
+                raise PtxError("the kernel ran more than max_steps instructions (an endless loop?)")
+            active = None
+            if ins.guard is not None:
+                active = self.read(ins.guard).astype(bool) ^ ins.negate
+            base = ins.op.split(".")[0]
+            if base == "bra":
+                if active is None or active.all():
+                    pc = self.p.labels[ins.args[0]]
+                    continue
+                if active.any():
+                    raise PtxError(f"divergent branch: {ins.text}")
+                pc += 1
+                continue
+            if base == "ret" or base == "exit":
+                if active is None or active.all():
+                    return
+                if active.any():
+                    raise PtxError(f"divergent {base}: {ins.text}")
+                pc += 1
+                continue
+            if active is not None and not active.any() and base not in ("mma", "shfl"):
+                pc += 1
+                continue
+            handler = getattr(self, "op_" + base, None)
+            if handler is None:
+                raise NotImplementedError(f"PTX instruction not emulated: {ins.text}")
+            handler(ins, active)
+            pc += 1
+
+    # instruction handlers: each op_<name>(ins, active)
+    @staticmethod
+    def _type(ins: Instr) -> str:
+        for part in reversed(ins.op.split(".")):
+            if part in WIDTHS:
+                return part
+        raise NotImplementedError(f"PTX instruction without a type: {ins.text}")
+
+    def _int(self, operand: str, ty: str) -> np.ndarray:
+        width = WIDTHS[ty]
+        bits = self.read(operand)
+        return _signed(bits, width) if ty[0] == "s" else bits & U64(MASKS[width])
+
+    def _binary(self, ins: Instr, active, fn) -> None:
+        ty = self._type(ins)
+        d, a, b = ins.args
+        if ty == "pred":
+            self.write(d, fn(self.read(a).astype(bool), self.read(b).astype(bool)), active, 1)
+        elif ty == "f32":
+            self.write(d, _from_f32(fn(_f32(self.read(a)), _f32(self.read(b)))), active, 32)
+        else:
+            self.write(d, fn(self._int(a, ty), self._int(b, ty)), active, WIDTHS[ty])
+
+    def op_mov(self, ins, active):
+        ty = self._type(ins)
+        d, a = ins.args
+        self.write(d, self.read(a) if ty != "pred" else self.read(a) != 0, active, WIDTHS[ty])
+
+    def op_add(self, ins, active):
+        self._binary(ins, active, lambda a, b: a + b)
+
+    def op_sub(self, ins, active):
+        self._binary(ins, active, lambda a, b: a - b)
+
+    def op_and(self, ins, active):
+        self._binary(ins, active, lambda a, b: a & b)
+
+    def op_or(self, ins, active):
+        self._binary(ins, active, lambda a, b: a | b)
+
+    def op_xor(self, ins, active):
+        self._binary(ins, active, lambda a, b: a ^ b)
+
+    def op_max(self, ins, active):
+        self._binary(ins, active, np.maximum)
+
+    def op_min(self, ins, active):
+        self._binary(ins, active, np.minimum)
+
+    def op_not(self, ins, active):
+        ty = self._type(ins)
+        d, a = ins.args
+        if ty == "pred":
+            self.write(d, ~self.read(a).astype(bool), active, 1)
+        else:
+            self.write(d, ~self.read(a), active, WIDTHS[ty])
+
+    def op_mul(self, ins, active):
+        ty = self._type(ins)
+        d, a, b = ins.args
+        if ty == "f32":
+            self.write(d, _from_f32(_f32(self.read(a)) * _f32(self.read(b))), active, 32)
+        elif ".wide." in ins.op:
+            self.write(d, self._int(a, ty).astype(np.int64) * self._int(b, ty).astype(np.int64), active, 64)
+        elif ".lo." in ins.op:
+            self.write(d, self.read(a) * self.read(b), active, WIDTHS[ty])  # mod 2^64, then truncated
+        else:
+            raise NotImplementedError(f"PTX instruction not emulated: {ins.text}")
+
+    def op_mad(self, ins, active):
+        ty = self._type(ins)
+        d, a, b, c = ins.args
+        if ".wide." in ins.op:
+            prod = self._int(a, ty).astype(np.int64) * self._int(b, ty).astype(np.int64)
+            self.write(d, prod.view(U64) + self.read(c), active, 64)
+        elif ".lo." in ins.op:
+            self.write(d, self.read(a) * self.read(b) + self.read(c), active, WIDTHS[ty])
+        else:
+            raise NotImplementedError(f"PTX instruction not emulated: {ins.text}")
+
+    def op_fma(self, ins, active):
+        if self._type(ins) != "f32" or ".rn" not in ins.op:
+            raise NotImplementedError(f"PTX instruction not emulated: {ins.text}")
+        d, a, b, c = ins.args
+        exact = _f32(self.read(a)).astype(np.float64) * _f32(self.read(b)) + _f32(self.read(c))
+        self.write(d, _from_f32(exact.astype(np.float32)), active, 32)
+
+    def op_shl(self, ins, active):
+        ty = self._type(ins)
+        d, a, b = ins.args
+        width, amount = WIDTHS[ty], self.read(b) & U64(0xFFFFFFFF)
+        out = np.where(amount >= width, U64(0), self.read(a) << np.minimum(amount, U64(63)))
+        self.write(d, out, active, width)
+
+    def op_shr(self, ins, active):
+        ty = self._type(ins)
+        d, a, b = ins.args
+        width, amount = WIDTHS[ty], (self.read(b) & U64(0xFFFFFFFF)).astype(np.int64)
+        amount = np.minimum(amount, width - 1 if ty[0] == "s" else width)
+        value = self._int(a, ty)
+        if ty[0] == "s":
+            out = value >> amount
+        else:
+            out = np.where(amount >= width, U64(0), value >> np.minimum(amount, 63).astype(U64))
+        self.write(d, out, active, width)
+
+    def op_bfe(self, ins, active):
+        ty = self._type(ins)
+        d, a, b, c = ins.args
+        pos, length = int(self.read(b)[0]) & 0xFF, int(self.read(c)[0]) & 0xFF
+        if ty != "u32" or not (self.read(b) == self.read(b)[0]).all() or not (self.read(c) == self.read(c)[0]).all():
+            raise NotImplementedError(f"PTX instruction not emulated (only bfe.u32 with uniform fields): {ins.text}")
+        value = (self.read(a) & U64(MASKS[32])) >> U64(min(pos, 32))
+        self.write(d, value & U64((1 << min(length, 32)) - 1), active, 32)
+
+    def op_selp(self, ins, active):
+        ty = self._type(ins)
+        d, a, b, p = ins.args
+        self.write(d, np.where(self.read(p).astype(bool), self.read(a), self.read(b)), active, WIDTHS[ty])
+
+    def op_setp(self, ins, active):
+        parts = ins.op.split(".")
+        if len(parts) != 3:
+            raise NotImplementedError(f"PTX instruction not emulated: {ins.text}")
+        cmp, ty = parts[1], parts[2]
+        d, a, b = ins.args
+        if ty == "f32":
+            x, y = _f32(self.read(a)), _f32(self.read(b))
+        else:
+            x, y = self._int(a, ty), self._int(b, ty)
+        fn = {"lt": np.less, "le": np.less_equal, "gt": np.greater, "ge": np.greater_equal,
+              "eq": np.equal, "ne": np.not_equal, "lo": np.less, "ls": np.less_equal, "hi": np.greater,
+              "hs": np.greater_equal}[cmp]
+        if cmp in ("lo", "ls", "hi", "hs"):
+            x, y = self.read(a) & U64(MASKS[WIDTHS[ty]]), self.read(b) & U64(MASKS[WIDTHS[ty]])
+        self.write(d, fn(x, y), active, 1)
+
+    def op_cvt(self, ins, active):
+        parts = ins.op.split(".")
+        dst, src = [p for p in parts if p in WIDTHS]
+        d, a = ins.args
+        bits = self.read(a)
+        if dst in ("f16", "bf16") and src == "f32":
+            x = _f32(bits)
+            out = x.astype(np.float16).view(np.uint16).astype(U64) if dst == "f16" else _f32_to_bf16(x)
+            if "rn" not in parts:
+                raise NotImplementedError(f"PTX instruction not emulated: {ins.text}")
+            self.write(d, out, active, 16)
+        elif dst == "f32" and src in ("f16", "bf16"):
+            x = _f16(bits).astype(np.float32) if src == "f16" else _bf16_to_f32(bits)
+            self.write(d, _from_f32(x), active, 32)
+        elif src[0] in "us" and dst[0] in "usb":
+            self.write(d, self._int(a, src), active, WIDTHS[dst])  # sign- or zero-extended, or truncated
+        else:
+            raise NotImplementedError(f"PTX instruction not emulated: {ins.text}")
+
+    # memory
+    def _memory_op(self, ins: Instr) -> tuple[Memory, int, int]:
+        parts = ins.op.split(".")
+        space = {"global": self.glob, "shared": self.shared}.get(parts[1])
+        if space is None:
+            raise NotImplementedError(f"PTX instruction not emulated: {ins.text}")
+        vec = next((int(p[1:]) for p in parts if re.fullmatch(r"v[248]", p)), 1)
+        return space, vec, WIDTHS[self._type(ins)] // 8
+
+    @staticmethod
+    def _vector(operand: str) -> list[str]:
+        operand = operand.strip()
+        return _split_args(operand[1:-1]) if operand.startswith("{") else [operand]
+
+    def op_ld(self, ins, active):
+        if ins.op.startswith("ld.param"):
+            d, src = ins.args
+            name = src.strip("[] ")
+            self.write(d, np.full(self.n, self.params[name] & MASKS[64], dtype=U64), active, WIDTHS[self._type(ins)])
+            return
+        mem, addr, on, size, dests = self._access(ins, ins.args[1], ins.args[0], write=False, active=active)
+        for i, d in enumerate(dests):
+            value = np.zeros(self.n, dtype=U64)
+            value[on] = mem.load(addr[on] + i * size, size)
+            self.write(d, value, active, 8 * size)
+
+    def op_st(self, ins, active):
+        mem, addr, on, size, srcs = self._access(ins, ins.args[0], ins.args[1], write=True, active=active)
+        for i, s in enumerate(srcs):
+            mem.store(addr[on] + i * size, size, self.read(s)[on])
+
+    def _access(self, ins: Instr, address: str, registers: str, write: bool, active=None):
+        """(memory, addresses, active threads, element bytes, registers) of a load or store, after
+        the alignment and race checks."""
+        mem, vec, size = self._memory_op(ins)
+        addr = self.address(address)
+        on = np.ones(self.n, bool) if active is None else active
+        if vec > 1 and (addr[on] % (vec * size)).any():  # a vector access needs the whole vector's alignment
+            raise PtxError(f"misaligned {vec * size}-byte vector {'store' if write else 'load'}: {ins.text}")
+        self._track(mem, addr, on, vec * size, write, ins.text)
+        return mem, addr, on, size, self._vector(registers)
+
+    def _track(self, mem: Memory, addr: np.ndarray, on: np.ndarray, nbytes: int, write: bool, text: str) -> None:
+        if mem is self.shared:
+            offsets = addr[on, None] - mem.bases[0] + np.arange(nbytes)
+            if offsets.min() >= 0 and offsets.max() < mem.buffers[0].size:  # else the access itself fails
+                self.races.access(offsets, np.arange(self.n)[on] // 32, write, text)
+
+    def op_bar(self, ins, active):  # lock step: every earlier instruction has finished in every thread
+        if active is not None and not active.all():
+            raise PtxError(f"barrier under a divergent predicate: {ins.text}")
+        self.races.barrier()
+
+    def op_shfl(self, ins, active):
+        # shfl.sync.<mode>.b32 d, a, b, c, membermask; only full warps and c = 31 (one segment of 32)
+        mode = ins.op.split(".")[2]
+        d, a, b, c, mask = ins.args
+        if active is not None or int(self.read(c)[0]) != 31 or int(self.read(mask)[0]) & MASKS[32] != MASKS[32]:
+            raise NotImplementedError(f"PTX instruction not emulated (only full-warp shuffles): {ins.text}")
+        lane = np.arange(self.n) % 32
+        b_val = (self.read(b) & U64(31)).astype(np.int64)
+        src = {"bfly": lane ^ b_val, "idx": b_val, "up": lane - b_val, "down": lane + b_val}[mode]
+        ok = (src >= 0) & (src <= 31) if mode != "up" else src >= 0
+        src = np.where(ok, src, lane)
+        self.write(d, self.read(a)[np.arange(self.n) - lane + src], None, 32)
+
+    def op_mma(self, ins, active):
+        if self.mma is None:
+            raise NotImplementedError(f"no model for {ins.op}")
+        if active is not None:
+            raise PtxError(f"predicated warp-wide MMA: {ins.text}")
+        d, a, b, c, e, selector = ins.args
+        if int(self.read(selector)[0]) != 0:
+            raise NotImplementedError(f"sparsity selector other than 0: {ins.text}")
+        regs = [[self.read(r) for r in self._vector(x)] for x in (a, b, c)]
+        out = self.mma(ins.op, regs[0], regs[1], regs[2], self.read(e))
+        for reg, value in zip(self._vector(d), out):
+            self.write(reg, value, None, 32)
+
+
+def run_grid(ptx: str, grid: tuple[int, ...], nthreads: int, args: list[int], glob: Memory, shared_bytes: int,
+             mma: MmaModel | None = None) -> None:
+    """Run every program of ``grid`` on the given memory. ``args`` are the kernel's runtime
+    arguments in parameter order (addresses from ``glob.add`` for pointers); parameters beyond them
+    (Triton's scratch pointers) are null."""
+    program = parse(ptx)
+    if len(args) > len(program.params):
+        raise PtxError(f"{len(args)} arguments for {len(program.params)} parameters")
+    params = dict(zip(program.params, list(args) + [0] * (len(program.params) - len(args))))
+    grid3 = tuple(grid) + (1,) * (3 - len(grid))
+    for z in range(grid3[2]):
+        for y in range(grid3[1]):
+            for x in range(grid3[0]):
+                shared = Memory("shared", first=0x100)
+                # poisoned with 0xFF bytes: a read of a never-written byte shows up as NaN or garbage
+                shared.add(np.full(max(shared_bytes, 1), 0xFF, dtype=np.uint8), "shared")
+                Cta(program, nthreads, (x, y, z), grid3, params, glob, shared, mma).run()

@@ -1,0 +1,248 @@
+"""The PTX emulator on small hand-written kernels with known answers, and its refusals.
+
+Each kernel writes its results to an int32 buffer, one row per thread; the expected values are
+computed here with numpy (and the float roundings with torch), so every instruction the ``spmma``
+kernel needs is checked on its own before the emulator is trusted with the whole kernel.
+"""
+
+import numpy as np
+import pytest
+import torch
+from ptx_emulator import Memory, PtxError, run_grid
+from sp24_helpers import VALID_CODES, mma_sp_warps, ptx_mma_sp
+
+HEADER = """
+.version 8.7
+.target sm_90a
+.address_size 64
+.visible .entry probe(
+    .param .u64 .ptr .global .align 1 probe_param_0,
+    .param .u32 probe_param_1
+)
+.reqntid {threads}
+{{
+    .reg .pred %p<8>;
+    .reg .b16 %rs<8>;
+    .reg .b32 %r<40>;
+    .reg .b64 %rd<16>;
+    ld.param.b64 %rd1, [probe_param_0];
+    ld.param.b32 %r1, [probe_param_1];
+    mov.u32 %r2, %tid.x;
+    mov.u32 %r38, %ctaid.x;
+    mad.lo.s32 %r39, %r38, {threads}, %r2;  // row of this thread in the whole grid
+    mul.wide.u32 %rd2, %r39, {row_bytes};
+    add.s64 %rd3, %rd1, %rd2;            // this thread's output row
+{body}
+    ret;
+}}
+"""
+
+
+def run(body: str, columns: int, threads: int = 32, param: int = 0, grid=(1,), shared: int = 0) -> np.ndarray:
+    """Run ``body`` (thread id in %r2, its output row address in %rd3, the u32 parameter in %r1)
+    and return the int32 output [program, thread, column]."""
+    ptx = HEADER.format(threads=threads, row_bytes=4 * columns, body=body)
+    out = np.full(int(np.prod(grid)) * threads * columns, -1, dtype=np.int32)
+    memory = Memory("global")
+    base = memory.add(out.view(np.uint8), "out")
+    run_grid(ptx, grid, threads, [base, param], memory, shared)
+    return out.reshape(-1, threads, columns)
+
+
+def test_integer_arithmetic_follows_ptx_signedness():
+    body = """
+    sub.s32 %r3, %r2, 16;                // -16 .. 15
+    shr.s32 %r4, %r3, 2;                 // arithmetic shift
+    shr.u32 %r5, %r3, 28;                // logical shift
+    mul.wide.s32 %rd4, %r3, %r1;         // sign-extended product
+    cvt.u32.u64 %r6, %rd4;
+    shr.u64 %rd5, %rd4, 32;
+    cvt.u32.u64 %r7, %rd5;
+    bfe.u32 %r8, %r2, 2, 3;
+    setp.lt.s32 %p1, %r3, 0;
+    setp.lt.u32 %p2, %r3, 0;             // never: unsigned
+    selp.b32 %r9, 1, 0, %p1;
+    selp.b32 %r10, 1, 0, %p2;
+    max.s32 %r11, %r3, -3;
+    mad.lo.s32 %r12, %r3, %r3, 7;
+    st.global.b32 [%rd3], %r4;
+    st.global.b32 [%rd3+4], %r5;
+    st.global.b32 [%rd3+8], %r6;
+    st.global.b32 [%rd3+12], %r7;
+    st.global.b32 [%rd3+16], %r8;
+    st.global.b32 [%rd3+20], %r9;
+    st.global.b32 [%rd3+24], %r10;
+    st.global.b32 [%rd3+28], %r11;
+    st.global.b32 [%rd3+32], %r12;
+    """
+    out = run(body, 9, param=100_000)[0]
+    t = np.arange(32)
+    v = t - 16
+    product = v.astype(np.int64) * 100_000
+    expected = np.stack([v >> 2, (v % 2**32) >> 28, product.astype(np.int32), product >> 32, (t >> 2) & 7,
+                         v < 0, np.zeros(32), np.maximum(v, -3), v * v + 7], axis=1)
+    np.testing.assert_array_equal(out, expected.astype(np.int32))
+
+
+def test_float_conversions_round_to_nearest_even_like_torch():
+    # per thread: x = 1 + t * 2^-12 in fp32, rounded to fp16 and to bf16 (ties included)
+    body = """
+    cvt.rn.f32.u32 %r3, %r2;
+    """
+    with pytest.raises(NotImplementedError, match="cvt.rn.f32.u32"):  # not needed, so not emulated
+        run(body, 1)
+    body = """
+    shl.b32 %r3, %r2, 11;                // t * 2^-12 in the fp32 mantissa of 1.0
+    add.s32 %r4, %r3, 1065353216;        // 0x3F800000 = 1.0f
+    cvt.rn.f16.f32 %rs1, %r4;
+    cvt.rn.bf16.f32 %rs2, %r4;
+    cvt.u32.u16 %r5, %rs1;
+    cvt.u32.u16 %r6, %rs2;
+    cvt.f32.f16 %r7, %rs1;
+    add.f32 %r8, %r7, 0f3F800000;        // + 1.0
+    st.global.b32 [%rd3], %r5;
+    st.global.b32 [%rd3+4], %r6;
+    st.global.b32 [%rd3+8], %r8;
+    """
+    out = run(body, 3)[0]
+    x = torch.tensor(1 + np.arange(32) * 2.0**-12, dtype=torch.float32)
+    half, brain = x.half(), x.bfloat16()
+    assert out[:, 0].tolist() == half.view(torch.int16).numpy().astype(np.uint16).astype(np.int32).tolist()
+    assert out[:, 1].tolist() == brain.view(torch.int16).numpy().astype(np.uint16).astype(np.int32).tolist()
+    assert (out[:, 2].view(np.float32) == half.float().numpy() + 1).all()
+
+
+def test_warp_shuffle_stays_inside_each_warp():
+    body = """
+    mul.lo.s32 %r3, %r2, 3;
+    shfl.sync.bfly.b32 %r4, %r3, 1, 31, -1;
+    shfl.sync.bfly.b32 %r5, %r3, 16, 31, -1;
+    st.global.b32 [%rd3], %r4;
+    st.global.b32 [%rd3+4], %r5;
+    """
+    out = run(body, 2, threads=64)[0]
+    t = np.arange(64)
+    assert out[:, 0].tolist() == (3 * (t ^ 1)).tolist()
+    assert out[:, 1].tolist() == (3 * (t ^ 16)).tolist()  # lane 16 of warp 1 is thread 48, not 16
+
+
+def test_shared_memory_and_a_uniform_loop():
+    # thread t stores t * t to shared word t; after the barrier it reads word (t + 1) % 32, then adds
+    # 0 + 1 + ... + (n - 1) with a loop whose trip count n is the parameter
+    body = """
+    mov.b32 %r3, global_smem;
+    shl.b32 %r4, %r2, 2;
+    add.s32 %r5, %r3, %r4;
+    mul.lo.s32 %r6, %r2, %r2;
+    st.shared.b32 [%r5], %r6;
+    bar.sync 0;
+    add.s32 %r7, %r2, 1;
+    and.b32 %r8, %r7, 31;
+    shl.b32 %r9, %r8, 2;
+    add.s32 %r10, %r3, %r9;
+    ld.shared.b32 %r11, [%r10];
+    mov.b32 %r12, 0;
+    mov.b32 %r13, 0;
+$L_loop:
+    add.s32 %r12, %r12, %r13;
+    add.s32 %r13, %r13, 1;
+    setp.lt.s32 %p1, %r13, %r1;
+    @%p1 bra $L_loop;
+    st.global.b32 [%rd3], %r11;
+    st.global.b32 [%rd3+4], %r12;
+    """
+    out = run(body, 2, param=10, grid=(2,), shared=128)
+    t = np.arange(32)
+    for program in out:  # each program starts with its own shared memory
+        assert program[:, 0].tolist() == (((t + 1) % 32) ** 2).tolist()
+        assert (program[:, 1] == 45).all()
+
+
+@pytest.mark.parametrize("barrier", [True, False])
+def test_a_missing_barrier_between_warps_is_a_race(barrier):
+    # thread t writes shared word t, then reads word t ^ 32: written by the other warp
+    body = f"""
+    mov.b32 %r3, global_smem;
+    shl.b32 %r4, %r2, 2;
+    add.s32 %r5, %r3, %r4;
+    st.shared.b32 [%r5], %r2;
+    {"bar.sync 0;" if barrier else ""}
+    xor.b32 %r6, %r2, 32;
+    shl.b32 %r7, %r6, 2;
+    add.s32 %r8, %r3, %r7;
+    ld.shared.b32 %r9, [%r8];
+    st.global.b32 [%rd3], %r9;
+    """
+    if barrier:
+        assert run(body, 1, threads=64, shared=256)[0, :, 0].tolist() == (np.arange(64) ^ 32).tolist()
+    else:
+        with pytest.raises(PtxError, match="shared-memory race at byte 128"):
+            run(body, 1, threads=64, shared=256)
+
+
+def test_predicated_loads_keep_the_old_value_on_inactive_threads():
+    body = """
+    mov.u32 %r3, 77;
+    setp.lt.u32 %p1, %r2, 4;
+    @%p1 ld.global.b32 %r3, [%rd1];      // word 0 of the output: still -1 when read
+    st.global.b32 [%rd3], %r3;
+    """
+    out = run(body, 1)[0, :, 0]
+    assert out.tolist() == [-1] * 4 + [77] * 28
+
+
+@pytest.mark.parametrize(
+    "body, error, message",
+    [
+        ("    st.global.b32 [%rd3+4], %r2;\n", PtxError, r"outside every buffer \(out \["),
+        ("    ld.global.b32 %r3, [%rd1+2];\n", PtxError, "misaligned global access of 4 bytes"),
+        ("    ld.global.v4.b32 {%r3, %r4, %r5, %r6}, [%rd1+4];\n", PtxError, "misaligned 16-byte vector load"),
+        ("    add.s32 %r3, %r30, 1;\n", PtxError, "read of register %r30 before any write"),
+        ("    setp.lt.u32 %p1, %r2, 3;\n    @%p1 bra $L_x;\n$L_x:\n", PtxError, "divergent branch"),
+        ("    popc.b32 %r3, %r2;\n", NotImplementedError, "popc.b32 %r3, %r2"),
+        ("    shfl.sync.bfly.b32 %r3, %r2, 1, 15, -1;\n", NotImplementedError, "only full-warp shuffles"),
+    ],
+    ids=["out-of-bounds", "misaligned", "misaligned-vector", "unwritten", "divergent", "unknown", "segmented-shuffle"],
+)
+def test_bugs_are_refused_with_a_message_naming_them(body, error, message):
+    with pytest.raises(error, match=message):
+        run(body, 1)
+
+
+def _random_fragments(warps: int, seed: int):
+    rng = np.random.default_rng(seed)
+    halves = lambda: rng.standard_normal((warps * 32, 4, 2)).astype(np.float16)  # noqa: E731
+    a, b = halves(), halves()
+    codes = rng.choice(sorted(VALID_CODES), size=(warps * 32, 8))
+    e = (codes.astype(np.uint64) << (4 * np.arange(8, dtype=np.uint64))).sum(1).astype(np.uint64)
+    c = rng.standard_normal((warps * 32, 4)).astype(np.float32)
+    return a, b, c, e
+
+
+def _registers(halves: np.ndarray) -> list[np.ndarray]:
+    words = halves.view(np.uint32).reshape(-1, 4).astype(np.uint64)
+    return [words[:, i] for i in range(4)]
+
+
+@pytest.mark.parametrize("reading", ["pairs", "rows"])
+def test_vectorized_mma_sp_agrees_with_the_scalar_model(reading):
+    a, b, c, e = _random_fragments(warps=3, seed=1)
+    c_regs = [c[:, i].view(np.uint32).astype(np.uint64) for i in range(4)]
+    op = "mma.sp::ordered_metadata.sync.aligned.m16n8k32.row.col.f32.f16.f16.f32"
+    d = mma_sp_warps(op, _registers(a), _registers(b), c_regs, e, reading)
+    got = np.stack([x.astype(np.uint32).view(np.float32) for x in d], 1)
+    for w in range(3):
+        lanes = slice(32 * w, 32 * w + 32)
+        ref = ptx_mma_sp(torch.from_numpy(a[lanes].astype(np.float64)), torch.from_numpy(b[lanes].astype(np.float64)),
+                         torch.from_numpy(e[lanes].astype(np.int64)), torch.from_numpy(c[lanes].astype(np.float64)),
+                         reading)
+        np.testing.assert_allclose(got[lanes], ref.numpy(), rtol=1e-6, atol=1e-5)
+
+
+def test_mma_sp_refuses_metadata_the_isa_does_not_define():
+    a, b, c, e = _random_fragments(warps=1, seed=2)
+    e[0] = (e[0] & ~np.uint64(0xF)) | np.uint64(0b0101)  # positions (1, 1): undefined on hardware
+    op = "mma.sp::ordered_metadata.sync.aligned.m16n8k32.row.col.f32.f16.f16.f32"
+    c_regs = [c[:, i].view(np.uint32).astype(np.uint64) for i in range(4)]
+    with pytest.raises(ValueError, match="0b0101"):
+        mma_sp_warps(op, _registers(a), _registers(b), c_regs, e)
