@@ -27,15 +27,15 @@ from repro.kernels.fragments import SpmmaConfig, to_fragments  # noqa: E402
 from repro.pruning import nm_mask  # noqa: E402
 
 
-def working_orders(launch_spmma) -> list[str]:
+def working_orders(launch_spmma, device="cuda") -> list[str]:
     torch.manual_seed(0)
-    dense = torch.randn(64, 256, device="cuda")
+    dense = torch.randn(64, 256, device=device)
     w = (dense * nm_mask(dense.abs(), 2, 4)).half()
-    x = torch.randn(8, 256, device="cuda").half()
+    x = torch.randn(8, 256, device=device).half()
     ref = x.double() @ w.double().T
     working = []
     for order in ("pairs", "rows"):
-        out = torch.full((8, 64), float("nan"), device="cuda", dtype=torch.float16)
+        out = torch.full((8, 64), float("nan"), device=device, dtype=torch.float16)
         launch_spmma(x, to_fragments(compress_24(w), order), None, out, SpmmaConfig(R=1, S=2, U=2, T=1))
         err = float((out.double() - ref).abs().max() / ref.abs().max())
         print(f"meta_order={order}: rel_err={err:.2e}", flush=True)

@@ -1,0 +1,126 @@
+"""Launch a Gluon kernel on the CPU: compile it for sm_90a exactly as its launcher would, then run
+the PTX in ``ptx_emulator``.
+
+:class:`EmulatedKernel` stands in for the ``@gluon.jit`` function (``kernel[grid](*args, **opts)``),
+so the real Python launcher around it (grids, strides, argument order) is exercised unchanged. The
+compile uses the specialization Triton's launcher would pick for these arguments: integers equal
+to 1 become constants (unless ``do_not_specialize``), integers and data pointers divisible by 16
+are marked so. CPU tensors are mapped into the emulator's memory in place, so what the kernel
+stores lands in them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+
+import numpy as np
+import torch
+from ptx_emulator import Memory, MmaModel, run_grid
+from triton.backends.compiler import BaseBackend
+from triton.runtime.jit import native_specialize_impl
+
+POINTER_TYPES = {torch.float16: "*fp16", torch.bfloat16: "*bf16", torch.float32: "*fp32", torch.int32: "*i32"}
+
+
+_COMPILER: ProcessPoolExecutor | None = None
+_COMPILED: dict[tuple, tuple[str, int]] = {}  # (kernel, specialization) -> (PTX, shared bytes)
+
+
+def _compile_in_child(module: str, name: str, signature, constexprs, attrs, num_warps: int, arch: int):
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.experimental.gluon._runtime import GluonASTSource
+
+    fn = getattr(importlib.import_module(module), name)
+    src = GluonASTSource(fn, signature, constexprs=constexprs, attrs=attrs)
+    kernel = triton.compile(src, target=GPUTarget("cuda", arch, 32), options={"num_warps": num_warps})
+    return kernel.asm["ptx"], kernel.metadata.shared
+
+
+def _compiler() -> ProcessPoolExecutor:
+    """One child process that compiles, started without ``TRITON_INTERPRET``: the suite sets it on
+    CPU, and under it Triton's own jitted helpers (``gl.sum``'s combine) cannot be compiled."""
+    global _COMPILER
+    if _COMPILER is None:
+        saved = os.environ.pop("TRITON_INTERPRET", None)
+        try:
+            _COMPILER = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+            _COMPILER.submit(int).result()  # start the worker now, while the variable is unset
+        finally:
+            if saved is not None:
+                os.environ["TRITON_INTERPRET"] = saved
+    return _COMPILER
+
+
+def _storage_bytes(t: torch.Tensor) -> np.ndarray:
+    """The tensor's whole storage as a uint8 numpy array sharing its memory."""
+    return torch.empty(0, dtype=torch.uint8).set_(t.untyped_storage()).numpy()
+
+
+def _byte_offset(t: torch.Tensor) -> int:
+    return t.data_ptr() - t.untyped_storage().data_ptr()
+
+
+class EmulatedKernel:
+    """A drop-in for a Gluon kernel object that compiles for ``arch`` and emulates each launch."""
+
+    def __init__(self, fn, mma: MmaModel | None = None, arch: int = 90):
+        self.fn, self.mma, self.arch = fn, mma, arch
+        self.launches: list[dict] = []  # what each launch ran, for tests to inspect
+
+    def __getitem__(self, grid):
+        if callable(grid):
+            raise NotImplementedError("EmulatedKernel takes a grid tuple, not a function of the meta-parameters")
+        return lambda *args, **kwargs: self.launch(tuple(grid), args, kwargs)
+
+    def specialize(self, values: dict) -> tuple[dict, dict, dict, list]:
+        """(signature, constexprs, attrs, runtime arguments) as Triton's launcher would build them."""
+        signature, constexprs, attrs, runtime = {}, {}, {}, []
+        for i, p in enumerate(self.fn.params):
+            value = values[p.name]
+            if p.is_constexpr:
+                signature[p.name], constexprs[p.name] = "constexpr", value
+                continue
+            if isinstance(value, torch.Tensor):
+                # BaseBackend.get_tensor_specialization: "D" when the address is 16-byte aligned
+                ty, spec = POINTER_TYPES[value.dtype], "D" if _byte_offset(value) % 16 == 0 else ""
+            else:
+                ty, spec = native_specialize_impl(BaseBackend, value, False, not p.do_not_specialize, True)
+            if ty == "constexpr":
+                signature[p.name], constexprs[p.name] = "constexpr", spec
+                continue
+            signature[p.name] = ty
+            if spec == "D":
+                attrs[(i,)] = [["tt.divisibility", 16]]
+            runtime.append(value)
+        return signature, constexprs, attrs, runtime
+
+    def compile(self, signature: dict, constexprs: dict, attrs: dict, num_warps: int) -> tuple[str, int]:
+        job = (self.fn.fn.__module__, self.fn.fn.__name__, signature, constexprs, attrs, num_warps, self.arch)
+        key = (*job[:2], tuple(signature.items()), tuple(constexprs.items()), tuple(sorted(attrs)), *job[5:])
+        if key not in _COMPILED:
+            _COMPILED[key] = _compiler().submit(_compile_in_child, *job).result()
+        return _COMPILED[key]
+
+    def launch(self, grid: tuple, args: tuple, kwargs: dict) -> None:
+        kwargs = dict(kwargs)
+        num_warps = kwargs.pop("num_warps", 4)
+        values = dict(zip((p.name for p in self.fn.params), args)) | kwargs
+        signature, constexprs, attrs, runtime = self.specialize(values)
+        ptx, shared = self.compile(signature, constexprs, attrs, num_warps)
+        memory, mapped, addresses = Memory("global"), {}, []
+        for value in runtime:
+            if isinstance(value, torch.Tensor):
+                if value.device.type != "cpu":
+                    raise ValueError(f"the emulator runs on CPU tensors, got one on {value.device}")
+                storage = value.untyped_storage().data_ptr()
+                if storage not in mapped:  # aliases (bias_ptr = out) share one buffer
+                    mapped[storage] = memory.add(_storage_bytes(value), f"arg{len(mapped)}")
+                addresses.append(mapped[storage] + _byte_offset(value))
+            else:
+                addresses.append(int(value))
+        self.launches.append(dict(grid=grid, num_warps=num_warps, constexprs=constexprs, ptx=ptx))
+        run_grid(ptx, grid, 32 * num_warps, addresses, memory, shared, self.mma)

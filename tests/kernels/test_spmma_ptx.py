@@ -1,0 +1,104 @@
+"""The ``spmma`` kernel's compiled PTX, run on the CPU by ``ptx_emulator`` (no GPU needed).
+
+The kernel is compiled for sm_90a with the specialization its launcher would get, and every
+instruction of it runs in the emulator, except ``mma.sp`` itself, which is the warp model of
+``sp24_helpers`` (the PTX ISA's fragment layout). So these tests check the kernel's address
+arithmetic, masks, split-K reduction, stores and the Python launcher around it, on the cases the
+GPU test runs; what they cannot check is whether the hardware reads the operands as the ISA's figure
+says, which ``bench/spmma_probe.py`` finds out on the first GPU run. The emulator also refuses any
+out-of-bounds or misaligned access, which a GPU would not always report.
+"""
+
+import sys
+from functools import partial
+from pathlib import Path
+
+import pytest
+import torch
+from ptx_launch import EmulatedKernel
+from sp24_helpers import SPMMA_CASES, mma_sp_warps, rel_err, run_spmma_case, spmma_case_ids
+
+from repro.kernels import gluon_sp24
+from repro.kernels.fragments import SpmmaConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+
+import spmma_probe  # noqa: E402
+from sp24 import fragment_map as fm  # noqa: E402
+from sp24.common import MS  # noqa: E402
+from sp24.sweep import spmma_configs  # noqa: E402
+
+KERNEL = gluon_sp24._spmma_kernel
+
+
+@pytest.fixture
+def gpu(monkeypatch):
+    """Swap the kernel for its emulated PTX on hardware that reads metadata one way or the other."""
+
+    def use(meta_reading: str = "pairs") -> EmulatedKernel:
+        kernel = EmulatedKernel(KERNEL, mma=partial(mma_sp_warps, meta_reading=meta_reading))
+        monkeypatch.setattr(gluon_sp24, "_spmma_kernel", kernel)
+        return kernel
+
+    return use
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("m, n, k, cfg", SPMMA_CASES, ids=spmma_case_ids())
+def test_compiled_spmma_matches_dense_masked_matmul(gpu, m, n, k, cfg, dtype):
+    kernel = gpu()
+    out, ref = run_spmma_case(m, n, k, cfg, dtype, with_bias=(m % 2 == 1), seed=m + n, device="cpu")
+    assert not out.isnan().any(), "some output elements were never written"
+    assert rel_err(out, ref) < (5e-3 if dtype == torch.float16 else 2e-2)
+    assert kernel.launches[-1]["num_warps"] == cfg.num_warps
+
+
+def _sweep() -> list[tuple[int, SpmmaConfig]]:
+    """Every configuration the benchmark times, with the smallest of its token counts."""
+    first = {}
+    for m in MS:
+        for cfg in spmma_configs(m):
+            first.setdefault(cfg, m)
+    return [(m, cfg) for cfg, m in first.items()]
+
+
+@pytest.mark.parametrize("m, cfg", _sweep(), ids=[cfg.label() for _, cfg in _sweep()])
+def test_every_benchmark_configuration_is_correct_as_the_benchmark_compiles_it(gpu, m, cfg):
+    """N, K and the tile counts all multiples of 16, like the LLaMA shapes: the same divisibility
+    hints, so the same PTX the benchmark will run (a smaller grid of it)."""
+    gpu()
+    out, ref = run_spmma_case(m, 256, 512, cfg, torch.float16, with_bias=False, seed=m, device="cpu")
+    assert not out.isnan().any(), "some output elements were never written"
+    assert rel_err(out, ref) < 5e-3
+
+
+def test_emulated_ptx_is_specialized_like_the_launcher(gpu):
+    """N = 70 is not a multiple of 16 and one row tile is 1: the compile must see both as the
+    launcher would (no divisibility hint for N, NT a constant), or the PTX would be another kernel."""
+    kernel = gpu()
+    run_spmma_case(1, 16, 64, SpmmaConfig(R=1, S=1, U=1, T=1), torch.float16, False, device="cpu")
+    assert kernel.launches[-1]["constexprs"]["NT"] == 1  # N = 16: one row tile
+    run_spmma_case(3, 70, 64, SpmmaConfig(R=1, S=1, U=1, T=1), torch.float16, False, device="cpu")
+    assert ".param .u32" in kernel.launches[-1]["ptx"] and "NT" not in kernel.launches[-1]["constexprs"]
+
+
+@pytest.mark.parametrize("reading", ["pairs", "rows"])
+def test_probe_names_the_metadata_reading_of_the_hardware(gpu, reading):
+    """``bench/spmma_probe.py``'s first check, run through the compiled kernel: it must report the
+    reading the (emulated) hardware follows, and only that one."""
+    gpu(reading)
+    assert spmma_probe.working_orders(gluon_sp24.launch_spmma, "cpu") == [reading]
+
+
+def test_fragment_map_of_the_compiled_kernel_matches_the_layout(gpu):
+    """The probe's slot-by-slot map, run through the compiled kernel as on a GPU (r1s1u1t1)."""
+    gpu()
+
+    def launch(x, frags, out):
+        gluon_sp24.launch_spmma(x, frags, None, out, SpmmaConfig(R=1, S=1, U=1, T=1))
+
+    values, meta = fm.value_map(launch), fm.meta_map(launch)
+    assert fm.describe(values, meta) == [
+        "A values: 256/256 slots as documented",
+        "metadata: 128/128 codes as 'pairs', 64/128 as 'rows'",
+    ]
