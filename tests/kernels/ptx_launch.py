@@ -122,5 +122,6 @@ class EmulatedKernel:
                 addresses.append(mapped[storage] + _byte_offset(value))
             else:
                 addresses.append(int(value))
-        self.launches.append(dict(grid=grid, num_warps=num_warps, constexprs=constexprs, ptx=ptx))
+        divisible = [self.fn.params[i].name for (i,) in attrs]
+        self.launches.append(dict(grid=grid, num_warps=num_warps, constexprs=constexprs, divisible=divisible, ptx=ptx))
         run_grid(ptx, grid, 32 * num_warps, addresses, memory, shared, self.mma)

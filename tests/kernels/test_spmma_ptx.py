@@ -73,13 +73,16 @@ def test_every_benchmark_configuration_is_correct_as_the_benchmark_compiles_it(g
 
 
 def test_emulated_ptx_is_specialized_like_the_launcher(gpu):
-    """N = 70 is not a multiple of 16 and one row tile is 1: the compile must see both as the
-    launcher would (no divisibility hint for N, NT a constant), or the PTX would be another kernel."""
+    """The compile must see the arguments as Triton's launcher would, or the PTX would be another
+    kernel: integers equal to 1 become constants, multiples of 16 carry a divisibility hint."""
     kernel = gpu()
     run_spmma_case(1, 16, 64, SpmmaConfig(R=1, S=1, U=1, T=1), torch.float16, False, device="cpu")
-    assert kernel.launches[-1]["constexprs"]["NT"] == 1  # N = 16: one row tile
+    launch = kernel.launches[-1]
+    assert launch["constexprs"]["NT"] == 1  # N = 16: one row tile
+    assert "M" not in launch["constexprs"]  # M = 1, but the kernel asks not to specialize on it
+    assert {"N", "x_ptr", "y_ptr"} <= set(launch["divisible"]) and "KB" not in launch["divisible"]  # KB = 2
     run_spmma_case(3, 70, 64, SpmmaConfig(R=1, S=1, U=1, T=1), torch.float16, False, device="cpu")
-    assert ".param .u32" in kernel.launches[-1]["ptx"] and "NT" not in kernel.launches[-1]["constexprs"]
+    assert "N" not in kernel.launches[-1]["divisible"] and "K" in kernel.launches[-1]["divisible"]
 
 
 @pytest.mark.parametrize("reading", ["pairs", "rows"])
