@@ -29,6 +29,12 @@ WIDTHS = {"pred": 1, "b8": 8, "u8": 8, "s8": 8, "b16": 16, "u16": 16, "s16": 16,
           "b32": 32, "u32": 32, "s32": 32, "f32": 32, "b64": 64, "u64": 64, "s64": 64, "f64": 64}
 
 
+# opcode parts (besides the types) whose meaning the handlers implement; any other modifier (.sat,
+# .ftz, .approx, .hi, cache or memory-order qualifiers, ...) is refused rather than ignored
+MODIFIERS = {"rn", "lo", "wide", "param", "global", "shared", "v2", "v4", "sync", "bfly", "idx", "up", "down",
+             "lt", "le", "gt", "ge", "eq", "ne", "ls", "hi", "hs"}
+
+
 class PtxError(RuntimeError):
     """The kernel did something the emulator treats as a bug: out-of-bounds or misaligned access,
     a read of an unwritten register, a divergent branch, an invalid operand."""
@@ -320,7 +326,8 @@ class Cta:
                 pc += 1
                 continue
             handler = getattr(self, "op_" + base, None)
-            if handler is None:
+            unknown = {p for p in ins.op.split(".")[1:] if p not in MODIFIERS and p not in WIDTHS}
+            if handler is None or (unknown and base != "mma"):  # mma: the model checks its own opcode
                 raise NotImplementedError(f"PTX instruction not emulated: {ins.text}")
             handler(ins, active)
             pc += 1
@@ -369,10 +376,16 @@ class Cta:
         self._binary(ins, active, lambda a, b: a ^ b)
 
     def op_max(self, ins, active):
+        self._integer_only(ins)
         self._binary(ins, active, np.maximum)
 
     def op_min(self, ins, active):
+        self._integer_only(ins)
         self._binary(ins, active, np.minimum)
+
+    def _integer_only(self, ins: Instr) -> None:  # float min/max treat NaN in their own way: not modelled
+        if self._type(ins)[0] not in "usb":
+            raise NotImplementedError(f"PTX instruction not emulated: {ins.text}")
 
     def op_not(self, ins, active):
         ty = self._type(ins)

@@ -201,8 +201,10 @@ def test_predicated_loads_keep_the_old_value_on_inactive_threads():
         ("    setp.lt.u32 %p1, %r2, 3;\n    @%p1 bra $L_x;\n$L_x:\n", PtxError, "divergent branch"),
         ("    popc.b32 %r3, %r2;\n", NotImplementedError, "popc.b32 %r3, %r2"),
         ("    shfl.sync.bfly.b32 %r3, %r2, 1, 15, -1;\n", NotImplementedError, "only full-warp shuffles"),
+        ("    add.sat.s32 %r3, %r2, 1;\n", NotImplementedError, "add.sat.s32"),
     ],
-    ids=["out-of-bounds", "misaligned", "misaligned-vector", "unwritten", "divergent", "unknown", "segmented-shuffle"],
+    ids=["out-of-bounds", "misaligned", "misaligned-vector", "unwritten", "divergent", "unknown", "segmented-shuffle",
+         "unknown-modifier"],
 )
 def test_bugs_are_refused_with_a_message_naming_them(body, error, message):
     with pytest.raises(error, match=message):
