@@ -30,7 +30,7 @@ WIDTHS = {"pred": 1, "b8": 8, "u8": 8, "s8": 8, "b16": 16, "u16": 16, "s16": 16,
 
 
 # opcode parts (besides the types) whose meaning the handlers implement; any other modifier (.sat,
-# .ftz, .approx, .hi, cache or memory-order qualifiers, ...) is refused rather than ignored
+# .ftz, .approx, cache or memory-order qualifiers, ...) is refused rather than ignored
 MODIFIERS = {"rn", "lo", "wide", "param", "global", "shared", "v2", "v4", "sync", "bfly", "idx", "up", "down",
              "lt", "le", "gt", "ge", "eq", "ne", "ls", "hi", "hs"}
 
