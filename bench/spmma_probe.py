@@ -44,6 +44,15 @@ def working_orders(launch_spmma, device="cuda") -> list[str]:
     return working
 
 
+def map_launcher(launch_spmma):
+    """The fragment map's launcher: one warp, one k-block per step, so a slot lands in one place."""
+
+    def launch(x, frags, out):
+        launch_spmma(x, frags, None, out, SpmmaConfig(R=1, S=1, U=1, T=1))
+
+    return launch
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--map", type=Path, help="write the fragment map's records here (JSON)")
@@ -56,9 +65,7 @@ def main() -> int:
     working = working_orders(launch_spmma)
     print(f"use: {working[0] if working else 'none'}", flush=True)
 
-    def launch(x, frags, out):
-        launch_spmma(x, frags, None, out, SpmmaConfig(R=1, S=1, U=1, T=1))
-
+    launch = map_launcher(launch_spmma)
     values, meta = fragment_map.value_map(launch, "cuda"), fragment_map.meta_map(launch, "cuda")
     print("\n".join(fragment_map.describe(values, meta)))
     if args.map:

@@ -67,10 +67,10 @@ class Memory:
         addr = addr.astype(np.int64)
         if len(self.bases) == 0:
             raise PtxError(f"{self.space} access but no {self.space} memory was given")
-        which = np.searchsorted(np.asarray(self.bases, dtype=np.int64), addr, side="right") - 1
-        ok = which >= 0
-        sizes = np.array([b.size for b in self.buffers], dtype=np.int64)
         bases = np.array(self.bases, dtype=np.int64)
+        sizes = np.array([b.size for b in self.buffers], dtype=np.int64)
+        which = np.searchsorted(bases, addr, side="right") - 1
+        ok = which >= 0
         off = addr - bases[np.maximum(which, 0)]
         ok &= off + nbytes <= sizes[np.maximum(which, 0)]
         if not ok.all():
@@ -142,7 +142,6 @@ class Instr:
 
 @dataclass
 class Program:
-    name: str
     params: list[str]
     instrs: list[Instr]
     labels: dict[str, int]
@@ -198,7 +197,7 @@ def parse(ptx: str) -> Program:
             chunk = chunk[m.end() :]
         op, _, rest = chunk.partition(" ")
         instrs.append(Instr(guard, negate, op.strip(), _split_args(rest.strip()), chunk))
-    return Program(entry.group(1), params, instrs, labels)
+    return Program(params, instrs, labels)
 
 
 # ---------------------------------------------------------------------------------------- values
@@ -213,7 +212,8 @@ def _signed(bits: np.ndarray, width: int) -> np.ndarray:
 
 def _bits(v: np.ndarray, width: int) -> np.ndarray:
     """Signed or unsigned integers -> the low ``width`` bits as uint64."""
-    return v.astype(np.int64).view(U64) & U64(MASKS[width]) if v.dtype != U64 else v & U64(MASKS[width])
+    bits = v if v.dtype == U64 else v.astype(np.int64).view(U64)
+    return bits & U64(MASKS[width])
 
 
 def _f32(bits: np.ndarray) -> np.ndarray:
@@ -290,10 +290,7 @@ class Cta:
         m = re.fullmatch(r"\[\s*([%$\w]+)\s*(?:\+\s*(-?\d+)\s*)?\]", operand)
         if not m:
             raise PtxError(f"unsupported address {operand!r}")
-        base = m.group(1)
-        if base in self.params:
-            raise PtxError("a parameter is used as an address base")
-        return self.read(base).astype(np.int64) + int(m.group(2) or 0)
+        return self.read(m.group(1)).astype(np.int64) + int(m.group(2) or 0)
 
     # the loop
     def run(self, max_steps: int = 10_000_000) -> None:
@@ -447,9 +444,10 @@ class Cta:
     def op_bfe(self, ins, active):
         ty = self._type(ins)
         d, a, b, c = ins.args
-        pos, length = int(self.read(b)[0]) & 0xFF, int(self.read(c)[0]) & 0xFF
-        if ty != "u32" or not (self.read(b) == self.read(b)[0]).all() or not (self.read(c) == self.read(c)[0]).all():
+        b, c = self.read(b), self.read(c)
+        if ty != "u32" or (b != b[0]).any() or (c != c[0]).any():
             raise NotImplementedError(f"PTX instruction not emulated (only bfe.u32 with uniform fields): {ins.text}")
+        pos, length = int(b[0]) & 0xFF, int(c[0]) & 0xFF
         value = (self.read(a) & U64(MASKS[32])) >> U64(min(pos, 32))
         self.write(d, value & U64((1 << min(length, 32)) - 1), active, 32)
 
@@ -480,11 +478,9 @@ class Cta:
         dst, src = [p for p in parts if p in WIDTHS]
         d, a = ins.args
         bits = self.read(a)
-        if dst in ("f16", "bf16") and src == "f32":
+        if dst in ("f16", "bf16") and src == "f32" and "rn" in parts:
             x = _f32(bits)
             out = x.astype(np.float16).view(np.uint16).astype(U64) if dst == "f16" else _f32_to_bf16(x)
-            if "rn" not in parts:
-                raise NotImplementedError(f"PTX instruction not emulated: {ins.text}")
             self.write(d, out, active, 16)
         elif dst == "f32" and src in ("f16", "bf16"):
             x = _f16(bits).astype(np.float32) if src == "f16" else _bf16_to_f32(bits)

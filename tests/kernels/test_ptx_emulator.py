@@ -87,11 +87,6 @@ def test_integer_arithmetic_follows_ptx_signedness():
 def test_float_conversions_round_to_nearest_even_like_torch():
     # per thread: x = 1 + t * 2^-12 in fp32, rounded to fp16 and to bf16 (ties included)
     body = """
-    cvt.rn.f32.u32 %r3, %r2;
-    """
-    with pytest.raises(NotImplementedError, match="cvt.rn.f32.u32"):  # not needed, so not emulated
-        run(body, 1)
-    body = """
     shl.b32 %r3, %r2, 11;                // t * 2^-12 in the fp32 mantissa of 1.0
     add.s32 %r4, %r3, 1065353216;        // 0x3F800000 = 1.0f
     cvt.rn.f16.f32 %rs1, %r4;
@@ -202,9 +197,10 @@ def test_predicated_loads_keep_the_old_value_on_inactive_threads():
         ("    popc.b32 %r3, %r2;\n", NotImplementedError, "popc.b32 %r3, %r2"),
         ("    shfl.sync.bfly.b32 %r3, %r2, 1, 15, -1;\n", NotImplementedError, "only full-warp shuffles"),
         ("    add.sat.s32 %r3, %r2, 1;\n", NotImplementedError, "add.sat.s32"),
+        ("    cvt.rn.f32.u32 %r3, %r2;\n", NotImplementedError, "cvt.rn.f32.u32"),
     ],
     ids=["out-of-bounds", "misaligned", "misaligned-vector", "unwritten", "divergent", "unknown", "segmented-shuffle",
-         "unknown-modifier"],
+         "unknown-modifier", "unknown-conversion"],
 )
 def test_bugs_are_refused_with_a_message_naming_them(body, error, message):
     with pytest.raises(error, match=message):

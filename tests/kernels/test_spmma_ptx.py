@@ -96,10 +96,7 @@ def test_probe_names_the_metadata_reading_of_the_hardware(gpu, reading):
 def test_fragment_map_of_the_compiled_kernel_matches_the_layout(gpu):
     """The probe's slot-by-slot map, run through the compiled kernel as on a GPU (r1s1u1t1)."""
     gpu()
-
-    def launch(x, frags, out):
-        gluon_sp24.launch_spmma(x, frags, None, out, SpmmaConfig(R=1, S=1, U=1, T=1))
-
+    launch = spmma_probe.map_launcher(gluon_sp24.launch_spmma)
     values, meta = fm.value_map(launch), fm.meta_map(launch)
     assert fm.describe(values, meta) == [
         "A values: 256/256 slots as documented",
