@@ -39,7 +39,9 @@ METHODS = {  # method -> (label, style)
 
 def plot_speedup(recs: list[dict], info: dict, path: Path) -> None:
     shapes = sorted({(r["N"], r["K"]) for r in recs if r["N"]}, key=lambda s: (s[1], s[0]))
-    fig, axes = plt.subplots(1, len(shapes), figsize=(5 * len(shapes), 4.8), sharey=True)
+    # squeeze=False: a --quick run has one shape, and still a list of axes
+    fig, axes = plt.subplots(1, len(shapes), figsize=(5 * len(shapes), 4.8), sharey=True, squeeze=False)
+    axes = axes[0]
     for ax, (n, k) in zip(axes, shapes):
         rows = [r for r in recs if r["N"] == n and r["K"] == k]
         ms = sorted({r["M"] for r in rows})
