@@ -19,6 +19,9 @@ For LLaMA-7B linear shapes (N x K = 4096x4096, 11008x4096, 4096x11008) and M in 
   benchmarked), batch 1 and 8, CUDA-graph replay and eager.
 
 Writes ``sparse24.json`` (records), ``sparse24.md`` (tables) and ``dispatch_<arch>.json`` to --out.
+``run`` does the work on ``timer.device``; ``tests/kernels/test_bench_dryrun.py`` runs all of it on
+the CPU (Triton's interpreter, the PTX emulator, a stand-in timer), so that no Python error in the
+benchmark is first found in a GPU session.
 The pieces live in ``bench/sp24/``: ``sweep`` (per-shape measurements), ``dispatcher``, ``e2e``,
 ``timing``, ``report``.
 """
@@ -36,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
 
 from sp24.common import MS, QUICK_MS, SHAPES, gpu_info  # noqa: E402
 from sp24.dispatcher import bench_dispatch, build_table, host_overhead  # noqa: E402
-from sp24.e2e import bench_e2e  # noqa: E402
+from sp24.e2e import LLAMA_7B, bench_e2e  # noqa: E402
 from sp24.report import markdown  # noqa: E402
 from sp24.sweep import bench_shape, precompile  # noqa: E402
 from sp24.timing import Timer  # noqa: E402
@@ -55,24 +58,29 @@ def main() -> None:
         sys.exit("bench/sparse24.py needs a CUDA GPU")
     torch.backends.cuda.matmul.allow_tf32 = False
     args.out.mkdir(parents=True, exist_ok=True)
-    log_file = open(args.out / "sparse24.log", "a")
+    with open(args.out / "sparse24.log", "a") as log_file:
 
-    def log(msg):
-        print(msg, flush=True)
-        log_file.write(msg + "\n")
-        log_file.flush()
+        def log(msg):
+            print(msg, flush=True)
+            log_file.write(msg + "\n")
+            log_file.flush()
 
-    shapes, ms = (SHAPES[:1], QUICK_MS) if args.quick else (SHAPES, MS)
-    info = gpu_info()
-    log(json.dumps(info))
-    info["host_us_per_call"] = host_overhead(log)
-    timer = Timer()
+        shapes, ms = (SHAPES[:1], QUICK_MS) if args.quick else (SHAPES, MS)
+        info = gpu_info()
+        log(json.dumps(info))
+        print(run(args.out, info, Timer(), shapes, ms, log, e2e_layers=0 if args.no_e2e else args.e2e_layers))
+
+
+def run(out: Path, info: dict, timer, shapes, ms, log, e2e_layers: int = 4, e2e_dims=LLAMA_7B) -> str:
+    """Measure everything on ``timer.device`` and write the run's files to ``out``; returns the
+    Markdown report. ``e2e_layers=0`` leaves out the end-to-end part."""
+    info["host_us_per_call"] = host_overhead(timer, log)
     n0, k0 = shapes[0]
-    w0 = compress_24(torch.zeros(n0, k0, device="cuda", dtype=torch.float16))
+    w0 = compress_24(torch.zeros(n0, k0, device=timer.device, dtype=torch.float16))
     precompile(
-        torch.zeros(16, k0, device="cuda", dtype=torch.float16),
+        torch.zeros(16, k0, device=timer.device, dtype=torch.float16),
         w0,
-        torch.empty(16, n0, device="cuda", dtype=torch.float16),
+        torch.empty(16, n0, device=timer.device, dtype=torch.float16),
         ms,
         log,
     )
@@ -80,25 +88,25 @@ def main() -> None:
     for n, k in shapes:
         shape_recs, weights[(n, k)] = bench_shape(info, timer, n, k, ms, log)
         recs += shape_recs
-        (args.out / "sparse24.json").write_text(json.dumps(recs, indent=1) + "\n")  # partial, if cut off
+        (out / "sparse24.json").write_text(json.dumps(recs, indent=1) + "\n")  # partial, if cut off
     table = build_table(info, recs)
-    (args.out / f"dispatch_{info['arch']}.json").write_text(json.dumps(table, indent=1) + "\n")
+    (out / f"dispatch_{info['arch']}.json").write_text(json.dumps(table, indent=1) + "\n")
     dispatch.use_table(table)
     recs += bench_dispatch(info, timer, recs, weights, log)
     del weights
     torch.cuda.empty_cache()
-    if not args.no_e2e:
+    if e2e_layers:
         try:
-            recs += bench_e2e(info, args.e2e_layers, 512, (1, 8), log)
+            recs += bench_e2e(info, timer, e2e_layers, 512, (1, 8), log, dims=e2e_dims)
         except Exception as exc:  # keep the kernel results even if the e2e part fails
             log(f"e2e failed: {type(exc).__name__}: {exc}")
     for r in recs:
         r.setdefault("speedup_vs_cublas", None)
     payload = [dict(r, info=info) if i == 0 else r for i, r in enumerate(recs)]
-    (args.out / "sparse24.json").write_text(json.dumps(payload, indent=1) + "\n")
+    (out / "sparse24.json").write_text(json.dumps(payload, indent=1) + "\n")
     md = markdown(info, recs)
-    (args.out / "sparse24.md").write_text(md)
-    print(md)
+    (out / "sparse24.md").write_text(md)
+    return md
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ from repro.kernels import compress_24, dispatch, sparse24_matmul
 from repro.pruning import nm_mask
 
 from .common import COPIES, KERNELS, TOL, cases, record, recs_at, rel_err
-from .timing import Timer
 
 
 def build_table(info, recs) -> dict:
@@ -63,7 +62,7 @@ def bench_dispatch(info, timer, recs, weights, log):
     for (n, k), shape in weights.items():
         w, dense = shape["w"], shape["dense"]
         for m in [m for n2, k2, m in cases(recs) if (n2, k2) == (n, k)]:
-            x = torch.randn(m, k, device="cuda", dtype=torch.float16)
+            x = torch.randn(m, k, device=timer.device, dtype=torch.float16)
             ref = x.float() @ dense.float().T
             fn = lambda: sparse24_matmul(x, w)  # noqa: E731
             err = rel_err(fn(), ref)
@@ -75,7 +74,7 @@ def bench_dispatch(info, timer, recs, weights, log):
             cfg = choice.config.label() if choice.config else ""
             # the same choice called directly into a preallocated output, timed right after: any
             # gap to `us` is the dispatcher's own cost on the GPU side (none expected)
-            out_direct = torch.empty(m, n, device="cuda", dtype=torch.float16)
+            out_direct = torch.empty(m, n, device=timer.device, dtype=torch.float16)
             us_direct = timer.median_us(lambda: dispatch.run_choice(choice, x, w, None, out_direct))
             rec = record(
                 info,
@@ -108,16 +107,17 @@ def bench_dispatch(info, timer, recs, weights, log):
     return out
 
 
-def host_overhead(log) -> dict:
+def host_overhead(timer, log) -> dict:
     """Host time per call (enqueue only) on a small layer whose GPU time is a few microseconds."""
     from repro.kernels.triton_sp24 import KernelConfig, launch
 
-    dense = torch.randn(1024, 1024, device="cuda", dtype=torch.float16)
+    device = timer.device
+    dense = torch.randn(1024, 1024, device=device, dtype=torch.float16)
     dense = dense * nm_mask(dense.abs(), 2, 4)
     w = compress_24(dense)
-    x1 = torch.randn(1, 1024, device="cuda", dtype=torch.float16)
-    x256 = torch.randn(256, 1024, device="cuda", dtype=torch.float16)
-    out = torch.empty(1, 1024, device="cuda", dtype=torch.float16)
+    x1 = torch.randn(1, 1024, device=device, dtype=torch.float16)
+    x256 = torch.randn(256, 1024, device=device, dtype=torch.float16)
+    out = torch.empty(1, 1024, device=device, dtype=torch.float16)
     cfg = KernelConfig(1, 8, 64, 1, 4)
     calls = {
         "F.linear (cuBLAS), M=1": lambda: F.linear(x1, dense),
@@ -128,8 +128,6 @@ def host_overhead(log) -> dict:
     }
     result = {}
     for name, fn in calls.items():
-        for _ in range(20):
-            fn()
-        result[name] = round(min(Timer.host_us(fn, 200) for _ in range(3)), 2)
+        result[name] = round(timer.best_host_us(fn), 2)
         log(f"host overhead {name}: {result[name]} us/call")
     return result

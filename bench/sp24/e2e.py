@@ -12,7 +12,8 @@ from repro.kernels import SparseLinear
 from repro.pruning import nm_mask, to_sparse24
 
 from .common import KERNELS, rel_err
-from .timing import median_wall_us
+
+LLAMA_7B = dict(hidden=4096, inter=11008, heads=32)
 
 
 class RMSNorm(nn.Module):
@@ -53,9 +54,12 @@ class DecoderLayer(nn.Module):
         return h + self.down_proj(F.silu(self.gate_proj(r)) * self.up_proj(r))
 
 
-def bench_e2e(info, layers: int, ctx: int, batches, log) -> list[dict]:
+def bench_e2e(info, timer, layers: int, ctx: int, batches, log, dims=LLAMA_7B) -> list[dict]:
+    """Decode steps of ``layers`` decoder layers of size ``dims`` (LLaMA-7B's unless a test asks
+    for less), on ``timer.device``: dense vs SparseLinear, eager and CUDA-graph replay."""
     torch.manual_seed(0)
-    dense = nn.ModuleList(DecoderLayer() for _ in range(layers)).half().cuda().eval()
+    dense = nn.ModuleList(DecoderLayer(**dims) for _ in range(layers)).half().to(timer.device).eval()
+    head_dim = dims["hidden"] // dims["heads"]
     with torch.no_grad():
         for lin in [m for m in dense.modules() if isinstance(m, nn.Linear)]:
             lin.weight.normal_(0, 0.02)
@@ -72,12 +76,12 @@ def bench_e2e(info, layers: int, ctx: int, batches, log) -> list[dict]:
     for b in batches:
         caches = [
             (
-                torch.randn(b, 32, ctx, 128, device="cuda", dtype=torch.float16),
-                torch.randn(b, 32, ctx, 128, device="cuda", dtype=torch.float16),
+                torch.randn(b, dims["heads"], ctx, head_dim, device=timer.device, dtype=torch.float16),
+                torch.randn(b, dims["heads"], ctx, head_dim, device=timer.device, dtype=torch.float16),
             )
             for _ in range(layers)
         ]
-        h0 = torch.randn(b, 1, 4096, device="cuda", dtype=torch.float16)
+        h0 = torch.randn(b, 1, dims["hidden"], device=timer.device, dtype=torch.float16)
 
         def step(model):
             h = h0
@@ -89,20 +93,11 @@ def bench_e2e(info, layers: int, ctx: int, batches, log) -> list[dict]:
         for name, model in models:
             with torch.no_grad():
                 out = step(model)
-                torch.cuda.synchronize()
-                eager = median_wall_us(lambda: step(model))
-                graph = torch.cuda.CUDAGraph()
-                s = torch.cuda.Stream()
-                s.wait_stream(torch.cuda.current_stream())
-                with torch.cuda.stream(s):
-                    step(model)
-                torch.cuda.current_stream().wait_stream(s)
-                with torch.cuda.graph(graph):
-                    static_out = step(model)
-                graphed = median_wall_us(graph.replay)
-            results[name] = (out, eager, graphed, static_out)
+                eager = timer.wall_us(lambda: step(model))
+                graphed = timer.graph_us(lambda: step(model))
+            results[name] = (out, eager, graphed)
         batch = []
-        for (name, model), (out, eager, graphed, _) in zip(models, results.values()):
+        for (name, model), (out, eager, graphed) in zip(models, results.values()):
             linears = [m for m in model.modules() if isinstance(m, SparseLinear)]
             batch.append(
                 dict(
@@ -117,6 +112,7 @@ def bench_e2e(info, layers: int, ctx: int, batches, log) -> list[dict]:
                     tokens_per_s=b / graphed * 1e6,
                     tokens_per_s_eager=b / eager * 1e6,
                     layers=layers,
+                    **dims,
                     ctx=ctx,
                     swapped_linears=swapped,
                     weight_bytes=sum(m.weight_nbytes for m in linears) if linears else dense_bytes,

@@ -132,10 +132,10 @@ def bench_shape(info, timer, n, k, ms, log) -> list[dict]:
     from repro.kernels.triton_sp24 import launch
 
     torch.manual_seed(n + k)
-    dense = torch.randn(n, k, device="cuda", dtype=torch.float16) * 0.02
+    dense = torch.randn(n, k, device=timer.device, dtype=torch.float16) * 0.02
     dense = dense * nm_mask(dense.abs(), 2, 4)
     w = compress_24(dense)
-    assert torch.equal(w.decompress(), dense), "compress/decompress round trip failed on GPU"
+    assert torch.equal(w.decompress(), dense), f"compress/decompress round trip failed on {timer.device}"
     try:
         from torch.sparse import to_sparse_semi_structured
 
@@ -153,7 +153,7 @@ def bench_shape(info, timer, n, k, ms, log) -> list[dict]:
             c.fragments()
     recs = []
     for m in ms:
-        x = torch.randn(m, k, device="cuda", dtype=torch.float16)
+        x = torch.randn(m, k, device=timer.device, dtype=torch.float16)
         ref = x.float() @ dense.float().T
         # cuBLAS
         fn = lambda: F.linear(x, dense)  # noqa: E731
@@ -204,7 +204,7 @@ def bench_shape(info, timer, n, k, ms, log) -> list[dict]:
             n_wrong = n_timed = 0
             for base in kernel_configs(kernel, m):
                 for cfg in with_splits(base, n, m, k):
-                    out = torch.full((m, n), float("nan"), device="cuda", dtype=torch.float16)
+                    out = torch.full((m, n), float("nan"), device=timer.device, dtype=torch.float16)
                     try:
                         launch(kernel, x, w, None, out, cfg)
                     except Exception as exc:  # a compile error: count it as wrong, go on
@@ -246,7 +246,7 @@ def bench_shape(info, timer, n, k, ms, log) -> list[dict]:
             )
             recs[-1]["config"] = cfg.as_dict()
             recs[-1]["sweep"] = sorted(sweep, key=lambda t: t[1])
-            out = torch.empty(m, n, device="cuda", dtype=torch.float16)
+            out = torch.empty(m, n, device=timer.device, dtype=torch.float16)
             recs[-1]["us_streamed"] = timer.streamed_us(
                 [lambda c=c: launch(kernel, x, c, None, out, cfg) for c in w_copies]
             )

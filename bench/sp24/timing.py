@@ -1,4 +1,8 @@
-"""Timing on the GPU: single calls with the L2 flushed, back-to-back calls in a CUDA graph, host time."""
+"""Timing on the GPU: single calls with the L2 flushed, back-to-back calls in a CUDA graph, host time.
+
+The benchmark asks a timer both *where* to run (``device``) and *how long* a call took, so that
+``tests/kernels/test_bench_dryrun.py`` can run the whole benchmark on the CPU with a timer of its own.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,8 @@ SLEEP_CYCLES = 400_000  # ~200 us of GPU spin before each timed call
 
 class Timer:
     """Median CUDA-event time of single calls, the L2 flushed (read) before each call."""
+
+    device = "cuda"
 
     def __init__(self):
         self.flush_buf = torch.ones(FLUSH_BYTES // 4, dtype=torch.float32, device="cuda")
@@ -79,16 +85,35 @@ class Timer:
         torch.cuda.synchronize()
         return (t1 - t0) / calls * 1e6
 
+    def best_host_us(self, fn) -> float:
+        """The host time of a warmed-up call, best of 3 x 200 calls."""
+        for _ in range(20):
+            fn()
+        return min(self.host_us(fn, 200) for _ in range(3))
 
-def median_wall_us(fn, reps=30) -> float:
-    """Median CUDA-event time of plain back-to-back calls (host launch time included)."""
-    starts = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
-    ends = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
-    for _ in range(3):
-        fn()
-    for s, e in zip(starts, ends):
-        s.record()
-        fn()
-        e.record()
-    torch.cuda.synchronize()
-    return statistics.median(s.elapsed_time(e) * 1e3 for s, e in zip(starts, ends))
+    @staticmethod
+    def wall_us(fn, reps=30) -> float:
+        """Median CUDA-event time of plain back-to-back calls (host launch time included)."""
+        torch.cuda.synchronize()
+        starts = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
+        ends = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
+        for _ in range(3):
+            fn()
+        for s, e in zip(starts, ends):
+            s.record()
+            fn()
+            e.record()
+        torch.cuda.synchronize()
+        return statistics.median(s.elapsed_time(e) * 1e3 for s, e in zip(starts, ends))
+
+    def graph_us(self, fn) -> float:
+        """``wall_us`` of ``fn`` captured once in a CUDA graph and replayed (no launch overhead)."""
+        graph = torch.cuda.CUDAGraph()
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm-up outside the capture, as CUDA graphs require
+            fn()
+        torch.cuda.current_stream().wait_stream(side)
+        with torch.cuda.graph(graph):
+            fn()
+        return self.wall_us(graph.replay)

@@ -105,12 +105,20 @@ class EmulatedKernel:
             _COMPILED[key] = _compiler().submit(_compile_in_child, *job).result()
         return _COMPILED[key]
 
-    def launch(self, grid: tuple, args: tuple, kwargs: dict) -> None:
+    def warmup(self, *args, grid, **kwargs) -> None:
+        """Compile only, like ``JITFunction.warmup`` (the benchmark precompiles with it)."""
+        self._compile_for(args, kwargs)
+
+    def _compile_for(self, args: tuple, kwargs: dict):
+        """(num_warps, constexprs, attrs, runtime arguments, PTX, shared bytes) for one call."""
         kwargs = dict(kwargs)
         num_warps = kwargs.pop("num_warps", 4)
         values = dict(zip((p.name for p in self.fn.params), args)) | kwargs
         signature, constexprs, attrs, runtime = self.specialize(values)
-        ptx, shared = self.compile(signature, constexprs, attrs, num_warps)
+        return num_warps, constexprs, attrs, runtime, *self.compile(signature, constexprs, attrs, num_warps)
+
+    def launch(self, grid: tuple, args: tuple, kwargs: dict) -> None:
+        num_warps, constexprs, attrs, runtime, ptx, shared = self._compile_for(args, kwargs)
         memory, mapped, addresses = Memory("global"), {}, []
         for value in runtime:
             if isinstance(value, torch.Tensor):

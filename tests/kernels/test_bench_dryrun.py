@@ -1,0 +1,188 @@
+"""The whole GPU benchmark (``bench/sparse24.py``'s ``run``), run on the CPU before a GPU session.
+
+A device session lasts 15 minutes, and the benchmark's paths for the sparse-tensor-core kernel
+have never run on a GPU: the fragment-order weight copies, that kernel's sweep and precompile,
+its dispatch-table entries, the dispatcher routing to it, the fragment-layout model end to end,
+the report and the ingest of the run. A Python error in any of them would cost a session's
+measurements. Here every line of them runs, on one small layer: the Triton kernels in Triton's
+interpreter, the Gluon ``spmma`` kernel as its compiled PTX in ``ptx_emulator``.
+
+Only the timer is a stand-in. It runs each timed call once and charges a fixed cost per kernel
+that ran (``COST_US``), so the decisions the benchmark makes from its times (the dispatch table,
+the report) are known in advance and can be asserted. The outputs are real: the benchmark checks
+every configuration against its fp32 reference before timing it, as on the GPU.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from ptx_launch import EmulatedKernel
+from sp24_helpers import mma_sp_warps
+
+from repro.kernels import dispatch, gluon_sp24, triton_sp24
+from repro.kernels.fragments import SpmmaConfig
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+sys.path.insert(0, str(BENCH))
+
+import ingest_sparse24  # noqa: E402
+import sparse24  # noqa: E402
+from sp24.common import KERNELS  # noqa: E402
+from sp24.sweep import kernel_configs, with_splits  # noqa: E402
+
+pytestmark = pytest.mark.skipif(
+    torch.cuda.is_available(), reason="the CPU stand-in for bench/sparse24.py; on a GPU, run the benchmark"
+)
+
+N, K = 64, 256  # multiples of 16 like the LLaMA shapes, so the kernels get the same specializations
+MS = [1, 128]  # fma and spmma's one-token-tile sweep at 1; spmma's eight token tiles and cuBLAS at 128
+COST_US = {"spmma": 8.0, "fma": 12.0, "mma": 20.0, "expand": 24.0}  # per launch, for M <= 16
+LARGE_M_FACTOR = 2.5  # above M = 16 every kernel is charged 2.5x, which hands M = 128 to cuBLAS
+CUBLAS_US = 16.0  # a call that launched none of our kernels
+E2E_DIMS = dict(hidden=64, inter=128, heads=2)
+INFO = dict(
+    gpu="CPU dry run",
+    arch="sm90",
+    sms=132,
+    l2_mb=50.0,
+    torch=torch.__version__,
+    cuda=None,
+    triton="interpreter",
+    cusparselt="unavailable: CPU",
+    copy_gbps=4000.0,
+)
+
+
+class ChargingTimer:
+    """Runs each timed call once on the CPU and charges it ``COST_US`` for the kernels it launched."""
+
+    device = "cpu"
+
+    def __init__(self):
+        self.launched: list[tuple[str, int]] = []  # (kernel, M) of every real (not warm-up) launch
+
+    def spy(self, launch):
+        def spied(kernel, x2d, *args, **kwargs):
+            if not kwargs.get("warmup"):
+                self.launched.append((kernel, x2d.shape[0]))
+            return launch(kernel, x2d, *args, **kwargs)
+
+        return spied
+
+    def charge(self, fn) -> float:
+        start = len(self.launched)
+        fn()
+        ran = self.launched[start:]
+        return sum(COST_US[k] * (1 if m <= 16 else LARGE_M_FACTOR) for k, m in ran) if ran else CUBLAS_US
+
+    def median_us(self, fn, reps=30):
+        return self.charge(fn)
+
+    def streamed_us(self, fns, rounds=4):
+        return sum(self.charge(fn) for fn in fns) / len(fns)
+
+    def host_us(self, fn, calls=30):
+        fn()
+        return 5.0
+
+    def best_host_us(self, fn):
+        return self.host_us(fn)
+
+    def wall_us(self, fn, reps=30):
+        return self.charge(fn)
+
+    def graph_us(self, fn):
+        return self.charge(fn)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """One dry run of the benchmark: (output folder, records, log lines, timer)."""
+    out = tmp_path_factory.mktemp("bench-out")
+    timer, lines = ChargingTimer(), []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(gluon_sp24, "_spmma_kernel", EmulatedKernel(gluon_sp24._spmma_kernel, mma=mma_sp_warps))
+        spied = timer.spy(triton_sp24.launch)
+        mp.setattr(triton_sp24, "launch", spied)
+        mp.setitem(dispatch._state, "launch", spied)
+        mp.setattr(dispatch, "arch_name", lambda device: INFO["arch"])  # the dispatcher asks the GPU
+        mp.setattr(dispatch, "_sm_count", lambda device: INFO["sms"])
+        try:
+            report = sparse24.run(out, dict(INFO), timer, [(N, K)], MS, lines.append, e2e_layers=1, e2e_dims=E2E_DIMS)
+        finally:
+            dispatch.use_table(None)  # the run installed its own table for this process
+    (out / "sparse24.log").write_text("\n".join(lines) + "\n")
+    return out, json.loads((out / "sparse24.json").read_text()), lines, report
+
+
+def _rec(recs, m, method):
+    return next(r for r in recs if r.get("M") == m and r["method"] == method and r.get("N") == N)
+
+
+def test_every_configuration_of_every_kernel_is_checked_correct_and_timed(run):
+    _, recs, lines, _ = run
+    assert not [line for line in lines if line.startswith(("WRONG", "FAILED"))]
+    for m in MS:
+        for kernel in KERNELS:
+            configs = [c for base in kernel_configs(kernel, m) for c in with_splits(base, N, m, K)]
+            if not configs:
+                continue
+            rec = _rec(recs, m, f"repro_{kernel}")
+            assert rec["status"] == "ok" and rec["rel_err"] < 2e-2
+            assert rec["note"] == f"best of {len(configs)} timed, 0 wrong"
+            cost = COST_US[kernel] * (1 if m <= 16 else LARGE_M_FACTOR)
+            assert rec["us"] == cost and rec["us_streamed"] == cost
+            assert rec["speedup_vs_cublas"] == pytest.approx(CUBLAS_US / cost)
+
+
+def test_the_table_takes_spmma_where_it_is_cheapest_and_resolves_to_its_configuration(run):
+    out, recs, _, _ = run
+    table = json.loads((out / "dispatch_sm90.json").read_text())
+    chosen = {e["M"]: e["method"] for e in table["entries"]}
+    assert chosen == {1: "spmma", 128: "cublas"}
+    choice = dispatch._table_choice(table, N, K, 1, torch.float16)
+    assert choice == dispatch.Choice("spmma", SpmmaConfig(**_rec(recs, 1, "repro_spmma")["config"]))
+
+
+def test_the_dispatcher_runs_the_tables_choice(run):
+    """On the CPU ``sparse24_matmul`` takes the torch reference path, so the table's choice is seen
+    in the same choice called directly (``us_direct``), which the benchmark times right after."""
+    _, recs, _, _ = run
+    spmma, cublas = _rec(recs, 1, "repro_dispatch"), _rec(recs, 128, "repro_dispatch")
+    assert spmma["status"] == "ok" and spmma["cfg"].startswith("spmma ")
+    assert spmma["us_direct"] == COST_US["spmma"]  # the direct call really launched spmma, once
+    assert cublas["status"] == "ok" and cublas["cfg"].strip() == "cublas"
+    assert cublas["us_direct"] == CUBLAS_US
+
+
+def test_end_to_end_runs_both_sparse_layouts_and_matches_dense(run):
+    _, recs, _, _ = run
+    e2e = [r for r in recs if r["method"].startswith("e2e_")]
+    assert {(r["M"], r["method"]) for r in e2e} == {
+        (b, f"e2e_{name}") for b in (1, 8) for name in ("dense", "sparse24", "sparse24_fragments")
+    }
+    dense_bytes = next(r["weight_bytes"] for r in e2e if r["method"] == "e2e_dense")
+    for r in e2e:
+        assert r["rel_err"] < 1e-2
+        if r["method"] != "e2e_dense":
+            assert r["weight_bytes"] / dense_bytes == pytest.approx(0.5625)
+            assert r["swapped_linears"] == 7 and r["hidden"] == E2E_DIMS["hidden"]
+
+
+def test_report_has_a_column_per_kernel_and_the_run_ingests(run, tmp_path):
+    out, recs, _, report = run
+    header = next(line for line in report.splitlines() if line.startswith("| N×K | M |"))
+    assert all(f"repro_{kernel}" in header for kernel in KERNELS)
+    assert f"| {N}×{K} | 1 |" in report and f"| {N}×{K} | 128 |" in report
+    (out / "spmma-probe.txt").write_text("use: pairs\n")
+    stem = ingest_sparse24.ingest(out, "2027-01-02", False, results=tmp_path / "results", kernels=tmp_path)
+    assert stem == "cpu-dry-run-2027-01-02"
+    assert json.loads((tmp_path / "dispatch_sm90.json").read_text())["entries"][0]["method"] == "spmma"
+    written = ingest_sparse24.regenerate(tmp_path / "results" / f"{stem}.json")
+    assert {p.name for p in written} == {f"{stem}-speedup.png", f"{stem}-e2e.png", f"{stem}-summary.md"}
+    summary = (tmp_path / "results" / f"{stem}-summary.md").read_text()
+    label = SpmmaConfig(**_rec(recs, 1, "repro_spmma")["config"]).label()
+    assert f"| 1 | `spmma {label}` |" in summary and "| 128 | `cublas` |" in summary  # what the dispatcher ran
