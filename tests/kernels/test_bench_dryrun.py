@@ -100,7 +100,7 @@ class ChargingTimer:
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    """One dry run of the benchmark: (output folder, records, log lines, timer)."""
+    """One dry run of the benchmark: (output folder, records, log lines, Markdown report)."""
     out = tmp_path_factory.mktemp("bench-out")
     timer, lines = ChargingTimer(), []
     with pytest.MonkeyPatch.context() as mp:
