@@ -4,9 +4,11 @@
 
 For every configuration of the benchmark's sweep (``bench/sp24/sweep.py``): registers, spills,
 shared memory, and per loop iteration the ``mma.sp`` count, the 16-byte and 4-byte global loads,
-and any shared-memory traffic (there should be none inside the loop). With ``--out`` it also
-writes each kernel's PTX. This is how the kernel was checked before any GPU time was spent on it;
-it needs only the installed Triton (its bundled ``ptxas``).
+and any shared-memory traffic (there should be none inside the loop); and from the machine code
+(``sp24/sass.py``) the weight bytes a warp fetches per memory round trip its loop waits for, the
+memory parallelism a decode-size product lives on. With ``--out`` it also writes each kernel's PTX.
+This is how the kernel was checked before any GPU time was spent on it; it needs only the
+installed Triton (its bundled ``ptxas`` and ``nvdisasm``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import triton  # noqa: E402
 from sp24.common import MS  # noqa: E402
+from sp24.sass import disassemble, main_loop, round_trips  # noqa: E402
 from sp24.sweep import spmma_configs  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.experimental.gluon._runtime import GluonASTSource  # noqa: E402
@@ -73,6 +76,8 @@ def inspect_config(cfg, arch: int = 90, dtype: str = "fp16", bias: bool = False)
     body = loop_body(ptx)
     loads = re.findall(r"ld\.global\.(v4\.)?b32", body)
     regs, spills = ptxas_report(ptx, arch).split()
+    loop = main_loop(disassemble(ptx, arch))
+    mma_per_kblock = cfg.W * cfg.T  # one per row tile and token tile
     return dict(
         regs=int(regs),
         spills=int(spills),
@@ -81,6 +86,8 @@ def inspect_config(cfg, arch: int = 90, dtype: str = "fp16", bias: bool = False)
         loads_v4=sum(1 for x in loads if x),
         loads_b32=sum(1 for x in loads if not x),
         shared_ops_in_loop=len(re.findall(r"(ld|st)\.shared|bar\.sync", body)),
+        kblocks_per_iteration=sum(ins.op.startswith("HMMA.SP") for ins in loop) // mma_per_kblock,
+        round_trips=round_trips(loop),
         ptx=ptx,
     )
 
@@ -94,12 +101,13 @@ def main() -> None:
     args = ap.parse_args()
     configs = list(dict.fromkeys(cfg for m in MS for cfg in spmma_configs(m)))
     print(f"triton {triton.__version__}, sm_{args.arch}a, {args.dtype}")
-    print("config             regs spills shared  mma.sp ld.v4 ld.b32 shared-ops-in-loop")
+    print("config             regs spills shared  mma.sp ld.v4 ld.b32 shared-ops  KiB/warp/trip")
     for cfg in configs:
         r = inspect_config(cfg, args.arch, args.dtype, args.bias)
         print(
             f"{cfg.label():18} {r['regs']:4} {r['spills']:6} {r['shared']:6} {len(r['mma_sp']):7} "
-            f"{r['loads_v4']:5} {r['loads_b32']:6} {r['shared_ops_in_loop']:6}"
+            f"{r['loads_v4']:5} {r['loads_b32']:6} {r['shared_ops_in_loop']:10}"
+            f"  {r['kblocks_per_iteration'] * cfg.W * 512 / 1024 / r['round_trips']:5.1f}"
         )
         if args.out:
             args.out.mkdir(parents=True, exist_ok=True)
