@@ -31,6 +31,7 @@ SPMMA_CASES = [
     (130, 64, 4096, SpmmaConfig(R=2, S=4, U=1, T=8)),
     (1, 64, 4096, SpmmaConfig(R=1, S=4, U=4, T=1, prefetch=True)),  # loads one step ahead
     (11, 96, 1000, SpmmaConfig(R=1, S=8, U=2, T=2, prefetch=True)),
+    (5, 64, 736, SpmmaConfig(R=1, S=4, U=2, T=1, prefetch=True)),  # 3 steps: odd, last slice short
     (13, 70, 200, SpmmaConfig(R=1, S=4, U=2, T=2, W=2)),  # two row tiles per warp, N tail
     (40, 130, 512, SpmmaConfig(R=2, S=2, U=1, T=4, W=4)),  # 9 row tiles in programs of 8
 ]

@@ -54,8 +54,8 @@ def token_tiles(m: int) -> int:
 class SpmmaConfig:
     """Tiling of the ``spmma`` kernel (``gluon_sp24.py``): each program runs ``R*W`` 16-row tiles
     and ``8*T`` tokens with ``R*S`` warps, ``S`` of them splitting K and each running ``W`` row
-    tiles; ``U`` k-blocks per step; ``prefetch`` issues the next step's loads before this step's
-    MMAs (twice the registers)."""
+    tiles; ``U`` k-blocks per step; ``prefetch`` alternates two register sets, so one step's
+    loads are in flight while the other's MMAs run (twice the operand registers)."""
 
     R: int = 1
     S: int = 4
