@@ -34,7 +34,7 @@ def _trips(*body: str) -> float:
 
 def test_parse_reads_register_widths_of_loads_mma_and_pairs():
     ins = parse_instruction("        /*0950*/               @P4 LDG.E.128 R20, desc[UR10][R30.64] ;")
-    assert (ins.op, ins.writes, ins.reads, ins.is_load) == ("LDG.E.128", (20, 21, 22, 23), (30, 31), True)
+    assert (ins.op, ins.writes, ins.reads, ins.is_global_load) == ("LDG.E.128", (20, 21, 22, 23), (30, 31), True)
     ins = parse_instruction("        /*0960*/               @P4 LDG.E R96, desc[UR10][R36.64+0x20] ;")
     assert ins.writes == (96,) and ins.reads == (36, 37)
     ins = parse_instruction("  /*0f00*/   HMMA.SP.16832.F32 R4, R20, R28, R4, R96, 0x0 ;")
@@ -45,6 +45,8 @@ def test_parse_reads_register_widths_of_loads_mma_and_pairs():
     assert parse_instruction("  /*0870*/   CS2R R22, SRZ ;").writes == (22, 23)
     assert parse_instruction("  /*0880*/   ISETP.GE.U32.AND P0, PT, R21, R94, PT ;").writes == ()
     assert parse_instruction("  /*15e0*/   IMAD.MOV.U32 R97, RZ, RZ, R108 ;").reads == (108,)
+    store = parse_instruction("  /*1c00*/   @!P1 STG.E.U16 desc[UR4][R2.64], R5 ;")
+    assert (store.writes, store.reads, store.is_global_load) == ((), (2, 3, 5), False)
 
 
 def test_a_load_used_in_its_own_iteration_is_one_round_trip():

@@ -7,8 +7,9 @@ waits, reuse a just-loaded register, or copy prefetched registers at the end of 
 waits for them), and it can be read without a GPU: disassemble the compiled loop and follow its
 register dependencies.
 
-The model is one warp issuing in order, one instruction per cycle, each global load's result
-ready ``latency`` cycles after issue and every other result the next cycle. Run for several
+The model is one warp issuing in order, one instruction per cycle, each global load's (``LDG``)
+result ready ``latency`` cycles after issue and every other result the next cycle (loads through
+shared memory, ``cp.async`` or TMA are not modeled: this kernel's loop has none). Run for several
 iterations, the steady-state iteration time minus its instruction count, divided by the latency,
 is the number of round trips to memory one iteration waits for: 1 when every load is consumed in
 the iteration that issues it, 2 when one load is issued only after another's result was waited
@@ -28,7 +29,6 @@ from pathlib import Path
 _REG = re.compile(r"\bR(\d+)\b(\.64)?")
 _LABEL = re.compile(r"^\s*(\.L_x_\d+):\s*$")
 _BRANCH = re.compile(r"BRA\s+`\((\.L_x_\d+)\)")
-_NO_REGISTER_RESULT = ("ISETP", "FSETP", "PLOP3", "BRA", "BAR", "STG", "STS", "RED", "ATOM", "EXIT", "NOP")
 
 
 @dataclass(frozen=True)
@@ -38,8 +38,8 @@ class Instr:
     reads: tuple[int, ...]
 
     @property
-    def is_load(self) -> bool:
-        return self.op.startswith(("LDG", "LDS", "LD."))
+    def is_global_load(self) -> bool:
+        return self.op.startswith("LDG")
 
 
 def _registers(operand: str, width: int = 1) -> list[int]:
@@ -53,15 +53,19 @@ def _registers(operand: str, width: int = 1) -> list[int]:
 
 
 def parse_instruction(line: str) -> Instr:
-    """One line of ``nvdisasm`` output, e.g. ``/*0950*/  @P4 LDG.E.128 R20, desc[UR10][R30.64] ;``."""
+    """One line of ``nvdisasm`` output, e.g. ``/*0950*/  @P4 LDG.E.128 R20, desc[UR10][R30.64] ;``.
+
+    The result is the first operand when that is a general register (a predicate, an address or
+    no operand means none); the rest are read. Enough for the loops here, not every instruction
+    (``SHFL``, for one, names its register result second)."""
     body = line.split("*/", 1)[1].strip().rstrip(";").strip()
     if body.startswith("@"):  # a guard predicate
         body = body.split(None, 1)[1]
     op, _, rest = body.partition(" ")
     operands = [o.strip() for o in rest.split(",")] if rest else []
-    if not operands or op.startswith(_NO_REGISTER_RESULT) or not operands[0].startswith("R"):
+    if not operands or not _REG.match(operands[0]):
         return Instr(op, (), tuple(r for o in operands for r in _registers(o)))
-    if op.startswith("LDG") or op.startswith("LDS"):
+    if op.startswith(("LDG", "LDS")):
         width = 4 if ".128" in op else 2 if ".64" in op else 1
         return Instr(op, tuple(_registers(operands[0], width)), tuple(r for o in operands[1:] for r in _registers(o)))
     if op.startswith("HMMA"):  # D, A, B, C: four registers each for m16n8k32 (sparse) / m16n8k16
@@ -101,7 +105,7 @@ def round_trips(loop: list[Instr], latency: int = 1000, iterations: int = 8) -> 
         for ins in loop:
             clock = max([clock, *(ready.get(r, 0) for r in ins.reads)]) + 1
             for r in ins.writes:
-                ready[r] = clock + (latency if ins.is_load else 0)
+                ready[r] = clock + (latency if ins.is_global_load else 0)
     steady = [b - a for a, b in zip(starts[-4:], starts[-3:])]
     return (sum(steady) / len(steady) - len(loop)) / latency
 
