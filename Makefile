@@ -55,7 +55,13 @@ book/generated/sparse24-format.png: bench/plot_sparse24_format.py lib/repro/kern
 		lib/repro/kernels/fragments.py $(STAMP)
 	@$(PY) bench/plot_sparse24_format.py --out book/generated
 
-_build/html/index.html: $(QUICK_OUT) book/generated/results.md book/generated/sparse24-format.png $(PAGES) \
+# one warp of the sparse-MMA kernel's loop, from its sm_90a machine code (compiled here, no GPU)
+book/generated/spmma-loop.png: bench/plot_spmma_loop.py bench/sp24/sass.py bench/compile_offline.py \
+		lib/repro/kernels/gluon_sp24.py $(STAMP)
+	@$(PY) bench/plot_spmma_loop.py --out book/generated
+
+_build/html/index.html: $(QUICK_OUT) book/generated/results.md book/generated/sparse24-format.png \
+		book/generated/spmma-loop.png $(PAGES) \
 		$(wildcard book/_static/* bench/results/*-summary.md bench/results/*.png)
 	$(BIN)/jupyter-book build . --warningiserror --keep-going --quiet
 	@touch $@

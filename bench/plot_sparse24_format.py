@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -28,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
 
 from repro.kernels import compress_24  # noqa: E402
 from repro.kernels.fragments import GROUPS, KBLOCK, LANES, ROWS, to_fragments  # noqa: E402
-from repro.plotting import PALETTE, use_house_style  # noqa: E402
+from repro.plotting import PALETTE, figure_script_out  # noqa: E402
 
 PLANES = ("v0, even groups", "v1, even groups", "v0, odd groups", "v1, odd groups")
 PRUNED = "#e6e6e6"
@@ -155,14 +154,10 @@ def plot_fragments(path: Path) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, default=Path("book/generated"))
-    args = ap.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
-    use_house_style()
-    plot_format(args.out / "sparse24-format.png")
-    plot_fragments(args.out / "sparse24-fragments.png")
-    print(f"wrote sparse24-format.png and sparse24-fragments.png in {args.out}")
+    out = figure_script_out(__doc__.splitlines()[0])
+    plot_format(out / "sparse24-format.png")
+    plot_fragments(out / "sparse24-fragments.png")
+    print(f"wrote sparse24-format.png and sparse24-fragments.png in {out}")
 
 
 if __name__ == "__main__":

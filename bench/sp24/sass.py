@@ -95,17 +95,25 @@ def main_loop(sass: str) -> list[Instr]:
     return [parse_instruction(line) for line in lines[first + 1 : branch] if "*/" in line]
 
 
-def round_trips(loop: list[Instr], latency: int = 1000, iterations: int = 8) -> float:
-    """Memory round trips one iteration waits for, in steady state (see the module docstring)."""
+def issue_times(loop: list[Instr], latency: int = 1000, iterations: int = 8) -> list[list[int]]:
+    """The cycle at which each instruction of each iteration issues, under the module's model."""
     ready: dict[int, int] = {}
     clock = 0
-    starts = []
+    times = []
     for _ in range(iterations):
-        starts.append(clock)
+        times.append([])
         for ins in loop:
-            clock = max([clock, *(ready.get(r, 0) for r in ins.reads)]) + 1
+            clock = max([clock, *(ready.get(r, 0) for r in ins.reads)])
+            times[-1].append(clock)
+            clock += 1
             for r in ins.writes:
                 ready[r] = clock + (latency if ins.is_global_load else 0)
+    return times
+
+
+def round_trips(loop: list[Instr], latency: int = 1000, iterations: int = 8) -> float:
+    """Memory round trips one iteration waits for, in steady state (see the module docstring)."""
+    starts = [t[0] for t in issue_times(loop, latency, iterations)]
     steady = [b - a for a, b in zip(starts[-4:], starts[-3:])]
     return (sum(steady) / len(steady) - len(loop)) / latency
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 PALETTE = ["#1f5fa8", "#d1495b", "#2e933c", "#edae49", "#6b4c9a", "#00798c", "#8c564b", "#7f7f7f"]
 
 
@@ -24,3 +26,16 @@ def use_house_style() -> None:
         "legend.frameon": False,
         "font.size": 10,
     })
+
+
+def figure_script_out(description: str, default: str = "book/generated") -> Path:
+    """The ``--out DIR`` of a script that draws figures for the book (``default`` if not given),
+    created, with the house style switched on."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--out", type=Path, default=Path(default))
+    out = ap.parse_args().out
+    out.mkdir(parents=True, exist_ok=True)
+    use_house_style()
+    return out

@@ -1,0 +1,97 @@
+"""The kernel page's loop figure: one warp of ``spmma`` in its main loop, as ptxas scheduled it,
+without and with ``prefetch``.
+
+    PYTHONPATH=lib python bench/plot_spmma_loop.py [--out book/generated]
+
+Both configurations are compiled for sm_90a (``compile_offline.py``; no GPU needed), and their
+loops read from the machine code and run through ``sp24/sass.py``'s model: one warp issuing in
+order, a global load's data arriving 1,000 cycles after issue. The figure shows three
+steady-state iterations: every 16-byte weight load as a bar from issue to arrival, every
+``mma.sp``, and the stretches in which the warp waits. ``make book`` runs it (a build output,
+like the format diagrams).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from compile_offline import compile_config  # noqa: E402
+from sp24.sass import disassemble, issue_times, main_loop, round_trips  # noqa: E402
+
+from repro.kernels.fragments import SpmmaConfig  # noqa: E402
+from repro.plotting import PALETTE, figure_script_out  # noqa: E402
+
+CONFIG = dict(R=1, S=8, U=4, T=2)  # a configuration the benchmark times for 9-16 tokens
+LATENCY = 1000
+SHOWN = 3  # iterations drawn, after as many to reach the steady state
+
+
+def timeline(cfg: SpmmaConfig) -> dict:
+    """Weight loads (issue, arrival), ``mma.sp`` issue cycles, waits (start, end) and iteration
+    starts of ``SHOWN`` steady-state iterations, in cycles from the first one's start; plus round
+    trips per iteration and k-blocks per iteration."""
+    loop = main_loop(disassemble(compile_config(cfg, 90, "fp16", False).asm["ptx"], 90))
+    times = issue_times(loop, LATENCY, 2 * SHOWN + 1)[SHOWN:]
+    origin = times[0][0]
+    flat = [(t - origin, ins) for its in times for t, ins in zip(its, loop)]
+    end = flat[len(loop) * SHOWN][0]  # the first instruction after the shown iterations
+    shown = [(t, ins) for t, ins in flat if t < end]
+    waits = [(a + 1, b) for (a, _), (b, _) in zip(shown, shown[1:]) if b > a + 1]
+    mmas = [t for t, ins in shown if ins.op.startswith("HMMA.SP")]
+    return dict(
+        loads=[(t, t + 1 + LATENCY) for t, ins in shown if ins.op.startswith("LDG.E.128")],
+        mmas=mmas,
+        waits=waits,
+        starts=[its[0] - origin for its in times[1:SHOWN]],  # of the second and later iterations
+        trips=round_trips(loop, LATENCY),
+        kblocks=len(mmas) // (SHOWN * cfg.W * cfg.T),
+    )
+
+
+def plot(panels: dict[str, dict], path: Path) -> None:
+    fig, axes = plt.subplots(len(panels), 1, figsize=(9.5, 2.3 * len(panels)), sharex=True, layout="constrained")
+    for ax, (title, tl) in zip(axes, panels.items()):
+        for a, b in tl["waits"]:
+            ax.axvspan(a / LATENCY, b / LATENCY, color="#e6e6e6", lw=0)
+        for i, (a, b) in enumerate(tl["loads"]):
+            ax.plot([a / LATENCY, b / LATENCY], [i, i], color=PALETTE[0], lw=2.2, solid_capstyle="butt")
+        y = -1.5
+        ax.plot([t / LATENCY for t in tl["mmas"]], [y] * len(tl["mmas"]), "|", color=PALETTE[1], ms=9, mew=1.6)
+        for start in tl["starts"]:
+            ax.axvline(start / LATENCY, color="#555555", lw=0.8, ls=":")
+        ax.set_yticks([y, len(tl["loads"]) / 2], ["mma.sp", "weight\nloads"], fontsize=8)
+        ax.set_ylim(-3, len(tl["loads"]) + 0.5)
+        per_trip = tl["kblocks"] / tl["trips"]
+        ax.set_title(
+            f"{title}: {tl['kblocks']} k-blocks per iteration, {tl['trips']:.2f} round trips"
+            f" ({per_trip:.1f} k-blocks per round trip)",
+            fontsize=9,
+            loc="left",
+        )
+    axes[-1].set_xlabel("time (units of the 1,000-cycle load latency); grey: the warp waits; dotted: iterations")
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main() -> None:
+    out = figure_script_out(__doc__.splitlines()[0])
+    label = SpmmaConfig(**CONFIG).label()
+    panels = {
+        f"{label}, plain": timeline(SpmmaConfig(**CONFIG)),
+        f"{label}p, prefetch (two register sets)": timeline(SpmmaConfig(**CONFIG, prefetch=True)),
+    }
+    plot(panels, out / "spmma-loop.png")
+    print(f"wrote spmma-loop.png in {out}")
+
+
+if __name__ == "__main__":
+    main()
