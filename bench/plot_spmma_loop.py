@@ -13,8 +13,11 @@ like the format diagrams).
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
+
+os.environ.pop("TRITON_INTERPRET", None)  # it compiles for sm_90a, which the interpreter cannot
 
 import matplotlib
 
