@@ -76,7 +76,7 @@ def inspect_config(cfg, arch: int = 90, dtype: str = "fp16", bias: bool = False)
     body = loop_body(ptx)
     loads = re.findall(r"ld\.global\.(v4\.)?b32", body)
     regs, spills = ptxas_report(ptx, arch).split()
-    loop = main_loop(disassemble(ptx, arch))
+    loop = main_loop(disassemble(kernel.asm["cubin"]))  # the machine code Triton built
     mma_per_kblock = cfg.W * cfg.T  # one per row tile and token tile
     return dict(
         regs=int(regs),

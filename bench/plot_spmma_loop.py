@@ -42,7 +42,7 @@ def timeline(cfg: SpmmaConfig) -> dict:
     """Weight loads (issue, arrival), ``mma.sp`` issue cycles, waits (start, end) and iteration
     starts of ``SHOWN`` steady-state iterations, in cycles from the first one's start; plus round
     trips per iteration and k-blocks per iteration."""
-    loop = main_loop(disassemble(compile_config(cfg, 90, "fp16", False).asm["ptx"], 90))
+    loop = main_loop(disassemble(compile_config(cfg, 90, "fp16", False).asm["cubin"]))
     times = issue_times(loop, LATENCY, 2 * SHOWN + 1)[SHOWN:]
     origin = times[0][0]
     flat = [(t - origin, ins) for its in times for t, ins in zip(its, loop)]
@@ -85,7 +85,8 @@ def plot(panels: dict[str, dict], path: Path) -> None:
     plt.close(fig)
 
 
-def main() -> None:
+def main() -> dict[str, dict]:
+    """Draw the figure; returns its panels (the timelines drawn)."""
     out = figure_script_out(__doc__.splitlines()[0])
     label = SpmmaConfig(**CONFIG).label()
     panels = {
@@ -94,6 +95,7 @@ def main() -> None:
     }
     plot(panels, out / "spmma-loop.png")
     print(f"wrote spmma-loop.png in {out}")
+    return panels
 
 
 if __name__ == "__main__":

@@ -44,32 +44,29 @@ LOOP_PROBE = """
 import json, sys
 sys.argv = ["plot_spmma_loop.py", "--out", sys.argv[1]]
 import plot_spmma_loop as p
-from repro.kernels.fragments import SpmmaConfig
-p.main()
 out = {"shown": p.SHOWN}
-for prefetch in (False, True):
-    tl = p.timeline(SpmmaConfig(**p.CONFIG, prefetch=prefetch))
+for name, tl in zip(("plain", "prefetch"), p.main().values()):
     long_waits = [w for w in tl["waits"] if w[1] - w[0] > p.LATENCY / 2]
-    out[str(prefetch)] = dict(loads=len(tl["loads"]), kblocks=tl["kblocks"], long_waits=len(long_waits))
+    out[name] = dict(loads=len(tl["loads"]), kblocks=tl["kblocks"], long_waits=len(long_waits))
 print(json.dumps(out))
 """
 
 
 def test_loop_figure_shows_one_long_wait_per_iteration_for_twice_the_loads_with_prefetch(tmp_path):
-    """bench/plot_spmma_loop.py compiles the kernel (no GPU), so it runs outside the interpreter."""
+    """bench/plot_spmma_loop.py compiles the kernel (no GPU): in its own process, where it turns the
+    interpreter off before Triton is imported."""
     import json
     import os
     import subprocess
 
     root = Path(__file__).resolve().parents[1]
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env["PYTHONPATH"] = f"{root / 'lib'}:{root / 'bench'}"
+    env = os.environ | {"PYTHONPATH": f"{root / 'lib'}:{root / 'bench'}"}
     done = subprocess.run(
         [sys.executable, "-c", LOOP_PROBE, str(tmp_path)], cwd=root, env=env, capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads(done.stdout.splitlines()[-1])
     shown = summary["shown"]  # iterations in the figure; U = 4 k-blocks per step, one 16-byte load each
-    assert summary["False"] == dict(loads=4 * shown, kblocks=4, long_waits=shown)
-    assert summary["True"] == dict(loads=8 * shown, kblocks=8, long_waits=shown)
+    assert summary["plain"] == dict(loads=4 * shown, kblocks=4, long_waits=shown)
+    assert summary["prefetch"] == dict(loads=8 * shown, kblocks=8, long_waits=shown)
     assert (tmp_path / "spmma-loop.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -118,14 +118,14 @@ def round_trips(loop: list[Instr], latency: int = 1000, iterations: int = 8) -> 
     return (sum(steady) / len(steady) - len(loop)) / latency
 
 
-def disassemble(ptx: str, arch: int) -> str:
-    """``ptx`` assembled for ``sm_<arch>a`` by Triton's bundled ``ptxas``, listed by ``nvdisasm``."""
+def disassemble(cubin: bytes) -> str:
+    """The machine code of a compiled kernel (Triton's ``asm["cubin"]``), listed by the ``nvdisasm``
+    that Triton bundles."""
     import triton
 
-    tools = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
-    with tempfile.TemporaryDirectory() as tmp:
-        src, cubin = Path(tmp) / "k.ptx", Path(tmp) / "k.cubin"
-        src.write_text(ptx)
-        subprocess.run([str(tools / "ptxas"), f"-arch=sm_{arch}a", str(src), "-o", str(cubin)], check=True)
-        done = subprocess.run([str(tools / "nvdisasm"), "-c", str(cubin)], capture_output=True, text=True, check=True)
+    nvdisasm = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "nvdisasm"
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(cubin)
+        f.flush()
+        done = subprocess.run([str(nvdisasm), "-c", f.name], capture_output=True, text=True, check=True)
     return done.stdout
