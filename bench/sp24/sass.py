@@ -56,13 +56,15 @@ def parse_instruction(line: str) -> Instr:
     """One line of ``nvdisasm`` output, e.g. ``/*0950*/  @P4 LDG.E.128 R20, desc[UR10][R30.64] ;``.
 
     The result is the first operand when that is a general register (a predicate, an address or
-    no operand means none); the rest are read. Enough for the loops here, not every instruction
-    (``SHFL``, for one, names its register result second)."""
+    no operand means none), the second for ``SHFL``; the rest are read. Enough for the loops here,
+    not every instruction."""
     body = line.split("*/", 1)[1].strip().rstrip(";").strip()
     if body.startswith("@"):  # a guard predicate
         body = body.split(None, 1)[1]
     op, _, rest = body.partition(" ")
     operands = [o.strip() for o in rest.split(",")] if rest else []
+    if op.startswith("SHFL"):  # SHFL.BFLY Pd, Rd, Ra, b, c: the predicate result comes first
+        return Instr(op, tuple(_registers(operands[1])), tuple(r for o in operands[2:] for r in _registers(o)))
     if not operands or not _REG.match(operands[0]):
         return Instr(op, (), tuple(r for o in operands for r in _registers(o)))
     if op.startswith(("LDG", "LDS")):

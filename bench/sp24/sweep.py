@@ -17,21 +17,32 @@ SPLITS = [1, 2, 3, 4, 6, 8, 12, 16]
 
 
 def spmma_configs(m: int):
-    """(R, S, U, W, prefetch) per token-tile count T = the power of two >= ceil(M/8), at most 8;
-    all compiled offline for sm_90a with Triton 3.6 without spills."""
+    """(R, S, U, W, options) per token-tile count T = the power of two >= ceil(M/8), at most 8;
+    options ``p`` prefetch, ``x`` wide_x. All compile for sm_90a with Triton 3.6 without spills;
+    the ``x`` ones were kept where ``sp24/sass.py`` finds at most one memory round trip per loop
+    iteration, plus pairs with and without ``x`` on the same tiling, which measure it alone."""
     from repro.kernels.fragments import SpmmaConfig, token_tiles
 
     t = token_tiles(m)
-    if t <= 2:
-        shapes = [(1, 4, 4, 1, 0), (1, 8, 4, 1, 0), (2, 4, 4, 1, 0), (2, 8, 2, 1, 0), (1, 4, 8, 1, 0)]
-        shapes += [(1, 16, 2, 1, 0), (1, 8, 4, 1, 1), (1, 16, 2, 1, 1), (1, 8, 2, 2, 0)]
+    if t == 1:
+        shapes = [(1, 4, 4, 1, ""), (2, 4, 4, 1, ""), (1, 4, 8, 1, ""), (1, 8, 4, 1, ""), (1, 8, 2, 2, "")]
+        shapes += [(1, 8, 4, 1, "p"), (1, 4, 4, 1, "p"), (1, 4, 8, 1, "p")]
+        shapes += [(2, 4, 4, 1, "x"), (1, 4, 8, 1, "x"), (1, 4, 8, 1, "px")]
+    elif t == 2:
+        shapes = [(1, 4, 4, 1, ""), (2, 4, 4, 1, ""), (1, 4, 8, 1, ""), (1, 8, 2, 2, ""), (2, 8, 2, 1, "")]
+        shapes += [(1, 8, 4, 1, "p")]
+        shapes += [(2, 4, 4, 1, "x"), (1, 8, 2, 2, "x"), (1, 4, 4, 2, "x"), (1, 8, 2, 4, "x"), (2, 4, 2, 2, "x")]
     elif t == 4:
-        shapes = [(1, 4, 2, 1, 0), (1, 8, 2, 1, 0), (2, 4, 2, 1, 0), (2, 8, 1, 1, 0), (1, 8, 2, 1, 1)]
-        shapes += [(1, 8, 2, 2, 0), (2, 4, 1, 2, 0)]
+        shapes = [(1, 4, 2, 1, ""), (2, 4, 2, 1, ""), (1, 8, 2, 1, ""), (1, 8, 2, 2, ""), (2, 4, 1, 2, "")]
+        shapes += [(1, 8, 2, 2, "x"), (1, 8, 1, 4, "x"), (2, 4, 1, 2, "x")]
     else:
-        shapes = [(1, 4, 1, 1, 0), (2, 4, 1, 1, 0), (4, 2, 1, 1, 0), (2, 8, 1, 1, 0), (2, 4, 1, 1, 1)]
-        shapes += [(2, 4, 1, 2, 0), (1, 8, 1, 2, 0), (4, 2, 1, 2, 0)]
-    return [SpmmaConfig(R=r, S=s, U=u, T=t, W=w, prefetch=bool(p)) for r, s, u, w, p in shapes]
+        shapes = [(1, 4, 1, 1, ""), (2, 4, 1, 1, ""), (4, 2, 1, 1, ""), (2, 4, 1, 2, ""), (1, 8, 1, 2, "")]
+        shapes += [(4, 2, 1, 2, "")]
+        shapes += [(2, 4, 1, 2, "x"), (4, 2, 1, 2, "x"), (2, 4, 1, 4, "x"), (4, 2, 1, 4, "x")]
+    return [
+        SpmmaConfig(R=r, S=s, U=u, T=t, W=w, prefetch="p" in opts, wide_x="x" in opts)
+        for r, s, u, w, opts in shapes
+    ]
 
 
 def kernel_configs(kernel: str, m: int):

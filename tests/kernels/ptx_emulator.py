@@ -183,10 +183,12 @@ def parse(ptx: str) -> Program:
     instrs: list[Instr] = []
     labels: dict[str, int] = {}
     for chunk in body.split(";"):
-        chunk = chunk.strip()
+        # an inline-asm block's braces only scope its own .reg names; in lock step, with every
+        # register written before it is read (checked), one flat namespace computes the same
+        chunk = chunk.lstrip("{} \t\n").rstrip()
         while m := re.match(r"([$\w]+):\s*", chunk):
             labels[m.group(1)] = len(instrs)
-            chunk = chunk[m.end() :]
+            chunk = chunk[m.end() :].lstrip("{} \t\n")
         if not chunk or chunk.startswith("."):  # .reg, .loc, .reqntid, ...: no effect here
             if chunk.startswith(".") and not re.match(r"\.(reg|loc|reqntid|maxntid|pragma|file)\b", chunk):
                 raise NotImplementedError(f"PTX directive inside the body: {chunk!r}")

@@ -34,6 +34,12 @@ SPMMA_CASES = [
     (5, 64, 736, SpmmaConfig(R=1, S=4, U=2, T=1, prefetch=True)),  # 3 steps: odd, last slice short
     (13, 70, 200, SpmmaConfig(R=1, S=4, U=2, T=2, W=2)),  # two row tiles per warp, N tail
     (40, 130, 512, SpmmaConfig(R=2, S=2, U=1, T=4, W=4)),  # 9 row tiles in programs of 8
+    # x in 16-byte loads, transposed by shuffles: with and without prefetch, the 16-byte loads
+    # where the strides allow them (K % 16 == 0), a K tail within the last k-block (1008, 200)
+    (1, 64, 4096, SpmmaConfig(R=1, S=4, U=4, T=1, prefetch=True, wide_x=True)),
+    (16, 96, 1008, SpmmaConfig(R=2, S=8, U=2, T=2, wide_x=True)),
+    (13, 70, 200, SpmmaConfig(R=1, S=4, U=4, T=2, wide_x=True)),
+    (40, 130, 512, SpmmaConfig(R=2, S=2, U=1, T=4, W=2, wide_x=True)),
 ]
 
 

@@ -55,7 +55,10 @@ class SpmmaConfig:
     """Tiling of the ``spmma`` kernel (``gluon_sp24.py``): each program runs ``R*W`` 16-row tiles
     and ``8*T`` tokens with ``R*S`` warps, ``S`` of them splitting K and each running ``W`` row
     tiles; ``U`` k-blocks per step; ``prefetch`` alternates two register sets, so one step's
-    loads are in flight while the other's MMAs run (twice the operand registers)."""
+    loads are in flight while the other's MMAs run (twice the operand registers); ``wide_x``
+    reads each lane's x words of a k-block with one 16-byte load and moves them to their MMA
+    registers with four shuffles inside each group of four lanes, instead of four 4-byte loads
+    that each touch eight tokens' cache lines."""
 
     R: int = 1
     S: int = 4
@@ -63,6 +66,7 @@ class SpmmaConfig:
     T: int = 1
     W: int = 1
     prefetch: bool = False
+    wide_x: bool = False
 
     @property
     def num_warps(self) -> int:
@@ -78,7 +82,7 @@ class SpmmaConfig:
 
     def label(self) -> str:
         tiles = f"w{self.W}" if self.W > 1 else ""
-        return f"r{self.R}{tiles}s{self.S}u{self.U}t{self.T}" + ("p" if self.prefetch else "")
+        return f"r{self.R}{tiles}s{self.S}u{self.U}t{self.T}" + "p" * self.prefetch + "x" * self.wide_x
 
     def as_dict(self) -> dict:
         return asdict(self)

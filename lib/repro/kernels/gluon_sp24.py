@@ -34,6 +34,23 @@ _MMA_BF16 = gl.constexpr(_MMA.format(t="bf16"))
 # operands: d0-3 (out), c0-3, a0-3, b0-3, then four copies of the metadata word (only $16 is read)
 _CONSTRAINTS = gl.constexpr("=f,=f,=f,=f,f,f,f,f,r,r,r,r,r,r,r,r,r,r,r,r")
 
+# ``wide_x``: lane (g, q) of a group of four loaded x words 4q..4q+3 of token g; mma.sp wants words
+# q, q+4, q+8, q+12, so the group's 4x4 block of words is transposed with two butterfly rounds,
+# each swapping one bit of (lane, register): round b sends the register the partner lacks and
+# keeps the other one. Operands: out 0-3, words 4-7, then four copies of q (only $8 is read).
+_QUAD_TRANSPOSE = gl.constexpr(
+    "{ .reg .pred %xp0, %xp1; .reg .b32 %xs, %xy, %xa0, %xa1, %xa2, %xa3; "
+    "and.b32 %xs, $8, 1; setp.ne.b32 %xp0, %xs, 0; and.b32 %xs, $8, 2; setp.ne.b32 %xp1, %xs, 0; "
+    "selp.b32 %xs, $4, $5, %xp0; shfl.sync.bfly.b32 %xy, %xs, 1, 31, 0xffffffff; "
+    "selp.b32 %xa0, %xy, $4, %xp0; selp.b32 %xa1, $5, %xy, %xp0; "
+    "selp.b32 %xs, $6, $7, %xp0; shfl.sync.bfly.b32 %xy, %xs, 1, 31, 0xffffffff; "
+    "selp.b32 %xa2, %xy, $6, %xp0; selp.b32 %xa3, $7, %xy, %xp0; "
+    "selp.b32 %xs, %xa0, %xa2, %xp1; shfl.sync.bfly.b32 %xy, %xs, 2, 31, 0xffffffff; "
+    "selp.b32 $0, %xy, %xa0, %xp1; selp.b32 $2, %xa2, %xy, %xp1; "
+    "selp.b32 %xs, %xa1, %xa3, %xp1; shfl.sync.bfly.b32 %xy, %xs, 2, 31, 0xffffffff; "
+    "selp.b32 $1, %xy, %xa1, %xp1; selp.b32 $3, %xa3, %xy, %xp1; }"
+)
+
 
 @gluon.constexpr_function
 def _layout(R, S, W, T, U, width):
@@ -94,21 +111,26 @@ def _weight_stream(ptr, NT, KB, per_slice, WORDS: gl.constexpr, layout: gl.const
 
 @gluon.jit
 def _load_step(a_stream, e_stream, b_stream, step, K):
-    """The weight words, metadata words and x pairs of the ``U`` k-blocks at ``step``."""
+    """The weight words, metadata words and x pairs of the ``U`` k-blocks at ``step`` (K is even:
+    a pair is in bounds when its word is)."""
     a_ptrs, a_tile_ok, a_kb, a_kb_end = a_stream
     e_ptrs, e_tile_ok, e_kb, e_kb_end = e_stream
-    b_ptrs, token_ok, kb, kb_end, b_k = b_stream
+    b_ptrs, token_ok, kb, kb_end, b_last = b_stream
     a = gl.load(a_ptrs + step * 128, mask=a_tile_ok & (a_kb + step < a_kb_end), other=0)
     e = gl.load(e_ptrs + step * 16, mask=e_tile_ok & (e_kb + step < e_kb_end), other=0x44444444)
-    b_ok = token_ok & (kb + step < kb_end) & (b_k + step * 32 < K)
+    b_ok = token_ok & (kb + step < kb_end) & (b_last + step * 16 < K // 2)
     b = gl.load(b_ptrs + step * 16, mask=b_ok, other=0)
     return a, e, b
 
 
 @gluon.jit
-def _mma_step(acc, a, e, b, L: gl.constexpr, BF16: gl.constexpr):
+def _mma_step(acc, a, e, b, q, L: gl.constexpr, BF16: gl.constexpr, WIDE_X: gl.constexpr):
     """One ``mma.sp`` per row tile, k-block and token tile; the operands are broadcast to the MMA
-    layout (a register copy: each was loaded once per lane, see ``_layout``)."""
+    layout (a register copy: each was loaded once per lane, see ``_layout``). With ``WIDE_X`` the
+    x words are first moved to their MMA registers (here, where the MMAs need them, not at the
+    load: a shuffle waits for its load, and the warp issues in order)."""
+    if WIDE_X:
+        b = gl.inline_asm_elementwise(_QUAD_TRANSPOSE, "=r,=r,=r,=r,r,r,r,r,r,r,r,r", [b, q], gl.int32, True, 4)
     a = gl.convert_layout(a, L)
     e = gl.convert_layout(e, L)
     b = gl.convert_layout(b, L)
@@ -140,6 +162,7 @@ def _spmma_kernel(
     U: gl.constexpr,
     T: gl.constexpr,
     PREFETCH: gl.constexpr,
+    WIDE_X: gl.constexpr,
 ):
     L: gl.constexpr = _layout(R, S, W, T, U, 4)  # MMA operands and accumulators
     LB: gl.constexpr = _layout(R, S, 1, T, U, 4)  # x: one load per lane, shared by the W row tiles
@@ -147,7 +170,8 @@ def _spmma_kernel(
     a_ptrs, a_tile_ok, a_kb, a_kb_end = _weight_stream(v_ptr, NT, KB, per_slice, 128, _layout(R, S, W, 1, U, 4))
     e_ptrs, e_tile_ok, e_kb, e_kb_end = _weight_stream(e_ptr, NT, KB, per_slice, 16, _layout(R, S, W, 1, U, 1))
 
-    # x as int32 pairs: B register i of lane (g, q) is the pair k = 2q + 8i, 2q + 8i + 1 of token g
+    # x as int32 pairs: B register i of lane (g, q) is the pair k = 2q + 8i, 2q + 8i + 1 of token g,
+    # word q + 4i of the k-block; WIDE_X loads words 4q + i instead and transposes (_QUAD_TRANSPOSE)
     lane = _index(32, 2, LB)
     q = lane % 4
     reg = _index(4, 5, LB)
@@ -155,13 +179,19 @@ def _spmma_kernel(
     kb = _index(S, 1, LB) * per_slice + _index(U, 4, LB)
     kb_end = gl.minimum((_index(S, 1, LB) + 1) * per_slice, KB)
     x_words = x_ptr.to(gl.pointer_type(gl.int32), bitcast=True)
-    b_ptrs = x_words + token.to(gl.int64) * (stride_xm // 2) + kb * 16 + q + 4 * reg
-    b_k = kb * 32 + 2 * q + 8 * reg  # first column of the pair
+    if WIDE_X:  # one bound per 16-byte load (its last word), so the load stays one instruction
+        b_word = kb * 16 + 4 * q + reg
+        b_last = kb * 16 + 4 * q + 3 + reg * 0  # K % 8 == 0 (the format's rule): all four or none
+    else:
+        b_word = kb * 16 + q + 4 * reg
+        b_last = b_word
+    b_ptrs = x_words + token.to(gl.int64) * (stride_xm // 2) + b_word
     token_ok = token < M
+    q_mma = q + reg * 0  # the lane's q in every register, for _QUAD_TRANSPOSE
 
     a_stream = (a_ptrs, a_tile_ok, a_kb, a_kb_end)
     e_stream = (e_ptrs, e_tile_ok, e_kb, e_kb_end)
-    b_stream = (b_ptrs, token_ok, kb, kb_end, b_k)
+    b_stream = (b_ptrs, token_ok, kb, kb_end, b_last)
     acc = gl.zeros([R * W, S, 32, T, U, 4], gl.float32, L)
     if PREFETCH:
         # Two register sets in turn: one set's loads are in flight while the other's MMAs run.
@@ -171,13 +201,13 @@ def _spmma_kernel(
         a0, e0, b0 = _load_step(a_stream, e_stream, b_stream, 0, K)
         for step in range(0, per_slice, 2 * U):
             a1, e1, b1 = _load_step(a_stream, e_stream, b_stream, step + U, K)
-            acc = _mma_step(acc, a0, e0, b0, L, BF16)
+            acc = _mma_step(acc, a0, e0, b0, q_mma, L, BF16, WIDE_X)
             a0, e0, b0 = _load_step(a_stream, e_stream, b_stream, step + 2 * U, K)
-            acc = _mma_step(acc, a1, e1, b1, L, BF16)
+            acc = _mma_step(acc, a1, e1, b1, q_mma, L, BF16, WIDE_X)
     else:
         for step in range(0, per_slice, U):
             a, e, b = _load_step(a_stream, e_stream, b_stream, step, K)
-            acc = _mma_step(acc, a, e, b, L, BF16)
+            acc = _mma_step(acc, a, e, b, q_mma, L, BF16, WIDE_X)
 
     # D register i of lane (g, q): row (output feature) g + 8*(i // 2), column (token) 2q + i % 2.
     # The indices do not depend on the K slice or the k-block; reducing them like acc puts them
@@ -239,6 +269,7 @@ def launch_spmma(
         U=cfg.U,
         T=cfg.T,
         PREFETCH=cfg.prefetch,
+        WIDE_X=cfg.wide_x,
         num_warps=cfg.num_warps,
     )
     if warmup:
