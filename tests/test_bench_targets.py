@@ -16,7 +16,7 @@ from sp24.common import record  # noqa: E402
 from sp24.targets import evaluate, summary_markdown  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
-H200 = RESULTS / "h200-2026-11-26.json"
+H200 = RESULTS / "h200-2026-11-27.json"  # the run book/sparse24.md shows
 INFO = dict(gpu="NVIDIA H100 80GB HBM3", arch="sm90", sms=132, torch="t", cuda="c", triton="tr", copy_gbps=3000.0)
 
 
@@ -39,14 +39,13 @@ def _verdicts(recs):
 def test_committed_h200_run_is_judged_as_the_closing_notes_say():
     verdicts = _verdicts(json.loads(H200.read_text()))
     decode = verdicts["decode"]
-    assert decode.status == "not met (2 of 12 rows)"
-    assert {(r.shape, r.m) for r in decode.met_rows} == {("4096×4096", 1), ("4096×11008", 1)}
+    assert decode.status == "not met (0 of 12 rows)"
+    best = max(decode.rows, key=lambda r: r.value)  # spmma r2s4u8t1px, 20.8 us against 30.9 us
+    assert (best.shape, best.m) == ("4096×11008", 4) and best.value == pytest.approx(1.48, abs=0.01)
     assert verdicts["mid"].status == "not met (0 of 9 rows)"
     large = verdicts["large"]
-    assert large.status == "not met (5 of 6 rows)"
-    (miss,) = [r for r in large.rows if not large.passes(r.value)]
-    assert (miss.shape, miss.m) == ("11008×4096", 2048) and miss.value == pytest.approx(0.80, abs=0.01)
-    assert "torch_semi_structured" in miss.note
+    assert large.status == "met"
+    assert min(r.value for r in large.rows) == pytest.approx(0.99, abs=0.01)
     assert verdicts["memory"].status == "met"
     assert all(r.value == 0.5625 for r in verdicts["memory"].rows)
 
@@ -171,6 +170,6 @@ def test_pointing_the_page_at_a_new_run_changes_every_result_path_and_nothing_el
     page.write_text(original)
     count = ingest_mod.point_page_at("h100-2027-01-02", page)
     text = page.read_text()
-    assert count == original.count("bench/results/h200-2026-11-26") and count >= 4
-    assert "bench/results/h200-2026-11-26" not in text
-    assert text.replace("h100-2027-01-02", "h200-2026-11-26") == original
+    assert count == original.count(f"bench/results/{H200.stem}") and count >= 4
+    assert f"bench/results/{H200.stem}" not in text
+    assert text.replace("h100-2027-01-02", H200.stem) == original
