@@ -89,10 +89,13 @@ def check_table(table: dict, arch: str, recs: list[dict]) -> None:
         dtype = getattr(torch, entry.get("dtype", "float16"))
         try:
             choice = dispatch._table_choice(table, entry["N"], entry["K"], entry["M"], dtype)
+            fragments = dispatch._table_choice(table, entry["N"], entry["K"], entry["M"], dtype, "fragments")
         except (TypeError, KeyError) as exc:
             raise IngestError(f"dispatch table entry {entry}: {exc}") from None
         if choice is None or choice.method != entry["method"]:
             raise IngestError(f"dispatch table entry {entry} does not resolve to itself (got {choice})")
+        if "fragments" in entry and fragments.method not in dispatch.LAYOUT_METHODS["fragments"]:
+            raise IngestError(f"dispatch table entry {entry}: its fragments choice cannot read fragment order")
     shapes = {(r["N"], r["K"]) for r in recs if r["method"] == "cublas"}
     covered = {(e["N"], e["K"]) for e in table["entries"]}
     if shapes - covered:

@@ -16,6 +16,7 @@ from sp24.report import markdown, roofline_limit  # noqa: E402
 from sp24.sweep import kernel_configs, with_splits  # noqa: E402
 
 from repro.kernels import SparseLinear, dispatch  # noqa: E402
+from repro.kernels.fragments import SpmmaConfig  # noqa: E402
 from repro.kernels.triton_sp24 import KernelConfig, _check_config  # noqa: E402
 from repro.pruning import nm_mask, to_sparse24  # noqa: E402
 
@@ -59,6 +60,21 @@ def test_table_round_trips_through_the_dispatcher_lookup():
     table = build_table(INFO, recs)
     assert dispatch._table_choice(table, 4096, 4096, 1, torch.float16) == dispatch.Choice("fma", FMA)
     assert dispatch._table_choice(table, 4096, 4096, 5, torch.float16) == dispatch.Choice("cublas", None)
+
+
+def test_table_names_the_best_fragment_order_method_where_its_choice_cannot_read_fragments():
+    spmma = SpmmaConfig(R=1, S=4, U=8, T=1, prefetch=True, wide_x=True)
+    recs = _run(
+        {
+            1: [("cublas", 16.0, 5, None), ("repro_fma", 10.0, 20, FMA), ("repro_spmma", 12.0, 20, spmma)],
+            8: [("cublas", 16.0, 5, None), ("repro_fma", 15.9, 20, FMA)],  # fma not 3% faster: cuBLAS
+        }
+    )
+    entries = {e["M"]: e for e in build_table(INFO, recs)["entries"]}
+    assert entries[1]["method"] == "fma" and entries[1]["fragments"]["method"] == "spmma"
+    assert "fragments" not in entries[8]  # cuBLAS reads any layout
+    choice = dispatch._table_choice(build_table(INFO, recs), 4096, 4096, 1, torch.float16, "fragments")
+    assert choice == dispatch.Choice("spmma", spmma)
 
 
 def test_report_has_one_row_per_case_with_as_many_cells_as_the_header():

@@ -13,6 +13,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import ingest_sparse24 as ingest_mod  # noqa: E402
 from sp24.common import record  # noqa: E402
+from sp24.dispatcher import build_table  # noqa: E402
 from sp24.targets import evaluate, summary_markdown  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -48,6 +49,16 @@ def test_committed_h200_run_is_judged_as_the_closing_notes_say():
     assert min(r.value for r in large.rows) == pytest.approx(0.99, abs=0.01)
     assert verdicts["memory"].status == "met"
     assert all(r.value == 0.5625 for r in verdicts["memory"].rows)
+
+
+def test_committed_dispatch_table_is_what_the_committed_run_gives():
+    recs = json.loads(H200.read_text())
+    committed = json.loads((ROOT / "lib" / "repro" / "kernels" / "dispatch_sm90.json").read_text())
+    rebuilt = build_table(recs[0]["info"], recs)
+    assert committed == rebuilt | {"measured": committed["measured"]}
+    # a weight in fragment order at M = 1 gets spmma's best configuration rather than fma
+    fragments = {(e["N"], e["K"]): e["fragments"] for e in committed["entries"] if e["M"] == 1}
+    assert len(fragments) == 3 and {f["method"] for f in fragments.values()} == {"spmma"}
 
 
 def test_thresholds_are_inclusive_and_every_row_must_pass():

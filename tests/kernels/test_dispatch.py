@@ -38,10 +38,10 @@ def test_table_choice_builds_the_config_class_of_its_method():
     assert dispatch._table_choice(table, 64, 128, 3, torch.float16) == dispatch.Choice("spmma", SpmmaConfig(**spmma))
 
 
-@pytest.mark.parametrize("m, tiles, steps", [(1, 1, 4), (8, 1, 4), (9, 2, 4), (16, 2, 4), (17, 4, 2), (40, 8, 2)])
-def test_spmma_default_covers_m_with_one_token_block(m, tiles, steps):
+@pytest.mark.parametrize("m, tiles", [(1, 1), (8, 1), (9, 2), (16, 2), (17, 4), (40, 8), (64, 8)])
+def test_spmma_default_covers_m_with_one_token_block(m, tiles):
     choice = dispatch.spmma_default(m)
-    assert choice.method == "spmma" and (choice.config.T, choice.config.U) == (tiles, steps)
+    assert choice.method == "spmma" and choice.config.T == tiles
     assert 8 * choice.config.T >= m
     choice.config.check()
     assert dispatch.spmma_default(65) == dispatch.Choice("cublas")
@@ -67,6 +67,22 @@ def test_fragment_weights_only_get_methods_that_read_them(monkeypatch, layout, m
         dispatch.use_table(None)
     assert choice.method == method
     assert choice.method in dispatch.LAYOUT_METHODS[layout]
+
+
+def test_fragment_weights_take_the_entrys_fragments_choice_where_it_has_one(monkeypatch):
+    spmma = dict(R=1, S=4, U=8, T=1, W=1, prefetch=True, wide_x=True)
+    entry = dict(N=64, K=128, M=1, dtype="float16", method="fma", config=FMA)
+    entry["fragments"] = dict(method="spmma", config=spmma)
+    table = {"entries": [entry]}
+    assert dispatch._table_choice(table, 64, 128, 1, torch.float16) == dispatch.Choice("fma", KernelConfig(**FMA))
+    fragments = dispatch._table_choice(table, 64, 128, 1, torch.float16, "fragments")
+    assert fragments == dispatch.Choice("spmma", SpmmaConfig(**spmma))
+    monkeypatch.setattr(dispatch, "arch_name", lambda device: "sm90")
+    dispatch.use_table(table)
+    try:
+        assert dispatch._cached_choice(64, 128, 1, torch.float16, 0, "fragments") == fragments
+    finally:
+        dispatch.use_table(None)
 
 
 def test_unmeasured_fragment_weights_get_spmma_not_a_dense_copy(monkeypatch):

@@ -7,8 +7,9 @@ cuBLAS on the dense weight (``cublas``) and PyTorch's semi-structured sparsity
 ``bench/sparse24.py`` and committed per GPU architecture (``dispatch_sm90.json``); a lookup is a
 dict hit after the first call for a shape.
 Shapes absent from the table use rules of thumb (``_default_choice``). A weight stored in fragment
-order (``Sparse24Fragments``) can only run ``spmma``, ``cublas`` or cuSPARSELt; where the table
-names a planar-only kernel, or has no entry, it gets ``spmma_default``.
+order (``Sparse24Fragments``) can only run ``spmma``, ``cublas`` or cuSPARSELt: where the table's
+choice is a planar-only kernel, the entry's ``fragments`` choice (the best measured of those three);
+with no such choice, or no entry, ``spmma_default``.
 
 On a CPU (or any non-CUDA device) the product is computed by a torch reference path on the
 decompressed weight, and a single warning per process says so.
@@ -142,7 +143,9 @@ def _default_choice(n: int, k: int, m: int, sms: int) -> Choice:
     return Choice("cublas")
 
 
-def _table_choice(table: dict, n: int, k: int, m: int, dtype: torch.dtype) -> Choice | None:
+def _table_choice(
+    table: dict, n: int, k: int, m: int, dtype: torch.dtype, layout: str = "planar"
+) -> Choice | None:
     from .fragments import SpmmaConfig
     from .triton_sp24 import KernelConfig
 
@@ -156,6 +159,8 @@ def _table_choice(table: dict, n: int, k: int, m: int, dtype: torch.dtype) -> Ch
     rows.sort(key=lambda e: e["M"])
     # the smallest measured M that is >= m; beyond the last measured M, the last entry
     entry = next((e for e in rows if e["M"] >= m), rows[-1])
+    if layout == "fragments" and "fragments" in entry:  # the best of what reads fragment order
+        entry = entry["fragments"]
     config = entry.get("config")
     if not config:
         return Choice(entry["method"])
@@ -171,15 +176,25 @@ LAYOUT_METHODS = {
 }
 
 
+# spmma per token-tile count where nothing was measured: the configurations that won on most of
+# the three LLaMA-7B shapes in the H200 run of 2026-11-27 (bench/results/h200-2026-11-27.json)
+_SPMMA_DEFAULTS = {
+    1: dict(R=1, S=4, U=8, prefetch=True, wide_x=True),
+    2: dict(R=1, W=2, S=4, U=2, prefetch=True, wide_x=True),
+    4: dict(R=1, W=2, S=4, U=1, prefetch=True, wide_x=True),
+    8: dict(R=1, W=2, S=8, U=1),
+}
+
+
 def spmma_default(m: int):
-    """A fragment-order weight's choice where the table names none it can run: spmma with 8
-    warps splitting K up to M = 64 (one token block), cuBLAS above."""
+    """A fragment-order weight's choice where the table names none it can run: spmma up to M = 64
+    (one token block, ``_SPMMA_DEFAULTS``), cuBLAS above."""
     from .fragments import SpmmaConfig, token_tiles
 
     if m > 64:
         return Choice("cublas")
     tiles = token_tiles(m)
-    return Choice("spmma", SpmmaConfig(R=1, S=8, U=4 if tiles <= 2 else 2, T=tiles))
+    return Choice("spmma", SpmmaConfig(T=tiles, **_SPMMA_DEFAULTS[tiles]))
 
 
 @lru_cache(maxsize=4096)
@@ -187,7 +202,7 @@ def _cached_choice(
     n: int, k: int, m: int, dtype: torch.dtype, device_index: int, layout: str = "planar"
 ) -> Choice:
     device = torch.device("cuda", device_index)
-    choice = _table_choice(load_table(arch_name(device)), n, k, m, dtype)
+    choice = _table_choice(load_table(arch_name(device)), n, k, m, dtype, layout)
     if choice is None and layout == "fragments":
         choice = spmma_default(m)  # unmeasured: keep to the stored bytes rather than a dense copy
     if choice is None:
