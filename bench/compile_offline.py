@@ -86,6 +86,7 @@ def inspect_config(cfg, arch: int = 90, dtype: str = "fp16", bias: bool = False)
         loads_v4=sum(1 for x in loads if x),
         loads_b32=sum(1 for x in loads if not x),
         shared_ops_in_loop=len(re.findall(r"(ld|st)\.shared|bar\.sync", body)),
+        shuffles=len(re.findall(r"shfl\.sync", body)),
         kblocks_per_iteration=sum(ins.op.startswith("HMMA.SP") for ins in loop) // mma_per_kblock,
         round_trips=round_trips(loop),
         ptx=ptx,

@@ -45,6 +45,8 @@ def test_parse_reads_register_widths_of_loads_mma_and_pairs():
     assert parse_instruction("  /*0870*/   CS2R R22, SRZ ;").writes == (22, 23)
     assert parse_instruction("  /*0880*/   ISETP.GE.U32.AND P0, PT, R21, R94, PT ;").writes == ()
     assert parse_instruction("  /*15e0*/   IMAD.MOV.U32 R97, RZ, RZ, R108 ;").reads == (108,)
+    shuffle = parse_instruction("  /*1500*/   SHFL.BFLY PT, R76, R74, 0x1, 0x1f ;")  # result second
+    assert (shuffle.writes, shuffle.reads) == ((76,), (74,))
     store = parse_instruction("  /*1c00*/   @!P1 STG.E.U16 desc[UR4][R2.64], R5 ;")
     assert (store.writes, store.reads, store.is_global_load) == ((), (2, 3, 5), False)
 

@@ -53,8 +53,10 @@ def _inspect(cfg: dict, dtype: str, bias: bool) -> dict:
     [
         (dict(R=1, S=4, U=4, T=1), "fp16", False),
         (dict(R=1, S=8, U=2, T=2, W=2, prefetch=True), "bf16", True),
+        (dict(R=1, S=4, U=8, T=1, prefetch=True, wide_x=True), "fp16", False),
+        (dict(R=1, S=4, U=1, T=4, W=2, prefetch=True, wide_x=True), "bf16", True),
     ],
-    ids=["decode-fp16", "w2-prefetch-bf16-bias"],
+    ids=["decode-fp16", "w2-prefetch-bf16-bias", "wide-x-prefetch-fp16", "wide-x-w2-t4-bf16-bias"],
 )
 def test_loop_issues_one_mma_sp_per_tile_and_reads_weights_in_16_byte_loads(cfg, dtype, bias):
     r = _inspect(cfg, dtype, bias)
@@ -62,9 +64,13 @@ def test_loop_issues_one_mma_sp_per_tile_and_reads_weights_in_16_byte_loads(cfg,
     u = cfg["U"] * (2 if cfg.get("prefetch") else 1)  # k-blocks per iteration: prefetch does two steps
     assert len(r["mma_sp"]) == u * w * t
     assert set(r["mma_sp"]) == {"f16" if dtype == "fp16" else "bf16"}
-    assert r["loads_v4"] == u * w  # the weights: one 16-byte load per lane, row tile and k-block
-    # x: four 4-byte pairs per k-block and token tile; metadata: one word per k-block and row tile
-    assert r["loads_b32"] == 4 * u * t + u * w
+    # weights: one 16-byte load per lane, row tile and k-block; metadata: one word per k-block and
+    # row tile; x per k-block and token tile: four 4-byte pairs, or with wide_x one 16-byte load
+    # and the quad transpose's four shuffles
+    wide = cfg.get("wide_x", False)
+    assert r["loads_v4"] == u * w + (u * t if wide else 0)
+    assert r["loads_b32"] == u * w + (0 if wide else 4 * u * t)
+    assert r["shuffles"] == (4 * u * t if wide else 0)
     assert r["shared_ops_in_loop"] == 0
     assert r["spills"] == 0 and r["regs"] <= 255
 
