@@ -12,6 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 from sp24.common import KERNELS, MS, SHAPES, record  # noqa: E402
 from sp24.dispatcher import build_table  # noqa: E402
 from sp24.e2e import DecoderLayer  # noqa: E402
+from sp24.options import option_pairs  # noqa: E402
 from sp24.report import markdown, roofline_limit  # noqa: E402
 from sp24.sweep import kernel_configs, with_splits  # noqa: E402
 
@@ -75,6 +76,14 @@ def test_table_names_the_best_fragment_order_method_where_its_choice_cannot_read
     assert "fragments" not in entries[8]  # cuBLAS reads any layout
     choice = dispatch._table_choice(build_table(INFO, recs), 4096, 4096, 1, torch.float16, "fragments")
     assert choice == dispatch.Choice("spmma", spmma)
+
+
+def test_option_pairs_match_labels_that_differ_by_the_option_alone():
+    sweep = [["r1s4u8t1", 12.0], ["r1s4u8t1x", 10.0], ["r1s4u8t1p", 11.0], ["r1s4u8t1px", 8.0], ["r1w2s4u2t2px", 9.0]]
+    wide = [("r1s4u8t1", "r1s4u8t1x", 1.2), ("r1s4u8t1p", "r1s4u8t1px", 11 / 8)]
+    prefetch = [("r1s4u8t1", "r1s4u8t1p", 12 / 11), ("r1s4u8t1x", "r1s4u8t1px", 1.25)]
+    assert sorted(option_pairs(sweep, "wide_x")) == wide  # r1w2s4u2t2px has no partner
+    assert sorted(option_pairs(sweep, "prefetch")) == prefetch
 
 
 def test_report_has_one_row_per_case_with_as_many_cells_as_the_header():

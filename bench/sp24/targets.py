@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .common import cases
+from .options import options_markdown
 
 DECODE_MS = (1, 4, 8, 16)  # "decode, M <= 16"
 MID_MS = (32, 64, 128)  # "M = 32-128"
@@ -238,6 +239,9 @@ def summary_markdown(recs: list[dict], source: str) -> str:
         rates_markdown(recs),
         "Each kernel of ours on its own, range of speedups over cuBLAS (best configuration per case):",
         best_kernels_markdown(recs),
+        "What `spmma`'s options buy: time without the option / time with it, for the configurations the "
+        "sweep timed in both forms (same tiling), median and range over the three shapes:",
+        options_markdown(recs),
         "End to end, decode of a stack of LLaMA-7B-shaped decoder layers (random weights pruned 2:4):",
         e2e_markdown(recs),
         f"Host time per call (enqueue only): {host_line or 'not measured'}.",

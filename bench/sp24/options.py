@@ -1,0 +1,49 @@
+"""What each ``spmma`` option buys, read from a run's sweeps: every configuration is timed, so a
+configuration with an option and the same tiling without it form a measured pair."""
+
+from __future__ import annotations
+
+import statistics
+
+# option -> (suffix of a label with it, the same label without it); labels end in [p][x]
+OPTIONS = {
+    "wide_x": (("x", ""), ("px", "p")),
+    "prefetch": (("p", ""), ("px", "x")),
+}
+
+
+def option_pairs(sweep: list, option: str) -> list[tuple[str, str, float]]:
+    """``(without, with, time without / time with)`` for each measured pair of ``sweep``
+    (``[[label, us], ...]``, as a ``repro_spmma`` record stores it)."""
+    times = dict(sweep)
+    pairs = []
+    for label, us in times.items():
+        for with_suffix, without_suffix in OPTIONS[option]:
+            stem = label.removesuffix(with_suffix)
+            # the suffix must be exactly the option's: "r1s4u8t1px" is not "r1s4u8t1p" + "x"
+            if stem != label and stem[-1].isdigit():
+                base = stem + without_suffix
+                if base in times:
+                    pairs.append((base, label, times[base] / us))
+    return pairs
+
+
+def options_markdown(recs: list[dict]) -> str:
+    """Per M: the median and range, over the pairs of all shapes, of the time without each option
+    divided by the time with it (> 1: the option is faster)."""
+    sweeps = [r for r in recs if r["method"] == "repro_spmma" and r.get("sweep")]
+    if not sweeps:
+        return "No `spmma` sweep in this run.\n"
+    lines = ["| M | " + " | ".join(f"`{name}`" for name in OPTIONS) + " |", "|---" * (len(OPTIONS) + 1) + "|"]
+    for m in sorted({r["M"] for r in sweeps}):
+        cells = []
+        for option in OPTIONS:
+            ratios = [p[2] for r in sweeps if r["M"] == m for p in option_pairs(r["sweep"], option)]
+            if ratios:
+                cells.append(
+                    f"{statistics.median(ratios):.2f} ({min(ratios):.2f}–{max(ratios):.2f}, {len(ratios)} pairs)"
+                )
+            else:
+                cells.append("–")
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
