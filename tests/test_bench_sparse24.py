@@ -86,6 +86,15 @@ def test_option_pairs_match_labels_that_differ_by_the_option_alone():
     assert sorted(option_pairs(sweep, "prefetch")) == prefetch
 
 
+def test_spmma_labels_parse_back_to_their_configurations():
+    from spmma_inflight import parse_label
+
+    configs = {cfg for m in MS for cfg in kernel_configs("spmma", m)}
+    assert len(configs) > 30 and all(parse_label(cfg.label()) == cfg for cfg in configs)
+    with pytest.raises(ValueError, match="not an spmma label"):
+        parse_label("1x4x512/w1s4/sk1")
+
+
 def test_report_has_one_row_per_case_with_as_many_cells_as_the_header():
     recs = _run({m: [("cublas", 16.0, 5, None), ("repro_fma", 10.0, 20, FMA)] for m in (1, 16)})
     text = markdown(INFO, recs)
