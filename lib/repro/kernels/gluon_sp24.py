@@ -13,6 +13,8 @@ as ``[R, S]``: warp ``(r, s)`` runs ``W`` row tiles (reusing each x register ``W
 weight loads in flight per lane, ``U`` separate accumulators), and the ``S`` partial sums meet
 through one reduction over the warp axis at the end, so there are no atomics and no memset. The
 register tensors are 6-D, ``[row tile R*W, K slice S, lane, token tile T, k-block U, register 4]``.
+x is read either as the four 4-byte pairs each lane's B registers hold, or (``wide_x``) as one
+16-byte load per lane whose words are then moved into place by shuffles (``_QUAD_TRANSPOSE``).
 
 Needs ``sm_80`` or newer (``mma.sp::ordered_metadata``, PTX 8.5) and fp16 or bf16.
 """
