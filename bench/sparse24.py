@@ -14,6 +14,8 @@ For LLaMA-7B linear shapes (N x K = 4096x4096, 11008x4096, 4096x11008) and M in 
 - time = median over calls of CUDA-event time around one call, with the L2 flushed before every
   call by *reading* a 512 MiB buffer (``triton.testing.do_bench``'s flush writes zeros, which
   leaves dirty lines that are written back during the timed call; see the reference notes);
+- fixed cost against streaming rate: cuBLAS and the table's ``spmma`` at N = 4096, M = 4 with K
+  swept (``sp24/kscan.py``), each fitted to time = intercept + bytes / rate;
 - end to end: decode tokens/s of a stack of LLaMA-7B-shaped decoder layers with random weights
   pruned 2:4, dense ``nn.Linear`` vs ``SparseLinear`` (planar, and fragment order when spmma is
   benchmarked), batch 1 and 8, CUDA-graph replay and eager.
@@ -22,8 +24,8 @@ Writes ``sparse24.json`` (records), ``sparse24.md`` (tables) and ``dispatch_<arc
 ``run`` does the work on ``timer.device``; ``tests/kernels/test_bench_dryrun.py`` runs all of it on
 the CPU (Triton's interpreter, the PTX emulator, a stand-in timer), so that no Python error in the
 benchmark is first found in a GPU session.
-The pieces live in ``bench/sp24/``: ``sweep`` (per-shape measurements), ``dispatcher``, ``e2e``,
-``timing``, ``report``.
+The pieces live in ``bench/sp24/``: ``sweep`` (per-shape measurements), ``dispatcher``, ``kscan``,
+``e2e``, ``timing``, ``report``.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
 from sp24.common import MS, QUICK_MS, SHAPES, gpu_info  # noqa: E402
 from sp24.dispatcher import bench_dispatch, build_table, host_overhead  # noqa: E402
 from sp24.e2e import LLAMA_7B, bench_e2e  # noqa: E402
+from sp24.kscan import KS, bench_kscan  # noqa: E402
 from sp24.report import markdown  # noqa: E402
 from sp24.sweep import bench_shape, precompile  # noqa: E402
 from sp24.timing import Timer  # noqa: E402
@@ -71,9 +74,12 @@ def main() -> None:
         print(run(args.out, info, Timer(), shapes, ms, log, e2e_layers=0 if args.no_e2e else args.e2e_layers))
 
 
-def run(out: Path, info: dict, timer, shapes, ms, log, e2e_layers: int = 4, e2e_dims=LLAMA_7B) -> str:
+def run(
+    out: Path, info: dict, timer, shapes, ms, log, e2e_layers: int = 4, e2e_dims=LLAMA_7B, kscan=(4096, 4, KS)
+) -> str:
     """Measure everything on ``timer.device`` and write the run's files to ``out``; returns the
-    Markdown report. ``e2e_layers=0`` leaves out the end-to-end part."""
+    Markdown report. ``e2e_layers=0`` leaves out the end-to-end part; ``kscan`` is the
+    ``(N, M, Ks)`` of the fixed-cost sweep (``sp24/kscan.py``), None to leave it out."""
     info["host_us_per_call"] = host_overhead(timer, log)
     n0, k0 = shapes[0]
     w0 = compress_24(torch.zeros(n0, k0, device=timer.device, dtype=torch.float16))
@@ -95,6 +101,9 @@ def run(out: Path, info: dict, timer, shapes, ms, log, e2e_layers: int = 4, e2e_
     recs += bench_dispatch(info, timer, recs, weights, log)
     del weights
     torch.cuda.empty_cache()
+    if kscan:
+        n, m, ks = kscan
+        recs += bench_kscan(info, timer, table, log, n, m, ks)
     if e2e_layers:
         try:
             recs += bench_e2e(info, timer, e2e_layers, 512, (1, 8), log, dims=e2e_dims)

@@ -95,6 +95,17 @@ def test_spmma_labels_parse_back_to_their_configurations():
         parse_label("1x4x512/w1s4/sk1")
 
 
+def test_fit_line_recovers_intercept_and_rate():
+    from sp24.kscan import fit_line
+
+    # 5 us of fixed cost, then 2,000 GB/s: 2e6 bytes per us
+    recs = [_rec(4, "kscan_spmma", 5.0 + b / 2000e3) | {"weight_bytes": b} for b in (1e6, 4e6, 9e6)]
+    fit = fit_line(recs, "kscan_spmma")
+    assert fit["intercept_us"] == pytest.approx(5.0) and fit["gbps"] == pytest.approx(2000.0)
+    assert fit["max_residual_us"] == pytest.approx(0.0, abs=1e-9) and fit["points"] == 3
+    assert fit_line(recs[:1], "kscan_spmma") is None  # one point fits no line
+
+
 def test_report_has_one_row_per_case_with_as_many_cells_as_the_header():
     recs = _run({m: [("cublas", 16.0, 5, None), ("repro_fma", 10.0, 20, FMA)] for m in (1, 16)})
     text = markdown(INFO, recs)

@@ -30,10 +30,10 @@ def option_pairs(sweep: list, option: str) -> list[tuple[str, str, float]]:
 
 def options_markdown(recs: list[dict]) -> str:
     """Per M: the median and range, over the pairs of all shapes, of the time without each option
-    divided by the time with it (> 1: the option is faster)."""
+    divided by the time with it (> 1: the option is faster); empty for a run without spmma."""
     sweeps = [r for r in recs if r["method"] == "repro_spmma" and r.get("sweep")]
     if not sweeps:
-        return "No `spmma` sweep in this run.\n"
+        return ""
     lines = ["| M | " + " | ".join(f"`{name}`" for name in OPTIONS) + " |", "|---" * (len(OPTIONS) + 1) + "|"]
     for m in sorted({r["M"] for r in sweeps}):
         cells = []

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .common import cases
+from .kscan import kscan_markdown
 from .options import options_markdown
 
 DECODE_MS = (1, 4, 8, 16)  # "decode, M <= 16"
@@ -215,6 +216,11 @@ def e2e_markdown(recs: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _section(intro: str, table: str) -> list[str]:
+    """An introduced table, or nothing where the run did not measure it (an empty table)."""
+    return [intro, table] if table else []
+
+
 def summary_markdown(recs: list[dict], source: str) -> str:
     """The page's results section body: generated from ``source`` (a committed JSON)."""
     info = recs[0]["info"]
@@ -239,9 +245,16 @@ def summary_markdown(recs: list[dict], source: str) -> str:
         rates_markdown(recs),
         "Each kernel of ours on its own, range of speedups over cuBLAS (best configuration per case):",
         best_kernels_markdown(recs),
-        "What `spmma`'s options buy: time without the option / time with it, for the configurations the "
-        "sweep timed in both forms (same tiling), median and range over the three shapes:",
-        options_markdown(recs),
+        *_section(
+            "What `spmma`'s options buy: time without the option / time with it, for the configurations the "
+            "sweep timed in both forms (same tiling), median and range over the three shapes:",
+            options_markdown(recs),
+        ),
+        *_section(
+            "Fixed cost and streaming rate: one layer width at M = 4 with K swept, single calls with the L2 "
+            "flushed, and the line time = intercept + weight bytes / rate fitted per method (`sp24/kscan.py`):",
+            kscan_markdown(recs),
+        ),
         "End to end, decode of a stack of LLaMA-7B-shaped decoder layers (random weights pruned 2:4):",
         e2e_markdown(recs),
         f"Host time per call (enqueue only): {host_line or 'not measured'}.",

@@ -43,6 +43,7 @@ COST_US = {"spmma": 8.0, "fma": 12.0, "mma": 20.0, "expand": 24.0}  # per launch
 LARGE_M_FACTOR = 2.5  # above M = 16 every kernel is charged 2.5x, which hands M = 128 to cuBLAS
 CUBLAS_US = 16.0  # a call that launched none of our kernels
 E2E_DIMS = dict(hidden=64, inter=128, heads=2)
+KSCAN = (N, 1, (128, 256))  # the fixed-cost sweep: width, M, the Ks
 INFO = dict(
     gpu="CPU dry run",
     arch="sm90",
@@ -111,7 +112,9 @@ def run(tmp_path_factory):
         mp.setattr(dispatch, "arch_name", lambda device: INFO["arch"])  # the dispatcher asks the GPU
         mp.setattr(dispatch, "_sm_count", lambda device: INFO["sms"])
         try:
-            report = sparse24.run(out, dict(INFO), timer, [(N, K)], MS, lines.append, e2e_layers=1, e2e_dims=E2E_DIMS)
+            report = sparse24.run(
+                out, dict(INFO), timer, [(N, K)], MS, lines.append, e2e_layers=1, e2e_dims=E2E_DIMS, kscan=KSCAN
+            )
         finally:
             dispatch.use_table(None)  # the run installed its own table for this process
     (out / "sparse24.log").write_text("\n".join(lines) + "\n")
@@ -173,6 +176,20 @@ def test_end_to_end_runs_both_sparse_layouts_and_matches_dense(run):
             assert r["swapped_linears"] == 7 and r["hidden"] == E2E_DIMS["hidden"]
 
 
+def test_the_k_sweep_times_cublas_and_the_tables_spmma_and_fits_their_lines(run):
+    """The stand-in timer charges a fixed cost per call, so each fitted line is that cost as its
+    intercept and no growth with K (no rate)."""
+    from sp24.kscan import fit_line
+
+    _, recs, _, _ = run
+    scans = [r for r in recs if r["method"].startswith("kscan_")]
+    assert {(r["method"], r["K"]) for r in scans} == {(f"kscan_{m}", k) for m in ("cublas", "spmma") for k in KSCAN[2]}
+    assert all(r["status"] == "ok" and r["rel_err"] < 2e-2 for r in scans)
+    spmma = fit_line(recs, "kscan_spmma")
+    assert spmma["intercept_us"] == pytest.approx(COST_US["spmma"]) and spmma["gbps"] is None
+    assert fit_line(recs, "kscan_cublas")["intercept_us"] == pytest.approx(CUBLAS_US)
+
+
 def test_report_has_a_column_per_kernel_and_the_run_ingests(run, tmp_path):
     out, recs, _, report = run
     header = next(line for line in report.splitlines() if line.startswith("| N×K | M |"))
@@ -187,3 +204,4 @@ def test_report_has_a_column_per_kernel_and_the_run_ingests(run, tmp_path):
     summary = (tmp_path / "results" / f"{stem}-summary.md").read_text()
     label = SpmmaConfig(**_rec(recs, 1, "repro_spmma")["config"]).label()
     assert f"| 1 | `spmma {label}` |" in summary and "| 128 | `cublas` |" in summary  # what the dispatcher ran
+    assert f"| spmma `{label}` | 8.0 µs | – (no growth with K) |" in summary  # the fixed-cost sweep
