@@ -78,6 +78,8 @@ def inspect_config(cfg, arch: int = 90, dtype: str = "fp16", bias: bool = False)
     regs, spills = ptxas_report(ptx, arch).split()
     loop = main_loop(disassemble(kernel.asm["cubin"]))  # the machine code Triton built
     mma_per_kblock = cfg.W * cfg.T  # one per row tile and token tile
+    kblocks = sum(ins.op.startswith("HMMA.SP") for ins in loop) // mma_per_kblock
+    trips = round_trips(loop)
     return dict(
         regs=int(regs),
         spills=int(spills),
@@ -87,8 +89,9 @@ def inspect_config(cfg, arch: int = 90, dtype: str = "fp16", bias: bool = False)
         loads_b32=sum(1 for x in loads if not x),
         shared_ops_in_loop=len(re.findall(r"(ld|st)\.shared|bar\.sync", body)),
         shuffles=len(re.findall(r"shfl\.sync", body)),
-        kblocks_per_iteration=sum(ins.op.startswith("HMMA.SP") for ins in loop) // mma_per_kblock,
-        round_trips=round_trips(loop),
+        kblocks_per_iteration=kblocks,
+        round_trips=trips,
+        kib_per_warp_trip=kblocks * cfg.W * 512 / 1024 / trips,  # weight values a warp has in flight
         ptx=ptx,
     )
 
@@ -108,7 +111,7 @@ def main() -> None:
         print(
             f"{cfg.label():18} {r['regs']:4} {r['spills']:6} {r['shared']:6} {len(r['mma_sp']):7} "
             f"{r['loads_v4']:5} {r['loads_b32']:6} {r['shared_ops_in_loop']:10}"
-            f"  {r['kblocks_per_iteration'] * cfg.W * 512 / 1024 / r['round_trips']:5.1f}"
+            f"  {r['kib_per_warp_trip']:5.1f}"
         )
         if args.out:
             args.out.mkdir(parents=True, exist_ok=True)

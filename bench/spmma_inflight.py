@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from pathlib import Path
 
@@ -27,22 +26,6 @@ from compile_offline import inspect_config  # noqa: E402
 
 from repro.kernels.fragments import SpmmaConfig  # noqa: E402
 
-LABEL = re.compile(r"r(\d+)(?:w(\d+))?s(\d+)u(\d+)t(\d+)(p?)(x?)$")
-
-
-def parse_label(label: str) -> SpmmaConfig:
-    """The configuration a label (``SpmmaConfig.label``) names."""
-    m = LABEL.fullmatch(label)
-    if not m:
-        raise ValueError(f"not an spmma label: {label!r} (expected r<R>[w<W>]s<S>u<U>t<T>[p][x])")
-    r, w, s, u, t = (int(g) if g else 1 for g in m.groups()[:5])
-    return SpmmaConfig(R=r, W=w, S=s, U=u, T=t, prefetch=bool(m[6]), wide_x=bool(m[7]))
-
-
-def kib_per_warp_trip(cfg: SpmmaConfig) -> float:
-    r = inspect_config(cfg)
-    return r["kblocks_per_iteration"] * cfg.W * 512 / 1024 / r["round_trips"]
-
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -52,11 +35,15 @@ def main() -> None:
     recs = json.loads(args.results.read_text())
     sms = recs[0]["info"]["sms"]
     sweeps = [r for r in recs if r["method"] == "repro_spmma" and r.get("sweep") and r["M"] in args.m]
-    per_trip = {label: kib_per_warp_trip(parse_label(label)) for r in sweeps for label, _ in r["sweep"]}
+    per_trip = {
+        label: inspect_config(SpmmaConfig.from_label(label))["kib_per_warp_trip"]
+        for r in sweeps
+        for label, _ in r["sweep"]
+    }
     for r in sweeps:
         inflight, rates = [], []
         for label, us in sorted(r["sweep"], key=lambda item: item[1]):
-            cfg = parse_label(label)
+            cfg = SpmmaConfig.from_label(label)
             warps = -(-r["N"] // (16 * cfg.R * cfg.W)) * cfg.num_warps
             inflight.append(per_trip[label] * warps / sms)
             rates.append(r["N"] * r["K"] * 2 * 0.5625 / us / 1e3)

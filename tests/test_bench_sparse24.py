@@ -87,12 +87,10 @@ def test_option_pairs_match_labels_that_differ_by_the_option_alone():
 
 
 def test_spmma_labels_parse_back_to_their_configurations():
-    from spmma_inflight import parse_label
-
     configs = {cfg for m in MS for cfg in kernel_configs("spmma", m)}
-    assert len(configs) > 30 and all(parse_label(cfg.label()) == cfg for cfg in configs)
+    assert len(configs) > 30 and all(SpmmaConfig.from_label(cfg.label()) == cfg for cfg in configs)
     with pytest.raises(ValueError, match="not an spmma label"):
-        parse_label("1x4x512/w1s4/sk1")
+        SpmmaConfig.from_label("1x4x512/w1s4/sk1")
 
 
 def test_fit_line_recovers_intercept_and_rate():

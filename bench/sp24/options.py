@@ -4,27 +4,23 @@ configuration with an option and the same tiling without it form a measured pair
 from __future__ import annotations
 
 import statistics
+from dataclasses import replace
 
-# option -> (suffix of a label with it, the same label without it); labels end in [p][x]
-OPTIONS = {
-    "wide_x": (("x", ""), ("px", "p")),
-    "prefetch": (("p", ""), ("px", "x")),
-}
+from repro.kernels.fragments import SpmmaConfig
+
+OPTIONS = ("wide_x", "prefetch")  # SpmmaConfig's on/off options
 
 
 def option_pairs(sweep: list, option: str) -> list[tuple[str, str, float]]:
     """``(without, with, time without / time with)`` for each measured pair of ``sweep``
-    (``[[label, us], ...]``, as a ``repro_spmma`` record stores it)."""
-    times = dict(sweep)
+    (``[[label, us], ...]``, as a ``repro_spmma`` record stores it): two configurations that
+    differ in ``option`` alone."""
+    times = {SpmmaConfig.from_label(label): us for label, us in sweep}
     pairs = []
-    for label, us in times.items():
-        for with_suffix, without_suffix in OPTIONS[option]:
-            stem = label.removesuffix(with_suffix)
-            # the suffix must be exactly the option's: "r1s4u8t1px" is not "r1s4u8t1p" + "x"
-            if stem != label and stem[-1].isdigit():
-                base = stem + without_suffix
-                if base in times:
-                    pairs.append((base, label, times[base] / us))
+    for cfg, us in times.items():
+        base = replace(cfg, **{option: False})
+        if getattr(cfg, option) and base in times:
+            pairs.append((base.label(), cfg.label(), times[base] / us))
     return pairs
 
 

@@ -30,6 +30,7 @@ dense tile = 576 of 1024, the same 56.25 % as the planar format.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -83,6 +84,15 @@ class SpmmaConfig:
     def label(self) -> str:
         tiles = f"w{self.W}" if self.W > 1 else ""
         return f"r{self.R}{tiles}s{self.S}u{self.U}t{self.T}" + "p" * self.prefetch + "x" * self.wide_x
+
+    @classmethod
+    def from_label(cls, label: str) -> SpmmaConfig:
+        """The configuration ``label()`` names."""
+        m = re.fullmatch(r"r(\d+)(?:w(\d+))?s(\d+)u(\d+)t(\d+)(p?)(x?)", label)
+        if not m:
+            raise ValueError(f"not an spmma label: {label!r} (expected r<R>[w<W>]s<S>u<U>t<T>[p][x])")
+        r, w, s, u, t = (int(g) if g else 1 for g in m.groups()[:5])
+        return cls(R=r, W=w, S=s, U=u, T=t, prefetch=bool(m[6]), wide_x=bool(m[7]))
 
     def as_dict(self) -> dict:
         return asdict(self)
