@@ -40,6 +40,11 @@ SPMMA_CASES = [
     (16, 96, 1008, SpmmaConfig(R=2, S=8, U=2, T=2, wide_x=True)),
     (13, 70, 200, SpmmaConfig(R=1, S=4, U=4, T=2, wide_x=True)),
     (40, 130, 512, SpmmaConfig(R=2, S=2, U=1, T=4, W=2, wide_x=True)),
+    # K dealt to the warps in turns: whole turns (4096), a short last turn (736: 23 k-blocks in
+    # turns of 8), and turns with prefetch, wide x loads and two row tiles
+    (1, 64, 4096, SpmmaConfig(R=1, S=4, U=4, T=1, interleave=True)),
+    (5, 64, 736, SpmmaConfig(R=1, S=4, U=2, T=1, prefetch=True, interleave=True)),
+    (13, 70, 1000, SpmmaConfig(R=1, S=8, U=2, T=2, W=2, prefetch=True, wide_x=True, interleave=True)),
 ]
 
 

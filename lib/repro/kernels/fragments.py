@@ -59,7 +59,9 @@ class SpmmaConfig:
     loads are in flight while the other's MMAs run (twice the operand registers); ``wide_x``
     reads each lane's x words of a k-block with one 16-byte load and moves them to their MMA
     registers with four shuffles inside each group of four lanes, instead of four 4-byte loads
-    that each touch eight tokens' cache lines."""
+    that each touch eight tokens' cache lines; ``interleave`` deals K out to the ``S`` warps in
+    turns of ``U`` k-blocks instead of one contiguous slice each, so that the warps of a program
+    read one contiguous run of ``S*U`` k-blocks per step rather than ``S`` runs a slice apart."""
 
     R: int = 1
     S: int = 4
@@ -68,6 +70,7 @@ class SpmmaConfig:
     W: int = 1
     prefetch: bool = False
     wide_x: bool = False
+    interleave: bool = False
 
     @property
     def num_warps(self) -> int:
@@ -83,16 +86,17 @@ class SpmmaConfig:
 
     def label(self) -> str:
         tiles = f"w{self.W}" if self.W > 1 else ""
-        return f"r{self.R}{tiles}s{self.S}u{self.U}t{self.T}" + "p" * self.prefetch + "x" * self.wide_x
+        options = "p" * self.prefetch + "x" * self.wide_x + "i" * self.interleave
+        return f"r{self.R}{tiles}s{self.S}u{self.U}t{self.T}{options}"
 
     @classmethod
     def from_label(cls, label: str) -> SpmmaConfig:
         """The configuration ``label()`` names."""
-        m = re.fullmatch(r"r(\d+)(?:w(\d+))?s(\d+)u(\d+)t(\d+)(p?)(x?)", label)
+        m = re.fullmatch(r"r(\d+)(?:w(\d+))?s(\d+)u(\d+)t(\d+)(p?)(x?)(i?)", label)
         if not m:
-            raise ValueError(f"not an spmma label: {label!r} (expected r<R>[w<W>]s<S>u<U>t<T>[p][x])")
+            raise ValueError(f"not an spmma label: {label!r} (expected r<R>[w<W>]s<S>u<U>t<T>[p][x][i])")
         r, w, s, u, t = (int(g) if g else 1 for g in m.groups()[:5])
-        return cls(R=r, W=w, S=s, U=u, T=t, prefetch=bool(m[6]), wide_x=bool(m[7]))
+        return cls(R=r, W=w, S=s, U=u, T=t, prefetch=bool(m[6]), wide_x=bool(m[7]), interleave=bool(m[8]))
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -9,7 +9,8 @@ issues the instruction. The hardware skips the pruned half of the products and e
 
 One program (CTA) owns ``R*W`` 16-row tiles and ``8*T`` tokens; its ``R*S`` warps are laid out
 as ``[R, S]``: warp ``(r, s)`` runs ``W`` row tiles (reusing each x register ``W`` times) over the
-``s``-th of ``S`` equal slices of K, ``U`` k-blocks per loop iteration (``U`` independent 16-byte
+``s``-th of ``S`` equal slices of K (or, with ``interleave``, every ``S``-th turn of ``U``
+k-blocks), ``U`` k-blocks per loop iteration (``U`` independent 16-byte
 weight loads in flight per lane, ``U`` separate accumulators), and the ``S`` partial sums meet
 through one reduction over the warp axis at the end, so there are no atomics and no memset. The
 register tensors are 6-D, ``[row tile R*W, K slice S, lane, token tile T, k-block U, register 4]``.
@@ -90,34 +91,46 @@ def _index(n: gl.constexpr, axis: gl.constexpr, layout: gl.constexpr):
 
 
 @gluon.jit
-def _weight_stream(ptr, NT, KB, per_slice, WORDS: gl.constexpr, layout: gl.constexpr):
+def _k_blocks(KB, per_slice, INTERLEAVE: gl.constexpr, layout: gl.constexpr):
+    """The k-block each (K slice, k-block of a step) position loads first, and the end that bounds
+    it: a contiguous slice of ``per_slice`` k-blocks per warp, or with ``INTERLEAVE`` turns of
+    ``U`` k-blocks dealt to the ``S`` warps in order (later steps move ``S`` times as far)."""
+    S: gl.constexpr = layout.warps_per_cta[1]
+    U: gl.constexpr = layout.size_per_thread[4]
+    k_slice = _index(S, 1, layout)
+    if INTERLEAVE:
+        return k_slice * U + _index(U, 4, layout), KB + k_slice * 0
+    else:
+        return k_slice * per_slice + _index(U, 4, layout), gl.minimum((k_slice + 1) * per_slice, KB)
+
+
+@gluon.jit
+def _weight_stream(ptr, NT, KB, per_slice, WORDS: gl.constexpr, INTERLEAVE: gl.constexpr, layout: gl.constexpr):
     """Pointers to this program's first k-blocks of weight words (``WORDS`` int32 per tile and
     k-block: 128 value words, or 16 metadata words), plus what masks them.
 
     Value word of lane ``l``, register ``i``: ``4l + i``. Metadata word of lane ``4g + q``:
     ``2g + q % 2`` (lanes ``q`` = 2, 3 load a copy; the instruction reads ``q`` = 0, 1)."""
     R: gl.constexpr = layout.warps_per_cta[0] * layout.size_per_thread[0]  # row tiles per program
-    S: gl.constexpr = layout.warps_per_cta[1]
-    U: gl.constexpr = layout.size_per_thread[4]
     lane = _index(32, 2, layout)
     if WORDS == 128:
         word = lane * 4 + _index(4, 5, layout)
     else:
         word = (lane // 4) * 2 + lane % 2
     tile = gl.program_id(0) * R + _index(R, 0, layout)
-    kb = _index(S, 1, layout) * per_slice + _index(U, 4, layout)  # k-block of the first step
-    kb_end = gl.minimum((_index(S, 1, layout) + 1) * per_slice, KB)
+    kb, kb_end = _k_blocks(KB, per_slice, INTERLEAVE, layout)  # k-block of the first step
     ptrs = ptr + (tile * KB + kb).to(gl.int64) * WORDS + word
     return ptrs, tile < NT, kb, kb_end
 
 
 @gluon.jit
-def _load_step(a_stream, e_stream, b_stream, step, K):
-    """The weight words, metadata words and x pairs of the ``U`` k-blocks at ``step`` (K is even:
-    a pair is in bounds when its word is)."""
+def _load_step(a_stream, e_stream, b_stream, step, K, STRIDE: gl.constexpr):
+    """The weight words, metadata words and x pairs of the ``U`` k-blocks at ``step``, which lie
+    ``STRIDE * step`` k-blocks past the first ones (K is even: a pair is in bounds when its word is)."""
     a_ptrs, a_tile_ok, a_kb, a_kb_end = a_stream
     e_ptrs, e_tile_ok, e_kb, e_kb_end = e_stream
     b_ptrs, token_ok, kb, kb_end, b_last = b_stream
+    step = step * STRIDE
     a = gl.load(a_ptrs + step * 128, mask=a_tile_ok & (a_kb + step < a_kb_end), other=0)
     e = gl.load(e_ptrs + step * 16, mask=e_tile_ok & (e_kb + step < e_kb_end), other=0x44444444)
     b_ok = token_ok & (kb + step < kb_end) & (b_last + step * 16 < K // 2)
@@ -165,12 +178,16 @@ def _spmma_kernel(
     T: gl.constexpr,
     PREFETCH: gl.constexpr,
     WIDE_X: gl.constexpr,
+    INTERLEAVE: gl.constexpr,
 ):
     L: gl.constexpr = _layout(R, S, W, T, U, 4)  # MMA operands and accumulators
     LB: gl.constexpr = _layout(R, S, 1, T, U, 4)  # x: one load per lane, shared by the W row tiles
-    per_slice = gl.cdiv(KB, S)
-    a_ptrs, a_tile_ok, a_kb, a_kb_end = _weight_stream(v_ptr, NT, KB, per_slice, 128, _layout(R, S, W, 1, U, 4))
-    e_ptrs, e_tile_ok, e_kb, e_kb_end = _weight_stream(e_ptr, NT, KB, per_slice, 16, _layout(R, S, W, 1, U, 1))
+    STRIDE: gl.constexpr = S if INTERLEAVE else 1  # k-blocks a step moves, per k-block of a slice
+    per_slice = gl.cdiv(KB, S)  # k-blocks per warp (with INTERLEAVE, the last turn may be short)
+    LA: gl.constexpr = _layout(R, S, W, 1, U, 4)
+    LE: gl.constexpr = _layout(R, S, W, 1, U, 1)
+    a_ptrs, a_tile_ok, a_kb, a_kb_end = _weight_stream(v_ptr, NT, KB, per_slice, 128, INTERLEAVE, LA)
+    e_ptrs, e_tile_ok, e_kb, e_kb_end = _weight_stream(e_ptr, NT, KB, per_slice, 16, INTERLEAVE, LE)
 
     # x as int32 pairs: B register i of lane (g, q) is the pair k = 2q + 8i, 2q + 8i + 1 of token g,
     # word q + 4i of the k-block; WIDE_X loads words 4q + i instead and transposes (_QUAD_TRANSPOSE)
@@ -178,8 +195,7 @@ def _spmma_kernel(
     q = lane % 4
     reg = _index(4, 5, LB)
     token = gl.program_id(1) * (8 * T) + 8 * _index(T, 3, LB) + lane // 4
-    kb = _index(S, 1, LB) * per_slice + _index(U, 4, LB)
-    kb_end = gl.minimum((_index(S, 1, LB) + 1) * per_slice, KB)
+    kb, kb_end = _k_blocks(KB, per_slice, INTERLEAVE, LB)
     x_words = x_ptr.to(gl.pointer_type(gl.int32), bitcast=True)
     if WIDE_X:  # one bound per 16-byte load (its last word), so the load stays one instruction
         b_word = kb * 16 + 4 * q + reg
@@ -200,15 +216,15 @@ def _spmma_kernel(
         # (One set rotated every step hides nothing: ptxas copies it at the end of the loop and
         # the copy waits for those loads; bench/sp24/sass.py reads this from the machine code.)
         # Steps past the slice's end load masked zeros and a valid metadata word: they add 0.
-        a0, e0, b0 = _load_step(a_stream, e_stream, b_stream, 0, K)
+        a0, e0, b0 = _load_step(a_stream, e_stream, b_stream, 0, K, STRIDE)
         for step in range(0, per_slice, 2 * U):
-            a1, e1, b1 = _load_step(a_stream, e_stream, b_stream, step + U, K)
+            a1, e1, b1 = _load_step(a_stream, e_stream, b_stream, step + U, K, STRIDE)
             acc = _mma_step(acc, a0, e0, b0, q_mma, L, BF16, WIDE_X)
-            a0, e0, b0 = _load_step(a_stream, e_stream, b_stream, step + 2 * U, K)
+            a0, e0, b0 = _load_step(a_stream, e_stream, b_stream, step + 2 * U, K, STRIDE)
             acc = _mma_step(acc, a1, e1, b1, q_mma, L, BF16, WIDE_X)
     else:
         for step in range(0, per_slice, U):
-            a, e, b = _load_step(a_stream, e_stream, b_stream, step, K)
+            a, e, b = _load_step(a_stream, e_stream, b_stream, step, K, STRIDE)
             acc = _mma_step(acc, a, e, b, q_mma, L, BF16, WIDE_X)
 
     # D register i of lane (g, q): row (output feature) g + 8*(i // 2), column (token) 2q + i % 2.
@@ -272,6 +288,7 @@ def launch_spmma(
         T=cfg.T,
         PREFETCH=cfg.prefetch,
         WIDE_X=cfg.wide_x,
+        INTERLEAVE=cfg.interleave,
         num_warps=cfg.num_warps,
     )
     if warmup:
