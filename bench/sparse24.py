@@ -14,8 +14,9 @@ For LLaMA-7B linear shapes (N x K = 4096x4096, 11008x4096, 4096x11008) and M in 
 - time = median over calls of CUDA-event time around one call, with the L2 flushed before every
   call by *reading* a 512 MiB buffer (``triton.testing.do_bench``'s flush writes zeros, which
   leaves dirty lines that are written back during the timed call; see the reference notes);
-- fixed cost against streaming rate: cuBLAS and the table's ``spmma`` at N = 4096, M = 4 with K
-  swept (``sp24/kscan.py``), each fitted to time = intercept + bytes / rate;
+- fixed cost against streaming rate: cuBLAS, the table's kernels and a read-only kernel (the
+  floor) at N = 4096, M = 1 and 4 with K swept (``sp24/kscan.py``), each fitted to
+  time = intercept + bytes / rate;
 - end to end: decode tokens/s of a stack of LLaMA-7B-shaped decoder layers with random weights
   pruned 2:4, dense ``nn.Linear`` vs ``SparseLinear`` (planar, and fragment order when spmma is
   benchmarked), batch 1 and 8, CUDA-graph replay and eager.
@@ -75,11 +76,11 @@ def main() -> None:
 
 
 def run(
-    out: Path, info: dict, timer, shapes, ms, log, e2e_layers: int = 4, e2e_dims=LLAMA_7B, kscan=(4096, 4, KS)
+    out: Path, info: dict, timer, shapes, ms, log, e2e_layers: int = 4, e2e_dims=LLAMA_7B, kscan=(4096, (1, 4), KS)
 ) -> str:
     """Measure everything on ``timer.device`` and write the run's files to ``out``; returns the
     Markdown report. ``e2e_layers=0`` leaves out the end-to-end part; ``kscan`` is the
-    ``(N, M, Ks)`` of the fixed-cost sweep (``sp24/kscan.py``), None to leave it out."""
+    ``(N, Ms, Ks)`` of the fixed-cost sweep (``sp24/kscan.py``), None to leave it out."""
     info["host_us_per_call"] = host_overhead(timer, log)
     n0, k0 = shapes[0]
     w0 = compress_24(torch.zeros(n0, k0, device=timer.device, dtype=torch.float16))
@@ -102,8 +103,8 @@ def run(
     del weights
     torch.cuda.empty_cache()
     if kscan:
-        n, m, ks = kscan
-        recs += bench_kscan(info, timer, table, log, n, m, ks)
+        n, kscan_ms, ks = kscan
+        recs += bench_kscan(info, timer, table, log, n, kscan_ms, ks)
     if e2e_layers:
         try:
             recs += bench_e2e(info, timer, e2e_layers, 512, (1, 8), log, dims=e2e_dims)

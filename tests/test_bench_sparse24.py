@@ -102,6 +102,19 @@ def test_fit_line_recovers_intercept_and_rate():
     assert fit["intercept_us"] == pytest.approx(5.0) and fit["gbps"] == pytest.approx(2000.0)
     assert fit["max_residual_us"] == pytest.approx(0.0, abs=1e-9) and fit["points"] == 3
     assert fit_line(recs[:1], "kscan_spmma") is None  # one point fits no line
+    other_m = [r | {"M": 1, "us": r["us"] + 3.0} for r in recs]
+    assert fit_line(recs + other_m, "kscan_spmma", 1)["intercept_us"] == pytest.approx(8.0)  # M apart
+
+
+def test_read_floor_kernel_reads_every_word_and_its_check_notices_a_missed_one():
+    from sp24.readfloor import CONFIGS, check, read_call
+
+    words = torch.randint(-(2**31), 2**31 - 1, (3 * 8192 + 77,), dtype=torch.int32)  # a partial block
+    for config in CONFIGS:
+        folded = read_call(words, config)()
+        assert check(words, folded), config
+        assert not check(words, folded[:-1])  # the last program's words left out
+    assert not check(words[:-1], read_call(words, CONFIGS[0])())
 
 
 def test_report_has_one_row_per_case_with_as_many_cells_as_the_header():

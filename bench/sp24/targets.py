@@ -251,8 +251,10 @@ def summary_markdown(recs: list[dict], source: str) -> str:
             options_markdown(recs),
         ),
         *_section(
-            "Fixed cost and streaming rate: one layer width at M = 4 with K swept, single calls with the L2 "
-            "flushed, and the line time = intercept + weight bytes / rate fitted per method (`sp24/kscan.py`):",
+            "Fixed cost and streaming rate: one layer width with K swept, single calls with the L2 flushed, and "
+            "the line time = intercept + weight bytes / rate fitted per method and M (`sp24/kscan.py`); "
+            "*read only* is a kernel that just reads the 2:4 and the dense bytes, the floor of any kernel "
+            "(`sp24/readfloor.py`):",
             kscan_markdown(recs),
         ),
         "End to end, decode of a stack of LLaMA-7B-shaped decoder layers (random weights pruned 2:4):",

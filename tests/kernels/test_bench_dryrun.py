@@ -43,7 +43,7 @@ COST_US = {"spmma": 8.0, "fma": 12.0, "mma": 20.0, "expand": 24.0}  # per launch
 LARGE_M_FACTOR = 2.5  # above M = 16 every kernel is charged 2.5x, which hands M = 128 to cuBLAS
 CUBLAS_US = 16.0  # a call that launched none of our kernels
 E2E_DIMS = dict(hidden=64, inter=128, heads=2)
-KSCAN = (N, 1, (128, 256))  # the fixed-cost sweep: width, M, the Ks
+KSCAN = (N, (1,), (128, 256))  # the fixed-cost sweep: width, Ms, Ks
 INFO = dict(
     gpu="CPU dry run",
     arch="sm90",
@@ -176,18 +176,25 @@ def test_end_to_end_runs_both_sparse_layouts_and_matches_dense(run):
             assert r["swapped_linears"] == 7 and r["hidden"] == E2E_DIMS["hidden"]
 
 
-def test_the_k_sweep_times_cublas_and_the_tables_spmma_and_fits_their_lines(run):
+def test_the_k_sweep_times_the_floor_cublas_and_the_tables_kernel_and_fits_their_lines(run):
     """The stand-in timer charges a fixed cost per call, so each fitted line is that cost as its
-    intercept and no growth with K (no rate)."""
+    intercept and no growth with K (no rate). The read-only floor reads both byte counts."""
     from sp24.kscan import fit_line
 
     _, recs, _, _ = run
     scans = [r for r in recs if r["method"].startswith("kscan_")]
-    assert {(r["method"], r["K"]) for r in scans} == {(f"kscan_{m}", k) for m in ("cublas", "spmma") for k in KSCAN[2]}
+    expected = {(f"kscan_{m}", 1, k) for m in ("cublas", "spmma") for k in KSCAN[2]}
+    expected |= {("kscan_read", 0, k) for k in KSCAN[2]}
+    assert {(r["method"], r["M"], r["K"]) for r in scans} == expected
     assert all(r["status"] == "ok" and r["rel_err"] < 2e-2 for r in scans)
-    spmma = fit_line(recs, "kscan_spmma")
+    reads = [r for r in scans if r["method"] == "kscan_read"]
+    assert sorted(r["weight_bytes"] for r in reads) == sorted(
+        b for k in KSCAN[2] for b in (2 * N * k * 9 // 16, 2 * N * k)
+    )
+    spmma = fit_line(recs, "kscan_spmma", 1)
     assert spmma["intercept_us"] == pytest.approx(COST_US["spmma"]) and spmma["gbps"] is None
-    assert fit_line(recs, "kscan_cublas")["intercept_us"] == pytest.approx(CUBLAS_US)
+    assert fit_line(recs, "kscan_cublas", 1)["intercept_us"] == pytest.approx(CUBLAS_US)
+    assert fit_line(recs, "kscan_read", 0)["points"] == 2 * len(KSCAN[2])
 
 
 def test_report_has_a_column_per_kernel_and_the_run_ingests(run, tmp_path):
@@ -204,4 +211,5 @@ def test_report_has_a_column_per_kernel_and_the_run_ingests(run, tmp_path):
     summary = (tmp_path / "results" / f"{stem}-summary.md").read_text()
     label = SpmmaConfig(**_rec(recs, 1, "repro_spmma")["config"]).label()
     assert f"| 1 | `spmma {label}` |" in summary and "| 128 | `cublas` |" in summary  # what the dispatcher ran
-    assert f"| spmma `{label}` | 8.0 µs | – (no growth with K) |" in summary  # the fixed-cost sweep
+    assert f"| spmma `{label}` | 1 | 8.0 µs | – (no growth with K) |" in summary  # the fixed-cost sweep
+    assert "| read only (the floor) | – | 16.0 µs |" in summary
