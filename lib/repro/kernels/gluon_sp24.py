@@ -72,19 +72,19 @@ def _layout(R, S, W, T, U, width):
 
 
 @gluon.constexpr_function
-def _axis_layout(layout, axis):
+def _axis_layout(layout, axis, rank):
     """The 1-D layout of ``layout``'s dimension ``axis`` (all other dimensions sliced away)."""
-    for dim in reversed(range(6)):
+    for dim in reversed(range(rank)):
         if dim != axis:
             layout = gl.SliceLayout(dim, layout)
     return layout
 
 
 @gluon.jit
-def _index(n: gl.constexpr, axis: gl.constexpr, layout: gl.constexpr):
-    """``arange(n)`` along ``axis`` of a 6-D ``layout``, size 1 along the other dimensions."""
-    idx = gl.arange(0, n, layout=_axis_layout(layout, axis))
-    for dim in gl.static_range(6):
+def _index(n: gl.constexpr, axis: gl.constexpr, layout: gl.constexpr, RANK: gl.constexpr = 6):
+    """``arange(n)`` along ``axis`` of a ``RANK``-D ``layout``, size 1 along the other dimensions."""
+    idx = gl.arange(0, n, layout=_axis_layout(layout, axis, RANK))
+    for dim in gl.static_range(RANK):
         if dim != axis:
             idx = gl.expand_dims(idx, dim)
     return idx
@@ -227,18 +227,15 @@ def _spmma_kernel(
             a, e, b = _load_step(a_stream, e_stream, b_stream, step, K, STRIDE)
             acc = _mma_step(acc, a, e, b, q_mma, L, BF16, WIDE_X)
 
-    # D register i of lane (g, q): row (output feature) g + 8*(i // 2), column (token) 2q + i % 2.
-    # The indices do not depend on the K slice or the k-block; reducing them like acc puts them
-    # in acc's reduced layout.
-    lane = _index(32, 2, L)
-    q = lane % 4
-    reg = _index(4, 5, L)
-    zero = _index(S, 1, L) * 0 + _index(U, 4, L) * 0
-    n_out = gl.program_id(0) * (16 * R * W) + 16 * _index(R * W, 0, L) + lane // 4 + 8 * (reg // 2) + zero
-    m_out = gl.program_id(1) * (8 * T) + 8 * _index(T, 3, L) + 2 * q + reg % 2
+    # The k-blocks of a step add up in registers, the K slices across warps (shared memory).
+    # D register i of lane (g, q): row (output feature) g + 8*(i // 2), column (token) 2q + i % 2,
+    # indexed straight in the summed layout [row tile, lane, token tile, register].
     out = gl.sum(gl.sum(acc, axis=4), axis=1)
-    n_out = gl.max(gl.max(n_out, axis=4), axis=1)
-    m_out = gl.max(gl.max(m_out + zero, axis=4), axis=1)
+    LO: gl.constexpr = gl.SliceLayout(1, gl.SliceLayout(4, L))
+    lane = _index(32, 1, LO, 4)
+    reg = _index(4, 3, LO, 4)
+    n_out = gl.program_id(0) * (16 * R * W) + 16 * _index(R * W, 0, LO, 4) + lane // 4 + 8 * (reg // 2)
+    m_out = gl.program_id(1) * (8 * T) + 8 * _index(T, 2, LO, 4) + 2 * (lane % 4) + reg % 2
     ok = (n_out < N) & (m_out < M)
     if HAS_BIAS:
         out += gl.load(bias_ptr + n_out, mask=ok, other=0.0).to(gl.float32)
