@@ -41,7 +41,7 @@ def compile_config(cfg, arch: int, dtype: str, bias: bool):
     signature = {"x_ptr": f"*{dtype}", "v_ptr": "*i32", "e_ptr": "*i32", "bias_ptr": f"*{dtype}", "y_ptr": f"*{dtype}"}
     signature |= {name: "i32" for name in scalars}
     constants = dict(HAS_BIAS=bias, BF16=dtype == "bf16", R=cfg.R, S=cfg.S, W=cfg.W, U=cfg.U, T=cfg.T)
-    constants |= dict(PREFETCH=cfg.prefetch, WIDE_X=cfg.wide_x, INTERLEAVE=cfg.interleave)
+    constants |= dict(PREFETCH=cfg.prefetch, WIDE_X=cfg.wide_x, INTERLEAVE=cfg.interleave, L2_AHEAD=cfg.l2_ahead)
     signature |= {name: "constexpr" for name in constants}
     names = list(signature)
     attrs = {(names.index(name),): [["tt.divisibility", 16]] for name in ALIGNED}

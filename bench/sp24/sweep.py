@@ -18,10 +18,12 @@ SPLITS = [1, 2, 3, 4, 6, 8, 12, 16]
 
 def spmma_configs(m: int):
     """(R, S, U, W, options) per token-tile count T = the power of two >= ceil(M/8), at most 8;
-    options ``p`` prefetch, ``x`` wide_x, ``i`` interleave. All compile for sm_90a with Triton 3.6 without spills;
+    options ``p`` prefetch, ``x`` wide_x, ``i`` interleave, ``a<n>`` l2_ahead. All compile for
+    sm_90a with Triton 3.6 without spills;
     the ``x`` ones were kept where ``sp24/sass.py`` finds at most one memory round trip per loop
     iteration, plus pairs with and without ``x`` on the same tiling, which measure it alone; the
-    ``i`` ones pair with the fastest tilings of the 2026-11-27 run (and S = 8 with and without)."""
+    ``i`` and ``a<n>`` ones pair with the fastest tilings of the 2026-11-27 run (and S = 8 with and
+    without)."""
     from repro.kernels.fragments import SpmmaConfig, token_tiles
 
     t = token_tiles(m)
@@ -32,21 +34,21 @@ def spmma_configs(m: int):
         shapes += [(1, 4, 8, 1, "pxi"), (2, 4, 8, 1, "pxi"), (1, 4, 4, 1, "pi"), (1, 8, 4, 1, "p"), (1, 8, 4, 1, "pi")]
         shapes += [(1, 2, 4, 1, "p"), (1, 2, 4, 1, "pi"), (1, 2, 8, 1, "px")]  # 11008 rows in one wave
         shapes += [(1, 2, 4, 1, "px"), (1, 2, 2, 2, "px")]
+        shapes += [(1, 4, 8, 1, "pxia1"), (1, 4, 8, 1, "pxia2"), (1, 4, 8, 1, "pxa2"), (1, 4, 4, 1, "pia2")]
+        shapes += [(1, 4, 4, 1, "pia4"), (1, 2, 4, 1, "pa2"), (1, 2, 4, 1, "pxa2")]
     elif t == 2:
         shapes = [(2, 4, 4, 1, ""), (1, 8, 2, 2, ""), (2, 4, 4, 1, "x"), (1, 8, 2, 2, "x"), (1, 4, 4, 2, "x")]
         shapes += [(2, 4, 4, 2, "x"), (1, 4, 2, 2, "px"), (1, 2, 2, 2, "px"), (1, 4, 2, 4, "px")]
         shapes += [(1, 4, 2, 2, "pxi"), (1, 2, 2, 2, "pxi"), (1, 8, 2, 2, "pxi")]
         shapes += [(1, 2, 4, 1, "px"), (1, 2, 4, 2, "px")]  # two warps: 11008 rows in one wave
+        shapes += [(1, 4, 2, 2, "pxa2"), (1, 8, 2, 2, "pxia2"), (1, 2, 2, 2, "pxa2")]
     elif t == 4:
         shapes = [(1, 4, 2, 1, ""), (2, 4, 2, 1, ""), (1, 8, 2, 2, ""), (2, 4, 1, 2, "")]
         shapes += [(1, 8, 2, 2, "x"), (1, 4, 2, 2, "x"), (1, 4, 1, 2, "px"), (1, 4, 2, 2, "px"), (1, 4, 1, 2, "pxi")]
     else:
         shapes = [(2, 4, 1, 1, ""), (2, 4, 1, 2, ""), (1, 8, 1, 2, ""), (4, 2, 1, 2, "")]
         shapes += [(2, 4, 1, 2, "x"), (4, 2, 1, 2, "x"), (2, 4, 1, 2, "px"), (1, 8, 1, 2, "px"), (2, 4, 1, 2, "pxi")]
-    return [
-        SpmmaConfig(R=r, S=s, U=u, T=t, W=w, prefetch="p" in opts, wide_x="x" in opts, interleave="i" in opts)
-        for r, s, u, w, opts in shapes
-    ]
+    return [SpmmaConfig.from_label(f"r{r}w{w}s{s}u{u}t{t}{opts}") for r, s, u, w, opts in shapes]
 
 
 def kernel_configs(kernel: str, m: int):

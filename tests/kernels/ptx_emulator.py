@@ -32,7 +32,7 @@ WIDTHS = {"pred": 1, "b8": 8, "u8": 8, "s8": 8, "b16": 16, "u16": 16, "s16": 16,
 # opcode parts (besides the types) whose meaning the handlers implement; any other modifier (.sat,
 # .ftz, .approx, cache or memory-order qualifiers, ...) is refused rather than ignored
 MODIFIERS = {"rn", "lo", "wide", "param", "global", "shared", "v2", "v4", "sync", "bfly", "idx", "up", "down",
-             "lt", "le", "gt", "ge", "eq", "ne", "ls", "hi", "hs"}
+             "lt", "le", "gt", "ge", "eq", "ne", "ls", "hi", "hs", "L2"}
 
 
 class PtxError(RuntimeError):
@@ -517,6 +517,15 @@ class Cta:
             value = np.zeros(self.n, dtype=U64)
             value[on] = mem.load(addr[on] + i * size, size)
             self.write(d, value, active, 8 * size)
+
+    def op_prefetch(self, ins, active):
+        """A cache hint: no effect on the result, but its address must lie inside a buffer (the
+        hardware would not fault, yet an address outside the weight means the kernel's clamp
+        is wrong)."""
+        if not ins.op.startswith("prefetch.global"):
+            raise NotImplementedError(f"PTX instruction not emulated: {ins.text}")
+        on = np.ones(self.n, bool) if active is None else active
+        self.glob._locate(self.address(ins.args[0])[on], 1)
 
     def op_st(self, ins, active):
         mem, addr, on, size, srcs = self._access(ins, ins.args[0], ins.args[1], write=True, active=active)

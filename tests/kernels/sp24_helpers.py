@@ -45,6 +45,11 @@ SPMMA_CASES = [
     (1, 64, 4096, SpmmaConfig(R=1, S=4, U=4, T=1, interleave=True)),
     (5, 64, 736, SpmmaConfig(R=1, S=4, U=2, T=1, prefetch=True, interleave=True)),
     (13, 70, 1000, SpmmaConfig(R=1, S=8, U=2, T=2, W=2, prefetch=True, wide_x=True, interleave=True)),
+    # L2 prefetches ahead of the loads: addresses clamped inside the weight (the emulator checks),
+    # with a row tile tail (N = 70: 5 tiles in programs of 2) and an uneven last slice
+    (5, 70, 736, SpmmaConfig(R=2, S=4, U=2, T=1, l2_ahead=2)),
+    (1, 64, 4096, SpmmaConfig(R=1, S=4, U=4, T=1, prefetch=True, wide_x=True, interleave=True, l2_ahead=2)),
+    (13, 70, 1000, SpmmaConfig(R=1, S=2, U=4, T=2, W=2, prefetch=True, l2_ahead=1)),
 ]
 
 

@@ -61,7 +61,9 @@ class SpmmaConfig:
     registers with four shuffles inside each group of four lanes, instead of four 4-byte loads
     that each touch eight tokens' cache lines; ``interleave`` deals K out to the ``S`` warps in
     turns of ``U`` k-blocks instead of one contiguous slice each, so that the warps of a program
-    read one contiguous run of ``S*U`` k-blocks per step rather than ``S`` runs a slice apart."""
+    read one contiguous run of ``S*U`` k-blocks per step rather than ``S`` runs a slice apart;
+    ``l2_ahead`` > 0 asks L2 for the weight bytes that many steps ahead of their loads
+    (``prefetch.global.L2``), more bytes in flight than the registers can hold."""
 
     R: int = 1
     S: int = 4
@@ -71,6 +73,7 @@ class SpmmaConfig:
     prefetch: bool = False
     wide_x: bool = False
     interleave: bool = False
+    l2_ahead: int = 0
 
     @property
     def num_warps(self) -> int:
@@ -81,22 +84,26 @@ class SpmmaConfig:
             value = getattr(self, name)
             if value < 1 or value & (value - 1) or value > 16:
                 raise ValueError(f"SpmmaConfig.{name} must be a power of two in 1..16, got {value}")
+        if not 0 <= self.l2_ahead <= 8:
+            raise ValueError(f"SpmmaConfig.l2_ahead must be 0 (off) to 8 steps, got {self.l2_ahead}")
         if self.num_warps > 32:
             raise ValueError(f"R*S = {self.num_warps} warps; at most 32 fit in a program")
 
     def label(self) -> str:
         tiles = f"w{self.W}" if self.W > 1 else ""
         options = "p" * self.prefetch + "x" * self.wide_x + "i" * self.interleave
+        options += f"a{self.l2_ahead}" if self.l2_ahead else ""
         return f"r{self.R}{tiles}s{self.S}u{self.U}t{self.T}{options}"
 
     @classmethod
     def from_label(cls, label: str) -> SpmmaConfig:
         """The configuration ``label()`` names."""
-        m = re.fullmatch(r"r(\d+)(?:w(\d+))?s(\d+)u(\d+)t(\d+)(p?)(x?)(i?)", label)
+        m = re.fullmatch(r"r(\d+)(?:w(\d+))?s(\d+)u(\d+)t(\d+)(p?)(x?)(i?)(?:a(\d+))?", label)
         if not m:
-            raise ValueError(f"not an spmma label: {label!r} (expected r<R>[w<W>]s<S>u<U>t<T>[p][x][i])")
+            raise ValueError(f"not an spmma label: {label!r} (expected r<R>[w<W>]s<S>u<U>t<T>[p][x][i][a<n>])")
         r, w, s, u, t = (int(g) if g else 1 for g in m.groups()[:5])
-        return cls(R=r, W=w, S=s, U=u, T=t, prefetch=bool(m[6]), wide_x=bool(m[7]), interleave=bool(m[8]))
+        options = dict(prefetch=bool(m[6]), wide_x=bool(m[7]), interleave=bool(m[8]), l2_ahead=int(m[9] or 0))
+        return cls(R=r, W=w, S=s, U=u, T=t, **options)
 
     def as_dict(self) -> dict:
         return asdict(self)

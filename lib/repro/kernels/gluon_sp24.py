@@ -55,6 +55,12 @@ _QUAD_TRANSPOSE = gl.constexpr(
 )
 
 
+# ``l2_ahead``: ask L2 for a later step's weight bytes without registers to hold them; the loads of
+# that step then hit L2. One value address (16 bytes per lane, the k-block's 512) and one metadata
+# address per lane and k-block; the result is a dummy the compiler must keep (not pure).
+_L2_PREFETCH = gl.constexpr("prefetch.global.L2 [$1]; prefetch.global.L2 [$2]; mov.b32 $0, 0;")
+
+
 @gluon.constexpr_function
 def _layout(R, S, W, T, U, width):
     """Warps on ``[R, S]``, lanes on dim 2, and ``W x T x U x width`` registers per lane.
@@ -124,6 +130,26 @@ def _weight_stream(ptr, NT, KB, per_slice, WORDS: gl.constexpr, INTERLEAVE: gl.c
 
 
 @gluon.jit
+def _l2_stream(v_ptr, e_ptr, NT, KB, per_slice, INTERLEAVE: gl.constexpr, layout: gl.constexpr):
+    """Per lane and k-block of a step: the row start of its value and metadata words, and the
+    first k-block (``layout`` has one register per k-block). Row tiles past the last are clamped
+    onto it, so that every address a prefetch is given lies inside the weight."""
+    R: gl.constexpr = layout.warps_per_cta[0] * layout.size_per_thread[0]
+    lane = _index(32, 2, layout)
+    tile = gl.minimum(gl.program_id(0) * R + _index(R, 0, layout), NT - 1).to(gl.int64) * KB
+    kb, kb_end = _k_blocks(KB, per_slice, INTERLEAVE, layout)
+    return v_ptr + tile * 128 + lane * 4, e_ptr + tile * 16 + lane % 16, kb
+
+
+@gluon.jit
+def _l2_prefetch(l2_stream, step, KB, STRIDE: gl.constexpr):
+    """Prefetch into L2 the k-blocks ``step`` steps in (clamped to the row's last k-block)."""
+    v_rows, e_rows, kb = l2_stream
+    block = gl.minimum(kb + step * STRIDE, KB - 1)
+    gl.inline_asm_elementwise(_L2_PREFETCH, "=r,l,l", [v_rows + block * 128, e_rows + block * 16], gl.int32, False, 1)
+
+
+@gluon.jit
 def _load_step(a_stream, e_stream, b_stream, step, K, STRIDE: gl.constexpr):
     """The weight words, metadata words and x pairs of the ``U`` k-blocks at ``step``, which lie
     ``STRIDE * step`` k-blocks past the first ones (K is even: a pair is in bounds when its word is)."""
@@ -179,6 +205,7 @@ def _spmma_kernel(
     PREFETCH: gl.constexpr,
     WIDE_X: gl.constexpr,
     INTERLEAVE: gl.constexpr,
+    L2_AHEAD: gl.constexpr,
 ):
     L: gl.constexpr = _layout(R, S, W, T, U, 4)  # MMA operands and accumulators
     LB: gl.constexpr = _layout(R, S, 1, T, U, 4)  # x: one load per lane, shared by the W row tiles
@@ -211,19 +238,32 @@ def _spmma_kernel(
     e_stream = (e_ptrs, e_tile_ok, e_kb, e_kb_end)
     b_stream = (b_ptrs, token_ok, kb, kb_end, b_last)
     acc = gl.zeros([R * W, S, 32, T, U, 4], gl.float32, L)
+    l2_stream = _l2_stream(v_ptr, e_ptr, NT, KB, per_slice, INTERLEAVE, LE)
+    AHEAD: gl.constexpr = L2_AHEAD * U  # k-blocks of the slice between a prefetch and its load
     if PREFETCH:
         # Two register sets in turn: one set's loads are in flight while the other's MMAs run.
         # (One set rotated every step hides nothing: ptxas copies it at the end of the loop and
         # the copy waits for those loads; bench/sp24/sass.py reads this from the machine code.)
         # Steps past the slice's end load masked zeros and a valid metadata word: they add 0.
+        if L2_AHEAD > 0:  # the steps the first iterations load before their prefetches
+            for ahead in gl.static_range(0, AHEAD + 2 * U, U):
+                _l2_prefetch(l2_stream, ahead, KB, STRIDE)
         a0, e0, b0 = _load_step(a_stream, e_stream, b_stream, 0, K, STRIDE)
         for step in range(0, per_slice, 2 * U):
+            if L2_AHEAD > 0:
+                _l2_prefetch(l2_stream, step + AHEAD + 2 * U, KB, STRIDE)
+                _l2_prefetch(l2_stream, step + AHEAD + 3 * U, KB, STRIDE)
             a1, e1, b1 = _load_step(a_stream, e_stream, b_stream, step + U, K, STRIDE)
             acc = _mma_step(acc, a0, e0, b0, q_mma, L, BF16, WIDE_X)
             a0, e0, b0 = _load_step(a_stream, e_stream, b_stream, step + 2 * U, K, STRIDE)
             acc = _mma_step(acc, a1, e1, b1, q_mma, L, BF16, WIDE_X)
     else:
+        if L2_AHEAD > 0:
+            for ahead in gl.static_range(0, AHEAD, U):
+                _l2_prefetch(l2_stream, ahead, KB, STRIDE)
         for step in range(0, per_slice, U):
+            if L2_AHEAD > 0:
+                _l2_prefetch(l2_stream, step + AHEAD, KB, STRIDE)
             a, e, b = _load_step(a_stream, e_stream, b_stream, step, K, STRIDE)
             acc = _mma_step(acc, a, e, b, q_mma, L, BF16, WIDE_X)
 
@@ -286,6 +326,7 @@ def launch_spmma(
         PREFETCH=cfg.prefetch,
         WIDE_X=cfg.wide_x,
         INTERLEAVE=cfg.interleave,
+        L2_AHEAD=cfg.l2_ahead,
         num_warps=cfg.num_warps,
     )
     if warmup:
