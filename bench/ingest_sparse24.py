@@ -1,6 +1,6 @@
 """Turn one GPU run of bench/gpu_check.sh into committed results, the dispatch table and the page.
 
-    python bench/ingest_sparse24.py RUN_DIR [--date YYYY-MM-DD] [--force]
+    python bench/ingest_sparse24.py RUN_DIR [--date YYYY-MM-DD[a-z]] [--force]
     python bench/ingest_sparse24.py --regenerate bench/results/<stem>.json
 
 RUN_DIR is what the device call left in $OUT (sparse24.json, sparse24.md, sparse24.log,
@@ -15,7 +15,8 @@ dispatcher's own lookup. Then:
   dispatcher and end-to-end tables: bench/sp24/targets.py), which book/sparse24.md includes;
 - book/sparse24.md's result paths now name <stem>. Its prose about the run is for a person to review.
 
-Existing results are never overwritten without --force. ``--regenerate`` rebuilds the figures and
+Existing results are never overwritten without --force; a second run of the same day takes a
+letter after its date (``--date 2026-11-27b``). ``--regenerate`` rebuilds the figures and
 the summary of an already committed result (after a change to the report code).
 """
 
@@ -51,7 +52,7 @@ EXTRAS = {
     "nvidia-smi.txt": "-nvidia-smi.txt",
 }
 PAGE = ROOT / "book" / "sparse24.md"
-RESULT_PATH = re.compile(r"bench/results/([a-z0-9.]+(?:-[a-z0-9.]+)*-\d{4}-\d{2}-\d{2})(?=[-.])")
+RESULT_PATH = re.compile(r"bench/results/([a-z0-9.]+(?:-[a-z0-9.]+)*-\d{4}-\d{2}-\d{2}[a-z]?)(?=[-.])")
 
 
 class IngestError(ValueError):
@@ -143,11 +144,13 @@ def ingest(
         raise IngestError(f"{table_path} is missing: the run writes dispatch_<arch>.json next to sparse24.json")
     table = json.loads(table_path.read_text())
     check_table(table, info["arch"], recs)
-    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", date):
-        raise IngestError(f"--date must be YYYY-MM-DD, got {date!r}")
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}[a-z]?", date):
+        raise IngestError(f"--date must be YYYY-MM-DD, or that and a letter for a day's next run; got {date!r}")
     stem = f"{gpu_slug(info['gpu'])}-{date}"
     if (results / f"{stem}.json").exists() and not force:
-        raise IngestError(f"{results / stem}.json exists; pass --force to replace it, or --date to name another")
+        raise IngestError(
+            f"{results / stem}.json exists; pass --force to replace it, or name this run --date {date}b"
+        )
     for name in ("sparse24.md", "sparse24.log"):
         if not (run_dir / name).exists():
             raise IngestError(f"{run_dir / name} is missing")
