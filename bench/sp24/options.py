@@ -8,7 +8,7 @@ from dataclasses import replace
 
 from repro.kernels.fragments import SpmmaConfig
 
-OPTIONS = ("wide_x", "prefetch")  # SpmmaConfig's on/off options
+OPTIONS = ("wide_x", "prefetch", "interleave", "l2_ahead")  # SpmmaConfig's options (off: the default)
 
 
 def option_pairs(sweep: list, option: str) -> list[tuple[str, str, float]]:
@@ -18,7 +18,7 @@ def option_pairs(sweep: list, option: str) -> list[tuple[str, str, float]]:
     times = {SpmmaConfig.from_label(label): us for label, us in sweep}
     pairs = []
     for cfg, us in times.items():
-        base = replace(cfg, **{option: False})
+        base = replace(cfg, **{option: SpmmaConfig.__dataclass_fields__[option].default})
         if getattr(cfg, option) and base in times:
             pairs.append((base.label(), cfg.label(), times[base] / us))
     return pairs
