@@ -177,12 +177,13 @@ LAYOUT_METHODS = {
 
 
 # spmma per token-tile count where nothing was measured: the configurations that won on most of
-# the three LLaMA-7B shapes in the H200 run of 2026-11-27 (bench/results/h200-2026-11-27.json)
+# the three LLaMA-7B shapes in the H200 run bench/results/h200-2026-11-27b.json (T = 1: two of
+# the nine M <= 8 cases and within 5% on the 4096-row shapes; the 11008-row shape prefers S = 2)
 _SPMMA_DEFAULTS = {
-    1: dict(R=1, S=4, U=8, prefetch=True, wide_x=True),
+    1: dict(R=1, S=4, U=8, prefetch=True, wide_x=True, interleave=True),
     2: dict(R=1, W=2, S=4, U=2, prefetch=True, wide_x=True),
-    4: dict(R=1, W=2, S=4, U=1, prefetch=True, wide_x=True),
-    8: dict(R=1, W=2, S=8, U=1),
+    4: dict(R=1, W=2, S=4, U=2, prefetch=True, wide_x=True),
+    8: dict(R=2, W=2, S=4, U=1, prefetch=True, wide_x=True, interleave=True),
 }
 
 
