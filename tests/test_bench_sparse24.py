@@ -164,3 +164,17 @@ def test_sparse_decoder_layer_gives_the_dense_output():
     h, kc, vc = torch.randn(2, 1, 256), torch.randn(2, 4, 8, 64), torch.randn(2, 4, 8, 64)
     with torch.no_grad():
         assert torch.allclose(sparse(h, kc, vc), layer(h, kc, vc), atol=1e-5)
+
+
+def test_programs_per_sm_and_waves_follow_the_sm90_limits():
+    from sp24.occupancy import occupancy, programs_per_sm
+
+    assert programs_per_sm(255, 4) == 2  # 256 x 32 x 4 = 32 K registers a program
+    assert programs_per_sm(154, 4) == 3  # rounded up to 160 a thread
+    assert programs_per_sm(128, 2) == 8 and programs_per_sm(155, 8) == 1
+    assert programs_per_sm(32, 1) == 32  # the program limit, not the 64 warps
+    assert programs_per_sm(32, 8, shared_bytes=100 * 1024) == 2  # shared memory decides
+    occ = occupancy(154, 4, 2048, programs=688, sms=132)  # 11008 rows, one row tile a program
+    assert occ.per_sm == 3 and occ.waves == pytest.approx(688 / 396) and occ.full_waves == 2
+    with pytest.raises(ValueError, match="warps >= 1"):
+        programs_per_sm(64, 0)
