@@ -48,7 +48,17 @@ def spmma_configs(m: int):
     else:
         shapes = [(2, 4, 1, 1, ""), (2, 4, 1, 2, ""), (1, 8, 1, 2, ""), (4, 2, 1, 2, "")]
         shapes += [(2, 4, 1, 2, "x"), (4, 2, 1, 2, "x"), (2, 4, 1, 2, "px"), (1, 8, 1, 2, "px"), (2, 4, 1, 2, "pxi")]
-    return [SpmmaConfig.from_label(f"r{r}w{w}s{s}u{u}t{t}{opts}") for r, s, u, w, opts in shapes]
+    configs = [SpmmaConfig.from_label(f"r{r}w{w}s{s}u{u}t{t}{opts}") for r, s, u, w, opts in shapes]
+    return configs + [SpmmaConfig.from_label(label) for label in _TOKEN_SPLITS.get(t, ())]
+
+
+# Fewer token tiles than the tokens need: the grid then runs two (or four) programs per row tile,
+# each with the register budget of the smaller tile and each reading the same weights, the
+# second read from L2 when the programs run together (tilings that fit the grid in one wave)
+_TOKEN_SPLITS = {
+    2: ("r1s2u8t1px", "r1s2u4t1p", "r1s4u4t1pi", "r1w2s2u2t1px", "r1s4u8t1pxi"),
+    4: ("r1s2u4t1p", "r1w2s2u2t1px", "r1w2s2u2t2px", "r1w2s4u2t2px"),
+}
 
 
 def kernel_configs(kernel: str, m: int):

@@ -50,6 +50,9 @@ SPMMA_CASES = [
     (5, 70, 736, SpmmaConfig(R=2, S=4, U=2, T=1, l2_ahead=2)),
     (1, 64, 4096, SpmmaConfig(R=1, S=4, U=4, T=1, prefetch=True, wide_x=True, interleave=True, l2_ahead=2)),
     (13, 70, 1000, SpmmaConfig(R=1, S=2, U=4, T=2, W=2, prefetch=True, l2_ahead=1)),
+    # fewer token tiles than the tokens need: several token programs per row tile
+    (16, 64, 512, SpmmaConfig(R=1, S=2, U=4, T=1, prefetch=True)),
+    (29, 70, 736, SpmmaConfig(R=1, S=2, U=2, T=1, W=2, prefetch=True, wide_x=True)),
 ]
 
 
