@@ -20,7 +20,7 @@ from sp24.targets import evaluate, summary_markdown  # noqa: E402
 from repro.kernels import dispatch  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
-H200 = RESULTS / "h200-2026-11-27b.json"  # the run book/sparse24.md shows
+H200 = RESULTS / "h200-2026-11-27c.json"  # the run book/sparse24.md shows
 INFO = dict(gpu="NVIDIA H100 80GB HBM3", arch="sm90", sms=132, torch="t", cuda="c", triton="tr", copy_gbps=3000.0)
 
 
@@ -43,15 +43,16 @@ def _verdicts(recs):
 def test_committed_h200_run_is_judged_as_the_closing_notes_say():
     verdicts = _verdicts(json.loads(H200.read_text()))
     decode = verdicts["decode"]
-    assert decode.status == "not met (5 of 12 rows)"
+    assert decode.status == "not met (2 of 12 rows)"
     met = {(r.shape, r.m) for r in decode.rows if r.value >= 1.5}
-    assert met == {("4096×4096", 4), ("11008×4096", 1), ("4096×11008", 1), ("4096×11008", 4), ("4096×11008", 8)}
-    assert min(r.value for r in decode.rows if r.m <= 8) == pytest.approx(1.44, abs=0.01)  # 4096², M = 8
-    assert max(r.value for r in decode.rows if r.m == 16) == pytest.approx(1.22, abs=0.01)
+    assert met == {("4096×11008", 4), ("4096×11008", 8)}
+    assert min(r.value for r in decode.rows if r.m <= 8) == pytest.approx(1.41, abs=0.01)  # 11008×4096, M = 8
+    assert [round(r.value, 2) for r in decode.rows if r.m == 16] == [1.23, 1.05, 1.25]  # token splits
     assert verdicts["mid"].status == "not met (0 of 9 rows)"
-    large = verdicts["large"]
-    assert large.status == "met"
-    assert min(r.value for r in large.rows) == pytest.approx(0.98, abs=0.01)
+    large = verdicts["large"]  # one row loses only to cuSPARSELt's host-bound single call
+    assert large.status == "not met (5 of 6 rows)"
+    worst = min(large.rows, key=lambda r: r.value)
+    assert (worst.shape, worst.m) == ("11008×4096", 2048) and "host-bound" in worst.note
     assert verdicts["memory"].status == "met"
     assert all(r.value == 0.5625 for r in verdicts["memory"].rows)
 
@@ -61,12 +62,13 @@ def test_committed_dispatch_table_is_what_the_committed_run_gives():
     committed = json.loads((ROOT / "lib" / "repro" / "kernels" / "dispatch_sm90.json").read_text())
     rebuilt = build_table(recs[0]["info"], recs)
     assert committed == rebuilt | {"measured": committed["measured"]}
-    # spmma up to 8 tokens on every shape; an entry whose method cannot read a weight stored in
-    # fragment order names one that can
-    assert {e["method"] for e in committed["entries"] if e["M"] <= 8} == {"spmma"}
+    # our kernels up to 16 tokens on every shape (fma once, at 4096x4096 and M = 1, where it and
+    # spmma were within 3%); an entry whose method cannot read fragment order names one that can
+    ours = {(e["N"], e["K"], e["M"]): e["method"] for e in committed["entries"] if e["M"] <= 16}
+    assert set(ours.values()) == {"spmma", "fma"} and list(ours.values()).count("fma") == 1
     for e in committed["entries"]:
         if e["method"] not in dispatch.LAYOUT_METHODS["fragments"]:
-            assert e["fragments"]["method"] in dispatch.LAYOUT_METHODS["fragments"]
+            assert e["fragments"]["method"] == "spmma"
 
 
 def test_thresholds_are_inclusive_and_every_row_must_pass():

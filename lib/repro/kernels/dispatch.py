@@ -176,26 +176,21 @@ LAYOUT_METHODS = {
 }
 
 
-# spmma per token-tile count where nothing was measured: the configurations that won on most of
-# the three LLaMA-7B shapes in the H200 run bench/results/h200-2026-11-27b.json (T = 1: two of
-# the nine M <= 8 cases and within 5% on the 4096-row shapes; the 11008-row shape prefers S = 2)
-_SPMMA_DEFAULTS = {
-    1: dict(R=1, S=4, U=8, prefetch=True, wide_x=True, interleave=True),
-    2: dict(R=1, W=2, S=4, U=2, prefetch=True, wide_x=True),
-    4: dict(R=1, W=2, S=4, U=2, prefetch=True, wide_x=True),
-    8: dict(R=2, W=2, S=4, U=1, prefetch=True, wide_x=True, interleave=True),
-}
+# spmma by the token tiles M needs, where nothing was measured: the configurations that won on
+# most of the three LLaMA-7B shapes in the H200 runs bench/results/h200-2026-11-27b and -27c.
+# Up to 16 tokens they take one token tile per program (two programs per row tile at 9-16 tokens,
+# the second reading the weights from L2); the 11008-row shape prefers two warps at 1-8 tokens.
+_SPMMA_DEFAULTS = {1: "r1s4u8t1pxi", 2: "r1s2u8t1px", 4: "r1w2s4u2t4px", 8: "r2w2s4u1t8pxi"}
 
 
 def spmma_default(m: int):
     """A fragment-order weight's choice where the table names none it can run: spmma up to M = 64
-    (one token block, ``_SPMMA_DEFAULTS``), cuBLAS above."""
+    (``_SPMMA_DEFAULTS``), cuBLAS above."""
     from .fragments import SpmmaConfig, token_tiles
 
     if m > 64:
         return Choice("cublas")
-    tiles = token_tiles(m)
-    return Choice("spmma", SpmmaConfig(T=tiles, **_SPMMA_DEFAULTS[tiles]))
+    return Choice("spmma", SpmmaConfig.from_label(_SPMMA_DEFAULTS[token_tiles(m)]))
 
 
 @lru_cache(maxsize=4096)
