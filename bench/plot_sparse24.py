@@ -37,13 +37,20 @@ METHODS = {  # method -> (label, style)
 }
 
 
+def speedup_panels(recs: list[dict]) -> dict[tuple[int, int], list[dict]]:
+    """The layer shapes of the sweep (those cuBLAS was timed on, not the K sweep's or the end-to-end
+    model's) and, per shape, the records of the methods the speedup figure draws."""
+    shapes = sorted({(r["N"], r["K"]) for r in recs if r["method"] == "cublas"}, key=lambda s: (s[1], s[0]))
+    drawn = set(METHODS) | {"cublas"}
+    return {(n, k): [r for r in recs if r["N"] == n and r["K"] == k and r["method"] in drawn] for n, k in shapes}
+
+
 def plot_speedup(recs: list[dict], info: dict, path: Path) -> None:
-    shapes = sorted({(r["N"], r["K"]) for r in recs if r["N"]}, key=lambda s: (s[1], s[0]))
+    panels = speedup_panels(recs)
     # squeeze=False: a --quick run has one shape, and still a list of axes
-    fig, axes = plt.subplots(1, len(shapes), figsize=(5 * len(shapes), 4.8), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.8), sharey=True, squeeze=False)
     axes = axes[0]
-    for ax, (n, k) in zip(axes, shapes):
-        rows = [r for r in recs if r["N"] == n and r["K"] == k]
+    for ax, ((n, k), rows) in zip(axes, panels.items()):
         ms = sorted({r["M"] for r in rows})
         for method, (label, style) in METHODS.items():
             pts = sorted(

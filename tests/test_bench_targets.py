@@ -214,3 +214,17 @@ def test_pointing_the_page_at_a_new_run_changes_every_result_path_and_nothing_el
     assert count == original.count(f"bench/results/{H200.stem}") and count >= 4
     assert f"bench/results/{H200.stem}" not in text
     assert text.replace("h100-2027-01-02", H200.stem) == original
+
+
+def test_speedup_figure_draws_the_sweeps_shapes_only():
+    """The K sweep's layers (N = 4096, K = 512-11008) and its read-only floor (M = 0) are not
+    panels of the speedup figure, nor points in the shapes they share with the sweep."""
+    from plot_sparse24 import METHODS, speedup_panels
+
+    recs = json.loads(H200.read_text())
+    assert any(r["method"].startswith("kscan_") for r in recs)
+    panels = speedup_panels(recs)
+    assert set(panels) == {(4096, 4096), (11008, 4096), (4096, 11008)}
+    for rows in panels.values():
+        assert sorted({r["M"] for r in rows}) == [1, 4, 8, 16, 32, 64, 128, 512, 2048]
+        assert {r["method"] for r in rows} <= set(METHODS) | {"cublas"}
