@@ -137,7 +137,7 @@ def _l2_stream(v_ptr, e_ptr, NT, KB, per_slice, INTERLEAVE: gl.constexpr, layout
     R: gl.constexpr = layout.warps_per_cta[0] * layout.size_per_thread[0]
     lane = _index(32, 2, layout)
     tile = gl.minimum(gl.program_id(0) * R + _index(R, 0, layout), NT - 1).to(gl.int64) * KB
-    kb, kb_end = _k_blocks(KB, per_slice, INTERLEAVE, layout)
+    kb, _ = _k_blocks(KB, per_slice, INTERLEAVE, layout)  # the clamp to KB - 1 bounds it
     return v_ptr + tile * 128 + lane * 4, e_ptr + tile * 16 + lane % 16, kb
 
 
@@ -238,7 +238,8 @@ def _spmma_kernel(
     e_stream = (e_ptrs, e_tile_ok, e_kb, e_kb_end)
     b_stream = (b_ptrs, token_ok, kb, kb_end, b_last)
     acc = gl.zeros([R * W, S, 32, T, U, 4], gl.float32, L)
-    l2_stream = _l2_stream(v_ptr, e_ptr, NT, KB, per_slice, INTERLEAVE, LE)
+    if L2_AHEAD > 0:
+        l2_stream = _l2_stream(v_ptr, e_ptr, NT, KB, per_slice, INTERLEAVE, LE)
     AHEAD: gl.constexpr = L2_AHEAD * U  # k-blocks of the slice between a prefetch and its load
     if PREFETCH:
         # Two register sets in turn: one set's loads are in flight while the other's MMAs run.
