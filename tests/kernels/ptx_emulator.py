@@ -1,15 +1,18 @@
 """A small interpreter for the PTX that Triton generates, so a GPU kernel can be run on a CPU.
 
 Only the instructions our compiled kernels use are implemented (integer and fp32 arithmetic,
-predicates, conversions, global/shared loads and stores, warp shuffles, barriers, branches); any
-other instruction raises ``NotImplementedError`` naming it, so the emulator never guesses. Warp-wide
-matrix instructions (``mma.sp``) are delegated to a model passed in by the caller.
+predicates, conversions, global/shared loads and stores, ``cp.async``, ``ldmatrix``, atomics,
+fences, warp shuffles, barriers, branches); any other instruction raises ``NotImplementedError``
+naming it, so the emulator never guesses. Warp-wide matrix instructions (``mma.sp``) are delegated
+to a model passed in by the caller.
 
-Execution model: one program (CTA) at a time, all its threads in lock step, each register a numpy
-array with one entry per thread holding the raw bits. Lock step is stricter than the hardware, so a
-race-free kernel computes the same thing, and a shared-memory race between warps (a missing
-``bar.sync``) is detected and refused rather than hidden. Branches must be uniform
-across the CTA (Triton's loops are), otherwise the emulator refuses. Every global or shared access
+Execution model: one program (CTA) at a time, to its end (in launch order, or reversed: the
+order programs meet in at an atomic counter is the hardware's choice), all its threads in lock
+step, each register a numpy array with one entry per thread holding the raw bits. Lock step is
+stricter than the hardware, so a race-free kernel computes the same thing, and a shared-memory
+race between warps (a missing ``bar.sync``) is detected and refused rather than hidden, as is a
+read of shared bytes an unfinished ``cp.async`` targets. Branches must be uniform across the CTA
+(Triton's loops are), otherwise the emulator refuses. Every global or shared access
 of an active thread is checked against the buffers it was given (bounds and alignment), so an
 out-of-bounds read that a GPU would silently allow is an error here; reading a register that was
 never written is an error too.
@@ -33,6 +36,13 @@ WIDTHS = {"pred": 1, "b8": 8, "u8": 8, "s8": 8, "b16": 16, "u16": 16, "s16": 16,
 # .ftz, .approx, cache or memory-order qualifiers, ...) is refused rather than ignored
 MODIFIERS = {"rn", "lo", "wide", "param", "global", "shared", "v2", "v4", "sync", "bfly", "idx", "up", "down",
              "lt", "le", "gt", "ge", "eq", "ne", "ls", "hi", "hs", "L2"}
+# memory-order, scope and cache qualifiers of loads, atomics and fences: programs run one at a
+# time, each to its end, so every order they ask for holds here; what they guarantee between
+# programs running at once on a GPU is not tested by the emulator
+MODIFIERS |= {"cg", "relaxed", "acquire", "release", "acq_rel", "gpu"}
+MODIFIERS |= {"async", "ca", "commit_group", "wait_group"}  # cp.async (see Cta.op_cp)
+MODIFIERS |= {"aligned", "m8n8", "x1", "x2", "x4"}  # ldmatrix (see Cta.op_ldmatrix)
+ATOMICS = {"add": lambda old, val: old + val, "exch": lambda old, val: val}
 
 
 class PtxError(RuntimeError):
@@ -262,6 +272,12 @@ class Cta:
             self.special[f"%nctaid.{axis}"] = g
         self.regs: dict[str, np.ndarray] = {}
         self.races = RaceCheck(shared.buffers[0].size)
+        # cp.async: copies issued since the last commit, then committed groups, oldest first; each
+        # copy is (shared offsets [threads, bytes], bytes, warps). Until a wait retires its group,
+        # the destination bytes are pending: reading them is an error (the data may not be there)
+        self.open_group: list = []
+        self.groups: list[list] = []
+        self.pending = np.zeros(shared.buffers[0].size, dtype=np.int64)
 
     # operands
     def read(self, operand: str) -> np.ndarray:
@@ -325,7 +341,7 @@ class Cta:
                 pc += 1
                 continue
             handler = getattr(self, "op_" + base, None)
-            unknown = {p for p in ins.op.split(".")[1:] if p not in MODIFIERS and p not in WIDTHS}
+            unknown = {p for p in ins.op.split(".")[1:] if p not in MODIFIERS | ATOMICS.keys() and p not in WIDTHS}
             if handler is None or (unknown and base != "mma"):  # mma: the model checks its own opcode
                 raise NotImplementedError(f"PTX instruction not emulated: {ins.text}")
             handler(ins, active)
@@ -403,6 +419,9 @@ class Cta:
             self.write(d, self._int(a, ty).astype(np.int64) * self._int(b, ty).astype(np.int64), active, 64)
         elif ".lo." in ins.op:
             self.write(d, self.read(a) * self.read(b), active, WIDTHS[ty])  # mod 2^64, then truncated
+        elif ".hi." in ins.op and WIDTHS[ty] == 32:  # the high half of the 64-bit product
+            wide = np.int64 if ty[0] == "s" else U64  # a 32x32-bit product fits either way
+            self.write(d, (self._int(a, ty).astype(wide) * self._int(b, ty).astype(wide)) >> wide(32), active, 32)
         else:
             raise NotImplementedError(f"PTX instruction not emulated: {ins.text}")
 
@@ -547,7 +566,93 @@ class Cta:
         if mem is self.shared:
             offsets = addr[on, None] - mem.bases[0] + np.arange(nbytes)
             if offsets.min() >= 0 and offsets.max() < mem.buffers[0].size:  # else the access itself fails
+                if self.pending[offsets].any():
+                    raise PtxError(f"shared bytes at {int(offsets[self.pending[offsets] > 0][0])} are the target of a "
+                                   f"cp.async not yet waited for: {text}")
                 self.races.access(offsets, np.arange(self.n)[on] // 32, write, text)
+
+    def op_ldmatrix(self, ins, active):
+        """``ldmatrix.sync.aligned.m8n8.x{1,2,4}.shared.b16``: matrix ``j`` is eight rows of 16
+        bytes whose addresses lanes ``8j .. 8j+7`` give; lane ``t`` receives, as its register ``j``,
+        the two 16-bit elements ``2(t % 4)``, ``+1`` of row ``t // 4`` of matrix ``j``."""
+        parts = ins.op.split(".")
+        count = next((int(p[1:]) for p in parts if p in ("x1", "x2", "x4")), None)
+        if active is not None or count is None or "trans" in parts or "shared" not in parts or self.n % 32:
+            raise NotImplementedError(f"PTX instruction not emulated: {ins.text}")
+        dests = self._vector(ins.args[0])
+        rows = self.address(ins.args[1])
+        on = np.ones(self.n, bool)
+        lane = np.arange(self.n) % 32
+        for j, d in enumerate(dests[:count]):
+            row_owner = np.arange(self.n) - lane + 8 * j + lane // 4  # the lane that named this row
+            addr = rows[row_owner] + 4 * (lane % 4)
+            self._track(self.shared, addr, on, 4, False, ins.text)
+            self.write(d, self.shared.load(addr, 4), None, 32)
+
+    def op_cp(self, ins, active):
+        """``cp.async`` (global to shared, ``size`` bytes of which the first ``src_size`` are read
+        and the rest zero-filled), ``cp.async.commit_group`` and ``cp.async.wait_group N`` (all
+        but the newest ``N`` committed groups land, in order). The source is read at issue: the
+        kernels copy only what no program writes."""
+        op = ins.op.split(".")
+        if op[:2] != ["cp", "async"]:
+            raise NotImplementedError(f"PTX instruction not emulated: {ins.text}")
+        if op[2] == "commit_group":
+            self.groups.append(self.open_group)
+            self.open_group = []
+            return
+        if op[2] == "wait_group":
+            keep = int(self.read(ins.args[0])[0])
+            while len(self.groups) > keep:
+                for offsets, data, warps in self.groups.pop(0):
+                    np.subtract.at(self.pending, offsets.ravel(), 1)
+                    self.races.access(offsets, warps, True, ins.text)
+                    self.shared.buffers[0][offsets] = data
+            return
+        if op[2:] not in (["ca", "shared", "global"], ["cg", "shared", "global"]) or len(ins.args) != 4:
+            raise NotImplementedError(f"PTX instruction not emulated: {ins.text}")
+        dst, src, size_arg, src_size = ins.args
+        size = int(self.read(size_arg)[0])
+        on = np.ones(self.n, bool) if active is None else active
+        dst_addr, src_addr = self.address(dst)[on], self.address(src)[on]
+        keep = self.read(src_size)[on].astype(np.int64)
+        if size not in (4, 8, 16) or ((keep != 0) & (keep != size)).any():
+            raise NotImplementedError(f"cp.async of {size} bytes with source sizes {sorted(set(keep))}: {ins.text}")
+        self.shared._locate(dst_addr, size)  # bounds and alignment of both ends
+        data = np.zeros((on.sum(), size), dtype=np.uint8)
+        read = keep > 0
+        if read.any():
+            self.glob._locate(src_addr[read], size)  # the whole source: bounds and alignment
+            words = [self.glob.load(src_addr[read] + 4 * i, 4).astype(np.uint32) for i in range(size // 4)]
+            data[read] = np.stack(words, 1).view(np.uint8).reshape(-1, size)
+        offsets = dst_addr[:, None] - self.shared.bases[0] + np.arange(size)
+        np.add.at(self.pending, offsets.ravel(), 1)
+        self.open_group.append((offsets, data, np.arange(self.n)[on] // 32))
+
+    def op_atom(self, ins, active):
+        """``atom.global.<op>``: one thread after another (atomics to one address serialize)."""
+        parts = ins.op.split(".")
+        kinds = [p for p in parts if p in ATOMICS]
+        if parts[1] != "global" or len(kinds) != 1 or len(ins.args) != 3:
+            raise NotImplementedError(f"PTX instruction not emulated: {ins.text}")
+        ty = self._type(ins)
+        width = WIDTHS[ty]
+        d, address, value = ins.args
+        addr, val = self.address(address), self.read(value)
+        old = self.read(d).copy() if d in self.regs else np.zeros(self.n, dtype=U64)
+        for t in np.flatnonzero(np.ones(self.n, bool) if active is None else active):
+            old[t] = self.glob.load(addr[t : t + 1], width // 8)[0]
+            new = ATOMICS[kinds[0]](self._int_scalar(old[t], ty), self._int_scalar(val[t], ty))
+            self.glob.store(addr[t : t + 1], width // 8, _bits(np.array([new]), width))
+        self.write(d, old, active, width)
+
+    @staticmethod
+    def _int_scalar(bits, ty: str) -> int:
+        return int(_signed(np.array([bits], dtype=U64), WIDTHS[ty])[0]) if ty[0] == "s" else int(bits)
+
+    def op_fence(self, ins, active):
+        """Orders this thread's memory accesses for other programs; with one program at a time
+        there is nothing to order."""
 
     def op_bar(self, ins, active):  # lock step: every earlier instruction has finished in every thread
         if active is not None and not active.all():
@@ -582,19 +687,18 @@ class Cta:
 
 
 def run_grid(ptx: str, grid: tuple[int, ...], nthreads: int, args: list[int], glob: Memory, shared_bytes: int,
-             mma: MmaModel | None = None) -> None:
-    """Run every program of ``grid`` on the given memory. ``args`` are the kernel's runtime
-    arguments in parameter order (addresses from ``glob.add`` for pointers); parameters beyond them
-    (Triton's scratch pointers) are null."""
+             mma: MmaModel | None = None, reverse: bool = False) -> None:
+    """Run every program of ``grid`` on the given memory, in launch order or ``reverse``d.
+    ``args`` are the kernel's runtime arguments in parameter order (addresses from ``glob.add``
+    for pointers); parameters beyond them (Triton's scratch pointers) are null."""
     program = parse(ptx)
     if len(args) > len(program.params):
         raise PtxError(f"{len(args)} arguments for {len(program.params)} parameters")
     params = dict(zip(program.params, list(args) + [0] * (len(program.params) - len(args))))
     grid3 = tuple(grid) + (1,) * (3 - len(grid))
-    for z in range(grid3[2]):
-        for y in range(grid3[1]):
-            for x in range(grid3[0]):
-                shared = Memory("shared", first=0x100)
-                # poisoned with 0xFF bytes: a read of a never-written byte shows up as NaN or garbage
-                shared.add(np.full(max(shared_bytes, 1), 0xFF, dtype=np.uint8), "shared")
-                Cta(program, nthreads, (x, y, z), grid3, params, glob, shared, mma).run()
+    ctas = [(x, y, z) for z in range(grid3[2]) for y in range(grid3[1]) for x in range(grid3[0])]
+    for ctaid in reversed(ctas) if reverse else ctas:
+        shared = Memory("shared", first=0x100)
+        # poisoned with 0xFF bytes: a read of a never-written byte shows up as NaN or garbage
+        shared.add(np.full(max(shared_bytes, 1), 0xFF, dtype=np.uint8), "shared")
+        Cta(program, nthreads, ctaid, grid3, params, glob, shared, mma).run()

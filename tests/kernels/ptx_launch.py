@@ -67,8 +67,8 @@ def _byte_offset(t: torch.Tensor) -> int:
 class EmulatedKernel:
     """A drop-in for a Gluon kernel object that compiles for ``arch`` and emulates each launch."""
 
-    def __init__(self, fn, mma: MmaModel | None = None, arch: int = 90):
-        self.fn, self.mma, self.arch = fn, mma, arch
+    def __init__(self, fn, mma: MmaModel | None = None, arch: int = 90, reverse: bool = False):
+        self.fn, self.mma, self.arch, self.reverse = fn, mma, arch, reverse  # reverse: programs last to first
         self.launches: list[dict] = []  # what each launch ran, for tests to inspect
 
     def __getitem__(self, grid):
@@ -132,4 +132,4 @@ class EmulatedKernel:
                 addresses.append(int(value))
         divisible = [self.fn.params[i].name for (i,) in attrs]
         self.launches.append(dict(grid=grid, num_warps=num_warps, constexprs=constexprs, divisible=divisible, ptx=ptx))
-        run_grid(ptx, grid, 32 * num_warps, addresses, memory, shared, self.mma)
+        run_grid(ptx, grid, 32 * num_warps, addresses, memory, shared, self.mma, self.reverse)

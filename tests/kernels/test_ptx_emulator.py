@@ -38,14 +38,15 @@ HEADER = """
 """
 
 
-def run(body: str, columns: int, threads: int = 32, param: int = 0, grid=(1,), shared: int = 0) -> np.ndarray:
+def run(body: str, columns: int, threads: int = 32, param: int = 0, grid=(1,), shared: int = 0,
+        reverse: bool = False) -> np.ndarray:
     """Run ``body`` (thread id in %r2, its output row address in %rd3, the u32 parameter in %r1)
     and return the int32 output [program, thread, column]."""
     ptx = HEADER.format(threads=threads, row_bytes=4 * columns, body=body)
     out = np.full(int(np.prod(grid)) * threads * columns, -1, dtype=np.int32)
     memory = Memory("global")
     base = memory.add(out.view(np.uint8), "out")
-    run_grid(ptx, grid, threads, [base, param], memory, shared)
+    run_grid(ptx, grid, threads, [base, param], memory, shared, reverse=reverse)
     return out.reshape(-1, threads, columns)
 
 
@@ -82,6 +83,40 @@ def test_integer_arithmetic_follows_ptx_signedness():
     expected = np.stack([v >> 2, (v % 2**32) >> 28, product.astype(np.int32), product >> 32, (t >> 2) & 7,
                          v < 0, np.zeros(32), np.maximum(v, -3), v * v + 7], axis=1)
     np.testing.assert_array_equal(out, expected.astype(np.int32))
+
+
+def test_high_half_of_a_product_follows_signedness():
+    body = """
+    sub.s32 %r3, %r2, 16;                // -16 .. 15
+    mul.hi.s32 %r4, %r3, 1431655766;     // (2^32 + 2) / 3: the high half is t / 3 (toward -inf)
+    mul.hi.u32 %r5, %r3, 1431655766;     // the same bits read as unsigned
+    st.global.b32 [%rd3], %r4;
+    st.global.b32 [%rd3+4], %r5;
+    """
+    out = run(body, 2)[0]
+    v = np.arange(32) - 16
+    assert out[:, 0].tolist() == ((v * 1431655766) >> 32).tolist()
+    assert out[:, 1].tolist() == (((v % 2**32) * 1431655766) >> 32).astype(np.int32).tolist()
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_atomics_serialize_threads_and_programs_in_launch_order(reverse):
+    # every thread of two programs counts itself in on word 1 (starting at -1) and keeps what it
+    # saw; the threads of a program in order, the programs in launch order or reversed
+    body = """
+    atom.global.gpu.acq_rel.add.u32 %r3, [%rd1+4], 1;
+    fence.acq_rel.gpu;
+    st.global.b32 [%rd3], %r3;
+    setp.eq.s32 %p1, %r2, 31;
+    @%p1 atom.global.gpu.relaxed.exch.b32 %r4, [%rd1+8], %r3;  // only the last thread
+    @%p1 st.global.b32 [%rd3+4], %r4;
+    """
+    out = run(body, 3, grid=(2,), reverse=reverse)
+    seen = out[:, :, 0]
+    first, second = (1, 0) if reverse else (0, 1)
+    assert seen[first].tolist() == list(range(-1, 31)) and seen[second].tolist() == list(range(31, 63))
+    assert out[0, 0, 1] == 63  # the counter, after 64 increments of -1
+    assert out[first, 31, 1] == -1 and out[second, 31, 1] == 30  # exch returns the value it replaced
 
 
 def test_float_conversions_round_to_nearest_even_like_torch():
@@ -244,3 +279,63 @@ def test_mma_sp_refuses_metadata_the_isa_does_not_define():
     c_regs = [c[:, i].view(np.uint32).astype(np.uint64) for i in range(4)]
     with pytest.raises(ValueError, match="0b0101"):
         mma_sp_warps(op, _registers(a), _registers(b), c_regs, e)
+
+
+def _copy_body(wait: str) -> str:
+    # each thread copies 16 bytes of the output's first 512 into shared memory (thread 31 with
+    # source size 0: zeros), then reads them back after ``wait``
+    return f"""
+    mov.b32 %r3, global_smem;
+    shl.b32 %r4, %r2, 4;
+    add.s32 %r5, %r3, %r4;
+    mul.wide.u32 %rd4, %r2, 16;
+    add.s64 %rd5, %rd1, %rd4;
+    setp.lt.u32 %p1, %r2, 31;
+    selp.b32 %r6, 16, 0, %p1;
+    cp.async.cg.shared.global [%r5], [%rd5], 16, %r6;
+    cp.async.commit_group;
+    {wait}
+    ld.shared.v4.b32 {{%r7, %r8, %r9, %r10}}, [%r5];
+    st.global.b32 [%rd3+512], %r7;
+    st.global.b32 [%rd3+516], %r10;
+    """
+
+
+def test_cp_async_lands_at_the_wait_and_zero_fills():
+    # 160 columns per thread: the first 512 bytes of the buffer are the copies' source (-1 bytes),
+    # columns 128 and 129 of each thread's row keep what it read back
+    out = run(_copy_body("cp.async.wait_group 0;"), 160, shared=512)[0]
+    assert (out[:31, 128:130] == -1).all() and (out[31, 128:130] == 0).all()
+
+
+def test_reading_a_copy_before_its_wait_is_refused():
+    with pytest.raises(PtxError, match="cp.async not yet waited for"):
+        run(_copy_body("cp.async.wait_group 1;"), 160, shared=512)
+
+
+def test_ldmatrix_hands_each_lane_two_elements_of_one_row():
+    # shared word w holds w; lane l names the row at word 4 * (31 - l) (rows in reverse), so
+    # lanes 8j..8j+7 name matrix j's rows; lane t gets word t % 4 of row t // 4 of each matrix
+    body = """
+    mov.b32 %r3, global_smem;
+    shl.b32 %r4, %r2, 2;
+    add.s32 %r5, %r3, %r4;
+    st.shared.b32 [%r5], %r2;
+    add.s32 %r6, %r2, 32;
+    st.shared.b32 [%r5+128], %r6;
+    add.s32 %r6, %r2, 64;
+    st.shared.b32 [%r5+256], %r6;
+    add.s32 %r6, %r2, 96;
+    st.shared.b32 [%r5+384], %r6;
+    bar.sync 0;
+    sub.s32 %r7, 31, %r2;
+    shl.b32 %r8, %r7, 4;                 // 16 bytes per row
+    add.s32 %r9, %r3, %r8;
+    ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%r12, %r13}, [%r9];
+    st.global.b32 [%rd3], %r12;
+    st.global.b32 [%rd3+4], %r13;
+    """
+    out = run(body, 2, shared=512)[0]
+    t = np.arange(32)
+    for j in range(2):
+        assert out[:, j].tolist() == (4 * (31 - (8 * j + t // 4)) + t % 4).tolist()
