@@ -33,15 +33,17 @@ from triton.experimental.gluon._runtime import GluonASTSource  # noqa: E402
 from repro.kernels import gluon_sp24  # noqa: E402
 
 # pointers and the usual LLaMA-shape integers are 16-aligned: the launcher would specialize them so
-ALIGNED = ("x_ptr", "v_ptr", "e_ptr", "bias_ptr", "y_ptr", "N", "K", "stride_xm", "stride_ym")
+ALIGNED = ("x_ptr", "v_ptr", "e_ptr", "bias_ptr", "y_ptr", "ws_ptr", "flag_ptr", "N", "K", "stride_xm", "stride_ym")
 
 
 def compile_config(cfg, arch: int, dtype: str, bias: bool):
     scalars = ("M", "N", "K", "NT", "KB", "stride_xm", "stride_ym")
     signature = {"x_ptr": f"*{dtype}", "v_ptr": "*i32", "e_ptr": "*i32", "bias_ptr": f"*{dtype}", "y_ptr": f"*{dtype}"}
+    signature |= {"ws_ptr": "*fp32", "flag_ptr": "*i32"}
     signature |= {name: "i32" for name in scalars}
     constants = dict(HAS_BIAS=bias, BF16=dtype == "bf16", R=cfg.R, S=cfg.S, W=cfg.W, U=cfg.U, T=cfg.T)
     constants |= dict(PREFETCH=cfg.prefetch, WIDE_X=cfg.wide_x, INTERLEAVE=cfg.interleave, L2_AHEAD=cfg.l2_ahead)
+    constants |= dict(SPLIT_K=cfg.split_k, STAGES=cfg.stages)
     signature |= {name: "constexpr" for name in constants}
     names = list(signature)
     attrs = {(names.index(name),): [["tt.divisibility", 16]] for name in ALIGNED}
@@ -91,7 +93,9 @@ def inspect_config(cfg, arch: int = 90, dtype: str = "fp16", bias: bool = False)
         shuffles=len(re.findall(r"shfl\.sync", body)),
         kblocks_per_iteration=kblocks,
         round_trips=trips,
-        kib_per_warp_trip=kblocks * cfg.W * 512 / 1024 / trips,  # weight values a warp has in flight
+        # weight values a warp has in flight: per round trip its loop waits for, or with cp.async
+        # stages (no loads into registers, so no trips) the STAGES - 1 steps ahead
+        kib_per_warp_trip=(kblocks / trips if trips else (cfg.stages - 1) * cfg.U) * cfg.W * 512 / 1024,
         ptx=ptx,
     )
 

@@ -53,6 +53,19 @@ SPMMA_CASES = [
     # fewer token tiles than the tokens need: several token programs per row tile
     (16, 64, 512, SpmmaConfig(R=1, S=2, U=4, T=1, prefetch=True)),
     (29, 70, 736, SpmmaConfig(R=1, S=2, U=2, T=1, W=2, prefetch=True, wide_x=True)),
+    # K split across programs: even runs, uneven runs (32 k-blocks in 3), an empty last split
+    # (7 k-blocks in 8 runs of 1), and with the other options
+    (1, 64, 4096, SpmmaConfig(R=1, S=4, U=4, T=1, split_k=4)),
+    (13, 70, 1000, SpmmaConfig(R=1, S=2, U=2, T=2, W=2, prefetch=True, wide_x=True, split_k=3)),
+    (3, 64, 200, SpmmaConfig(R=1, S=1, U=1, T=1, split_k=8)),
+    (5, 64, 736, SpmmaConfig(R=1, S=4, U=2, T=1, prefetch=True, interleave=True, split_k=2)),
+    (40, 130, 512, SpmmaConfig(R=2, S=2, U=1, T=4, W=2, l2_ahead=1, split_k=4)),
+    # operands staged through shared memory by cp.async: whole slices, tails in M, N and K (the
+    # masked k-blocks' metadata replaced), two stages (wait for all), interleave, split-K
+    (1, 64, 4096, SpmmaConfig(R=1, S=4, U=4, T=1, wide_x=True, stages=4)),
+    (13, 70, 1000, SpmmaConfig(R=1, S=2, U=2, T=2, W=2, stages=3)),
+    (5, 64, 736, SpmmaConfig(R=1, S=4, U=2, T=1, interleave=True, stages=2)),
+    (40, 130, 512, SpmmaConfig(R=1, S=2, U=1, T=4, W=4, wide_x=True, stages=3, split_k=2)),
 ]
 
 

@@ -102,3 +102,22 @@ def test_fragment_map_of_the_compiled_kernel_matches_the_layout(gpu):
         "A values: 256/256 slots as documented",
         "metadata: 128/128 codes as 'pairs', 64/128 as 'rows'",
     ]
+
+
+def test_split_k_gives_the_same_bits_whichever_split_finishes_last(monkeypatch):
+    """The split that counts in last adds every partial sum in split order, so the output may not
+    depend on which split that is; here the programs run first to last, then last to first (so
+    the last to arrive is split 2, then split 0). Each launch must also leave its counters at 0,
+    or the next launch would finish tiles early."""
+    from repro.kernels.scratch import split_flags
+
+    cfg = SpmmaConfig(R=1, S=2, U=2, T=2, W=2, prefetch=True, split_k=3)
+    outs = []
+    for reverse in (False, True):
+        kernel = EmulatedKernel(KERNEL, mma=mma_sp_warps, reverse=reverse)
+        monkeypatch.setattr(gluon_sp24, "_spmma_kernel", kernel)
+        out, ref = run_spmma_case(13, 70, 1000, cfg, torch.float16, with_bias=True, seed=3, device="cpu")
+        assert rel_err(out, ref) < 5e-3
+        assert int(split_flags(torch.device("cpu"), 1).abs().sum()) == 0
+        outs.append(out)
+    assert torch.equal(outs[0], outs[1])

@@ -94,9 +94,21 @@ def test_invalid_kernel_configs_are_rejected():
 
 
 def test_split_k_leaves_its_flags_zeroed_for_the_next_launch():
-    from repro.kernels.triton_sp24 import split_flags
+    from repro.kernels.scratch import split_flags
 
     for _ in range(2):  # a second launch would hang or go wrong if the first left flags raised
         out, ref = _run("fma", 2, 70, 200, KernelConfig(BM=2, BN=32, BP=8, split_k=3), torch.float16, True)
         assert rel_err(out, ref) < TOL[torch.float16]
     assert int(split_flags(torch.device(DEVICE), 1).abs().sum()) == 0
+
+
+def test_split_k_buffers_grow_without_freeing_what_a_graph_may_hold():
+    from repro.kernels import scratch
+
+    device = torch.device("cpu")
+    small = scratch.split_workspace(device, 10)
+    assert scratch.split_workspace(device, 10) is small  # reused while big enough
+    big = scratch.split_workspace(device, small.numel() + 1)
+    assert big.numel() > small.numel() and any(t is small for t in scratch._outgrown)
+    flags = scratch.split_flags(device, 1)
+    assert int(flags.abs().sum()) == 0 and scratch.split_flags(device, flags.numel() + 1).numel() > flags.numel()

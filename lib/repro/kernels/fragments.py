@@ -63,7 +63,10 @@ class SpmmaConfig:
     turns of ``U`` k-blocks instead of one contiguous slice each, so that the warps of a program
     read one contiguous run of ``S*U`` k-blocks per step rather than ``S`` runs a slice apart;
     ``l2_ahead`` > 0 asks L2 for the weight bytes that many steps ahead of their loads
-    (``prefetch.global.L2``), more bytes in flight than the registers can hold."""
+    (``prefetch.global.L2``), more bytes in flight than the registers can hold; ``split_k`` > 1
+    gives each program one of that many runs of K (a third grid axis), so a program can own more
+    rows, and x is read once per more rows, while the grid still fills the GPU; the splits' fp32
+    partial sums meet in a workspace, added by whichever split finishes a tile last."""
 
     R: int = 1
     S: int = 4
@@ -74,6 +77,8 @@ class SpmmaConfig:
     wide_x: bool = False
     interleave: bool = False
     l2_ahead: int = 0
+    split_k: int = 1
+    stages: int = 0
 
     @property
     def num_warps(self) -> int:
@@ -86,6 +91,15 @@ class SpmmaConfig:
                 raise ValueError(f"SpmmaConfig.{name} must be a power of two in 1..16, got {value}")
         if not 0 <= self.l2_ahead <= 8:
             raise ValueError(f"SpmmaConfig.l2_ahead must be 0 (off) to 8 steps, got {self.l2_ahead}")
+        if not 1 <= self.split_k <= 16:
+            raise ValueError(f"SpmmaConfig.split_k must be 1 (off) to 16 programs per tile, got {self.split_k}")
+        # staged copies are read back by the lane that made them: x shared by R > 1 row warps
+        # would be one copy read by several warps
+        if self.stages and (self.stages < 2 or self.stages > 8 or self.prefetch or self.l2_ahead or self.R > 1):
+            raise ValueError(
+                "SpmmaConfig.stages must be 0 (loads into registers) or 2..8 with R = 1 and without prefetch or "
+                f"l2_ahead, got stages={self.stages}, R={self.R}, prefetch={self.prefetch}, l2_ahead={self.l2_ahead}"
+            )
         if self.num_warps > 32:
             raise ValueError(f"R*S = {self.num_warps} warps; at most 32 fit in a program")
 
@@ -93,16 +107,20 @@ class SpmmaConfig:
         tiles = f"w{self.W}" if self.W > 1 else ""
         options = "p" * self.prefetch + "x" * self.wide_x + "i" * self.interleave
         options += f"a{self.l2_ahead}" if self.l2_ahead else ""
+        options += f"c{self.stages}" if self.stages else ""
+        options += f"k{self.split_k}" if self.split_k > 1 else ""
         return f"r{self.R}{tiles}s{self.S}u{self.U}t{self.T}{options}"
 
     @classmethod
     def from_label(cls, label: str) -> SpmmaConfig:
         """The configuration ``label()`` names."""
-        m = re.fullmatch(r"r(\d+)(?:w(\d+))?s(\d+)u(\d+)t(\d+)(p?)(x?)(i?)(?:a(\d+))?", label)
+        m = re.fullmatch(r"r(\d+)(?:w(\d+))?s(\d+)u(\d+)t(\d+)(p?)(x?)(i?)(?:a(\d+))?(?:c(\d+))?(?:k(\d+))?", label)
         if not m:
-            raise ValueError(f"not an spmma label: {label!r} (expected r<R>[w<W>]s<S>u<U>t<T>[p][x][i][a<n>])")
+            expected = "r<R>[w<W>]s<S>u<U>t<T>[p][x][i][a<n>][c<n>][k<n>]"
+            raise ValueError(f"not an spmma label: {label!r} (expected {expected})")
         r, w, s, u, t = (int(g) if g else 1 for g in m.groups()[:5])
         options = dict(prefetch=bool(m[6]), wide_x=bool(m[7]), interleave=bool(m[8]), l2_ahead=int(m[9] or 0))
+        options |= dict(stages=int(m[10] or 0), split_k=int(m[11] or 1))
         return cls(R=r, W=w, S=s, U=u, T=t, **options)
 
     def as_dict(self) -> dict:

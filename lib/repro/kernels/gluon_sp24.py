@@ -10,10 +10,12 @@ issues the instruction. The hardware skips the pruned half of the products and e
 One program (CTA) owns ``R*W`` 16-row tiles and ``8*T`` tokens; its ``R*S`` warps are laid out
 as ``[R, S]``: warp ``(r, s)`` runs ``W`` row tiles (reusing each x register ``W`` times) over the
 ``s``-th of ``S`` equal slices of K (or, with ``interleave``, every ``S``-th turn of ``U``
-k-blocks), ``U`` k-blocks per loop iteration (``U`` independent 16-byte
-weight loads in flight per lane, ``U`` separate accumulators), and the ``S`` partial sums meet
-through one reduction over the warp axis at the end, so there are no atomics and no memset. The
-register tensors are 6-D, ``[row tile R*W, K slice S, lane, token tile T, k-block U, register 4]``.
+k-blocks), ``U`` k-blocks per loop iteration (``U`` independent 16-byte weight loads in flight
+per lane, ``U`` separate accumulators), and the ``S`` partial sums meet through one reduction over
+the warp axis at the end, so there are no atomics and no memset. With ``split_k`` > 1, K is first
+cut into that many runs, one per program along a third grid axis, whose sums ``_meet_splits``
+adds up. The register tensors are 6-D,
+``[row tile R*W, K slice S, lane, token tile T, k-block U, register 4]``.
 x is read either as the four 4-byte pairs each lane's B registers hold, or (``wide_x``) as one
 16-byte load per lane whose words are then moved into place by shuffles (``_QUAD_TRANSPOSE``).
 
@@ -25,8 +27,13 @@ from __future__ import annotations
 import torch
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.ampere import async_copy
 
 from .fragments import Sparse24Fragments, SpmmaConfig
+from .scratch import split_flags, split_workspace
+
+# a barrier of the program's threads: ``gl.barrier`` from Triton 3.7, ``gl.thread_barrier`` before
+_cta_barrier = gl.barrier if hasattr(gl, "barrier") else gl.thread_barrier
 
 _MMA = (
     "mma.sp::ordered_metadata.sync.aligned.m16n8k32.row.col.f32.{t}.{t}.f32 "
@@ -97,21 +104,30 @@ def _index(n: gl.constexpr, axis: gl.constexpr, layout: gl.constexpr, RANK: gl.c
 
 
 @gluon.jit
-def _k_blocks(KB, per_slice, INTERLEAVE: gl.constexpr, layout: gl.constexpr):
+def _k_blocks(KB, per_split, per_slice, INTERLEAVE: gl.constexpr, SPLIT_K: gl.constexpr, layout: gl.constexpr):
     """The k-block each (K slice, k-block of a step) position loads first, and the end that bounds
-    it: a contiguous slice of ``per_slice`` k-blocks per warp, or with ``INTERLEAVE`` turns of
-    ``U`` k-blocks dealt to the ``S`` warps in order (later steps move ``S`` times as far)."""
+    it. The program's share of K is the ``program_id(2)``-th run of ``per_split`` k-blocks (all of
+    K without split-K); its warps take a contiguous slice of ``per_slice`` k-blocks each, or with
+    ``INTERLEAVE`` turns of ``U`` k-blocks dealt to the ``S`` warps in order (later steps move
+    ``S`` times as far)."""
     S: gl.constexpr = layout.warps_per_cta[1]
     U: gl.constexpr = layout.size_per_thread[4]
+    if SPLIT_K == 1:  # constants, so the compiler spends no registers on them
+        first = 0
+        end = KB
+    else:
+        first = gl.program_id(2) * per_split
+        end = gl.minimum(first + per_split, KB)
     k_slice = _index(S, 1, layout)
     if INTERLEAVE:
-        return k_slice * U + _index(U, 4, layout), KB + k_slice * 0
+        return first + k_slice * U + _index(U, 4, layout), end + k_slice * 0
     else:
-        return k_slice * per_slice + _index(U, 4, layout), gl.minimum((k_slice + 1) * per_slice, KB)
+        return first + k_slice * per_slice + _index(U, 4, layout), gl.minimum(first + (k_slice + 1) * per_slice, end)
 
 
 @gluon.jit
-def _weight_stream(ptr, NT, KB, per_slice, WORDS: gl.constexpr, INTERLEAVE: gl.constexpr, layout: gl.constexpr):
+def _weight_stream(ptr, NT, KB, per_split, per_slice, WORDS: gl.constexpr, INTERLEAVE: gl.constexpr,
+                   SPLIT_K: gl.constexpr, layout: gl.constexpr):
     """Pointers to this program's first k-blocks of weight words (``WORDS`` int32 per tile and
     k-block: 128 value words, or 16 metadata words), plus what masks them.
 
@@ -124,20 +140,21 @@ def _weight_stream(ptr, NT, KB, per_slice, WORDS: gl.constexpr, INTERLEAVE: gl.c
     else:
         word = (lane // 4) * 2 + lane % 2
     tile = gl.program_id(0) * R + _index(R, 0, layout)
-    kb, kb_end = _k_blocks(KB, per_slice, INTERLEAVE, layout)  # k-block of the first step
+    kb, kb_end = _k_blocks(KB, per_split, per_slice, INTERLEAVE, SPLIT_K, layout)  # k-block of the first step
     ptrs = ptr + (tile * KB + kb).to(gl.int64) * WORDS + word
     return ptrs, tile < NT, kb, kb_end
 
 
 @gluon.jit
-def _l2_stream(v_ptr, e_ptr, NT, KB, per_slice, INTERLEAVE: gl.constexpr, layout: gl.constexpr):
+def _l2_stream(v_ptr, e_ptr, NT, KB, per_split, per_slice, INTERLEAVE: gl.constexpr, SPLIT_K: gl.constexpr,
+               layout: gl.constexpr):
     """Per lane and k-block of a step: the row start of its value and metadata words, and the
     first k-block (``layout`` has one register per k-block). Row tiles past the last are clamped
     onto it, so that every address a prefetch is given lies inside the weight."""
     R: gl.constexpr = layout.warps_per_cta[0] * layout.size_per_thread[0]
     lane = _index(32, 2, layout)
     tile = gl.minimum(gl.program_id(0) * R + _index(R, 0, layout), NT - 1).to(gl.int64) * KB
-    kb, _ = _k_blocks(KB, per_slice, INTERLEAVE, layout)  # the clamp to KB - 1 bounds it
+    kb, _ = _k_blocks(KB, per_split, per_slice, INTERLEAVE, SPLIT_K, layout)  # the clamp to KB - 1 bounds it
     return v_ptr + tile * 128 + lane * 4, e_ptr + tile * 16 + lane % 16, kb
 
 
@@ -165,6 +182,49 @@ def _load_step(a_stream, e_stream, b_stream, step, K, STRIDE: gl.constexpr):
 
 
 @gluon.jit
+def _stage_buffers(STAGES: gl.constexpr, a_ptrs, e_ptrs, b_ptrs):
+    """Shared memory for ``STAGES`` steps of weight words, metadata words and x words, each in
+    the shape and element order of its registers: every lane copies in, and later reads back, only
+    its own words, so no lane waits for another lane's copy."""
+    plain: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, [5, 4, 3, 2, 1, 0])  # the stage axis outermost
+    return (
+        gl.allocate_shared_memory(gl.int32, [STAGES] + a_ptrs.shape, plain),
+        gl.allocate_shared_memory(gl.int32, [STAGES] + e_ptrs.shape, plain),
+        gl.allocate_shared_memory(gl.int32, [STAGES] + b_ptrs.shape, plain),
+    )
+
+
+@gluon.jit
+def _copy_step(buffers, stage, a_stream, e_stream, b_stream, step, K, STRIDE: gl.constexpr):
+    """Start copying the ``U`` k-blocks at ``step`` into ``stage`` (``cp.async``: the bytes are
+    in flight without registers to land in); masked words arrive as zeros."""
+    a_buf, e_buf, b_buf = buffers
+    a_ptrs, a_tile_ok, a_kb, a_kb_end = a_stream
+    e_ptrs, e_tile_ok, e_kb, e_kb_end = e_stream
+    b_ptrs, token_ok, kb, kb_end, b_last = b_stream
+    step = step * STRIDE
+    a_ok = a_tile_ok & (a_kb + step < a_kb_end)
+    async_copy.async_copy_global_to_shared(a_buf.index(stage), a_ptrs + step * 128, mask=a_ok)
+    e_ok = e_tile_ok & (e_kb + step < e_kb_end)
+    async_copy.async_copy_global_to_shared(e_buf.index(stage), e_ptrs + step * 16, mask=e_ok)
+    b_ok = token_ok & (kb + step < kb_end) & (b_last + step * 16 < K // 2)
+    async_copy.async_copy_global_to_shared(b_buf.index(stage), b_ptrs + step * 16, mask=b_ok)
+    async_copy.commit_group()
+
+
+@gluon.jit
+def _read_stage(buffers, stage, e_stream, step, STRIDE: gl.constexpr, LA: gl.constexpr, LE: gl.constexpr,
+                LB: gl.constexpr):
+    """The operands of ``stage``. A k-block past the weight's end arrived as zero words: its
+    metadata word is replaced by a valid code (positions 0 and 1), as the direct loads do."""
+    a_buf, e_buf, b_buf = buffers
+    _, e_tile_ok, e_kb, e_kb_end = e_stream
+    e = e_buf.index(stage).load(LE)
+    e = gl.where(e_tile_ok & (e_kb + step * STRIDE < e_kb_end), e, 0x44444444)
+    return a_buf.index(stage).load(LA), e, b_buf.index(stage).load(LB)
+
+
+@gluon.jit
 def _mma_step(acc, a, e, b, q, L: gl.constexpr, BF16: gl.constexpr, WIDE_X: gl.constexpr):
     """One ``mma.sp`` per row tile, k-block and token tile; the operands are broadcast to the MMA
     layout (a register copy: each was loaded once per lane, see ``_layout``). With ``WIDE_X`` the
@@ -181,6 +241,55 @@ def _mma_step(acc, a, e, b, q, L: gl.constexpr, BF16: gl.constexpr, WIDE_X: gl.c
         return gl.inline_asm_elementwise(_MMA_F16, _CONSTRAINTS, [acc, a, b, e], gl.float32, True, 4)
 
 
+@gluon.jit
+def _store_output(out, y_ptr, bias_ptr, m_out, n_out, ok, stride_ym, HAS_BIAS: gl.constexpr):
+    if HAS_BIAS:
+        out += gl.load(bias_ptr + n_out, mask=ok, other=0.0).to(gl.float32)
+    gl.store(y_ptr + m_out.to(gl.int64) * stride_ym + n_out, out.to(y_ptr.dtype.element_ty), mask=ok)
+
+
+@gluon.jit
+def _fence(NUM_WARPS: gl.constexpr):
+    """``fence.acq_rel.gpu`` in every thread: its global stores are ordered before, and the global
+    loads after, whatever this program does next with the other programs' counter."""
+    one_per_thread: gl.constexpr = gl.BlockedLayout([1], [32], [NUM_WARPS], [0])
+    gl.inline_asm_elementwise(
+        "fence.acq_rel.gpu; mov.b32 $0, 0;", "=r,r", [gl.arange(0, 32 * NUM_WARPS, layout=one_per_thread)],
+        gl.int32, False, 1,
+    )
+
+
+@gluon.jit
+def _meet_splits(out, ws_ptr, flag_ptr, y_ptr, bias_ptr, m_out, n_out, ok, stride_ym,
+                 HAS_BIAS: gl.constexpr, SPLIT_K: gl.constexpr, NUM_WARPS: gl.constexpr):
+    """Split-K across programs without a memset or a second launch: every split stores its fp32
+    partial sum, then counts itself in on its tile's flag; the split that arrives last adds all
+    partial sums in split order (the same bits whichever split that is), writes ``y`` and puts
+    the flag back to 0 for the next launch. The workspace holds each program's registers in their
+    own order, ``[split, token group, row group, row tile, lane, token tile, register]``, so each
+    thread stores and loads runs of four floats and no mask is needed."""
+    LO: gl.constexpr = out.type.layout
+    RW: gl.constexpr = out.shape[0]
+    T: gl.constexpr = out.shape[2]
+    local = ((_index(RW, 0, LO, 4) * 32 + _index(32, 1, LO, 4)) * T + _index(T, 2, LO, 4)) * 4 + _index(4, 3, LO, 4)
+    tile = gl.program_id(1) * gl.num_programs(0) + gl.program_id(0)
+    tiles = gl.num_programs(0) * gl.num_programs(1)
+    split = gl.program_id(2)
+    ws = ws_ptr + tile.to(gl.int64) * (RW * 128 * T) + local
+    STRIDE_SPLIT = tiles.to(gl.int64) * (RW * 128 * T)  # workspace floats between two splits
+    gl.store(ws + split * STRIDE_SPLIT, out)
+    _fence(NUM_WARPS)
+    _cta_barrier()  # every thread's partial is stored (and fenced) before the count
+    if gl.atomic_add(flag_ptr + tile, 1, sem="acq_rel", scope="gpu") == SPLIT_K - 1:
+        _fence(NUM_WARPS)
+        total = gl.zeros_like(out)
+        for j in gl.static_range(SPLIT_K):  # its own partial too: the same bits as ``out``
+            # from L2, not L1: other SMs wrote these bytes during this launch ("cg")
+            total += gl.load(ws + j * STRIDE_SPLIT, cache_modifier=".cg")
+        _store_output(total, y_ptr, bias_ptr, m_out, n_out, ok, stride_ym, HAS_BIAS)
+        gl.atomic_xchg(flag_ptr + tile, 0, sem="relaxed", scope="gpu")
+
+
 @gluon.jit(do_not_specialize=["M"])
 def _spmma_kernel(
     x_ptr,  # [M, K] fp16/bf16, unit stride along K, read as int32 pairs
@@ -188,6 +297,8 @@ def _spmma_kernel(
     e_ptr,  # int32 [NT, KB, 16]
     bias_ptr,
     y_ptr,  # [M, N]
+    ws_ptr,  # fp32: the splits' partial sums (SPLIT_K > 1 only; see _meet_splits)
+    flag_ptr,  # int32 per (row group, token group): splits done so far, back to 0 at the end
     M,
     N,
     K,
@@ -206,15 +317,19 @@ def _spmma_kernel(
     WIDE_X: gl.constexpr,
     INTERLEAVE: gl.constexpr,
     L2_AHEAD: gl.constexpr,
+    SPLIT_K: gl.constexpr,
+    STAGES: gl.constexpr,
 ):
     L: gl.constexpr = _layout(R, S, W, T, U, 4)  # MMA operands and accumulators
     LB: gl.constexpr = _layout(R, S, 1, T, U, 4)  # x: one load per lane, shared by the W row tiles
     STRIDE: gl.constexpr = S if INTERLEAVE else 1  # k-blocks a step moves, per k-block of a slice
-    per_slice = gl.cdiv(KB, S)  # k-blocks per warp (with INTERLEAVE, the last turn may be short)
+    per_split = gl.cdiv(KB, SPLIT_K)  # k-blocks per program
+    per_slice = gl.cdiv(per_split, S)  # k-blocks per warp (with INTERLEAVE, the last turn may be short)
     LA: gl.constexpr = _layout(R, S, W, 1, U, 4)
     LE: gl.constexpr = _layout(R, S, W, 1, U, 1)
-    a_ptrs, a_tile_ok, a_kb, a_kb_end = _weight_stream(v_ptr, NT, KB, per_slice, 128, INTERLEAVE, LA)
-    e_ptrs, e_tile_ok, e_kb, e_kb_end = _weight_stream(e_ptr, NT, KB, per_slice, 16, INTERLEAVE, LE)
+    a_stream = _weight_stream(v_ptr, NT, KB, per_split, per_slice, 128, INTERLEAVE, SPLIT_K, LA)
+    e_stream = _weight_stream(e_ptr, NT, KB, per_split, per_slice, 16, INTERLEAVE, SPLIT_K, LE)
+    a_ptrs, e_ptrs = a_stream[0], e_stream[0]
 
     # x as int32 pairs: B register i of lane (g, q) is the pair k = 2q + 8i, 2q + 8i + 1 of token g,
     # word q + 4i of the k-block; WIDE_X loads words 4q + i instead and transposes (_QUAD_TRANSPOSE)
@@ -222,7 +337,7 @@ def _spmma_kernel(
     q = lane % 4
     reg = _index(4, 5, LB)
     token = gl.program_id(1) * (8 * T) + 8 * _index(T, 3, LB) + lane // 4
-    kb, kb_end = _k_blocks(KB, per_slice, INTERLEAVE, LB)
+    kb, kb_end = _k_blocks(KB, per_split, per_slice, INTERLEAVE, SPLIT_K, LB)
     x_words = x_ptr.to(gl.pointer_type(gl.int32), bitcast=True)
     if WIDE_X:  # one bound per 16-byte load (its last word), so the load stays one instruction
         b_word = kb * 16 + 4 * q + reg
@@ -234,14 +349,29 @@ def _spmma_kernel(
     token_ok = token < M
     q_mma = q + reg * 0  # the lane's q in every register, for _QUAD_TRANSPOSE
 
-    a_stream = (a_ptrs, a_tile_ok, a_kb, a_kb_end)
-    e_stream = (e_ptrs, e_tile_ok, e_kb, e_kb_end)
     b_stream = (b_ptrs, token_ok, kb, kb_end, b_last)
     acc = gl.zeros([R * W, S, 32, T, U, 4], gl.float32, L)
     if L2_AHEAD > 0:
-        l2_stream = _l2_stream(v_ptr, e_ptr, NT, KB, per_slice, INTERLEAVE, LE)
+        l2_stream = _l2_stream(v_ptr, e_ptr, NT, KB, per_split, per_slice, INTERLEAVE, SPLIT_K, LE)
     AHEAD: gl.constexpr = L2_AHEAD * U  # k-blocks of the slice between a prefetch and its load
-    if PREFETCH:
+    if STAGES > 0:
+        # A ring of STAGES steps in shared memory: STAGES - 1 steps are in flight while one is
+        # multiplied, with registers for one step only (Marlin's pipeline, IST-DASLab, for 4-bit)
+        buffers = _stage_buffers(STAGES, a_ptrs, e_ptrs, b_ptrs)
+        for ahead in gl.static_range(STAGES - 1):
+            _copy_step(buffers, ahead, a_stream, e_stream, b_stream, ahead * U, K, STRIDE)
+        for step in range(0, per_slice, U):
+            turn = step // U
+            async_copy.wait_group(STAGES - 2)  # this step's copies (and all older ones) have landed
+            a, e, b = _read_stage(buffers, turn % STAGES, e_stream, step, STRIDE, LA, LE, LB)
+            # into the stage read one turn ago (by this lane alone: no barrier needed)
+            _copy_step(buffers, (turn + STAGES - 1) % STAGES, a_stream, e_stream, b_stream,
+                       step + (STAGES - 1) * U, K, STRIDE)
+            acc = _mma_step(acc, a, e, b, q_mma, L, BF16, WIDE_X)
+        # the copies issued past the end (masked: zeros) still write the ring, whose bytes the
+        # epilogue's reduction may reuse: they must land first
+        async_copy.wait_group(0)
+    elif PREFETCH:
         # Two register sets in turn: one set's loads are in flight while the other's MMAs run.
         # (One set rotated every step hides nothing: ptxas copies it at the end of the loop and
         # the copy waits for those loads; bench/sp24/sass.py reads this from the machine code.)
@@ -278,9 +408,10 @@ def _spmma_kernel(
     n_out = gl.program_id(0) * (16 * R * W) + 16 * _index(R * W, 0, LO, 4) + lane // 4 + 8 * (reg // 2)
     m_out = gl.program_id(1) * (8 * T) + 8 * _index(T, 2, LO, 4) + 2 * (lane % 4) + reg % 2
     ok = (n_out < N) & (m_out < M)
-    if HAS_BIAS:
-        out += gl.load(bias_ptr + n_out, mask=ok, other=0.0).to(gl.float32)
-    gl.store(y_ptr + m_out.to(gl.int64) * stride_ym + n_out, out.to(y_ptr.dtype.element_ty), mask=ok)
+    if SPLIT_K == 1:
+        _store_output(out, y_ptr, bias_ptr, m_out, n_out, ok, stride_ym, HAS_BIAS)
+    else:
+        _meet_splits(out, ws_ptr, flag_ptr, y_ptr, bias_ptr, m_out, n_out, ok, stride_ym, HAS_BIAS, SPLIT_K, R * S)
 
 
 def launch_spmma(
@@ -301,13 +432,21 @@ def launch_spmma(
     if x2d.stride(0) % 2 or x2d.data_ptr() % 4:  # x is read as aligned 4-byte pairs (K is even)
         x2d = x2d.clone(memory_format=torch.contiguous_format)  # a fresh, aligned copy
     cfg.check()
-    grid = (-(-nt // (cfg.R * cfg.W)), -(-m // (8 * cfg.T)))
+    grid = (-(-nt // (cfg.R * cfg.W)), -(-m // (8 * cfg.T)), cfg.split_k)
+    if cfg.split_k > 1:
+        tiles = grid[0] * grid[1]
+        ws = split_workspace(out.device, cfg.split_k * tiles * 128 * cfg.R * cfg.W * cfg.T)
+        flags = split_flags(out.device, tiles)
+    else:
+        ws, flags = out, out  # not read
     args = (
         x2d,
         w.values,
         w.meta,
         out if bias is None else bias,
         out,
+        ws,
+        flags,
         m,
         n,
         k,
@@ -328,6 +467,8 @@ def launch_spmma(
         WIDE_X=cfg.wide_x,
         INTERLEAVE=cfg.interleave,
         L2_AHEAD=cfg.l2_ahead,
+        SPLIT_K=cfg.split_k,
+        STAGES=cfg.stages,
         num_warps=cfg.num_warps,
     )
     if warmup:

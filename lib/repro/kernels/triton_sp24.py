@@ -36,6 +36,7 @@ import triton
 import triton.language as tl
 
 from .format import Sparse24Weight
+from .scratch import split_flags
 
 KERNELS = ("fma", "mma", "expand", "spmma")
 
@@ -377,22 +378,6 @@ def _check_config(cfg: KernelConfig, kernel: str) -> None:
             raise ValueError(f"{name} = {value} must be a power of two")
     if cfg.split_k < 1:
         raise ValueError(f"split_k must be >= 1, got {cfg.split_k}")
-
-
-_split_flags: dict[torch.device, torch.Tensor] = {}
-
-
-def split_flags(device: torch.device, tiles: int) -> torch.Tensor:
-    """Per-tile int32 flags of the split-K fix-up: zeroed once, and left zeroed by every launch.
-
-    One buffer per device: split-K launches on concurrent streams of one device are not supported,
-    and the first split-K launch (which allocates it) must precede any CUDA-graph capture.
-    """
-    flags = _split_flags.get(device)
-    if flags is None or flags.numel() < tiles:
-        flags = torch.zeros(max(tiles, 1 << 14), dtype=torch.int32, device=device)
-        _split_flags[device] = flags
-    return flags
 
 
 @lru_cache(maxsize=None)
