@@ -84,6 +84,11 @@ def test_option_pairs_match_labels_that_differ_by_the_option_alone():
     prefetch = [("r1s4u8t1", "r1s4u8t1p", 12 / 11), ("r1s4u8t1x", "r1s4u8t1px", 1.25)]
     assert sorted(option_pairs(sweep, "wide_x")) == wide  # r1w2s4u2t2px has no partner
     assert sorted(option_pairs(sweep, "prefetch")) == prefetch
+    staged = [["r1s2u4t1px", 10.0], ["r1s2u4t1xc4", 8.0], ["r1s2u4t1xc4k2", 7.0], ["r1s2u4t1pxk2", 14.0]]
+    assert sorted(option_pairs(staged, "stages")) == [("r1s2u4t1px", "r1s2u4t1xc4", 1.25),
+                                                      ("r1s2u4t1pxk2", "r1s2u4t1xc4k2", 2.0)]
+    assert option_pairs(staged, "split_k") == [("r1s2u4t1xc4", "r1s2u4t1xc4k2", 8 / 7),
+                                               ("r1s2u4t1px", "r1s2u4t1pxk2", 10 / 14)]
 
 
 def test_spmma_labels_parse_back_to_their_configurations():
@@ -140,7 +145,7 @@ def test_sweep_configurations_are_valid_and_splits_keep_two_steps(kernel):
             _check_config(base, kernel)
             if kernel == "fma":
                 assert base.BM >= m  # one M-tile: the weights are read once
-            if kernel == "spmma":  # K split inside the program; a token block of M (up to 64), or
+            if kernel == "spmma":  # split-K in the label only; a token block of M (up to 64), or
                 # at most four token programs per row tile (the token splits, read again from L2)
                 assert 8 * base.T >= min(m, 64) or (m <= 32 and 4 * 8 * base.T >= m)
                 assert with_splits(base, 4096, m, 4096) == [base]

@@ -8,38 +8,49 @@ from dataclasses import replace
 
 from repro.kernels.fragments import SpmmaConfig
 
-OPTIONS = ("wide_x", "prefetch", "interleave", "l2_ahead")  # SpmmaConfig's options (off: the default)
+# SpmmaConfig's options (off: the default)
+OPTIONS = ("wide_x", "prefetch", "interleave", "l2_ahead", "stages", "split_k")
 
 
 def option_pairs(sweep: list, option: str) -> list[tuple[str, str, float]]:
     """``(without, with, time without / time with)`` for each measured pair of ``sweep``
     (``[[label, us], ...]``, as a ``repro_spmma`` record stores it): two configurations that
-    differ in ``option`` alone."""
+    differ in ``option`` alone, except that ``stages`` is set against the register double buffer
+    it replaces (the same tiling with ``prefetch``)."""
     times = {SpmmaConfig.from_label(label): us for label, us in sweep}
+    off = SpmmaConfig.__dataclass_fields__[option].default
     pairs = []
     for cfg, us in times.items():
-        base = replace(cfg, **{option: SpmmaConfig.__dataclass_fields__[option].default})
-        if getattr(cfg, option) and base in times:
+        base = replace(cfg, **{option: off})
+        if option == "stages":
+            base = replace(base, prefetch=True)
+        if getattr(cfg, option) != off and base in times:
             pairs.append((base.label(), cfg.label(), times[base] / us))
     return pairs
 
 
 def options_markdown(recs: list[dict]) -> str:
     """Per M: the median and range, over the pairs of all shapes, of the time without each option
-    divided by the time with it (> 1: the option is faster); empty for a run without spmma."""
+    divided by the time with it (> 1: the option is faster); only the options the run measured
+    in some pair; empty for a run without spmma."""
     sweeps = [r for r in recs if r["method"] == "repro_spmma" and r.get("sweep")]
-    if not sweeps:
+    ms = sorted({r["M"] for r in sweeps})
+    ratios = {
+        (option, m): [p[2] for r in sweeps if r["M"] == m for p in option_pairs(r["sweep"], option)]
+        for option in OPTIONS
+        for m in ms
+    }
+    measured = [option for option in OPTIONS if any(ratios[option, m] for m in ms)]
+    if not measured:
         return ""
-    lines = ["| M | " + " | ".join(f"`{name}`" for name in OPTIONS) + " |", "|---" * (len(OPTIONS) + 1) + "|"]
-    for m in sorted({r["M"] for r in sweeps}):
-        cells = []
-        for option in OPTIONS:
-            ratios = [p[2] for r in sweeps if r["M"] == m for p in option_pairs(r["sweep"], option)]
-            if ratios:
-                cells.append(
-                    f"{statistics.median(ratios):.2f} ({min(ratios):.2f}–{max(ratios):.2f}, {len(ratios)} pairs)"
-                )
-            else:
-                cells.append("–")
+    lines = ["| M | " + " | ".join(f"`{name}`" for name in measured) + " |", "|---" * (len(measured) + 1) + "|"]
+    for m in ms:
+        cells = [_cell(ratios[option, m]) for option in measured]
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _cell(ratios: list[float]) -> str:
+    if not ratios:
+        return "–"
+    return f"{statistics.median(ratios):.2f} ({min(ratios):.2f}–{max(ratios):.2f}, {len(ratios)} pairs)"

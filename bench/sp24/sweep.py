@@ -18,7 +18,8 @@ SPLITS = [1, 2, 3, 4, 6, 8, 12, 16]
 
 def spmma_configs(m: int):
     """(R, S, U, W, options) per token-tile count T = the power of two >= ceil(M/8), at most 8;
-    options ``p`` prefetch, ``x`` wide_x, ``i`` interleave, ``a<n>`` l2_ahead. All compile for
+    options ``p`` prefetch, ``x`` wide_x, ``i`` interleave, ``a<n>`` l2_ahead, and in
+    ``_K_SPLITS`` and ``_STAGED`` also ``k<n>`` split_k and ``c<n>`` stages. All compile for
     sm_90a with Triton 3.6 without spills;
     the ``x`` ones were kept where ``sp24/sass.py`` finds at most one memory round trip per loop
     iteration, plus pairs with and without ``x`` on the same tiling, which measure it alone; the
@@ -49,7 +50,8 @@ def spmma_configs(m: int):
         shapes = [(2, 4, 1, 1, ""), (2, 4, 1, 2, ""), (1, 8, 1, 2, ""), (4, 2, 1, 2, "")]
         shapes += [(2, 4, 1, 2, "x"), (4, 2, 1, 2, "x"), (2, 4, 1, 2, "px"), (1, 8, 1, 2, "px"), (2, 4, 1, 2, "pxi")]
     configs = [SpmmaConfig.from_label(f"r{r}w{w}s{s}u{u}t{t}{opts}") for r, s, u, w, opts in shapes]
-    return configs + [SpmmaConfig.from_label(label) for label in _TOKEN_SPLITS.get(t, ())]
+    labels = _TOKEN_SPLITS.get(t, ()) + _K_SPLITS.get(t, ()) + _STAGED.get(t, ())
+    return configs + [SpmmaConfig.from_label(label) for label in labels]
 
 
 # Fewer token tiles than the tokens need: the grid then runs two (or four) programs per row tile,
@@ -61,10 +63,29 @@ _TOKEN_SPLITS = {
 }
 
 
+# K split across programs (``k<n>``): programs of 32-64 rows, so x is read from L2 once per 32-64
+# rows instead of once per 16 (at M = 16-32 its bytes rival the weight's), while the grid keeps
+# 256-1376 programs; none spills (Triton 3.6, sm_90a)
+_K_SPLITS = {
+    2: ("r1w2s2u2t2pxk2", "r1w2s2u2t2pxk4", "r1w4s2u2t2pxk4", "r2w2s2u2t2pxk4", "r1w2s2u4t2k2"),
+    4: ("r1w2s2u1t4pxk4", "r2w2s2u1t4pxk4", "r1w2s4u1t4pxk2", "r1w2s2u2t4pxk4"),
+}
+
+# Operands staged through shared memory (``c<n>``: a ring of n steps filled by cp.async, so
+# n - 1 steps are in flight with registers for one): 6-10 KiB of weights in flight per warp at
+# 64-164 registers, against 4-9 KiB at 150-250 with the two register sets of ``p``. One-warp
+# programs with split-K keep the barriers Triton adds around the ring within one warp
+_STAGED = {
+    1: ("r1s1u4t1xc4k4", "r1s1u4t1xc6k4", "r1s2u4t1xc4k2", "r1s2u4t1xc4", "r1s4u4t1xc4", "r1s2u2t1xc8"),
+    2: ("r1s1u4t2xc4k4", "r1w2s1u2t2xc4k4", "r1s2u4t2xc4", "r1w2s2u2t2xc4k2"),
+    4: ("r1w2s2u1t4xc4k4", "r1s2u2t4xc4k2"),
+}
+
+
 def kernel_configs(kernel: str, m: int):
     from repro.kernels.triton_sp24 import KernelConfig as C
 
-    if kernel == "spmma":  # sparse tensor cores; K is split inside a program, not across programs
+    if kernel == "spmma":  # sparse tensor cores; its own split-K is part of the configuration
         return spmma_configs(m)
     if kernel == "fma":  # CUDA-core select-X: only while its arithmetic hides under the loads
         if m > 8:
@@ -115,7 +136,7 @@ def kernel_configs(kernel: str, m: int):
 def with_splits(cfg, n: int, m: int, k: int):
     from dataclasses import replace
 
-    if not hasattr(cfg, "split_k"):  # spmma splits K across the warps of a program
+    if not hasattr(cfg, "BP"):  # spmma: its split-K is part of its configuration (the sweep's labels)
         return [cfg]
     steps = k // 8 // cfg.BP
     tiles = -(-n // cfg.BN) * -(-m // cfg.BM)
