@@ -134,15 +134,32 @@ def _weight_stream(ptr, NT, KB, per_split, per_slice, WORDS: gl.constexpr, INTER
     Value word of lane ``l``, register ``i``: ``4l + i``. Metadata word of lane ``4g + q``:
     ``2g + q % 2`` (lanes ``q`` = 2, 3 load a copy; the instruction reads ``q`` = 0, 1)."""
     R: gl.constexpr = layout.warps_per_cta[0] * layout.size_per_thread[0]  # row tiles per program
-    lane = _index(32, 2, layout)
-    if WORDS == 128:
-        word = lane * 4 + _index(4, 5, layout)
-    else:
-        word = (lane // 4) * 2 + lane % 2
     tile = gl.program_id(0) * R + _index(R, 0, layout)
     kb, kb_end = _k_blocks(KB, per_split, per_slice, INTERLEAVE, SPLIT_K, layout)  # k-block of the first step
-    ptrs = ptr + (tile * KB + kb).to(gl.int64) * WORDS + word
+    ptrs = ptr + (tile * KB + kb).to(gl.int64) * WORDS + _lane_words(WORDS, layout)
     return ptrs, tile < NT, kb, kb_end
+
+
+@gluon.jit
+def _lane_words(WORDS: gl.constexpr, layout: gl.constexpr):
+    """The words of a tile's k-block that each lane (and register) loads: see ``_weight_stream``."""
+    lane = _index(32, 2, layout)
+    if WORDS == 128:
+        return lane * 4 + _index(4, 5, layout)
+    else:
+        return (lane // 4) * 2 + lane % 2
+
+
+@gluon.jit
+def _clamped_meta(e_ptr, NT, KB, per_split, per_slice, INTERLEAVE: gl.constexpr, SPLIT_K: gl.constexpr,
+                  layout: gl.constexpr):
+    """The metadata rows the staged copies read, row tiles past the last clamped onto it (k-blocks
+    are clamped at each copy), and the first k-block: every word copied is a real, valid code,
+    also where the values it describes are masked to zero, so no copy is masked."""
+    R: gl.constexpr = layout.warps_per_cta[0] * layout.size_per_thread[0]
+    tile = gl.minimum(gl.program_id(0) * R + _index(R, 0, layout), NT - 1).to(gl.int64)
+    kb, _ = _k_blocks(KB, per_split, per_slice, INTERLEAVE, SPLIT_K, layout)
+    return e_ptr + tile * KB * 16 + _lane_words(16, layout), kb
 
 
 @gluon.jit
@@ -195,33 +212,29 @@ def _stage_buffers(STAGES: gl.constexpr, a_ptrs, e_ptrs, b_ptrs):
 
 
 @gluon.jit
-def _copy_step(buffers, stage, a_stream, e_stream, b_stream, step, K, STRIDE: gl.constexpr):
+def _copy_step(buffers, stage, a_stream, meta, b_stream, step, K, KB, STRIDE: gl.constexpr):
     """Start copying the ``U`` k-blocks at ``step`` into ``stage`` (``cp.async``: the bytes are
-    in flight without registers to land in); masked words arrive as zeros."""
+    in flight without registers to land in); masked values and x arrive as zeros."""
     a_buf, e_buf, b_buf = buffers
     a_ptrs, a_tile_ok, a_kb, a_kb_end = a_stream
-    e_ptrs, e_tile_ok, e_kb, e_kb_end = e_stream
+    e_rows, e_kb = meta
     b_ptrs, token_ok, kb, kb_end, b_last = b_stream
     step = step * STRIDE
     a_ok = a_tile_ok & (a_kb + step < a_kb_end)
     async_copy.async_copy_global_to_shared(a_buf.index(stage), a_ptrs + step * 128, mask=a_ok)
-    e_ok = e_tile_ok & (e_kb + step < e_kb_end)
-    async_copy.async_copy_global_to_shared(e_buf.index(stage), e_ptrs + step * 16, mask=e_ok)
+    async_copy.async_copy_global_to_shared(e_buf.index(stage), e_rows + gl.minimum(e_kb + step, KB - 1) * 16)
     b_ok = token_ok & (kb + step < kb_end) & (b_last + step * 16 < K // 2)
     async_copy.async_copy_global_to_shared(b_buf.index(stage), b_ptrs + step * 16, mask=b_ok)
     async_copy.commit_group()
 
 
 @gluon.jit
-def _read_stage(buffers, stage, e_stream, step, STRIDE: gl.constexpr, LA: gl.constexpr, LE: gl.constexpr,
-                LB: gl.constexpr):
-    """The operands of ``stage``. A k-block past the weight's end arrived as zero words: its
-    metadata word is replaced by a valid code (positions 0 and 1), as the direct loads do."""
+def _read_kblock(buffers, stage, u: gl.constexpr, LA: gl.constexpr, LE: gl.constexpr, LB: gl.constexpr):
+    """The operands of k-block ``u`` of ``stage`` (layouts of one k-block)."""
     a_buf, e_buf, b_buf = buffers
-    _, e_tile_ok, e_kb, e_kb_end = e_stream
-    e = e_buf.index(stage).load(LE)
-    e = gl.where(e_tile_ok & (e_kb + step * STRIDE < e_kb_end), e, 0x44444444)
-    return a_buf.index(stage).load(LA), e, b_buf.index(stage).load(LB)
+    a = a_buf.index(stage).slice(u, 1, 4).load(LA)
+    e = e_buf.index(stage).slice(u, 1, 4).load(LE)
+    return a, e, b_buf.index(stage).slice(u, 1, 4).load(LB)
 
 
 @gluon.jit
@@ -350,28 +363,38 @@ def _spmma_kernel(
     q_mma = q + reg * 0  # the lane's q in every register, for _QUAD_TRANSPOSE
 
     b_stream = (b_ptrs, token_ok, kb, kb_end, b_last)
-    acc = gl.zeros([R * W, S, 32, T, U, 4], gl.float32, L)
     if L2_AHEAD > 0:
         l2_stream = _l2_stream(v_ptr, e_ptr, NT, KB, per_split, per_slice, INTERLEAVE, SPLIT_K, LE)
     AHEAD: gl.constexpr = L2_AHEAD * U  # k-blocks of the slice between a prefetch and its load
     if STAGES > 0:
         # A ring of STAGES steps in shared memory: STAGES - 1 steps are in flight while one is
-        # multiplied, with registers for one step only (Marlin's pipeline, IST-DASLab, for 4-bit)
+        # multiplied (Marlin's pipeline, IST-DASLab, for 4-bit weights). Registers hold one
+        # k-block at a time: its operands, read just before its MMAs, and one accumulator per row
+        # and token tile, the step's U MMAs chained (their latency is tiny next to a step's bytes)
+        L1: gl.constexpr = _layout(R, S, W, T, 1, 4)
+        LA1: gl.constexpr = _layout(R, S, W, 1, 1, 4)
+        LE1: gl.constexpr = _layout(R, S, W, 1, 1, 1)
+        LB1: gl.constexpr = _layout(R, S, 1, T, 1, 4)
+        q1 = _index(32, 2, LB1) % 4 + _index(4, 5, LB1) * 0
+        meta = _clamped_meta(e_ptr, NT, KB, per_split, per_slice, INTERLEAVE, SPLIT_K, LE)
         buffers = _stage_buffers(STAGES, a_ptrs, e_ptrs, b_ptrs)
+        acc = gl.zeros([R * W, S, 32, T, 1, 4], gl.float32, L1)
         for ahead in gl.static_range(STAGES - 1):
-            _copy_step(buffers, ahead, a_stream, e_stream, b_stream, ahead * U, K, STRIDE)
+            _copy_step(buffers, ahead, a_stream, meta, b_stream, ahead * U, K, KB, STRIDE)
         for step in range(0, per_slice, U):
             turn = step // U
             async_copy.wait_group(STAGES - 2)  # this step's copies (and all older ones) have landed
-            a, e, b = _read_stage(buffers, turn % STAGES, e_stream, step, STRIDE, LA, LE, LB)
-            # into the stage read one turn ago (by this lane alone: no barrier needed)
-            _copy_step(buffers, (turn + STAGES - 1) % STAGES, a_stream, e_stream, b_stream,
-                       step + (STAGES - 1) * U, K, STRIDE)
-            acc = _mma_step(acc, a, e, b, q_mma, L, BF16, WIDE_X)
+            # into the stage read one turn ago (Triton puts a barrier between those reads and these copies)
+            _copy_step(buffers, (turn + STAGES - 1) % STAGES, a_stream, meta, b_stream,
+                       step + (STAGES - 1) * U, K, KB, STRIDE)
+            for u in gl.static_range(U):
+                a, e, b = _read_kblock(buffers, turn % STAGES, u, LA1, LE1, LB1)
+                acc = _mma_step(acc, a, e, b, q1, L1, BF16, WIDE_X)
         # the copies issued past the end (masked: zeros) still write the ring, whose bytes the
         # epilogue's reduction may reuse: they must land first
         async_copy.wait_group(0)
     elif PREFETCH:
+        acc = gl.zeros([R * W, S, 32, T, U, 4], gl.float32, L)
         # Two register sets in turn: one set's loads are in flight while the other's MMAs run.
         # (One set rotated every step hides nothing: ptxas copies it at the end of the loop and
         # the copy waits for those loads; bench/sp24/sass.py reads this from the machine code.)
@@ -389,6 +412,7 @@ def _spmma_kernel(
             a0, e0, b0 = _load_step(a_stream, e_stream, b_stream, step + 2 * U, K, STRIDE)
             acc = _mma_step(acc, a1, e1, b1, q_mma, L, BF16, WIDE_X)
     else:
+        acc = gl.zeros([R * W, S, 32, T, U, 4], gl.float32, L)
         if L2_AHEAD > 0:
             for ahead in gl.static_range(0, AHEAD, U):
                 _l2_prefetch(l2_stream, ahead, KB, STRIDE)
@@ -402,7 +426,7 @@ def _spmma_kernel(
     # D register i of lane (g, q): row (output feature) g + 8*(i // 2), column (token) 2q + i % 2,
     # indexed straight in the summed layout [row tile, lane, token tile, register].
     out = gl.sum(gl.sum(acc, axis=4), axis=1)
-    LO: gl.constexpr = gl.SliceLayout(1, gl.SliceLayout(4, L))
+    LO: gl.constexpr = out.type.layout
     lane = _index(32, 1, LO, 4)
     reg = _index(4, 3, LO, 4)
     n_out = gl.program_id(0) * (16 * R * W) + 16 * _index(R * W, 0, LO, 4) + lane // 4 + 8 * (reg // 2)
