@@ -77,3 +77,25 @@ def test_fragment_layout_sparse_linear_on_gpu(m):
     assert dispatch.choose(layer.weight24, m).method == ("spmma" if m <= 64 else "cublas")
     x = torch.randn(m, 256, device=DEVICE, dtype=torch.float16)
     assert rel_err(layer(x), x.double() @ lin.weight.double().T + lin.bias.double()) < 5e-3
+
+
+def test_split_k_gives_the_same_bits_every_launch_and_leaves_its_counters_at_zero():
+    """On a GPU the splits of a tile finish in whatever order the hardware runs them; the split
+    that finishes last adds all partial sums in split order, so every launch gives the same bits.
+    A counter left raised would make the next launch finish its tile early (wrong, not hung)."""
+    from repro.kernels.gluon_sp24 import launch_spmma
+    from repro.kernels.scratch import split_flags
+
+    w = compress_24(random_24(4096, 4096)).fragments()
+    x = torch.randn(16, 4096, device=DEVICE, dtype=torch.float16)
+    outs = []
+    for cfg in (SpmmaConfig(R=1, S=2, U=2, T=2, W=2, prefetch=True, wide_x=True, split_k=4),
+                SpmmaConfig(R=1, S=1, U=4, T=2, wide_x=True, stages=4, split_k=4)):
+        for _ in range(5):
+            out = torch.full((16, 4096), float("nan"), device=DEVICE, dtype=torch.float16)
+            outs.append((cfg, launch_spmma(x, w, None, out, cfg)))
+        assert int(split_flags(x.device, 1).abs().sum()) == 0
+    for cfg, out in outs:
+        same = [o for c, o in outs if c == cfg]
+        assert all(torch.equal(out, o) for o in same)
+    assert rel_err(outs[0][1], x.double() @ w.decompress().double().T) < 5e-3
