@@ -4,7 +4,8 @@
 
 For every configuration a run's sweep timed (the ``sweep`` list of its ``repro_spmma`` records),
 read from the machine code as ``bench/compile_offline.py`` does (installed Triton; the run's own
-version is in its JSON): the weight KiB one warp keeps in flight per memory round trip, and the
+version is in its JSON): the weight KiB one warp keeps in flight per memory round trip (with
+``stages``, the ring's steps ahead, one "trip" per ring), and the
 registers, hence how many programs an SM holds at once (``sp24/occupancy.py``). Two models:
 
 - *in flight*: KiB per warp per trip times the warps per SM the grid gives, all assumed resident,
@@ -32,14 +33,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compile_offline import inspect_config  # noqa: E402
 from sp24.occupancy import occupancy  # noqa: E402
 
-from repro.kernels.fragments import SpmmaConfig, token_tiles  # noqa: E402
+from repro.kernels.fragments import SpmmaConfig  # noqa: E402
+
+
+def grid_programs(cfg: SpmmaConfig, n: int, m: int) -> int:
+    """Programs of one call: row groups x token groups (several per row tile when ``T`` covers
+    fewer tokens than ``m``) x K splits."""
+    return -(-n // (16 * cfg.R * cfg.W)) * -(-m // (8 * cfg.T)) * cfg.split_k
 
 
 def wave_model(cfg: SpmmaConfig, compiled: dict, n: int, k: int, m: int, sms: int):
     """(round trips per warp x waves rounded up, the grid's occupancy) for one configuration."""
-    programs = -(-n // (16 * cfg.R * cfg.W)) * -(-m // (8 * token_tiles(m)))
-    occ = occupancy(compiled["regs"], cfg.num_warps, compiled["shared"], programs, sms)
-    kblocks_per_warp = math.ceil(math.ceil(k / 32) / cfg.S)
+    occ = occupancy(compiled["regs"], cfg.num_warps, compiled["shared"], grid_programs(cfg, n, m), sms)
+    kblocks_per_warp = math.ceil(math.ceil(math.ceil(k / 32) / cfg.split_k) / cfg.S)
     trips = cfg.W * kblocks_per_warp * 512 / (compiled["kib_per_warp_trip"] * 1024)
     return trips * occ.full_waves, occ
 
@@ -59,7 +65,7 @@ def main() -> None:
         inflight, rates, modeled, times = [], [], [], []
         for label, us in sorted(r["sweep"], key=lambda item: item[1]):
             cfg = SpmmaConfig.from_label(label)
-            warps = -(-r["N"] // (16 * cfg.R * cfg.W)) * cfg.num_warps
+            warps = grid_programs(cfg, r["N"], r["M"]) * cfg.num_warps
             inflight.append(compiled[label]["kib_per_warp_trip"] * warps / sms)
             rates.append(r["N"] * r["K"] * 2 * 0.5625 / us / 1e3)
             trips, occ = wave_model(cfg, compiled[label], r["N"], r["K"], r["M"], sms)

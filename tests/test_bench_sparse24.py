@@ -184,3 +184,18 @@ def test_programs_per_sm_and_waves_follow_the_sm90_limits():
     assert occ.per_sm == 3 and occ.waves == pytest.approx(688 / 396) and occ.full_waves == 2
     with pytest.raises(ValueError, match="warps >= 1"):
         programs_per_sm(64, 0)
+
+
+def test_wave_model_counts_token_groups_and_k_splits():
+    from spmma_inflight import grid_programs, wave_model
+
+    # 4096 rows in 16-row tiles, 16 tokens: one 16-token program per tile, or two 8-token ones
+    assert grid_programs(SpmmaConfig.from_label("r1s4u4t2"), 4096, 16) == 256
+    assert grid_programs(SpmmaConfig.from_label("r1s2u8t1px"), 4096, 16) == 512
+    # 32-row groups, K in four runs: 128 x 4
+    cfg = SpmmaConfig.from_label("r1w2s2u2t2pxk4")
+    assert grid_programs(cfg, 4096, 16) == 512
+    # 128 k-blocks in 4 runs of 32, 16 per warp; 2 row tiles x 16 k-blocks x 512 B = 16 KiB a warp
+    # at 2 KiB a trip is 8 trips; 128 registers, 2 warps: 8 programs an SM, 512 fit in one wave
+    trips, occ = wave_model(cfg, dict(regs=128, shared=0, kib_per_warp_trip=2.0), 4096, 4096, 16, 132)
+    assert trips == 8 and occ.per_sm == 8 and occ.full_waves == 1
