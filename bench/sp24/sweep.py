@@ -80,7 +80,7 @@ _STAGED = {
     1: ("r1s1u4t1xc4k4", "r1s1u4t1xc6k4", "r1s2u4t1xc4k2", "r1s2u4t1xc4", "r1s4u4t1xc4", "r1s2u2t1xc8",
         "r1s1u8t1xc3k2"),
     2: ("r1s1u4t2xc4k4", "r1w2s1u2t2xc4k4", "r1s2u4t2xc4", "r1w2s2u2t2xc4k2", "r1s1u8t2xc3k2"),
-    4: ("r1w2s2u1t4xc4k4", "r1s2u2t4xc4k2", "r1w4s1u1t4xc4k4"),
+    4: ("r1w2s2u1t4xc4k4", "r1s2u2t4xc4k2", "r1w4s1u1t4xc4k4", "r1w2s2u2t4xc4k2"),
     8: ("r1w2s1u1t8xc4k4", "r1w2s2u1t8xc3k2"),
 }
 
