@@ -37,9 +37,8 @@ from repro.kernels.fragments import SpmmaConfig  # noqa: E402
 
 
 def grid_programs(cfg: SpmmaConfig, n: int, m: int) -> int:
-    """Programs of one call: row groups x token groups (several per row tile when ``T`` covers
-    fewer tokens than ``m``) x K splits."""
-    return -(-n // (16 * cfg.R * cfg.W)) * -(-m // (8 * cfg.T)) * cfg.split_k
+    """Programs of one call (the launcher's grid)."""
+    return math.prod(cfg.grid(n, m))
 
 
 def wave_model(cfg: SpmmaConfig, compiled: dict, n: int, k: int, m: int, sms: int):

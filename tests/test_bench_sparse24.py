@@ -199,3 +199,25 @@ def test_wave_model_counts_token_groups_and_k_splits():
     # at 2 KiB a trip is 8 trips; 128 registers, 2 warps: 8 programs an SM, 512 fit in one wave
     trips, occ = wave_model(cfg, dict(regs=128, shared=0, kib_per_warp_trip=2.0), 4096, 4096, 16, 132)
     assert trips == 8 and occ.per_sm == 8 and occ.full_waves == 1
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (dict(U=3), r"SpmmaConfig.U must be a power of two in 1..16, got 3"),
+        (dict(l2_ahead=9), r"l2_ahead must be 0 \(off\) to 8 steps, got 9"),
+        (dict(split_k=0), r"split_k must be 1 \(off\) to 16 programs per tile, got 0"),
+        (dict(stages=1), r"stages must be 0 .* or 2..8 .*got stages=1"),
+        (dict(stages=3, prefetch=True), r"without prefetch or l2_ahead, got stages=3, R=1, prefetch=True"),
+        (dict(stages=3, R=2), r"with R = 1 .*got stages=3, R=2"),
+    ],
+)
+def test_invalid_spmma_configurations_name_what_is_allowed(options, message):
+    with pytest.raises(ValueError, match=message):
+        SpmmaConfig(**options).check()
+
+
+def test_spmma_grid_counts_row_groups_token_groups_and_k_splits():
+    # 70 rows: 5 row tiles, in groups of 2; 13 tokens in 8-token tiles, 2 per program: 1 group
+    assert SpmmaConfig(R=1, W=2, T=2, split_k=3).grid(70, 13) == (3, 1, 3)
+    assert SpmmaConfig(R=2, W=1, T=1).grid(4096, 16) == (128, 2, 1)

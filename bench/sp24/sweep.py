@@ -74,8 +74,9 @@ _K_SPLITS = {
 # Operands staged through shared memory (``c<n>``: a ring of n steps filled by cp.async, so
 # n - 1 steps are in flight, one k-block at a time in registers): 6-10 KiB of weights in flight
 # per warp at 48-96 registers for up to 16 tokens, against 4-9 KiB at 150-250 with the two
-# register sets of ``p``. One-warp programs with split-K keep the barriers Triton adds around the ring within one
-# warp. From 32 tokens x is the larger stream: W = 2-4 row tiles share each x word
+# register sets of ``p``. One-warp programs with split-K keep the barriers Triton adds around
+# the ring within one warp. From 32 tokens x is the larger stream: W = 2-4 row tiles share each
+# x word
 _STAGED = {
     1: ("r1s1u4t1xc4k4", "r1s1u4t1xc6k4", "r1s2u4t1xc4k2", "r1s2u4t1xc4", "r1s4u4t1xc4", "r1s2u2t1xc8",
         "r1s1u8t1xc3k2"),

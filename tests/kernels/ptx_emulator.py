@@ -618,7 +618,7 @@ class Cta:
         keep = self.read(src_size)[on].astype(np.int64)
         if size not in (4, 8, 16) or ((keep != 0) & (keep != size)).any():
             raise NotImplementedError(f"cp.async of {size} bytes with source sizes {sorted(set(keep))}: {ins.text}")
-        self.shared._locate(dst_addr, size)  # bounds and alignment of both ends
+        self.shared._locate(dst_addr, size)  # bounds and alignment of the destination
         data = np.zeros((on.sum(), size), dtype=np.uint8)
         read = keep > 0
         if read.any():
@@ -639,7 +639,7 @@ class Cta:
         width = WIDTHS[ty]
         d, address, value = ins.args
         addr, val = self.address(address), self.read(value)
-        old = self.read(d).copy() if d in self.regs else np.zeros(self.n, dtype=U64)
+        old = np.zeros(self.n, dtype=U64)  # inactive threads keep their register (write below)
         for t in np.flatnonzero(np.ones(self.n, bool) if active is None else active):
             old[t] = self.glob.load(addr[t : t + 1], width // 8)[0]
             new = ATOMICS[kinds[0]](self._int_scalar(old[t], ty), self._int_scalar(val[t], ty))

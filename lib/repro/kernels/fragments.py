@@ -66,7 +66,10 @@ class SpmmaConfig:
     (``prefetch.global.L2``), more bytes in flight than the registers can hold; ``split_k`` > 1
     gives each program one of that many runs of K (a third grid axis), so a program can own more
     rows, and x is read once per more rows, while the grid still fills the GPU; the splits' fp32
-    partial sums meet in a workspace, added by whichever split finishes a tile last."""
+    partial sums meet in a workspace, added by whichever split finishes a tile last; ``stages``
+    >= 2 copies the operands with ``cp.async`` into a ring of that many steps in shared memory
+    (``stages - 1`` steps in flight without registers to land in) and reads them back one k-block
+    at a time, the step's MMAs chained into one accumulator per row and token tile."""
 
     R: int = 1
     S: int = 4
@@ -102,6 +105,11 @@ class SpmmaConfig:
             )
         if self.num_warps > 32:
             raise ValueError(f"R*S = {self.num_warps} warps; at most 32 fit in a program")
+
+    def grid(self, n: int, m: int) -> tuple[int, int, int]:
+        """Programs of a call with ``n`` output rows and ``m`` tokens: row groups, token groups
+        (several per row tile when ``8*T`` is fewer than ``m``), K splits."""
+        return -(-n // (ROWS * self.R * self.W)), -(-m // (8 * self.T)), self.split_k
 
     def label(self) -> str:
         tiles = f"w{self.W}" if self.W > 1 else ""

@@ -156,10 +156,15 @@ def _clamped_meta(e_ptr, NT, KB, per_split, per_slice, INTERLEAVE: gl.constexpr,
     """The metadata rows the staged copies read, row tiles past the last clamped onto it (k-blocks
     are clamped at each copy), and the first k-block: every word copied is a real, valid code,
     also where the values it describes are masked to zero, so no copy is masked."""
-    R: gl.constexpr = layout.warps_per_cta[0] * layout.size_per_thread[0]
-    tile = gl.minimum(gl.program_id(0) * R + _index(R, 0, layout), NT - 1).to(gl.int64)
     kb, _ = _k_blocks(KB, per_split, per_slice, INTERLEAVE, SPLIT_K, layout)
-    return e_ptr + tile * KB * 16 + _lane_words(16, layout), kb
+    return e_ptr + _clamped_tile(NT, layout) * KB * 16 + _lane_words(16, layout), kb
+
+
+@gluon.jit
+def _clamped_tile(NT, layout: gl.constexpr):
+    """This program's row tiles (int64), those past the last clamped onto it."""
+    R: gl.constexpr = layout.warps_per_cta[0] * layout.size_per_thread[0]
+    return gl.minimum(gl.program_id(0) * R + _index(R, 0, layout), NT - 1).to(gl.int64)
 
 
 @gluon.jit
@@ -168,9 +173,8 @@ def _l2_stream(v_ptr, e_ptr, NT, KB, per_split, per_slice, INTERLEAVE: gl.conste
     """Per lane and k-block of a step: the row start of its value and metadata words, and the
     first k-block (``layout`` has one register per k-block). Row tiles past the last are clamped
     onto it, so that every address a prefetch is given lies inside the weight."""
-    R: gl.constexpr = layout.warps_per_cta[0] * layout.size_per_thread[0]
     lane = _index(32, 2, layout)
-    tile = gl.minimum(gl.program_id(0) * R + _index(R, 0, layout), NT - 1).to(gl.int64) * KB
+    tile = _clamped_tile(NT, layout) * KB
     kb, _ = _k_blocks(KB, per_split, per_slice, INTERLEAVE, SPLIT_K, layout)  # the clamp to KB - 1 bounds it
     return v_ptr + tile * 128 + lane * 4, e_ptr + tile * 16 + lane % 16, kb
 
@@ -456,7 +460,7 @@ def launch_spmma(
     if x2d.stride(0) % 2 or x2d.data_ptr() % 4:  # x is read as aligned 4-byte pairs (K is even)
         x2d = x2d.clone(memory_format=torch.contiguous_format)  # a fresh, aligned copy
     cfg.check()
-    grid = (-(-nt // (cfg.R * cfg.W)), -(-m // (8 * cfg.T)), cfg.split_k)
+    grid = cfg.grid(n, m)
     if cfg.split_k > 1:
         tiles = grid[0] * grid[1]
         ws = split_workspace(out.device, cfg.split_k * tiles * 128 * cfg.R * cfg.W * cfg.T)
