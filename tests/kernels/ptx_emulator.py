@@ -1,7 +1,7 @@
 """A small interpreter for the PTX that Triton generates, so a GPU kernel can be run on a CPU.
 
 Only the instructions our compiled kernels use are implemented (integer and fp32 arithmetic,
-predicates, conversions, global/shared loads and stores, ``cp.async``, ``ldmatrix``, atomics,
+predicates, conversions, global/shared loads and stores, ``cp.async``, ``ldmatrix``, ``stmatrix``, atomics,
 fences, warp shuffles, barriers, branches); any other instruction raises ``NotImplementedError``
 naming it, so the emulator never guesses. Warp-wide matrix instructions (``mma.sp``) are delegated
 to a model passed in by the caller.
@@ -15,7 +15,9 @@ read of shared bytes an unfinished ``cp.async`` targets. Branches must be unifor
 (Triton's loops are), otherwise the emulator refuses. Every global or shared access
 of an active thread is checked against the buffers it was given (bounds and alignment), so an
 out-of-bounds read that a GPU would silently allow is an error here; reading a register that was
-never written is an error too.
+never written is an error too. Given a :class:`SharedTraffic`, it also counts the passes of the
+shared-memory banks each access takes, against the passes its bytes need: bank conflicts cost
+time, not correctness, so they are measured rather than refused.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ MODIFIERS = {"rn", "lo", "wide", "param", "global", "shared", "v2", "v4", "sync"
 # programs running at once on a GPU is not tested by the emulator
 MODIFIERS |= {"cg", "relaxed", "acquire", "release", "acq_rel", "gpu"}
 MODIFIERS |= {"async", "ca", "commit_group", "wait_group"}  # cp.async (see Cta.op_cp)
-MODIFIERS |= {"aligned", "m8n8", "x1", "x2", "x4"}  # ldmatrix (see Cta.op_ldmatrix)
+MODIFIERS |= {"aligned", "m8n8", "x1", "x2", "x4"}  # ldmatrix, stmatrix (see Cta.op_ldmatrix)
 ATOMICS = {"add": lambda old, val: old + val, "exch": lambda old, val: val}
 
 
@@ -136,6 +138,38 @@ class RaceCheck:
         else:
             seen = self.reader[offsets]
             self.reader[offsets] = np.where((seen == -1) | (seen == warps), warps, -2)
+
+
+class SharedTraffic:
+    """Shared-memory wavefronts of every access, per instruction: how many 128-byte passes the
+    banks needed, and how many the bytes asked for would need without bank conflicts.
+
+    The model (the one Nsight Compute's "wavefronts" count): a warp's access of ``b`` bytes per
+    thread is served in phases of ``128 / b`` consecutive lanes (all 32 for 4 bytes, 8 for 16);
+    in a phase, each of the 32 banks (4-byte words, ``word % 32``) serves one distinct word per
+    pass, threads asking for the same word share it. ``ldmatrix`` serves one 8-row matrix per
+    phase. A conflict-free access needs ``ceil(distinct words / 32)`` passes per phase."""
+
+    def __init__(self):
+        self.passes: dict[str, list[int]] = {}  # instruction text -> [passes, conflict-free passes]
+
+    def add(self, text: str, addr: np.ndarray, threads: np.ndarray, nbytes: int) -> None:
+        """One instruction: byte addresses [n] of the ``threads`` [n] (CTA thread indices) that
+        access ``nbytes`` each; all lanes of a phase have equal ``threads // lanes_per_phase``."""
+        per_phase = max(1, min(32, 128 // nbytes))
+        phase = threads // per_phase
+        words = addr[:, None] // 4 + np.arange(max(1, nbytes // 4))
+        keys = np.unique(np.stack([np.repeat(phase, words.shape[1]), words.ravel()], 1), axis=0)
+        groups, group = np.unique(keys[:, 0], return_inverse=True)
+        counts = np.zeros((len(groups), 32), dtype=np.int64)
+        np.add.at(counts, (group, keys[:, 1] % 32), 1)
+        entry = self.passes.setdefault(text, [0, 0])
+        entry[0] += int(counts.max(1).sum())
+        entry[1] += int(np.ceil(counts.sum(1) / 32).sum())
+
+    def excess(self, kind: str = "") -> int:
+        """Passes beyond the conflict-free ones, over the instructions whose text starts with ``kind``."""
+        return sum(p - ideal for text, (p, ideal) in self.passes.items() if text.startswith(kind))
 
 
 # ---------------------------------------------------------------------------------------- parsing
@@ -262,8 +296,10 @@ class Cta:
     """The state of one program while it runs."""
 
     def __init__(self, program: Program, nthreads: int, ctaid: tuple[int, int, int], grid: tuple[int, int, int],
-                 params: dict[str, int], glob: Memory, shared: Memory, mma: MmaModel | None):
+                 params: dict[str, int], glob: Memory, shared: Memory, mma: MmaModel | None,
+                 traffic: SharedTraffic | None = None):
         self.p, self.n, self.params, self.glob, self.shared, self.mma = program, nthreads, params, glob, shared, mma
+        self.traffic = traffic
         tid = np.arange(nthreads, dtype=U64)
         self.special = {"%tid.x": tid, "%tid.y": 0, "%tid.z": 0, "%ntid.x": nthreads, "%ntid.y": 1, "%ntid.z": 1,
                         "%laneid": tid % U64(32), "%warpid": tid // U64(32)}
@@ -562,8 +598,11 @@ class Cta:
         self._track(mem, addr, on, vec * size, write, ins.text)
         return mem, addr, on, size, self._vector(registers)
 
-    def _track(self, mem: Memory, addr: np.ndarray, on: np.ndarray, nbytes: int, write: bool, text: str) -> None:
+    def _track(self, mem: Memory, addr: np.ndarray, on: np.ndarray, nbytes: int, write: bool, text: str,
+               count: bool = True) -> None:
         if mem is self.shared:
+            if count and self.traffic is not None:
+                self.traffic.add(text, addr[on], np.arange(self.n)[on], nbytes)
             offsets = addr[on, None] - mem.bases[0] + np.arange(nbytes)
             if offsets.min() >= 0 and offsets.max() < mem.buffers[0].size:  # else the access itself fails
                 if self.pending[offsets].any():
@@ -575,19 +614,33 @@ class Cta:
         """``ldmatrix.sync.aligned.m8n8.x{1,2,4}.shared.b16``: matrix ``j`` is eight rows of 16
         bytes whose addresses lanes ``8j .. 8j+7`` give; lane ``t`` receives, as its register ``j``,
         the two 16-bit elements ``2(t % 4)``, ``+1`` of row ``t // 4`` of matrix ``j``."""
+        for d, addr in self._matrix_rows(ins, active, ins.args[1], ins.args[0], write=False):
+            self.write(d, self.shared.load(addr, 4), None, 32)
+
+    def op_stmatrix(self, ins, active):
+        """``stmatrix.sync.aligned.m8n8.x{1,2,4}.shared.b16``, ``ldmatrix``'s inverse: lane ``t``'s
+        register ``j`` goes to elements ``2(t % 4)``, ``+1`` of row ``t // 4`` of matrix ``j``."""
+        for s, addr in self._matrix_rows(ins, active, ins.args[0], ins.args[1], write=True):
+            self.shared.store(addr, 4, self.read(s))
+
+    def _matrix_rows(self, ins, active, address: str, registers: str, write: bool):
+        """Per matrix ``j`` of an ``ldmatrix``/``stmatrix``: (its register, every lane's word
+        address), after the race check; the traffic is one phase per matrix (eight 16-byte rows)."""
         parts = ins.op.split(".")
         count = next((int(p[1:]) for p in parts if p in ("x1", "x2", "x4")), None)
         if active is not None or count is None or "trans" in parts or "shared" not in parts or self.n % 32:
             raise NotImplementedError(f"PTX instruction not emulated: {ins.text}")
-        dests = self._vector(ins.args[0])
-        rows = self.address(ins.args[1])
+        rows = self.address(address)
         on = np.ones(self.n, bool)
         lane = np.arange(self.n) % 32
-        for j, d in enumerate(dests[:count]):
+        for j, reg in enumerate(self._vector(registers)[:count]):
             row_owner = np.arange(self.n) - lane + 8 * j + lane // 4  # the lane that named this row
             addr = rows[row_owner] + 4 * (lane % 4)
-            self._track(self.shared, addr, on, 4, False, ins.text)
-            self.write(d, self.shared.load(addr, 4), None, 32)
+            if self.traffic is not None:
+                namer = (lane >= 8 * j) & (lane < 8 * j + 8)
+                self.traffic.add(ins.text, rows[namer], np.arange(self.n)[namer] // 32 * 8 + lane[namer] % 8, 16)
+            self._track(self.shared, addr, on, 4, write, ins.text, count=False)
+            yield reg, addr
 
     def op_cp(self, ins, active):
         """``cp.async`` (global to shared, ``size`` bytes of which the first ``src_size`` are read
@@ -619,6 +672,8 @@ class Cta:
         if size not in (4, 8, 16) or ((keep != 0) & (keep != size)).any():
             raise NotImplementedError(f"cp.async of {size} bytes with source sizes {sorted(set(keep))}: {ins.text}")
         self.shared._locate(dst_addr, size)  # bounds and alignment of the destination
+        if self.traffic is not None:  # the bytes are written into the banks as they land
+            self.traffic.add(ins.text, dst_addr, np.arange(self.n)[on], size)
         data = np.zeros((on.sum(), size), dtype=np.uint8)
         read = keep > 0
         if read.any():
@@ -626,8 +681,12 @@ class Cta:
             words = [self.glob.load(src_addr[read] + 4 * i, 4).astype(np.uint32) for i in range(size // 4)]
             data[read] = np.stack(words, 1).view(np.uint8).reshape(-1, size)
         offsets = dst_addr[:, None] - self.shared.bases[0] + np.arange(size)
+        warps = np.arange(self.n)[on] // 32
+        # the copy may write as soon as it is issued: no other warp may have read or written
+        # these bytes since the last barrier (it counts as written again when it lands)
+        self.races.access(offsets, warps, True, ins.text)
         np.add.at(self.pending, offsets.ravel(), 1)
-        self.open_group.append((offsets, data, np.arange(self.n)[on] // 32))
+        self.open_group.append((offsets, data, warps))
 
     def op_atom(self, ins, active):
         """``atom.global.<op>``: one thread after another (atomics to one address serialize)."""
@@ -687,10 +746,11 @@ class Cta:
 
 
 def run_grid(ptx: str, grid: tuple[int, ...], nthreads: int, args: list[int], glob: Memory, shared_bytes: int,
-             mma: MmaModel | None = None, reverse: bool = False) -> None:
+             mma: MmaModel | None = None, reverse: bool = False, traffic: SharedTraffic | None = None) -> None:
     """Run every program of ``grid`` on the given memory, in launch order or ``reverse``d.
     ``args`` are the kernel's runtime arguments in parameter order (addresses from ``glob.add``
-    for pointers); parameters beyond them (Triton's scratch pointers) are null."""
+    for pointers); parameters beyond them (Triton's scratch pointers) are null. ``traffic``, if
+    given, counts the shared-memory wavefronts of every access."""
     program = parse(ptx)
     if len(args) > len(program.params):
         raise PtxError(f"{len(args)} arguments for {len(program.params)} parameters")
@@ -701,4 +761,4 @@ def run_grid(ptx: str, grid: tuple[int, ...], nthreads: int, args: list[int], gl
         shared = Memory("shared", first=0x100)
         # poisoned with 0xFF bytes: a read of a never-written byte shows up as NaN or garbage
         shared.add(np.full(max(shared_bytes, 1), 0xFF, dtype=np.uint8), "shared")
-        Cta(program, nthreads, ctaid, grid3, params, glob, shared, mma).run()
+        Cta(program, nthreads, ctaid, grid3, params, glob, shared, mma, traffic).run()

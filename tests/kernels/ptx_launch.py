@@ -18,7 +18,7 @@ from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import torch
-from ptx_emulator import Memory, MmaModel, run_grid
+from ptx_emulator import Memory, MmaModel, SharedTraffic, run_grid
 from triton.backends.compiler import BaseBackend
 from triton.runtime.jit import native_specialize_impl
 
@@ -67,8 +67,10 @@ def _byte_offset(t: torch.Tensor) -> int:
 class EmulatedKernel:
     """A drop-in for a Gluon kernel object that compiles for ``arch`` and emulates each launch."""
 
-    def __init__(self, fn, mma: MmaModel | None = None, arch: int = 90, reverse: bool = False):
+    def __init__(self, fn, mma: MmaModel | None = None, arch: int = 90, reverse: bool = False,
+                 traffic: SharedTraffic | None = None):
         self.fn, self.mma, self.arch, self.reverse = fn, mma, arch, reverse  # reverse: programs last to first
+        self.traffic = traffic  # shared-memory wavefronts of every launch, if given
         self.launches: list[dict] = []  # what each launch ran, for tests to inspect
 
     def __getitem__(self, grid):
@@ -132,4 +134,4 @@ class EmulatedKernel:
                 addresses.append(int(value))
         divisible = [self.fn.params[i].name for (i,) in attrs]
         self.launches.append(dict(grid=grid, num_warps=num_warps, constexprs=constexprs, divisible=divisible, ptx=ptx))
-        run_grid(ptx, grid, 32 * num_warps, addresses, memory, shared, self.mma, self.reverse)
+        run_grid(ptx, grid, 32 * num_warps, addresses, memory, shared, self.mma, self.reverse, self.traffic)

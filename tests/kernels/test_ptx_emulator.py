@@ -8,7 +8,7 @@ kernel needs is checked on its own before the emulator is trusted with the whole
 import numpy as np
 import pytest
 import torch
-from ptx_emulator import Memory, PtxError, run_grid
+from ptx_emulator import Memory, PtxError, SharedTraffic, run_grid
 from sp24_helpers import VALID_CODES, mma_sp_warps, ptx_mma_sp
 
 HEADER = """
@@ -39,14 +39,14 @@ HEADER = """
 
 
 def run(body: str, columns: int, threads: int = 32, param: int = 0, grid=(1,), shared: int = 0,
-        reverse: bool = False) -> np.ndarray:
+        reverse: bool = False, traffic: SharedTraffic | None = None) -> np.ndarray:
     """Run ``body`` (thread id in %r2, its output row address in %rd3, the u32 parameter in %r1)
     and return the int32 output [program, thread, column]."""
     ptx = HEADER.format(threads=threads, row_bytes=4 * columns, body=body)
     out = np.full(int(np.prod(grid)) * threads * columns, -1, dtype=np.int32)
     memory = Memory("global")
     base = memory.add(out.view(np.uint8), "out")
-    run_grid(ptx, grid, threads, [base, param], memory, shared, reverse=reverse)
+    run_grid(ptx, grid, threads, [base, param], memory, shared, reverse=reverse, traffic=traffic)
     return out.reshape(-1, threads, columns)
 
 
@@ -188,26 +188,37 @@ $L_loop:
         assert (program[:, 1] == 45).all()
 
 
-@pytest.mark.parametrize("barrier", [True, False])
-def test_a_missing_barrier_between_warps_is_a_race(barrier):
-    # thread t writes shared word t, then reads word t ^ 32: written by the other warp
-    body = f"""
+def _swap_words(first: str, then: str = "") -> str:
+    # thread t of 64 writes shared word t, then (after ``first``) reads word t ^ 32, written by
+    # the other warp, runs ``then`` and stores what it read
+    return f"""
     mov.b32 %r3, global_smem;
     shl.b32 %r4, %r2, 2;
     add.s32 %r5, %r3, %r4;
     st.shared.b32 [%r5], %r2;
-    {"bar.sync 0;" if barrier else ""}
+    {first}
     xor.b32 %r6, %r2, 32;
     shl.b32 %r7, %r6, 2;
     add.s32 %r8, %r3, %r7;
     ld.shared.b32 %r9, [%r8];
+    {then}
     st.global.b32 [%rd3], %r9;
     """
-    if barrier:
+
+
+def _swapped_or_race(body: str, race: str | None) -> None:
+    """Run a ``_swap_words`` body: each thread has its partner's id, or the emulator names ``race``."""
+    if race is None:
         assert run(body, 1, threads=64, shared=256)[0, :, 0].tolist() == (np.arange(64) ^ 32).tolist()
     else:
-        with pytest.raises(PtxError, match="shared-memory race at byte 128"):
+        with pytest.raises(PtxError, match=race):
             run(body, 1, threads=64, shared=256)
+
+
+@pytest.mark.parametrize("barrier", [True, False])
+def test_a_missing_barrier_between_warps_is_a_race(barrier):
+    body = _swap_words("bar.sync 0;" if barrier else "")
+    _swapped_or_race(body, None if barrier else "shared-memory race at byte 128")
 
 
 def test_predicated_loads_keep_the_old_value_on_inactive_threads():
@@ -313,6 +324,21 @@ def test_reading_a_copy_before_its_wait_is_refused():
         run(_copy_body("cp.async.wait_group 1;"), 160, shared=512)
 
 
+@pytest.mark.parametrize("barrier", [True, False])
+def test_a_copy_into_bytes_another_warp_read_needs_a_barrier_before_it_is_issued(barrier):
+    # after the swap, every thread copies 4 bytes into its own word, which the other warp read:
+    # the copy may land as soon as it is issued, so without a barrier before it, it races with
+    # that read, even though a barrier comes before the wait
+    copy = """
+    cp.async.ca.shared.global [%r5], [%rd3], 4, 4;
+    cp.async.commit_group;
+    bar.sync 0;
+    cp.async.wait_group 0;
+    """
+    body = _swap_words("bar.sync 0;", ("bar.sync 0;" if barrier else "") + copy)
+    _swapped_or_race(body, None if barrier else "shared-memory race at byte 0 .*cp.async")
+
+
 def test_ldmatrix_hands_each_lane_two_elements_of_one_row():
     # shared word w holds w; lane l names the row at word 4 * (31 - l) (rows in reverse), so
     # lanes 8j..8j+7 name matrix j's rows; lane t gets word t % 4 of row t // 4 of each matrix
@@ -339,3 +365,90 @@ def test_ldmatrix_hands_each_lane_two_elements_of_one_row():
     t = np.arange(32)
     for j in range(2):
         assert out[:, j].tolist() == (4 * (31 - (8 * j + t // 4)) + t % 4).tolist()
+
+
+@pytest.mark.parametrize(
+    "load, stride, passes, ideal",
+    [
+        ("ld.shared.b32 %r10", 4, 1, 1),  # 32 consecutive words: one pass
+        ("ld.shared.b32 %r10", 8, 2, 1),  # every other word: two lanes per bank
+        ("ld.shared.b32 %r10", 0, 1, 1),  # one word for all: shared, not a conflict
+        ("ld.shared.v2.b32 {%r10, %r11}", 8, 2, 2),  # two half-warp phases of 128 bytes
+        ("ld.shared.v4.b32 {%r10, %r11, %r12, %r13}", 16, 4, 4),  # four quarter-warp phases
+        ("ld.shared.v4.b32 {%r10, %r11, %r12, %r13}", 64, 16, 4),  # 8 lanes on 8 banks: 4 per bank
+        ("ld.shared.v4.b32 {%r10, %r11, %r12, %r13}", 32, 8, 4),
+    ],
+)
+def test_shared_traffic_counts_the_passes_bank_conflicts_cost(load, stride, passes, ideal):
+    # lane t reads at byte t * stride; the values read must not matter to the count
+    body = f"""
+    mov.b32 %r3, global_smem;
+    mul.lo.s32 %r4, %r2, {stride};
+    add.s32 %r5, %r3, %r4;
+    st.shared.b32 [%r3], %r2;
+    bar.sync 0;
+    mov.b32 %r10, 0;
+    {load}, [%r5];
+    st.global.b32 [%rd3], %r10;
+    """
+    traffic = SharedTraffic()
+    run(body, 1, shared=2048, traffic=traffic)
+    store, read = traffic.passes.values()
+    assert store == [1, 1]  # one word, one pass
+    assert read == [passes, ideal]
+    assert traffic.excess("ld.shared") == passes - ideal and traffic.excess("st.shared") == 0
+
+
+def test_shared_traffic_of_ldmatrix_and_cp_async():
+    # ldmatrix rows 16 bytes apart: one pass per matrix; 128 bytes apart: eight rows on the same
+    # four banks. cp.async: 16 bytes per lane, consecutive, then 64 bytes apart
+    def body(row_bytes, copy_bytes):
+        return f"""
+    mov.b32 %r3, global_smem;
+    mul.lo.s32 %r4, %r2, {row_bytes};
+    add.s32 %r5, %r3, %r4;
+    mul.lo.s32 %r6, %r2, {copy_bytes};
+    add.s32 %r7, %r3, %r6;
+    cp.async.cg.shared.global [%r7], [%rd1], 16, 0;
+    cp.async.commit_group;
+    cp.async.wait_group 0;
+    bar.sync 0;
+    ldmatrix.sync.aligned.m8n8.x4.shared.b16 {{%r12, %r13, %r14, %r15}}, [%r5];
+    st.global.b32 [%rd3], %r12;
+    """
+
+    for row_bytes, copy_bytes, excess in [(16, 16, (0, 0)), (128, 64, (28, 12))]:
+        traffic = SharedTraffic()
+        run(body(row_bytes, copy_bytes), 1, shared=4096, traffic=traffic)
+        assert (traffic.excess("ldmatrix"), traffic.excess("cp.async")) == excess
+
+
+def test_stmatrix_puts_each_lanes_two_elements_where_ldmatrix_takes_them():
+    # lane l names the row at word 4 * (31 - l); after stmatrix .x4 of values 100 * j + l, an
+    # ldmatrix of the same rows must hand every lane its own values back, and word 4r + c of
+    # matrix j's row r (named by lane 8j + r) holds the value of lane 4r + c
+    body = """
+    mov.b32 %r3, global_smem;
+    sub.s32 %r7, 31, %r2;
+    shl.b32 %r8, %r7, 4;
+    add.s32 %r9, %r3, %r8;
+    add.s32 %r12, %r2, 0;
+    add.s32 %r13, %r2, 100;
+    add.s32 %r14, %r2, 200;
+    add.s32 %r15, %r2, 300;
+    stmatrix.sync.aligned.m8n8.x4.shared.b16 [%r9], {%r12, %r13, %r14, %r15};
+    bar.sync 0;
+    ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%r16, %r17, %r18, %r19}, [%r9];
+    shl.b32 %r20, %r2, 2;
+    add.s32 %r21, %r3, %r20;
+    ld.shared.b32 %r22, [%r21];
+    st.global.b32 [%rd3], %r16;
+    st.global.b32 [%rd3+4], %r19;
+    st.global.b32 [%rd3+8], %r22;
+    """
+    out = run(body, 3, shared=512)[0]
+    t = np.arange(32)
+    assert out[:, 0].tolist() == t.tolist() and out[:, 1].tolist() == (t + 300).tolist()
+    # shared word w: row w // 4 of the memory is named by lane 31 - w // 4 = 8j + r
+    namer = 31 - t // 4
+    assert out[:, 2].tolist() == (100 * (namer // 8) + 4 * (namer % 8) + t % 4).tolist()
