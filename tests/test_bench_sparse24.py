@@ -208,8 +208,8 @@ def test_wave_model_counts_token_groups_and_k_splits():
         (dict(l2_ahead=9), r"l2_ahead must be 0 \(off\) to 8 steps, got 9"),
         (dict(split_k=0), r"split_k must be 1 \(off\) to 16 programs per tile, got 0"),
         (dict(stages=1), r"stages must be 0 .* or 2..8 .*got stages=1"),
-        (dict(stages=3, prefetch=True), r"without prefetch or l2_ahead, got stages=3, R=1, prefetch=True"),
-        (dict(stages=3, R=2), r"with R = 1 .*got stages=3, R=2"),
+        (dict(stages=3, prefetch=True), r"without prefetch or l2_ahead, got stages=3, R=1, T\*U=4, prefetch=True"),
+        (dict(stages=3, R=8, T=2, U=2), r"with R <= T\*U .*got stages=3, R=8, T\*U=4"),
     ],
 )
 def test_invalid_spmma_configurations_name_what_is_allowed(options, message):

@@ -19,7 +19,7 @@ SPLITS = [1, 2, 3, 4, 6, 8, 12, 16]
 def spmma_configs(m: int):
     """(R, S, U, W, options) per token-tile count T = the power of two >= ceil(M/8), at most 8;
     options ``p`` prefetch, ``x`` wide_x, ``i`` interleave, ``a<n>`` l2_ahead, and in
-    ``_K_SPLITS`` and ``_STAGED`` also ``k<n>`` split_k and ``c<n>`` stages. All compile for
+    ``_K_SPLITS``, ``_STAGED`` and ``_SHARED_X`` also ``k<n>`` split_k and ``c<n>`` stages. All compile for
     sm_90a with Triton 3.6 without spills;
     the ``x`` ones were kept where ``sp24/sass.py`` finds at most one memory round trip per loop
     iteration, plus pairs with and without ``x`` on the same tiling, which measure it alone; the
@@ -29,7 +29,7 @@ def spmma_configs(m: int):
 
     t = token_tiles(m)
     if t == 1:
-        shapes = [(1, 4, 4, 1, ""), (2, 4, 4, 1, ""), (1, 4, 8, 1, ""), (1, 4, 4, 1, "p"), (1, 4, 8, 1, "p")]
+        shapes = [(1, 4, 4, 1, ""), (2, 4, 4, 1, ""), (1, 4, 8, 1, ""), (1, 4, 4, 1, "p")]
         shapes += [(2, 4, 4, 1, "x"), (1, 4, 8, 1, "x"), (1, 4, 8, 1, "px"), (2, 4, 8, 1, "px")]
         shapes += [(1, 4, 2, 2, "px"), (1, 4, 2, 4, "px")]
         shapes += [(1, 4, 8, 1, "pxi"), (2, 4, 8, 1, "pxi"), (1, 4, 4, 1, "pi"), (1, 8, 4, 1, "p"), (1, 8, 4, 1, "pi")]
@@ -41,7 +41,7 @@ def spmma_configs(m: int):
         shapes = [(2, 4, 4, 1, ""), (1, 8, 2, 2, ""), (2, 4, 4, 1, "x"), (1, 8, 2, 2, "x"), (1, 4, 4, 2, "x")]
         shapes += [(2, 4, 4, 2, "x"), (1, 4, 2, 2, "px"), (1, 2, 2, 2, "px"), (1, 4, 2, 4, "px")]
         shapes += [(1, 4, 2, 2, "pxi"), (1, 2, 2, 2, "pxi"), (1, 8, 2, 2, "pxi")]
-        shapes += [(1, 2, 4, 1, "px"), (1, 2, 4, 2, "px")]  # two warps: 11008 rows in one wave
+        shapes += [(1, 2, 4, 1, "px")]  # two warps: 11008 rows in one wave
         shapes += [(1, 4, 2, 2, "pxa2"), (1, 8, 2, 2, "pxia2"), (1, 2, 2, 2, "pxa2")]
     elif t == 4:
         shapes = [(1, 4, 2, 1, ""), (2, 4, 2, 1, ""), (1, 8, 2, 2, ""), (2, 4, 1, 2, "")]
@@ -50,7 +50,7 @@ def spmma_configs(m: int):
         shapes = [(2, 4, 1, 1, ""), (2, 4, 1, 2, ""), (1, 8, 1, 2, ""), (4, 2, 1, 2, "")]
         shapes += [(2, 4, 1, 2, "x"), (4, 2, 1, 2, "x"), (2, 4, 1, 2, "px"), (1, 8, 1, 2, "px"), (2, 4, 1, 2, "pxi")]
     configs = [SpmmaConfig.from_label(f"r{r}w{w}s{s}u{u}t{t}{opts}") for r, s, u, w, opts in shapes]
-    labels = _TOKEN_SPLITS.get(t, ()) + _K_SPLITS.get(t, ()) + _STAGED.get(t, ())
+    labels = _TOKEN_SPLITS.get(t, ()) + _K_SPLITS.get(t, ()) + _STAGED.get(t, ()) + _SHARED_X.get(t, ())
     return configs + [SpmmaConfig.from_label(label) for label in labels]
 
 
@@ -83,6 +83,17 @@ _STAGED = {
     2: ("r1s1u4t2xc4k4", "r1w2s1u2t2xc4k4", "r1s2u4t2xc4", "r1w2s2u2t2xc4k2", "r1s1u8t2xc3k2"),
     4: ("r1w2s2u1t4xc4k4", "r1s2u2t4xc4k2", "r1w4s1u1t4xc4k4", "r1w2s2u2t4xc4k2"),
     8: ("r1w2s1u1t8xc4k4", "r1w2s2u1t8xc3k2"),
+}
+
+
+# Staged with R > 1 row warps sharing one copy of x per program (each copies a part): programs of
+# 32-128 rows read x from L2 once, where one-warp programs read it once per 16-32 rows; at 32-128
+# tokens x's bytes are 2-7 times the weight's per row tile
+_SHARED_X = {
+    1: ("r2s1u4t1xc4k4", "r4s1u4t1xc4k4"),
+    2: ("r2s1u4t2xc4k4", "r2w2s1u2t2xc4k4", "r4s1u2t2xc4k4"),
+    4: ("r4w2s2u1t4xc4k4", "r2w2s2u1t4xc4k2", "r4w1s1u2t4xc3k4"),
+    8: ("r2w2s2u1t8xc4k4", "r4w1s2u1t8xc4k4", "r4w2s2u1t8xc3k4"),
 }
 
 

@@ -66,6 +66,11 @@ SPMMA_CASES = [
     (13, 70, 1000, SpmmaConfig(R=1, S=2, U=2, T=2, W=2, stages=3)),
     (5, 64, 736, SpmmaConfig(R=1, S=4, U=2, T=1, interleave=True, stages=2)),
     (40, 130, 512, SpmmaConfig(R=1, S=2, U=1, T=4, W=4, wide_x=True, stages=3, split_k=2)),
+    # staged x shared by R row warps, each copying a part: token tiles dealt out (R <= T), then
+    # k-blocks (T = 1), with tails in M, N and K and 4-byte x words
+    (13, 70, 1000, SpmmaConfig(R=2, S=1, U=2, T=2, wide_x=True, stages=3)),
+    (40, 130, 512, SpmmaConfig(R=4, S=2, U=1, T=4, W=2, wide_x=True, stages=4, split_k=2)),
+    (5, 64, 736, SpmmaConfig(R=4, S=1, U=4, T=1, stages=3)),
 ]
 
 

@@ -6,7 +6,8 @@ instruction of it runs in the emulator, except ``mma.sp`` itself, which is the w
 arithmetic, masks, split-K reduction, stores and the Python launcher around it, on the cases the
 GPU test runs; what they cannot check is whether the hardware reads the operands as the ISA's figure
 says, which ``bench/spmma_probe.py`` finds out on the first GPU run. The emulator also refuses any
-out-of-bounds or misaligned access, which a GPU would not always report.
+out-of-bounds or misaligned access, which a GPU would not always report, and counts the passes
+of the shared-memory banks, so bank conflicts are found without a profiler.
 """
 
 import sys
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from ptx_emulator import SharedTraffic
 from ptx_launch import EmulatedKernel
 from sp24_helpers import SPMMA_CASES, mma_sp_warps, rel_err, run_spmma_case, spmma_case_ids
 
@@ -63,13 +65,18 @@ def _sweep() -> list[tuple[int, SpmmaConfig]]:
 
 
 @pytest.mark.parametrize("m, cfg", _sweep(), ids=[cfg.label() for _, cfg in _sweep()])
-def test_every_benchmark_configuration_is_correct_as_the_benchmark_compiles_it(gpu, m, cfg):
+def test_every_benchmark_configuration_is_correct_and_free_of_bank_conflicts(monkeypatch, m, cfg):
     """N, K and the tile counts all multiples of 16, like the LLaMA shapes: the same divisibility
-    hints, so the same PTX the benchmark will run (a smaller grid of it)."""
-    gpu()
+    hints, so the same PTX the benchmark will run (a smaller grid of it). Every shared-memory
+    access (the staged ring, the K slices' partial sums) must take no more passes of the banks
+    than its bytes need: Triton's own layouts for the partial sums once took 8-16 times that."""
+    traffic = SharedTraffic()
+    monkeypatch.setattr(gluon_sp24, "_spmma_kernel", EmulatedKernel(KERNEL, mma=mma_sp_warps, traffic=traffic))
     out, ref = run_spmma_case(m, 256, 512, cfg, torch.float16, with_bias=False, seed=m, device="cpu")
     assert not out.isnan().any(), "some output elements were never written"
     assert rel_err(out, ref) < 5e-3
+    conflicts = {text: passes for text, passes in traffic.passes.items() if passes[0] > passes[1]}
+    assert not conflicts, f"bank conflicts ([passes, conflict-free passes]): {conflicts}"
 
 
 def test_emulated_ptx_is_specialized_like_the_launcher(gpu):

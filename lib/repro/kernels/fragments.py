@@ -69,7 +69,8 @@ class SpmmaConfig:
     partial sums meet in a workspace, added by whichever split finishes a tile last; ``stages``
     >= 2 copies the operands with ``cp.async`` into a ring of that many steps in shared memory
     (``stages - 1`` steps in flight without registers to land in) and reads them back one k-block
-    at a time, the step's MMAs chained into one accumulator per row and token tile."""
+    at a time, the step's MMAs chained into one accumulator per row and token tile; there the
+    ``R`` row warps share one copy of x, each copying a part."""
 
     R: int = 1
     S: int = 4
@@ -96,12 +97,15 @@ class SpmmaConfig:
             raise ValueError(f"SpmmaConfig.l2_ahead must be 0 (off) to 8 steps, got {self.l2_ahead}")
         if not 1 <= self.split_k <= 16:
             raise ValueError(f"SpmmaConfig.split_k must be 1 (off) to 16 programs per tile, got {self.split_k}")
-        # staged copies are read back by the lane that made them: x shared by R > 1 row warps
-        # would be one copy read by several warps
-        if self.stages and (self.stages < 2 or self.stages > 8 or self.prefetch or self.l2_ahead or self.R > 1):
+        # staged x is copied once per program, its token tiles and k-blocks dealt to the R row
+        # warps: more warps than pieces would copy some words twice
+        if self.stages and (
+            self.stages < 2 or self.stages > 8 or self.prefetch or self.l2_ahead or self.R > self.T * self.U
+        ):
             raise ValueError(
-                "SpmmaConfig.stages must be 0 (loads into registers) or 2..8 with R = 1 and without prefetch or "
-                f"l2_ahead, got stages={self.stages}, R={self.R}, prefetch={self.prefetch}, l2_ahead={self.l2_ahead}"
+                "SpmmaConfig.stages must be 0 (loads into registers) or 2..8 with R <= T*U and without prefetch "
+                f"or l2_ahead, got stages={self.stages}, R={self.R}, T*U={self.T * self.U}, "
+                f"prefetch={self.prefetch}, l2_ahead={self.l2_ahead}"
             )
         if self.num_warps > 32:
             raise ValueError(f"R*S = {self.num_warps} warps; at most 32 fit in a program")

@@ -11,8 +11,9 @@ One program (CTA) owns ``R*W`` 16-row tiles and ``8*T`` tokens; its ``R*S`` warp
 as ``[R, S]``: warp ``(r, s)`` runs ``W`` row tiles (reusing each x register ``W`` times) over the
 ``s``-th of ``S`` equal slices of K (or, with ``interleave``, every ``S``-th turn of ``U``
 k-blocks), ``U`` k-blocks per loop iteration (``U`` independent 16-byte weight loads in flight
-per lane, ``U`` separate accumulators), and the ``S`` partial sums meet through one reduction over
-the warp axis at the end, so there are no atomics and no memset. With ``split_k`` > 1, K is first
+per lane, ``U`` separate accumulators), and the ``S`` partial sums meet once at the end, through
+shared memory laid out without bank conflicts (``_sum_k_slices``), so there are no atomics and no
+memset. With ``split_k`` > 1, K is first
 cut into that many runs, one per program along a third grid axis, whose sums ``_meet_splits``
 adds up. The register tensors are 6-D,
 ``[row tile R*W, K slice S, lane, token tile T, k-block U, register 4]``.
@@ -85,6 +86,21 @@ def _layout(R, S, W, T, U, width):
 
 
 @gluon.constexpr_function
+def _x_copy_layout(R, S, T, U):
+    """x's words as ``_layout`` holds them for ``W`` = 1 (``[1, S, lane, T, U, 4]``), with the
+    ``R`` row warps, which all read them, dealt the token tiles and then the k-blocks of a step
+    to copy, so each word is copied once per program (``SpmmaConfig.check``: ``R <= T*U``)."""
+    warps_t = min(R, T)
+    warps_u = R // warps_t
+    return gl.BlockedLayout(
+        size_per_thread=[1, 1, 1, T // warps_t, U // warps_u, 4],
+        threads_per_warp=[1, 1, 32, 1, 1, 1],
+        warps_per_cta=[1, S, 1, warps_t, warps_u, 1],
+        order=[5, 4, 3, 2, 1, 0],
+    )
+
+
+@gluon.constexpr_function
 def _axis_layout(layout, axis, rank):
     """The 1-D layout of ``layout``'s dimension ``axis`` (all other dimensions sliced away)."""
     for dim in reversed(range(rank)):
@@ -111,7 +127,7 @@ def _k_blocks(KB, per_split, per_slice, INTERLEAVE: gl.constexpr, SPLIT_K: gl.co
     ``INTERLEAVE`` turns of ``U`` k-blocks dealt to the ``S`` warps in order (later steps move
     ``S`` times as far)."""
     S: gl.constexpr = layout.warps_per_cta[1]
-    U: gl.constexpr = layout.size_per_thread[4]
+    U: gl.constexpr = layout.size_per_thread[4] * layout.warps_per_cta[4]
     if SPLIT_K == 1:  # constants, so the compiler spends no registers on them
         first = 0
         end = KB
@@ -188,6 +204,29 @@ def _l2_prefetch(l2_stream, step, KB, STRIDE: gl.constexpr):
 
 
 @gluon.jit
+def _x_stream(x_ptr, M, KB, per_split, per_slice, stride_xm, T: gl.constexpr, INTERLEAVE: gl.constexpr,
+              SPLIT_K: gl.constexpr, WIDE_X: gl.constexpr, layout: gl.constexpr):
+    """Pointers to x's words of this program's first k-blocks, as int32 pairs, plus what masks
+    them: B register i of lane (g, q) is the pair k = 2q + 8i, 2q + 8i + 1 of token g, word
+    q + 4i of the k-block; ``WIDE_X`` loads words 4q + i instead and transposes them
+    (``_QUAD_TRANSPOSE``)."""
+    lane = _index(32, 2, layout)
+    q = lane % 4
+    reg = _index(4, 5, layout)
+    token = gl.program_id(1) * (8 * T) + 8 * _index(T, 3, layout) + lane // 4
+    kb, kb_end = _k_blocks(KB, per_split, per_slice, INTERLEAVE, SPLIT_K, layout)
+    if WIDE_X:  # one bound per 16-byte load (its last word), so the load stays one instruction
+        b_word = kb * 16 + 4 * q + reg
+        b_last = kb * 16 + 4 * q + 3 + reg * 0  # K % 8 == 0 (the format's rule): all four or none
+    else:
+        b_word = kb * 16 + q + 4 * reg
+        b_last = b_word
+    x_words = x_ptr.to(gl.pointer_type(gl.int32), bitcast=True)
+    b_ptrs = x_words + token.to(gl.int64) * (stride_xm // 2) + b_word
+    return b_ptrs, token < M, kb, kb_end, b_last
+
+
+@gluon.jit
 def _load_step(a_stream, e_stream, b_stream, step, K, STRIDE: gl.constexpr):
     """The weight words, metadata words and x pairs of the ``U`` k-blocks at ``step``, which lie
     ``STRIDE * step`` k-blocks past the first ones (K is even: a pair is in bounds when its word is)."""
@@ -205,13 +244,17 @@ def _load_step(a_stream, e_stream, b_stream, step, K, STRIDE: gl.constexpr):
 @gluon.jit
 def _stage_buffers(STAGES: gl.constexpr, a_ptrs, e_ptrs, b_ptrs):
     """Shared memory for ``STAGES`` steps of weight words, metadata words and x words, each in
-    the shape and element order of its registers: every lane copies in, and later reads back, only
-    its own words, so no lane waits for another lane's copy."""
-    plain: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, [5, 4, 3, 2, 1, 0])  # the stage axis outermost
+    the shape of its registers. A warp reads back the weight words it copied itself; x's words,
+    one copy per program, are read by all ``R`` row warps (Triton puts a barrier after each wait
+    for the copies, as for any shared memory written by one thread and read by another). In
+    memory a lane's words of one k-block lie together and the 32 lanes' runs follow each other,
+    so a warp's copy or read of a k-block touches one contiguous run of bytes, every bank once
+    per pass (no bank conflicts; the stage is outermost)."""
+    lanes_inner: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, [5, 2, 4, 3, 1, 0])
     return (
-        gl.allocate_shared_memory(gl.int32, [STAGES] + a_ptrs.shape, plain),
-        gl.allocate_shared_memory(gl.int32, [STAGES] + e_ptrs.shape, plain),
-        gl.allocate_shared_memory(gl.int32, [STAGES] + b_ptrs.shape, plain),
+        gl.allocate_shared_memory(gl.int32, [STAGES] + a_ptrs.shape, lanes_inner),
+        gl.allocate_shared_memory(gl.int32, [STAGES] + e_ptrs.shape, lanes_inner),
+        gl.allocate_shared_memory(gl.int32, [STAGES] + b_ptrs.shape, lanes_inner),
     )
 
 
@@ -256,6 +299,37 @@ def _mma_step(acc, a, e, b, q, L: gl.constexpr, BF16: gl.constexpr, WIDE_X: gl.c
         return gl.inline_asm_elementwise(_MMA_BF16, _CONSTRAINTS, [acc, a, b, e], gl.float32, True, 4)
     else:
         return gl.inline_asm_elementwise(_MMA_F16, _CONSTRAINTS, [acc, a, b, e], gl.float32, True, 4)
+
+
+@gluon.constexpr_function
+def _summing_layout(R, S, W, T):
+    """``[row tile, K slice, lane, token tile, register]`` with an output's ``S`` partial sums in
+    one thread's registers: the ``R`` row warps keep their row tiles, the ``S`` K-slice warps
+    take turns of token tiles, then of the four registers, then of row tiles (more would repeat)."""
+    warps_t = min(S, T)
+    warps_reg = min(S // warps_t, 4)
+    warps_row = S // warps_t // warps_reg
+    return gl.BlockedLayout(
+        size_per_thread=[max(W // warps_row, 1), S, 1, T // warps_t, 4 // warps_reg],
+        threads_per_warp=[1, 1, 32, 1, 1],
+        warps_per_cta=[R * warps_row, 1, 1, warps_t, warps_reg],
+        order=[4, 3, 2, 1, 0],
+    )
+
+
+@gluon.jit
+def _sum_k_slices(acc, R: gl.constexpr, S: gl.constexpr, W: gl.constexpr, T: gl.constexpr):
+    """The accumulators summed over a step's k-blocks (in registers) and the ``S`` K slices (the
+    warps' partial sums meet in shared memory, where a warp's 32 lanes write and read 32
+    consecutive words per register: one pass of the banks each; the summed layout Triton would
+    pick reads and writes words a row of registers apart, up to 16 passes each)."""
+    part = gl.sum(acc, axis=4)
+    if S == 1:
+        return gl.sum(part, axis=1)
+    else:
+        lanes_inner: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, [2, 4, 3, 1, 0])
+        partials = gl.allocate_shared_memory(gl.float32, part.shape, lanes_inner, part)
+        return gl.sum(partials.load(_summing_layout(R, S, W, T)), axis=1)
 
 
 @gluon.jit
@@ -348,25 +422,9 @@ def _spmma_kernel(
     e_stream = _weight_stream(e_ptr, NT, KB, per_split, per_slice, 16, INTERLEAVE, SPLIT_K, LE)
     a_ptrs, e_ptrs = a_stream[0], e_stream[0]
 
-    # x as int32 pairs: B register i of lane (g, q) is the pair k = 2q + 8i, 2q + 8i + 1 of token g,
-    # word q + 4i of the k-block; WIDE_X loads words 4q + i instead and transposes (_QUAD_TRANSPOSE)
-    lane = _index(32, 2, LB)
-    q = lane % 4
-    reg = _index(4, 5, LB)
-    token = gl.program_id(1) * (8 * T) + 8 * _index(T, 3, LB) + lane // 4
-    kb, kb_end = _k_blocks(KB, per_split, per_slice, INTERLEAVE, SPLIT_K, LB)
-    x_words = x_ptr.to(gl.pointer_type(gl.int32), bitcast=True)
-    if WIDE_X:  # one bound per 16-byte load (its last word), so the load stays one instruction
-        b_word = kb * 16 + 4 * q + reg
-        b_last = kb * 16 + 4 * q + 3 + reg * 0  # K % 8 == 0 (the format's rule): all four or none
-    else:
-        b_word = kb * 16 + q + 4 * reg
-        b_last = b_word
-    b_ptrs = x_words + token.to(gl.int64) * (stride_xm // 2) + b_word
-    token_ok = token < M
-    q_mma = q + reg * 0  # the lane's q in every register, for _QUAD_TRANSPOSE
+    b_stream = _x_stream(x_ptr, M, KB, per_split, per_slice, stride_xm, T, INTERLEAVE, SPLIT_K, WIDE_X, LB)
+    q_mma = _index(32, 2, LB) % 4 + _index(4, 5, LB) * 0  # the lane's q in every register, for _QUAD_TRANSPOSE
 
-    b_stream = (b_ptrs, token_ok, kb, kb_end, b_last)
     if L2_AHEAD > 0:
         l2_stream = _l2_stream(v_ptr, e_ptr, NT, KB, per_split, per_slice, INTERLEAVE, SPLIT_K, LE)
     AHEAD: gl.constexpr = L2_AHEAD * U  # k-blocks of the slice between a prefetch and its load
@@ -381,15 +439,18 @@ def _spmma_kernel(
         LB1: gl.constexpr = _layout(R, S, 1, T, 1, 4)
         q1 = _index(32, 2, LB1) % 4 + _index(4, 5, LB1) * 0
         meta = _clamped_meta(e_ptr, NT, KB, per_split, per_slice, INTERLEAVE, SPLIT_K, LE)
-        buffers = _stage_buffers(STAGES, a_ptrs, e_ptrs, b_ptrs)
+        # x is staged once per program: the R row warps share its ring, each copying a part
+        x_copies = _x_stream(x_ptr, M, KB, per_split, per_slice, stride_xm, T, INTERLEAVE, SPLIT_K, WIDE_X,
+                             _x_copy_layout(R, S, T, U))
+        buffers = _stage_buffers(STAGES, a_ptrs, e_ptrs, x_copies[0])
         acc = gl.zeros([R * W, S, 32, T, 1, 4], gl.float32, L1)
         for ahead in gl.static_range(STAGES - 1):
-            _copy_step(buffers, ahead, a_stream, meta, b_stream, ahead * U, K, KB, STRIDE)
+            _copy_step(buffers, ahead, a_stream, meta, x_copies, ahead * U, K, KB, STRIDE)
         for step in range(0, per_slice, U):
             turn = step // U
             async_copy.wait_group(STAGES - 2)  # this step's copies (and all older ones) have landed
             # into the stage read one turn ago (Triton puts a barrier between those reads and these copies)
-            _copy_step(buffers, (turn + STAGES - 1) % STAGES, a_stream, meta, b_stream,
+            _copy_step(buffers, (turn + STAGES - 1) % STAGES, a_stream, meta, x_copies,
                        step + (STAGES - 1) * U, K, KB, STRIDE)
             for u in gl.static_range(U):
                 a, e, b = _read_kblock(buffers, turn % STAGES, u, LA1, LE1, LB1)
@@ -426,10 +487,9 @@ def _spmma_kernel(
             a, e, b = _load_step(a_stream, e_stream, b_stream, step, K, STRIDE)
             acc = _mma_step(acc, a, e, b, q_mma, L, BF16, WIDE_X)
 
-    # The k-blocks of a step add up in registers, the K slices across warps (shared memory).
     # D register i of lane (g, q): row (output feature) g + 8*(i // 2), column (token) 2q + i % 2,
     # indexed straight in the summed layout [row tile, lane, token tile, register].
-    out = gl.sum(gl.sum(acc, axis=4), axis=1)
+    out = _sum_k_slices(acc, R, S, W, T)
     LO: gl.constexpr = out.type.layout
     lane = _index(32, 1, LO, 4)
     reg = _index(4, 3, LO, 4)
