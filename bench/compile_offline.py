@@ -43,7 +43,7 @@ def compile_config(cfg, arch: int, dtype: str, bias: bool):
     signature |= {name: "i32" for name in scalars}
     constants = dict(HAS_BIAS=bias, BF16=dtype == "bf16", R=cfg.R, S=cfg.S, W=cfg.W, U=cfg.U, T=cfg.T)
     constants |= dict(PREFETCH=cfg.prefetch, WIDE_X=cfg.wide_x, INTERLEAVE=cfg.interleave, L2_AHEAD=cfg.l2_ahead)
-    constants |= dict(SPLIT_K=cfg.split_k, STAGES=cfg.stages)
+    constants |= dict(SPLIT_K=cfg.split_k, STAGES=cfg.stages, CHAIN=cfg.chain)
     signature |= {name: "constexpr" for name in constants}
     names = list(signature)
     attrs = {(names.index(name),): [["tt.divisibility", 16]] for name in ALIGNED}

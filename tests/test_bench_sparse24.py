@@ -89,11 +89,15 @@ def test_option_pairs_match_labels_that_differ_by_the_option_alone():
                                                       ("r1s2u4t1pxk2", "r1s2u4t1xc4k2", 2.0)]
     assert option_pairs(staged, "split_k") == [("r1s2u4t1xc4", "r1s2u4t1xc4k2", 8 / 7),
                                                ("r1s2u4t1px", "r1s2u4t1pxk2", 10 / 14)]
+    chained = [["r1s2u4t1px", 10.0], ["r1s2u4t1pxh", 8.0], ["r1w2s2u4t2pxh", 9.0]]  # the last: no twin
+    assert option_pairs(chained, "chain") == [("r1s2u4t1px", "r1s2u4t1pxh", 1.25)]
 
 
 def test_spmma_labels_parse_back_to_their_configurations():
     configs = {cfg for m in MS for cfg in kernel_configs("spmma", m)}
     assert len(configs) > 30 and all(SpmmaConfig.from_label(cfg.label()) == cfg for cfg in configs)
+    every_option = SpmmaConfig(S=4, U=2, W=2, wide_x=True, interleave=True, chain=True, l2_ahead=1, split_k=2)
+    assert every_option.label() == "r1w2s4u2t1xiha1k2" and SpmmaConfig.from_label("r1w2s4u2t1xiha1k2") == every_option
     with pytest.raises(ValueError, match="not an spmma label"):
         SpmmaConfig.from_label("1x4x512/w1s4/sk1")
 
@@ -210,6 +214,7 @@ def test_wave_model_counts_token_groups_and_k_splits():
         (dict(stages=1), r"stages must be 0 .* or 2..8 .*got stages=1"),
         (dict(stages=3, prefetch=True), r"without prefetch or l2_ahead, got stages=3, R=1, T\*U=4, prefetch=True"),
         (dict(stages=3, R=8, T=2, U=2), r"with R <= T\*U .*got stages=3, R=8, T\*U=4"),
+        (dict(stages=3, chain=True), r"chain is for the loops that load into registers; stages already chains"),
     ],
 )
 def test_invalid_spmma_configurations_name_what_is_allowed(options, message):

@@ -9,7 +9,7 @@ from dataclasses import replace
 from repro.kernels.fragments import SpmmaConfig
 
 # SpmmaConfig's options (off: the default)
-OPTIONS = ("wide_x", "prefetch", "interleave", "l2_ahead", "stages", "split_k")
+OPTIONS = ("wide_x", "prefetch", "interleave", "chain", "l2_ahead", "stages", "split_k")
 
 
 def option_pairs(sweep: list, option: str) -> list[tuple[str, str, float]]:

@@ -19,9 +19,9 @@ SPLITS = [1, 2, 3, 4, 6, 8, 12, 16]
 def spmma_configs(m: int):
     """(R, S, U, W, options) per token-tile count T = the power of two >= ceil(M/8), at most 8;
     options ``p`` prefetch, ``x`` wide_x, ``i`` interleave, ``a<n>`` l2_ahead, and in
-    ``_K_SPLITS``, ``_STAGED`` and ``_SHARED_X`` also ``k<n>`` split_k and ``c<n>`` stages. All compile for
-    sm_90a with Triton 3.6 without spills;
-    the ``x`` ones were kept where ``sp24/sass.py`` finds at most one memory round trip per loop
+    ``_K_SPLITS``, ``_STAGED`` and ``_SHARED_X`` also ``k<n>`` split_k and ``c<n>`` stages, in
+    ``_CHAINED`` ``h`` chain. All compile for sm_90a with Triton 3.6 without spills; the ``x``
+    ones were kept where ``sp24/sass.py`` finds at most one memory round trip per loop
     iteration, plus pairs with and without ``x`` on the same tiling, which measure it alone; the
     ``i`` and ``a<n>`` ones pair with the fastest tilings of the 2026-11-27 run (and S = 8 with and
     without)."""
@@ -51,6 +51,7 @@ def spmma_configs(m: int):
         shapes += [(2, 4, 1, 2, "x"), (4, 2, 1, 2, "x"), (2, 4, 1, 2, "px"), (1, 8, 1, 2, "px"), (2, 4, 1, 2, "pxi")]
     configs = [SpmmaConfig.from_label(f"r{r}w{w}s{s}u{u}t{t}{opts}") for r, s, u, w, opts in shapes]
     labels = _TOKEN_SPLITS.get(t, ()) + _K_SPLITS.get(t, ()) + _STAGED.get(t, ()) + _SHARED_X.get(t, ())
+    labels += _CHAINED.get(t, ())
     return configs + [SpmmaConfig.from_label(label) for label in labels]
 
 
@@ -94,6 +95,18 @@ _SHARED_X = {
     2: ("r2s1u4t2xc4k4", "r2w2s1u2t2xc4k4", "r4s1u2t2xc4k4"),
     4: ("r4w2s2u1t4xc4k4", "r2w2s2u1t4xc4k2", "r4w1s1u2t4xc3k4"),
     8: ("r2w2s2u1t8xc4k4", "r4w1s2u1t8xc4k4", "r4w2s2u1t8xc3k4"),
+}
+
+
+# The register-fed loops with a step's MMAs chained (``h``), against the same tilings without:
+# 40-60% fewer registers (r1s4u8t1pxi 252 -> 152, r1s2u4t1px 128 -> 64, Triton 3.6), but ptxas
+# then issues loads after MMAs and sass.py counts about twice the round trips per iteration, so
+# per SM about the same bytes in flight from twice the warps; r1w2s2u4t2pxh has no unchained twin
+# (it spills)
+_CHAINED = {
+    1: ("r1s4u8t1pxih", "r1s2u4t1pxh", "r1s2u4t1ph"),
+    2: ("r1s2u8t1pxh", "r1w2s2u2t2pxh", "r1w2s2u4t2pxh"),
+    4: ("r1w2s4u2t4pxh",),
 }
 
 

@@ -236,8 +236,8 @@ def summary_markdown(recs: list[dict], source: str) -> str:
         "Dispatcher speedup over cuBLAS, single call with the L2 flushed / streamed (bold: ≥ 1.5×):",
         dispatcher_markdown(recs),
         "What the dispatcher ran. Labels: Triton kernels `tokens×rows×K-columns per step / warps, "
-        "pipeline stages / K splits`; `spmma` `r<R>[w<W>]s<S>u<U>t<T>[p][x][i][a<n>][c<n>][k<n>]`, `p` prefetch, "
-        "`x` wide_x, `i` interleave, `a<n>` l2_ahead, `c<n>` stages, `k<n>` split_k (see `SpmmaConfig`):",
+        "pipeline stages / K splits`; `spmma` `r<R>[w<W>]s<S>u<U>t<T>[p][x][i][h][a<n>][c<n>][k<n>]`, `p` prefetch, "
+        "`x` wide_x, `i` interleave, `h` chain, `a<n>` l2_ahead, `c<n>` stages, `k<n>` split_k (see `SpmmaConfig`):",
         chosen_markdown(recs),
         f"Rates of the dispatcher: effective bandwidth counts the 2:4 format's bytes (56.25% of dense) "
         f"plus activations, whatever method ran (measured copy bandwidth: {info['copy_gbps']:.0f} GB/s); "

@@ -71,6 +71,11 @@ SPMMA_CASES = [
     (13, 70, 1000, SpmmaConfig(R=2, S=1, U=2, T=2, wide_x=True, stages=3)),
     (40, 130, 512, SpmmaConfig(R=4, S=2, U=1, T=4, W=2, wide_x=True, stages=4, split_k=2)),
     (5, 64, 736, SpmmaConfig(R=4, S=1, U=4, T=1, stages=3)),
+    # a step's MMAs chained into one accumulator, each k-block loaded on its own: with prefetch
+    # and tails, with interleave (a short last turn) and L2 prefetches, with split-K and x pairs
+    (13, 70, 1000, SpmmaConfig(R=1, S=2, U=4, T=2, W=2, prefetch=True, wide_x=True, chain=True)),
+    (5, 64, 736, SpmmaConfig(R=1, S=4, U=2, T=1, interleave=True, l2_ahead=1, chain=True)),
+    (40, 130, 512, SpmmaConfig(R=2, S=2, U=2, T=4, split_k=2, chain=True)),
 ]
 
 

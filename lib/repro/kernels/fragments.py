@@ -70,7 +70,9 @@ class SpmmaConfig:
     >= 2 copies the operands with ``cp.async`` into a ring of that many steps in shared memory
     (``stages - 1`` steps in flight without registers to land in) and reads them back one k-block
     at a time, the step's MMAs chained into one accumulator per row and token tile; there the
-    ``R`` row warps share one copy of x, each copying a part."""
+    ``R`` row warps share one copy of x, each copying a part; ``chain`` chains the MMAs of a step
+    the same way in the loops that load into registers (one accumulator per row and token tile
+    instead of ``U``: ``4*W*T*(U-1)`` registers fewer), each k-block loaded as its own tensor."""
 
     R: int = 1
     S: int = 4
@@ -83,6 +85,7 @@ class SpmmaConfig:
     l2_ahead: int = 0
     split_k: int = 1
     stages: int = 0
+    chain: bool = False
 
     @property
     def num_warps(self) -> int:
@@ -107,6 +110,8 @@ class SpmmaConfig:
                 f"or l2_ahead, got stages={self.stages}, R={self.R}, T*U={self.T * self.U}, "
                 f"prefetch={self.prefetch}, l2_ahead={self.l2_ahead}"
             )
+        if self.chain and self.stages:
+            raise ValueError("SpmmaConfig.chain is for the loops that load into registers; stages already chains")
         if self.num_warps > 32:
             raise ValueError(f"R*S = {self.num_warps} warps; at most 32 fit in a program")
 
@@ -117,7 +122,7 @@ class SpmmaConfig:
 
     def label(self) -> str:
         tiles = f"w{self.W}" if self.W > 1 else ""
-        options = "p" * self.prefetch + "x" * self.wide_x + "i" * self.interleave
+        options = "p" * self.prefetch + "x" * self.wide_x + "i" * self.interleave + "h" * self.chain
         options += f"a{self.l2_ahead}" if self.l2_ahead else ""
         options += f"c{self.stages}" if self.stages else ""
         options += f"k{self.split_k}" if self.split_k > 1 else ""
@@ -126,13 +131,15 @@ class SpmmaConfig:
     @classmethod
     def from_label(cls, label: str) -> SpmmaConfig:
         """The configuration ``label()`` names."""
-        m = re.fullmatch(r"r(\d+)(?:w(\d+))?s(\d+)u(\d+)t(\d+)(p?)(x?)(i?)(?:a(\d+))?(?:c(\d+))?(?:k(\d+))?", label)
+        m = re.fullmatch(
+            r"r(\d+)(?:w(\d+))?s(\d+)u(\d+)t(\d+)(p?)(x?)(i?)(h?)(?:a(\d+))?(?:c(\d+))?(?:k(\d+))?", label
+        )
         if not m:
-            expected = "r<R>[w<W>]s<S>u<U>t<T>[p][x][i][a<n>][c<n>][k<n>]"
+            expected = "r<R>[w<W>]s<S>u<U>t<T>[p][x][i][h][a<n>][c<n>][k<n>]"
             raise ValueError(f"not an spmma label: {label!r} (expected {expected})")
         r, w, s, u, t = (int(g) if g else 1 for g in m.groups()[:5])
-        options = dict(prefetch=bool(m[6]), wide_x=bool(m[7]), interleave=bool(m[8]), l2_ahead=int(m[9] or 0))
-        options |= dict(stages=int(m[10] or 0), split_k=int(m[11] or 1))
+        options = dict(prefetch=bool(m[6]), wide_x=bool(m[7]), interleave=bool(m[8]), chain=bool(m[9]))
+        options |= dict(l2_ahead=int(m[10] or 0), stages=int(m[11] or 0), split_k=int(m[12] or 1))
         return cls(R=r, W=w, S=s, U=u, T=t, **options)
 
     def as_dict(self) -> dict:

@@ -11,12 +11,12 @@ One program (CTA) owns ``R*W`` 16-row tiles and ``8*T`` tokens; its ``R*S`` warp
 as ``[R, S]``: warp ``(r, s)`` runs ``W`` row tiles (reusing each x register ``W`` times) over the
 ``s``-th of ``S`` equal slices of K (or, with ``interleave``, every ``S``-th turn of ``U``
 k-blocks), ``U`` k-blocks per loop iteration (``U`` independent 16-byte weight loads in flight
-per lane, ``U`` separate accumulators), and the ``S`` partial sums meet once at the end, through
-shared memory laid out without bank conflicts (``_sum_k_slices``), so there are no atomics and no
-memset. With ``split_k`` > 1, K is first
-cut into that many runs, one per program along a third grid axis, whose sums ``_meet_splits``
-adds up. The register tensors are 6-D,
-``[row tile R*W, K slice S, lane, token tile T, k-block U, register 4]``.
+per lane, ``U`` separate accumulators, or one with ``chain``), and the ``S`` partial sums meet
+once at the end, through shared memory laid out without bank conflicts (``_sum_k_slices``), so
+there are no atomics and no memset. With ``split_k`` > 1, K is first cut into that many runs,
+one per program along a third grid axis, whose sums ``_meet_splits`` adds up. With ``stages``,
+the operands go through a ring in shared memory filled by ``cp.async`` instead of registers.
+The register tensors are 6-D, ``[row tile R*W, K slice S, lane, token tile T, k-block U, register 4]``.
 x is read either as the four 4-byte pairs each lane's B registers hold, or (``wide_x``) as one
 16-byte load per lane whose words are then moved into place by shuffles (``_QUAD_TRANSPOSE``).
 
@@ -120,12 +120,13 @@ def _index(n: gl.constexpr, axis: gl.constexpr, layout: gl.constexpr, RANK: gl.c
 
 
 @gluon.jit
-def _k_blocks(KB, per_split, per_slice, INTERLEAVE: gl.constexpr, SPLIT_K: gl.constexpr, layout: gl.constexpr):
+def _k_blocks(KB, per_split, per_slice, TURN: gl.constexpr, SPLIT_K: gl.constexpr, layout: gl.constexpr):
     """The k-block each (K slice, k-block of a step) position loads first, and the end that bounds
     it. The program's share of K is the ``program_id(2)``-th run of ``per_split`` k-blocks (all of
     K without split-K); its warps take a contiguous slice of ``per_slice`` k-blocks each, or with
-    ``INTERLEAVE`` turns of ``U`` k-blocks dealt to the ``S`` warps in order (later steps move
-    ``S`` times as far)."""
+    ``TURN`` > 0 turns of ``TURN`` k-blocks (a step's) dealt to the ``S`` warps in order (later
+    steps move ``S`` times as far). ``layout`` holds a step's k-blocks along dimension 4, or one
+    of them (the others are then offsets of the loads)."""
     S: gl.constexpr = layout.warps_per_cta[1]
     U: gl.constexpr = layout.size_per_thread[4] * layout.warps_per_cta[4]
     if SPLIT_K == 1:  # constants, so the compiler spends no registers on them
@@ -135,14 +136,14 @@ def _k_blocks(KB, per_split, per_slice, INTERLEAVE: gl.constexpr, SPLIT_K: gl.co
         first = gl.program_id(2) * per_split
         end = gl.minimum(first + per_split, KB)
     k_slice = _index(S, 1, layout)
-    if INTERLEAVE:
-        return first + k_slice * U + _index(U, 4, layout), end + k_slice * 0
+    if TURN > 0:
+        return first + k_slice * TURN + _index(U, 4, layout), end + k_slice * 0
     else:
         return first + k_slice * per_slice + _index(U, 4, layout), gl.minimum(first + (k_slice + 1) * per_slice, end)
 
 
 @gluon.jit
-def _weight_stream(ptr, NT, KB, per_split, per_slice, WORDS: gl.constexpr, INTERLEAVE: gl.constexpr,
+def _weight_stream(ptr, NT, KB, per_split, per_slice, WORDS: gl.constexpr, TURN: gl.constexpr,
                    SPLIT_K: gl.constexpr, layout: gl.constexpr):
     """Pointers to this program's first k-blocks of weight words (``WORDS`` int32 per tile and
     k-block: 128 value words, or 16 metadata words), plus what masks them.
@@ -151,7 +152,7 @@ def _weight_stream(ptr, NT, KB, per_split, per_slice, WORDS: gl.constexpr, INTER
     ``2g + q % 2`` (lanes ``q`` = 2, 3 load a copy; the instruction reads ``q`` = 0, 1)."""
     R: gl.constexpr = layout.warps_per_cta[0] * layout.size_per_thread[0]  # row tiles per program
     tile = gl.program_id(0) * R + _index(R, 0, layout)
-    kb, kb_end = _k_blocks(KB, per_split, per_slice, INTERLEAVE, SPLIT_K, layout)  # k-block of the first step
+    kb, kb_end = _k_blocks(KB, per_split, per_slice, TURN, SPLIT_K, layout)  # k-block of the first step
     ptrs = ptr + (tile * KB + kb).to(gl.int64) * WORDS + _lane_words(WORDS, layout)
     return ptrs, tile < NT, kb, kb_end
 
@@ -167,12 +168,12 @@ def _lane_words(WORDS: gl.constexpr, layout: gl.constexpr):
 
 
 @gluon.jit
-def _clamped_meta(e_ptr, NT, KB, per_split, per_slice, INTERLEAVE: gl.constexpr, SPLIT_K: gl.constexpr,
+def _clamped_meta(e_ptr, NT, KB, per_split, per_slice, TURN: gl.constexpr, SPLIT_K: gl.constexpr,
                   layout: gl.constexpr):
     """The metadata rows the staged copies read, row tiles past the last clamped onto it (k-blocks
     are clamped at each copy), and the first k-block: every word copied is a real, valid code,
     also where the values it describes are masked to zero, so no copy is masked."""
-    kb, _ = _k_blocks(KB, per_split, per_slice, INTERLEAVE, SPLIT_K, layout)
+    kb, _ = _k_blocks(KB, per_split, per_slice, TURN, SPLIT_K, layout)
     return e_ptr + _clamped_tile(NT, layout) * KB * 16 + _lane_words(16, layout), kb
 
 
@@ -184,14 +185,14 @@ def _clamped_tile(NT, layout: gl.constexpr):
 
 
 @gluon.jit
-def _l2_stream(v_ptr, e_ptr, NT, KB, per_split, per_slice, INTERLEAVE: gl.constexpr, SPLIT_K: gl.constexpr,
+def _l2_stream(v_ptr, e_ptr, NT, KB, per_split, per_slice, TURN: gl.constexpr, SPLIT_K: gl.constexpr,
                layout: gl.constexpr):
     """Per lane and k-block of a step: the row start of its value and metadata words, and the
     first k-block (``layout`` has one register per k-block). Row tiles past the last are clamped
     onto it, so that every address a prefetch is given lies inside the weight."""
     lane = _index(32, 2, layout)
     tile = _clamped_tile(NT, layout) * KB
-    kb, _ = _k_blocks(KB, per_split, per_slice, INTERLEAVE, SPLIT_K, layout)  # the clamp to KB - 1 bounds it
+    kb, _ = _k_blocks(KB, per_split, per_slice, TURN, SPLIT_K, layout)  # the clamp to KB - 1 bounds it
     return v_ptr + tile * 128 + lane * 4, e_ptr + tile * 16 + lane % 16, kb
 
 
@@ -204,7 +205,7 @@ def _l2_prefetch(l2_stream, step, KB, STRIDE: gl.constexpr):
 
 
 @gluon.jit
-def _x_stream(x_ptr, M, KB, per_split, per_slice, stride_xm, T: gl.constexpr, INTERLEAVE: gl.constexpr,
+def _x_stream(x_ptr, M, KB, per_split, per_slice, stride_xm, T: gl.constexpr, TURN: gl.constexpr,
               SPLIT_K: gl.constexpr, WIDE_X: gl.constexpr, layout: gl.constexpr):
     """Pointers to x's words of this program's first k-blocks, as int32 pairs, plus what masks
     them: B register i of lane (g, q) is the pair k = 2q + 8i, 2q + 8i + 1 of token g, word
@@ -214,7 +215,7 @@ def _x_stream(x_ptr, M, KB, per_split, per_slice, stride_xm, T: gl.constexpr, IN
     q = lane % 4
     reg = _index(4, 5, layout)
     token = gl.program_id(1) * (8 * T) + 8 * _index(T, 3, layout) + lane // 4
-    kb, kb_end = _k_blocks(KB, per_split, per_slice, INTERLEAVE, SPLIT_K, layout)
+    kb, kb_end = _k_blocks(KB, per_split, per_slice, TURN, SPLIT_K, layout)
     if WIDE_X:  # one bound per 16-byte load (its last word), so the load stays one instruction
         b_word = kb * 16 + 4 * q + reg
         b_last = kb * 16 + 4 * q + 3 + reg * 0  # K % 8 == 0 (the format's rule): all four or none
@@ -227,17 +228,32 @@ def _x_stream(x_ptr, M, KB, per_split, per_slice, stride_xm, T: gl.constexpr, IN
 
 
 @gluon.jit
-def _load_step(a_stream, e_stream, b_stream, step, K, STRIDE: gl.constexpr):
-    """The weight words, metadata words and x pairs of the ``U`` k-blocks at ``step``, which lie
-    ``STRIDE * step`` k-blocks past the first ones (K is even: a pair is in bounds when its word is)."""
+def _load_step(a_stream, e_stream, b_stream, step, K, STRIDE: gl.constexpr, PARTS: gl.constexpr):
+    """The weight words, metadata words and x pairs of the k-blocks at ``step``, which lie
+    ``STRIDE * step`` k-blocks past the first ones: one load each for the step (``PARTS`` = 1),
+    or for each of its ``PARTS`` k-blocks (``chain``), returned as tuples."""
+    if PARTS == 1:
+        return _load_kblocks(a_stream, e_stream, b_stream, step * STRIDE, K)
+    else:
+        a, e, b = (), (), ()
+        for u in gl.static_range(PARTS):
+            a_u, e_u, b_u = _load_kblocks(a_stream, e_stream, b_stream, step * STRIDE + u, K)
+            a, e, b = a + (a_u,), e + (e_u,), b + (b_u,)
+        return a, e, b
+
+
+@gluon.jit
+def _load_kblocks(a_stream, e_stream, b_stream, at, K):
+    """The operands of the k-blocks ``at`` k-blocks past the streams' first ones (K is even: a
+    pair of x is in bounds when its word is); masked values and x load as zeros, masked metadata
+    as a valid code."""
     a_ptrs, a_tile_ok, a_kb, a_kb_end = a_stream
     e_ptrs, e_tile_ok, e_kb, e_kb_end = e_stream
     b_ptrs, token_ok, kb, kb_end, b_last = b_stream
-    step = step * STRIDE
-    a = gl.load(a_ptrs + step * 128, mask=a_tile_ok & (a_kb + step < a_kb_end), other=0)
-    e = gl.load(e_ptrs + step * 16, mask=e_tile_ok & (e_kb + step < e_kb_end), other=0x44444444)
-    b_ok = token_ok & (kb + step < kb_end) & (b_last + step * 16 < K // 2)
-    b = gl.load(b_ptrs + step * 16, mask=b_ok, other=0)
+    a = gl.load(a_ptrs + at * 128, mask=a_tile_ok & (a_kb + at < a_kb_end), other=0)
+    e = gl.load(e_ptrs + at * 16, mask=e_tile_ok & (e_kb + at < e_kb_end), other=0x44444444)
+    b_ok = token_ok & (kb + at < kb_end) & (b_last + at * 16 < K // 2)
+    b = gl.load(b_ptrs + at * 16, mask=b_ok, other=0)
     return a, e, b
 
 
@@ -285,7 +301,19 @@ def _read_kblock(buffers, stage, u: gl.constexpr, LA: gl.constexpr, LE: gl.const
 
 
 @gluon.jit
-def _mma_step(acc, a, e, b, q, L: gl.constexpr, BF16: gl.constexpr, WIDE_X: gl.constexpr):
+def _mma_step(acc, a, e, b, q, L: gl.constexpr, BF16: gl.constexpr, WIDE_X: gl.constexpr, PARTS: gl.constexpr):
+    """The MMAs of a step as ``_load_step`` loaded it: into ``U`` accumulators at once, or (``PARTS``
+    k-blocks, ``chain``) one k-block after the other into one accumulator per row and token tile."""
+    if PARTS == 1:
+        return _mma(acc, a, e, b, q, L, BF16, WIDE_X)
+    else:
+        for u in gl.static_range(PARTS):
+            acc = _mma(acc, a[u], e[u], b[u], q, L, BF16, WIDE_X)
+        return acc
+
+
+@gluon.jit
+def _mma(acc, a, e, b, q, L: gl.constexpr, BF16: gl.constexpr, WIDE_X: gl.constexpr):
     """One ``mma.sp`` per row tile, k-block and token tile; the operands are broadcast to the MMA
     layout (a register copy: each was loaded once per lane, see ``_layout``). With ``WIDE_X`` the
     x words are first moved to their MMA registers (here, where the MMAs need them, not at the
@@ -410,23 +438,28 @@ def _spmma_kernel(
     L2_AHEAD: gl.constexpr,
     SPLIT_K: gl.constexpr,
     STAGES: gl.constexpr,
+    CHAIN: gl.constexpr,
 ):
-    L: gl.constexpr = _layout(R, S, W, T, U, 4)  # MMA operands and accumulators
-    LB: gl.constexpr = _layout(R, S, 1, T, U, 4)  # x: one load per lane, shared by the W row tiles
+    # register tensors hold a step's U k-blocks, or with CHAIN one k-block each (a tuple of U)
+    PARTS: gl.constexpr = U if CHAIN else 1
+    UR: gl.constexpr = U // PARTS
+    L: gl.constexpr = _layout(R, S, W, T, UR, 4)  # MMA operands and accumulators
+    LB: gl.constexpr = _layout(R, S, 1, T, UR, 4)  # x: one load per lane, shared by the W row tiles
     STRIDE: gl.constexpr = S if INTERLEAVE else 1  # k-blocks a step moves, per k-block of a slice
+    TURN: gl.constexpr = U if INTERLEAVE else 0
     per_split = gl.cdiv(KB, SPLIT_K)  # k-blocks per program
     per_slice = gl.cdiv(per_split, S)  # k-blocks per warp (with INTERLEAVE, the last turn may be short)
-    LA: gl.constexpr = _layout(R, S, W, 1, U, 4)
-    LE: gl.constexpr = _layout(R, S, W, 1, U, 1)
-    a_stream = _weight_stream(v_ptr, NT, KB, per_split, per_slice, 128, INTERLEAVE, SPLIT_K, LA)
-    e_stream = _weight_stream(e_ptr, NT, KB, per_split, per_slice, 16, INTERLEAVE, SPLIT_K, LE)
+    LA: gl.constexpr = _layout(R, S, W, 1, UR, 4)
+    LE: gl.constexpr = _layout(R, S, W, 1, UR, 1)
+    a_stream = _weight_stream(v_ptr, NT, KB, per_split, per_slice, 128, TURN, SPLIT_K, LA)
+    e_stream = _weight_stream(e_ptr, NT, KB, per_split, per_slice, 16, TURN, SPLIT_K, LE)
     a_ptrs, e_ptrs = a_stream[0], e_stream[0]
 
-    b_stream = _x_stream(x_ptr, M, KB, per_split, per_slice, stride_xm, T, INTERLEAVE, SPLIT_K, WIDE_X, LB)
+    b_stream = _x_stream(x_ptr, M, KB, per_split, per_slice, stride_xm, T, TURN, SPLIT_K, WIDE_X, LB)
     q_mma = _index(32, 2, LB) % 4 + _index(4, 5, LB) * 0  # the lane's q in every register, for _QUAD_TRANSPOSE
 
-    if L2_AHEAD > 0:
-        l2_stream = _l2_stream(v_ptr, e_ptr, NT, KB, per_split, per_slice, INTERLEAVE, SPLIT_K, LE)
+    if L2_AHEAD > 0:  # one prefetch per k-block of a step
+        l2_stream = _l2_stream(v_ptr, e_ptr, NT, KB, per_split, per_slice, TURN, SPLIT_K, _layout(R, S, W, 1, U, 1))
     AHEAD: gl.constexpr = L2_AHEAD * U  # k-blocks of the slice between a prefetch and its load
     if STAGES > 0:
         # A ring of STAGES steps in shared memory: STAGES - 1 steps are in flight while one is
@@ -438,9 +471,9 @@ def _spmma_kernel(
         LE1: gl.constexpr = _layout(R, S, W, 1, 1, 1)
         LB1: gl.constexpr = _layout(R, S, 1, T, 1, 4)
         q1 = _index(32, 2, LB1) % 4 + _index(4, 5, LB1) * 0
-        meta = _clamped_meta(e_ptr, NT, KB, per_split, per_slice, INTERLEAVE, SPLIT_K, LE)
+        meta = _clamped_meta(e_ptr, NT, KB, per_split, per_slice, TURN, SPLIT_K, LE)
         # x is staged once per program: the R row warps share its ring, each copying a part
-        x_copies = _x_stream(x_ptr, M, KB, per_split, per_slice, stride_xm, T, INTERLEAVE, SPLIT_K, WIDE_X,
+        x_copies = _x_stream(x_ptr, M, KB, per_split, per_slice, stride_xm, T, TURN, SPLIT_K, WIDE_X,
                              _x_copy_layout(R, S, T, U))
         buffers = _stage_buffers(STAGES, a_ptrs, e_ptrs, x_copies[0])
         acc = gl.zeros([R * W, S, 32, T, 1, 4], gl.float32, L1)
@@ -454,12 +487,12 @@ def _spmma_kernel(
                        step + (STAGES - 1) * U, K, KB, STRIDE)
             for u in gl.static_range(U):
                 a, e, b = _read_kblock(buffers, turn % STAGES, u, LA1, LE1, LB1)
-                acc = _mma_step(acc, a, e, b, q1, L1, BF16, WIDE_X)
+                acc = _mma(acc, a, e, b, q1, L1, BF16, WIDE_X)
         # the copies issued past the end (masked: zeros) still write the ring, whose bytes the
         # epilogue's reduction may reuse: they must land first
         async_copy.wait_group(0)
     elif PREFETCH:
-        acc = gl.zeros([R * W, S, 32, T, U, 4], gl.float32, L)
+        acc = gl.zeros([R * W, S, 32, T, UR, 4], gl.float32, L)
         # Two register sets in turn: one set's loads are in flight while the other's MMAs run.
         # (One set rotated every step hides nothing: ptxas copies it at the end of the loop and
         # the copy waits for those loads; bench/sp24/sass.py reads this from the machine code.)
@@ -467,25 +500,25 @@ def _spmma_kernel(
         if L2_AHEAD > 0:  # the steps the first iterations load before their prefetches
             for ahead in gl.static_range(0, AHEAD + 2 * U, U):
                 _l2_prefetch(l2_stream, ahead, KB, STRIDE)
-        a0, e0, b0 = _load_step(a_stream, e_stream, b_stream, 0, K, STRIDE)
+        a0, e0, b0 = _load_step(a_stream, e_stream, b_stream, 0, K, STRIDE, PARTS)
         for step in range(0, per_slice, 2 * U):
             if L2_AHEAD > 0:
                 _l2_prefetch(l2_stream, step + AHEAD + 2 * U, KB, STRIDE)
                 _l2_prefetch(l2_stream, step + AHEAD + 3 * U, KB, STRIDE)
-            a1, e1, b1 = _load_step(a_stream, e_stream, b_stream, step + U, K, STRIDE)
-            acc = _mma_step(acc, a0, e0, b0, q_mma, L, BF16, WIDE_X)
-            a0, e0, b0 = _load_step(a_stream, e_stream, b_stream, step + 2 * U, K, STRIDE)
-            acc = _mma_step(acc, a1, e1, b1, q_mma, L, BF16, WIDE_X)
+            a1, e1, b1 = _load_step(a_stream, e_stream, b_stream, step + U, K, STRIDE, PARTS)
+            acc = _mma_step(acc, a0, e0, b0, q_mma, L, BF16, WIDE_X, PARTS)
+            a0, e0, b0 = _load_step(a_stream, e_stream, b_stream, step + 2 * U, K, STRIDE, PARTS)
+            acc = _mma_step(acc, a1, e1, b1, q_mma, L, BF16, WIDE_X, PARTS)
     else:
-        acc = gl.zeros([R * W, S, 32, T, U, 4], gl.float32, L)
+        acc = gl.zeros([R * W, S, 32, T, UR, 4], gl.float32, L)
         if L2_AHEAD > 0:
             for ahead in gl.static_range(0, AHEAD, U):
                 _l2_prefetch(l2_stream, ahead, KB, STRIDE)
         for step in range(0, per_slice, U):
             if L2_AHEAD > 0:
                 _l2_prefetch(l2_stream, step + AHEAD, KB, STRIDE)
-            a, e, b = _load_step(a_stream, e_stream, b_stream, step, K, STRIDE)
-            acc = _mma_step(acc, a, e, b, q_mma, L, BF16, WIDE_X)
+            a, e, b = _load_step(a_stream, e_stream, b_stream, step, K, STRIDE, PARTS)
+            acc = _mma_step(acc, a, e, b, q_mma, L, BF16, WIDE_X, PARTS)
 
     # D register i of lane (g, q): row (output feature) g + 8*(i // 2), column (token) 2q + i % 2,
     # indexed straight in the summed layout [row tile, lane, token tile, register].
@@ -557,6 +590,7 @@ def launch_spmma(
         L2_AHEAD=cfg.l2_ahead,
         SPLIT_K=cfg.split_k,
         STAGES=cfg.stages,
+        CHAIN=cfg.chain,
         num_warps=cfg.num_warps,
     )
     if warmup:
