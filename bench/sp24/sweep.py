@@ -188,8 +188,10 @@ def precompile(x, w, out, ms, log=print):
     for m in ms:
         for kernel in KERNELS:
             for cfg in kernel_configs(kernel, m):
-                for s in (1, 2) if hasattr(cfg, "split_k") else (None,):
-                    jobs.append((kernel, replace(cfg, split_k=s) if s else cfg))
+                if hasattr(cfg, "BP"):  # a Triton kernel: its plain and its atomic (split-K) variant
+                    jobs += [(kernel, replace(cfg, split_k=s)) for s in (1, 2)]
+                else:  # spmma: its split-K is part of the configuration, each count its own compile
+                    jobs.append((kernel, cfg))
     jobs = list(dict.fromkeys(jobs))
     # the Gluon kernel in its own batch: if its compiles fail, the Triton kernels' still ran
     batches = [[j for j in jobs if j[0] != "spmma"], [j for j in jobs if j[0] == "spmma"]]

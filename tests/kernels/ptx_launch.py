@@ -71,6 +71,7 @@ class EmulatedKernel:
                  traffic: SharedTraffic | None = None):
         self.fn, self.mma, self.arch, self.reverse = fn, mma, arch, reverse  # reverse: programs last to first
         self.traffic = traffic  # shared-memory wavefronts of every launch, if given
+        self.warmups: list[dict] = []  # what each compile-only call compiled
         self.launches: list[dict] = []  # what each launch ran, for tests to inspect
 
     def __getitem__(self, grid):
@@ -109,7 +110,8 @@ class EmulatedKernel:
 
     def warmup(self, *args, grid, **kwargs) -> None:
         """Compile only, like ``JITFunction.warmup`` (the benchmark precompiles with it)."""
-        self._compile_for(args, kwargs)
+        num_warps, constexprs = self._compile_for(args, kwargs)[:2]
+        self.warmups.append(dict(num_warps=num_warps, constexprs=constexprs))
 
     def _compile_for(self, args: tuple, kwargs: dict):
         """(num_warps, constexprs, attrs, runtime arguments, PTX, shared bytes) for one call."""

@@ -100,12 +100,18 @@ class ChargingTimer:
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def spmma_kernel():
+    """The Gluon kernel as its emulated PTX (it records what it compiled and launched)."""
+    return EmulatedKernel(gluon_sp24._spmma_kernel, mma=mma_sp_warps)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, spmma_kernel):
     """One dry run of the benchmark: (output folder, records, log lines, Markdown report)."""
     out = tmp_path_factory.mktemp("bench-out")
     timer, lines = ChargingTimer(), []
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(gluon_sp24, "_spmma_kernel", EmulatedKernel(gluon_sp24._spmma_kernel, mma=mma_sp_warps))
+        mp.setattr(gluon_sp24, "_spmma_kernel", spmma_kernel)
         spied = timer.spy(triton_sp24.launch)
         mp.setattr(triton_sp24, "launch", spied)
         mp.setitem(dispatch._state, "launch", spied)
@@ -119,6 +125,23 @@ def run(tmp_path_factory):
             dispatch.use_table(None)  # the run installed its own table for this process
     (out / "sparse24.log").write_text("\n".join(lines) + "\n")
     return out, json.loads((out / "sparse24.json").read_text()), lines, report
+
+
+def test_precompile_compiles_every_spmma_configuration_the_run_launches(run, spmma_kernel):
+    """On the GPU the precompile runs the compiles in 16 threads; a configuration it misses is
+    compiled in the middle of the sweep, one at a time, on the device's clock (split-K counts
+    are compile-time constants of spmma)."""
+
+    declared = {p.name for p in spmma_kernel.fn.params if p.is_constexpr}  # not the ints Triton specializes
+
+    def tiling(call):
+        return call["num_warps"], tuple(sorted((k, v) for k, v in call["constexprs"].items() if k in declared))
+
+    precompiled = {tiling(call) for call in spmma_kernel.warmups}
+    launched = {tiling(call) for call in spmma_kernel.launches}
+    split_k = {dict(key)["SPLIT_K"] for _, key in launched}
+    assert launched and split_k > {1}  # the sweep at M = 1 and 128 launches split-K configurations
+    assert launched <= precompiled, sorted(launched - precompiled)[:3]
 
 
 def _rec(recs, m, method):
