@@ -37,8 +37,8 @@ KERNEL = gluon_sp24._spmma_kernel
 def gpu(monkeypatch):
     """Swap the kernel for its emulated PTX on hardware that reads metadata one way or the other."""
 
-    def use(meta_reading: str = "pairs") -> EmulatedKernel:
-        kernel = EmulatedKernel(KERNEL, mma=partial(mma_sp_warps, meta_reading=meta_reading))
+    def use(meta_reading: str = "pairs", traffic: SharedTraffic | None = None) -> EmulatedKernel:
+        kernel = EmulatedKernel(KERNEL, mma=partial(mma_sp_warps, meta_reading=meta_reading), traffic=traffic)
         monkeypatch.setattr(gluon_sp24, "_spmma_kernel", kernel)
         return kernel
 
@@ -65,13 +65,13 @@ def _sweep() -> list[tuple[int, SpmmaConfig]]:
 
 
 @pytest.mark.parametrize("m, cfg", _sweep(), ids=[cfg.label() for _, cfg in _sweep()])
-def test_every_benchmark_configuration_is_correct_and_free_of_bank_conflicts(monkeypatch, m, cfg):
+def test_every_benchmark_configuration_is_correct_and_free_of_bank_conflicts(gpu, m, cfg):
     """N, K and the tile counts all multiples of 16, like the LLaMA shapes: the same divisibility
     hints, so the same PTX the benchmark will run (a smaller grid of it). Every shared-memory
     access (the staged ring, the K slices' partial sums) must take no more passes of the banks
     than its bytes need: Triton's own layouts for the partial sums once took 8-16 times that."""
     traffic = SharedTraffic()
-    monkeypatch.setattr(gluon_sp24, "_spmma_kernel", EmulatedKernel(KERNEL, mma=mma_sp_warps, traffic=traffic))
+    gpu(traffic=traffic)
     out, ref = run_spmma_case(m, 256, 512, cfg, torch.float16, with_bias=False, seed=m, device="cpu")
     assert not out.isnan().any(), "some output elements were never written"
     assert rel_err(out, ref) < 5e-3

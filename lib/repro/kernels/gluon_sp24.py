@@ -228,6 +228,12 @@ def _x_stream(x_ptr, M, KB, per_split, per_slice, stride_xm, T: gl.constexpr, TU
 
 
 @gluon.jit
+def _lane_q(layout: gl.constexpr):
+    """The lane's ``q`` (lane % 4) in each of its x registers, for ``_QUAD_TRANSPOSE``."""
+    return _index(32, 2, layout) % 4 + _index(4, 5, layout) * 0
+
+
+@gluon.jit
 def _load_step(a_stream, e_stream, b_stream, step, K, STRIDE: gl.constexpr, PARTS: gl.constexpr):
     """The weight words, metadata words and x pairs of the k-blocks at ``step``, which lie
     ``STRIDE * step`` k-blocks past the first ones: one load each for the step (``PARTS`` = 1),
@@ -456,7 +462,7 @@ def _spmma_kernel(
     a_ptrs, e_ptrs = a_stream[0], e_stream[0]
 
     b_stream = _x_stream(x_ptr, M, KB, per_split, per_slice, stride_xm, T, TURN, SPLIT_K, WIDE_X, LB)
-    q_mma = _index(32, 2, LB) % 4 + _index(4, 5, LB) * 0  # the lane's q in every register, for _QUAD_TRANSPOSE
+    q_mma = _lane_q(LB)
 
     if L2_AHEAD > 0:  # one prefetch per k-block of a step
         l2_stream = _l2_stream(v_ptr, e_ptr, NT, KB, per_split, per_slice, TURN, SPLIT_K, _layout(R, S, W, 1, U, 1))
@@ -470,7 +476,7 @@ def _spmma_kernel(
         LA1: gl.constexpr = _layout(R, S, W, 1, 1, 4)
         LE1: gl.constexpr = _layout(R, S, W, 1, 1, 1)
         LB1: gl.constexpr = _layout(R, S, 1, T, 1, 4)
-        q1 = _index(32, 2, LB1) % 4 + _index(4, 5, LB1) * 0
+        q1 = _lane_q(LB1)
         meta = _clamped_meta(e_ptr, NT, KB, per_split, per_slice, TURN, SPLIT_K, LE)
         # x is staged once per program: the R row warps share its ring, each copying a part
         x_copies = _x_stream(x_ptr, M, KB, per_split, per_slice, stride_xm, T, TURN, SPLIT_K, WIDE_X,
