@@ -4,7 +4,8 @@ Only the instructions our compiled kernels use are implemented (integer and fp32
 predicates, conversions, global/shared loads and stores, ``cp.async``, ``ldmatrix``, ``stmatrix``, atomics,
 fences, warp shuffles, barriers, branches); any other instruction raises ``NotImplementedError``
 naming it, so the emulator never guesses. Warp-wide matrix instructions (``mma.sp``) are delegated
-to a model passed in by the caller.
+to a model passed in by the caller; Hopper's warpgroup MMA (``wgmma``, fp16/bf16 inputs, fp32
+accumulators) is emulated here, see :meth:`Cta.op_wgmma`.
 
 Execution model: one program (CTA) at a time, to its end (in launch order, or reversed: the
 order programs meet in at an atomic counter is the hardware's choice), all its threads in lock
@@ -18,6 +19,13 @@ out-of-bounds read that a GPU would silently allow is an error here; reading a r
 never written is an error too. Given a :class:`SharedTraffic`, it also counts the passes of the
 shared-memory banks each access takes, against the passes its bytes need: bank conflicts cost
 time, not correctness, so they are measured rather than refused.
+
+``wgmma.mma_async`` is computed when it is issued, which is what the hardware computes as long
+as nothing touches its operands or accumulator before the ``wgmma.wait_group`` that retires it:
+so touching them is refused (reading or writing the accumulator, writing the A registers or the
+shared bytes it reads), as are a register access since the last ``wgmma.fence`` and shared bytes
+written by ordinary stores or ``cp.async`` with no ``fence.proxy.async`` before the wgmma reads
+them. These are the pipelining bugs a GPU would hide or turn into rare wrong results.
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ import numpy as np
 U64 = np.uint64
 MASKS = {1: 1, 16: 0xFFFF, 32: 0xFFFFFFFF, 64: 0xFFFFFFFFFFFFFFFF}
 WIDTHS = {"pred": 1, "b8": 8, "u8": 8, "s8": 8, "b16": 16, "u16": 16, "s16": 16, "f16": 16, "bf16": 16,
-          "b32": 32, "u32": 32, "s32": 32, "f32": 32, "b64": 64, "u64": 64, "s64": 64, "f64": 64}
+          "b32": 32, "u32": 32, "s32": 32, "f32": 32, "f16x2": 32, "b64": 64, "u64": 64, "s64": 64, "f64": 64}
 
 
 # opcode parts (besides the types) whose meaning the handlers implement; any other modifier (.sat,
@@ -44,6 +52,8 @@ MODIFIERS = {"rn", "lo", "wide", "param", "global", "shared", "v2", "v4", "sync"
 MODIFIERS |= {"cg", "relaxed", "acquire", "release", "acq_rel", "gpu"}
 MODIFIERS |= {"async", "ca", "commit_group", "wait_group"}  # cp.async (see Cta.op_cp)
 MODIFIERS |= {"aligned", "m8n8", "x1", "x2", "x4"}  # ldmatrix, stmatrix (see Cta.op_ldmatrix)
+WGMMA_SHAPES = {f"m64n{n}k16" for n in range(8, 257, 8)}  # the fp16/bf16 shapes (see Cta.op_wgmma)
+MODIFIERS |= {"fence", "mma_async", "proxy", "shared::cta"} | WGMMA_SHAPES  # wgmma, fence.proxy.async
 ATOMICS = {"add": lambda old, val: old + val, "exch": lambda old, val: val}
 
 
@@ -115,11 +125,12 @@ class Memory:
 class RaceCheck:
     """Shared-memory accesses between two barriers: a byte one warp wrote may not be read or
     written by another warp, and a byte one warp read may not be written by another. Lock step
-    would hide such a missing barrier; here it is an error."""
+    would hide such a missing barrier; here it is an error. A warpgroup's ``wgmma`` reads its
+    operands for all four warps at once, and finishes reading them at the wait that retires it."""
 
     def __init__(self, size: int):
         self.writer = np.full(size, -1)  # warp that wrote the byte since the last barrier
-        self.reader = np.full(size, -1)  # warp that read it (-2: several)
+        self.reader = np.full(size, -1)  # warp that read it (-2: several, -3 - g: a wgmma of warpgroup g)
 
     def barrier(self) -> None:
         self.writer[:] = -1
@@ -130,7 +141,9 @@ class RaceCheck:
         warps = np.broadcast_to(warps[:, None], offsets.shape)
         clash = (self.writer[offsets] >= 0) & (self.writer[offsets] != warps)
         if write:
-            clash |= (self.reader[offsets] == -2) | ((self.reader[offsets] >= 0) & (self.reader[offsets] != warps))
+            reader = self.reader[offsets]
+            clash |= (reader == -2) | ((reader >= 0) & (reader != warps))
+            clash |= (reader <= -3) & (-3 - reader != warps // 4)  # a wgmma of another warpgroup read it
         if clash.any():
             raise PtxError(f"shared-memory race at byte {int(offsets[clash][0])} (no barrier between warps): {text}")
         if write:
@@ -138,6 +151,21 @@ class RaceCheck:
         else:
             seen = self.reader[offsets]
             self.reader[offsets] = np.where((seen == -1) | (seen == warps), warps, -2)
+
+    def async_read(self, offsets: np.ndarray, text: str) -> None:
+        """A ``wgmma`` issued by a warpgroup reads ``offsets`` (bytes) for all its warps: a byte any
+        warp wrote since the last barrier, even one of its own, may not have reached the others."""
+        written = self.writer[offsets] >= 0
+        if written.any():
+            byte = int(offsets[written][0])
+            raise PtxError(f"shared-memory race at byte {byte} (written by warp {self.writer[byte]} with no barrier "
+                           f"before the wgmma that reads it): {text}")
+
+    def async_read_done(self, offsets: np.ndarray, group: int) -> None:
+        """The wgmma of warpgroup ``group`` finished reading ``offsets``: its own warps waited for
+        that and may overwrite them; any other warp needs a barrier first."""
+        seen, tag = self.reader[offsets], -3 - group
+        self.reader[offsets] = np.where((seen == -1) | (seen == tag), tag, -2)
 
 
 class SharedTraffic:
@@ -278,11 +306,89 @@ def _bf16_to_f32(bits: np.ndarray) -> np.ndarray:
     return ((bits & U64(0xFFFF)) << U64(16)).astype(np.uint32).view(np.float32)
 
 
+def _pairs(words: np.ndarray, ty: str) -> np.ndarray:
+    """The two 16-bit fp16 or bf16 values of each 32-bit word, low half first, as float64 [..., 2]."""
+    halves = np.asarray(words).astype(U64)[..., None] >> (U64(16) * np.arange(2, dtype=U64))
+    return (_f16(halves) if ty == "f16" else _bf16_to_f32(halves)).astype(np.float64)
+
+
 def _f32_to_bf16(x: np.ndarray) -> np.ndarray:
     """Round to nearest even (NaN stays NaN), as ``cvt.rn.bf16.f32``."""
     u = np.asarray(x, dtype=np.float32).view(np.uint32).astype(np.uint64)
     rounded = (u + U64(0x7FFF) + ((u >> U64(16)) & U64(1))) >> U64(16)
     return np.where(np.isnan(x), U64(0x7FC0), rounded & U64(0xFFFF))
+
+
+# ---------------------------------------------------------------------------------------- wgmma
+
+SWIZZLE_BYTES = {0: 0, 1: 128, 2: 64, 3: 32}  # descriptor bits 62-63 -> bytes per row of the swizzle atom
+DESCRIPTOR_RESERVED = sum(1 << bit for bit in (14, 15, 30, 31, 46, 47, 48, *range(52, 62)))
+
+
+def wgmma_addresses(desc: int, rows: int, mn_major: bool, elem: int = 2, depth: int = 16) -> np.ndarray:
+    """Shared-window byte address [rows, depth] of each element (i, k) of a ``wgmma`` operand in
+    shared memory, as its 64-bit matrix descriptor places it: ``i`` is A's row (M) or B's column
+    (N), ``k`` runs along K; ``mn_major`` is the instruction's imm-trans flag.
+
+    The PTX ISA's canonical layouts, in bytes (T = 16 bytes, one row of an 8-row core matrix):
+    without swizzle, K-major core matrices are 8 rows of 16 bytes along i, SBO apart every 8
+    rows of i and LBO apart every 16 bytes of k; MN-major ones are 16 bytes of i by 8 rows of k,
+    SBO apart along i and LBO apart along k. With a swizzle of W bytes, an atom is 8 rows of W
+    bytes: K-major rows are i (8-row groups SBO apart, the 16 k of one instruction inside a row);
+    MN-major rows are k (8-row groups SBO apart) and W-byte blocks of i are LBO apart. The
+    swizzle then XORs the 16-byte chunk (address bits 4-6, 4-5, 4 for 128/64/32 bytes) with the
+    row in the repeating pattern (bits 7-9, 7-8, 7) of the address itself."""
+    start, lbo, sbo = (((desc >> shift) & 0x3FFF) << 4 for shift in (0, 16, 32))
+    if (desc >> 49) & 7:
+        raise NotImplementedError(f"wgmma matrix descriptor {desc:#x} with a base offset (bits 49-51)")
+    if desc & DESCRIPTOR_RESERVED:
+        raise NotImplementedError(f"wgmma matrix descriptor {desc:#x} with reserved bits set")
+    width = SWIZZLE_BYTES[desc >> 62]
+    i, k = np.arange(rows)[:, None], np.arange(depth)[None, :]
+    if width == 0 and mn_major:
+        offset = (i % (16 // elem)) * elem + (i // (16 // elem)) * sbo + (k % 8) * 16 + (k // 8) * lbo
+    elif width == 0:
+        offset = (i % 8) * 16 + (i // 8) * sbo + (k % (16 // elem)) * elem + (k // (16 // elem)) * lbo
+    elif mn_major:
+        offset = (i % (width // elem)) * elem + (i // (width // elem)) * lbo + (k % 8) * width + (k // 8) * sbo
+    else:  # one instruction's 16 values of k (32 bytes) fit in a row of every swizzle
+        offset = (i % 8) * width + (i // 8) * sbo + k * elem
+    addr = start + offset
+    if width:
+        addr ^= ((addr >> 7) & (width // 16 - 1)) << 4
+    return addr
+
+
+def _wgmma_a_fragment() -> tuple[np.ndarray, np.ndarray]:
+    """(row, k) [128 threads, 4 registers, 2 halves] of a register A operand (m64k16): warp w of
+    the warpgroup holds rows 16w..16w+15; lane 4g+q holds rows g (registers 0, 2) and g+8 (1, 3),
+    k = 2q, 2q+1 (registers 0, 1) and 2q+8, 2q+9 (2, 3), the lower k in the low half."""
+    t, reg, half = np.arange(128)[:, None, None], np.arange(4)[None, :, None], np.arange(2)[None, None, :]
+    lane = t % 32
+    return 16 * (t // 32) + lane // 4 + 8 * (reg % 2), 2 * (lane % 4) + 8 * (reg // 2) + half
+
+
+def _wgmma_d_fragment(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(row, column) [128 threads, n / 2 registers] of an fp32 accumulator (m64nN): warp w holds
+    rows 16w..16w+15; lane 4g+q's registers 4j..4j+3 are columns 8j+2q, 8j+2q+1 of row g, then of row g+8."""
+    t, reg = np.arange(128)[:, None], np.arange(n // 2)[None, :]
+    lane = t % 32
+    return 16 * (t // 32) + lane // 4 + 8 * (reg % 4 // 2), 8 * (reg // 4) + 2 * (lane % 4) + reg % 2
+
+
+def _halves_to_f64(bits: np.ndarray, ty: str) -> np.ndarray:
+    """16-bit fp16 or bf16 values (any integer array) as float64."""
+    bits = np.asarray(bits).astype(np.uint64)
+    return (_f16(bits) if ty == "f16" else _bf16_to_f32(bits)).astype(np.float64)
+
+
+@dataclass
+class WgmmaOp:
+    """An issued ``wgmma.mma_async`` until the wait that retires it."""
+
+    accumulator: tuple[str, ...]
+    a_registers: tuple[str, ...]
+    reads: list[np.ndarray]  # per warpgroup, the shared offsets its descriptors read
 
 
 # ---------------------------------------------------------------------------------------- execution
@@ -314,12 +420,28 @@ class Cta:
         self.open_group: list = []
         self.groups: list[list] = []
         self.pending = np.zeros(shared.buffers[0].size, dtype=np.int64)
+        # wgmma: issued operations not yet committed, then committed groups, oldest first; the
+        # registers they own until retired (name -> "accumulator" or "A operand") and the shared
+        # bytes they read; registers read or written since the last wgmma.fence; shared bytes
+        # written by the generic proxy (stores, cp.async) since the last fence.proxy.async
+        self.wgmma_open: list[WgmmaOp] = []
+        self.wgmma_groups: list[list[WgmmaOp]] = []
+        self.wgmma_owned: dict[str, str] = {}
+        self.wgmma_reading = np.zeros(shared.buffers[0].size, dtype=np.int64)
+        self.touched: set[str] | None = None  # None: no wgmma.fence yet
+        self.generic = np.zeros(shared.buffers[0].size, dtype=bool)
+        self.ins: Instr | None = None  # the instruction running, for error messages
 
     # operands
     def read(self, operand: str) -> np.ndarray:
         operand = operand.strip()
         if operand.startswith("%"):
             if operand in self.regs:
+                if self.wgmma_owned.get(operand) == "accumulator":
+                    raise PtxError(f"read of {operand}, the accumulator of a wgmma.mma_async not yet waited for "
+                                   f"(wgmma.wait_group): {self.ins.text}")
+                if self.touched is not None:
+                    self.touched.add(operand)
                 return self.regs[operand]
             if operand in self.special:
                 return np.broadcast_to(np.asarray(self.special[operand], dtype=U64), (self.n,))
@@ -333,6 +455,11 @@ class Cta:
         raise PtxError(f"unsupported operand {operand!r}")
 
     def write(self, reg: str, value: np.ndarray, active: np.ndarray | None, width: int) -> None:
+        if reg in self.wgmma_owned:
+            raise PtxError(f"write of {reg}, the {self.wgmma_owned[reg]} of a wgmma.mma_async not yet waited for "
+                           f"(wgmma.wait_group): {self.ins.text}")
+        if self.touched is not None:
+            self.touched.add(reg)
         value = np.asarray(value, dtype=bool) if width == 1 else _bits(np.asarray(value), width)
         if active is not None and reg in self.regs:
             value = np.where(active, value, self.regs[reg])
@@ -350,7 +477,7 @@ class Cta:
     def run(self, max_steps: int = 10_000_000) -> None:
         pc, steps, instrs = 0, 0, self.p.instrs
         while pc < len(instrs):
-            ins = instrs[pc]
+            ins = self.ins = instrs[pc]
             steps += 1
             if steps > max_steps:
                 raise PtxError("the kernel ran more than max_steps instructions (an endless loop?)")
@@ -368,12 +495,14 @@ class Cta:
                 continue
             if base == "ret" or base == "exit":
                 if active is None or active.all():
+                    if self.wgmma_open or self.wgmma_groups:
+                        raise PtxError(f"the program ends with a wgmma.mma_async not yet waited for: {ins.text}")
                     return
                 if active.any():
                     raise PtxError(f"divergent {base}: {ins.text}")
                 pc += 1
                 continue
-            if active is not None and not active.any() and base not in ("mma", "shfl"):
+            if active is not None and not active.any() and base not in ("mma", "shfl", "wgmma"):
                 pc += 1
                 continue
             handler = getattr(self, "op_" + base, None)
@@ -403,12 +532,26 @@ class Cta:
             self.write(d, fn(self.read(a).astype(bool), self.read(b).astype(bool)), active, 1)
         elif ty == "f32":
             self.write(d, _from_f32(fn(_f32(self.read(a)), _f32(self.read(b)))), active, 32)
+        elif ty == "f16x2":  # two fp16 values per register: exact in fp64, then rounded to fp16 once
+            out = fn(_pairs(self.read(a), "f16"), _pairs(self.read(b), "f16")).astype(np.float16)
+            out = out.view(np.uint16).astype(U64)
+            self.write(d, out[:, 0] | (out[:, 1] << U64(16)), active, 32)
         else:
             self.write(d, fn(self._int(a, ty), self._int(b, ty)), active, WIDTHS[ty])
 
     def op_mov(self, ins, active):
         ty = self._type(ins)
         d, a = ins.args
+        if a.startswith("{") or d.startswith("{"):  # packs equal parts, lowest first, or unpacks them
+            parts = self._vector(a if a.startswith("{") else d)
+            width = WIDTHS[ty] // len(parts)
+            if a.startswith("{"):
+                packed = sum((self.read(x) & U64(MASKS[width])) << U64(width * i) for i, x in enumerate(parts))
+                self.write(d, packed, active, WIDTHS[ty])
+            else:
+                for i, x in enumerate(parts):
+                    self.write(x, self.read(a) >> U64(width * i), active, width)
+            return
         self.write(d, self.read(a) if ty != "pred" else self.read(a) != 0, active, WIDTHS[ty])
 
     def op_add(self, ins, active):
@@ -499,14 +642,45 @@ class Cta:
         self.write(d, out, active, width)
 
     def op_bfe(self, ins, active):
+        """``bfe.{u32,s32}`` with fields uniform across threads: ``length`` bits from bit ``pos``,
+        the bits above them zeros, or for ``s32`` copies of the field's top bit (bit 31 if the
+        field runs past it)."""
         ty = self._type(ins)
         d, a, b, c = ins.args
         b, c = self.read(b), self.read(c)
-        if ty != "u32" or (b != b[0]).any() or (c != c[0]).any():
-            raise NotImplementedError(f"PTX instruction not emulated (only bfe.u32 with uniform fields): {ins.text}")
+        if ty not in ("u32", "s32") or (b != b[0]).any() or (c != c[0]).any():
+            raise NotImplementedError(f"PTX instruction not emulated (only uniform bfe.u32/s32): {ins.text}")
         pos, length = int(b[0]) & 0xFF, int(c[0]) & 0xFF
-        value = (self.read(a) & U64(MASKS[32])) >> U64(min(pos, 32))
-        self.write(d, value & U64((1 << min(length, 32)) - 1), active, 32)
+        bits = self.read(a) & U64(MASKS[32])
+        kept = min(length, max(32 - pos, 0))  # field bits inside the source
+        field = (bits >> U64(min(pos, 32))) & U64((1 << kept) - 1)
+        if ty == "s32" and length:
+            top = (bits >> U64(min(pos + length - 1, 31))) & U64(1)
+            field = np.where(top == 1, field | U64(MASKS[32] ^ ((1 << kept) - 1)), field)
+        self.write(d, field, active, 32)
+
+    def op_prmt(self, ins, active):
+        """``prmt.b32 d, a, b, c`` (the default mode): byte i of d is byte ``c[4i+2:4i]`` of the
+        eight bytes b:a (a the low four), or, if bit ``4i+3`` of c is set, that byte's top bit
+        copied into all eight."""
+        if ins.op != "prmt.b32":
+            raise NotImplementedError(f"PTX instruction not emulated: {ins.text}")
+        d, a, b, c = ins.args
+        pool = (self.read(a) & U64(MASKS[32])) | (self.read(b) << U64(32))
+        select, out = self.read(c), np.zeros(self.n, dtype=U64)
+        for i in range(4):
+            nibble = (select >> U64(4 * i)) & U64(0xF)
+            byte = (pool >> (U64(8) * (nibble & U64(7)))) & U64(0xFF)
+            byte = np.where(nibble & U64(8), np.where(byte & U64(0x80), U64(0xFF), U64(0)), byte)
+            out |= byte << U64(8 * i)
+        self.write(d, out, active, 32)
+
+    def op_neg(self, ins, active):
+        ty = self._type(ins)
+        d, a = ins.args
+        if ty not in ("s32", "s64"):
+            raise NotImplementedError(f"PTX instruction not emulated: {ins.text}")
+        self.write(d, -self._int(a, ty), active, WIDTHS[ty])
 
     def op_selp(self, ins, active):
         ty = self._type(ins)
@@ -518,6 +692,8 @@ class Cta:
         if len(parts) != 3:
             raise NotImplementedError(f"PTX instruction not emulated: {ins.text}")
         cmp, ty = parts[1], parts[2]
+        if ty != "f32" and ty.lstrip("b")[0] == "f":  # f16, bf16, f64: not modelled
+            raise NotImplementedError(f"PTX instruction not emulated: {ins.text}")
         d, a, b = ins.args
         if ty == "f32":
             x, y = _f32(self.read(a)), _f32(self.read(b))
@@ -608,7 +784,17 @@ class Cta:
                 if self.pending[offsets].any():
                     raise PtxError(f"shared bytes at {int(offsets[self.pending[offsets] > 0][0])} are the target of a "
                                    f"cp.async not yet waited for: {text}")
+                if write:
+                    self._unread_by_wgmma(offsets, text)
+                    self.generic[offsets] = True
                 self.races.access(offsets, np.arange(self.n)[on] // 32, write, text)
+
+    def _unread_by_wgmma(self, offsets: np.ndarray, text: str) -> None:
+        """A write to shared memory: none of the bytes may be an operand of a wgmma in flight."""
+        busy = self.wgmma_reading[offsets] > 0
+        if busy.any():
+            raise PtxError(f"shared bytes at {int(offsets[busy][0])} are read by a wgmma.mma_async not yet waited for "
+                           f"(wgmma.wait_group): {text}")
 
     def op_ldmatrix(self, ins, active):
         """``ldmatrix.sync.aligned.m8n8.x{1,2,4}.shared.b16``: matrix ``j`` is eight rows of 16
@@ -661,6 +847,7 @@ class Cta:
                     np.subtract.at(self.pending, offsets.ravel(), 1)
                     self.races.access(offsets, warps, True, ins.text)
                     self.shared.buffers[0][offsets] = data
+                    self.generic[offsets] = True  # cp.async writes through the generic proxy
             return
         if op[2:] not in (["ca", "shared", "global"], ["cg", "shared", "global"]) or len(ins.args) != 4:
             raise NotImplementedError(f"PTX instruction not emulated: {ins.text}")
@@ -681,6 +868,7 @@ class Cta:
             words = [self.glob.load(src_addr[read] + 4 * i, 4).astype(np.uint32) for i in range(size // 4)]
             data[read] = np.stack(words, 1).view(np.uint8).reshape(-1, size)
         offsets = dst_addr[:, None] - self.shared.bases[0] + np.arange(size)
+        self._unread_by_wgmma(offsets, ins.text)
         warps = np.arange(self.n)[on] // 32
         # the copy may write as soon as it is issued: no other warp may have read or written
         # these bytes since the last barrier (it counts as written again when it lands)
@@ -711,7 +899,18 @@ class Cta:
 
     def op_fence(self, ins, active):
         """Orders this thread's memory accesses for other programs; with one program at a time
-        there is nothing to order."""
+        there is nothing to order. ``fence.proxy.async`` (all state spaces or ``.shared::cta``)
+        makes the shared-memory writes of the generic proxy visible to the async proxy, which
+        ``wgmma`` reads through; run by the whole CTA, in lock step after every earlier write."""
+        parts = ins.op.split(".")
+        if parts[1] != "proxy":
+            return
+        if parts[2:] not in (["async"], ["async", "shared::cta"], ["async", "global"]):
+            raise NotImplementedError(f"PTX instruction not emulated: {ins.text}")
+        if active is not None and not active.all():
+            raise NotImplementedError(f"proxy fence of part of the CTA: {ins.text}")
+        if parts[2:] != ["async", "global"]:
+            self.generic[:] = False
 
     def op_bar(self, ins, active):  # lock step: every earlier instruction has finished in every thread
         if active is not None and not active.all():
@@ -744,6 +943,157 @@ class Cta:
         for reg, value in zip(self._vector(d), out):
             self.write(reg, value, None, 32)
 
+    def op_wgmma(self, ins, active):
+        """Hopper's warpgroup MMA, by every warpgroup (128 consecutive threads) of the CTA at once.
+
+        ``wgmma.fence`` orders earlier register accesses before the wgmmas that follow; an A or
+        accumulator register accessed since the last one is refused at the wgmma (its chained
+        accumulator, by the wgmmas before it, excepted). ``wgmma.mma_async`` (see
+        :meth:`_wgmma_mma_async`) joins the open group, ``wgmma.commit_group`` closes it, and
+        ``wgmma.wait_group N`` retires all but the newest ``N`` committed groups: until then their
+        registers and shared bytes may not be touched."""
+        if active is not None and not active.all():
+            raise PtxError(f"predicated wgmma (every thread of a warpgroup must run it): {ins.text}")
+        if self.n % 128:
+            raise PtxError(f"wgmma in a CTA of {self.n} threads (not whole warpgroups): {ins.text}")
+        kind = ins.op.split(".")[1]
+        if kind == "fence":
+            self.touched = set()
+        elif kind == "commit_group":
+            self.wgmma_groups.append(self.wgmma_open)
+            self.wgmma_open = []
+        elif kind == "wait_group":
+            keep = int(self.read(ins.args[0])[0])
+            while len(self.wgmma_groups) > keep:
+                for op in self.wgmma_groups.pop(0):
+                    for group, offsets in enumerate(op.reads):
+                        np.subtract.at(self.wgmma_reading, offsets, 1)
+                        self.races.async_read_done(offsets, group)
+            self.wgmma_owned = {}
+            for op in self.wgmma_open + [op for group in self.wgmma_groups for op in group]:
+                self.wgmma_owned |= dict.fromkeys(op.a_registers, "A operand")
+                self.wgmma_owned |= dict.fromkeys(op.accumulator, "accumulator")
+        elif kind == "mma_async":
+            self._wgmma_mma_async(ins)
+        else:
+            raise NotImplementedError(f"PTX instruction not emulated: {ins.text}")
+
+    def _wgmma_mma_async(self, ins: Instr) -> None:
+        """``wgmma.mma_async.sync.aligned.m64nNk16.f32.{f16,bf16}.{f16,bf16} d, a, b-desc,
+        scale-d, imm-scale-a, imm-scale-b, [imm-trans-a,] imm-trans-b``: D = A B + (D if scale-d),
+        A [64, 16] from four registers per thread or a descriptor, B [16, N] from a descriptor,
+        imm-scale ±1 negating A or B, imm-trans 1 for an MN-major operand in shared memory.
+        Computed now: products exact in fp64, summed with the old D in fp64, rounded to fp32 once
+        (as the ``mma.sp`` model does); the hardware's order of fp32 additions is not modelled."""
+        parts = ins.op.split(".")
+        if len(parts) != 8 or parts[4] not in WGMMA_SHAPES or parts[5] != "f32" or parts[6] != parts[7] \
+                or parts[6] not in ("f16", "bf16"):
+            raise NotImplementedError(f"PTX instruction not emulated (fp16/bf16 wgmma into fp32 only): {ins.text}")
+        n, ty = int(parts[4][4:-3]), parts[6]
+        d, a, b, scale_d, *flags = ins.args
+        register_a = a.startswith("{")
+        if len(flags) != (3 if register_a else 4) or any(f not in ("0", "1", "-1") for f in flags):
+            raise PtxError(f"wgmma immediates must be imm-scale-a, imm-scale-b (1 or -1) and the transpose flags "
+                           f"(0 or 1): {ins.text}")
+        scale_a, scale_b, trans = int(flags[0]), int(flags[1]), [int(f) for f in flags[2:]]
+        accumulator, a_registers = tuple(self._vector(d)), tuple(self._vector(a)) if register_a else ()
+        if len(accumulator) != n // 2 or len(a_registers) not in (0, 4) or {scale_a, scale_b} - {1, -1} \
+                or set(trans) - {0, 1}:
+            raise PtxError(f"wgmma with {len(accumulator)} accumulator registers (m64n{n} takes {n // 2}), "
+                           f"{len(a_registers)} A registers (4) or invalid immediates: {ins.text}")
+        self._wgmma_registers_free(ins, accumulator, a_registers)
+        use_d, b_desc = self.read(scale_d).astype(bool), self.read(b)
+        a_desc = None if register_a else self.read(a)
+        out = np.zeros((self.n, n // 2), dtype=np.float32)
+        d_row, d_col = _wgmma_d_fragment(n)
+        reads = []
+        for group in range(self.n // 128):
+            threads = slice(128 * group, 128 * group + 128)
+            b_offsets = self._wgmma_operand(ins, b_desc[threads], n, bool(trans[-1]))
+            b_values = _halves_to_f64(self._shared_halves(b_offsets), ty).T  # [16, n]
+            if register_a:
+                a_values = np.zeros((64, 16))
+                row, k = _wgmma_a_fragment()
+                words = np.stack([self._register(r, ins)[threads] for r in a_registers], 1)  # [128, 4]
+                a_values[row, k] = _pairs(words, ty)
+                offsets = b_offsets.ravel()
+            else:
+                a_offsets = self._wgmma_operand(ins, a_desc[threads], 64, bool(trans[0]))
+                a_values = _halves_to_f64(self._shared_halves(a_offsets), ty)  # [64, 16]
+                offsets = np.concatenate([a_offsets.ravel(), b_offsets.ravel()])
+            offsets = np.unique(offsets[:, None] + np.arange(2))
+            self._wgmma_reads_settled(ins, offsets)
+            reads.append(offsets)
+            product = (scale_a * a_values) @ (scale_b * b_values)  # [64, n], exact products in fp64
+            acc = product[d_row, d_col]
+            if self._uniform(use_d[threads], ins, "scale-d"):
+                old = np.stack([self._register(r, ins)[threads] for r in accumulator], 1)
+                acc += _f32(old).astype(np.float64)
+            out[threads] = acc.astype(np.float32)
+        for offsets in reads:
+            np.add.at(self.wgmma_reading, offsets, 1)
+        for i, reg in enumerate(accumulator):
+            self.regs[reg] = _from_f32(out[:, i])
+        self.wgmma_open.append(WgmmaOp(accumulator, a_registers, reads))
+        self.wgmma_owned |= dict.fromkeys(a_registers, "A operand")
+        self.wgmma_owned |= dict.fromkeys(accumulator, "accumulator")
+
+    def _wgmma_registers_free(self, ins: Instr, accumulator: tuple, a_registers: tuple) -> None:
+        """A wgmma's registers: fenced since their last access, and not those of a wgmma in flight,
+        except the same accumulator again (wgmmas chained on one accumulator run in order)."""
+        if self.touched is None:
+            raise PtxError(f"wgmma.mma_async with no wgmma.fence before it: {ins.text}")
+        for reg in accumulator + a_registers:
+            if reg in self.touched:
+                raise PtxError(f"{reg} was accessed since the last wgmma.fence (the wgmma may not see that "
+                               f"access in order): {ins.text}")
+        for op in self.wgmma_open + [op for group in self.wgmma_groups for op in group]:
+            clash = set(op.a_registers) & set(accumulator) | set(op.accumulator) & set(a_registers)
+            if op.accumulator != accumulator:
+                clash |= set(op.accumulator) & set(accumulator)
+            if clash:
+                reg = sorted(clash)[0]
+                raise PtxError(f"{reg} is the {self.wgmma_owned[reg]} of a wgmma.mma_async not yet waited for: "
+                               f"{ins.text}")
+
+    def _register(self, reg: str, ins: Instr) -> np.ndarray:
+        """A register a wgmma reads (not an ordinary access: the fence rules apply instead)."""
+        if reg not in self.regs:
+            raise PtxError(f"read of register {reg} before any write: {ins.text}")
+        return self.regs[reg]
+
+    @staticmethod
+    def _uniform(values: np.ndarray, ins: Instr, what: str):
+        if (values != values[0]).any():
+            raise PtxError(f"wgmma {what} differs between the threads of a warpgroup: {ins.text}")
+        return values[0]
+
+    def _wgmma_operand(self, ins: Instr, desc: np.ndarray, rows: int, mn_major: bool) -> np.ndarray:
+        """Shared offsets [rows, 16] of an operand's elements, after the bounds check."""
+        desc = int(self._uniform(desc, ins, "matrix descriptor"))
+        offsets = wgmma_addresses(desc, rows, mn_major) - self.shared.bases[0]
+        size = self.shared.buffers[0].size
+        if offsets.min() < 0 or offsets.max() + 2 > size:
+            raise PtxError(f"wgmma operand (descriptor {desc:#x}) reaches outside the {size} bytes of shared memory "
+                           f"(offsets {offsets.min()} to {offsets.max() + 1}): {ins.text}")
+        return offsets
+
+    def _shared_halves(self, offsets: np.ndarray) -> np.ndarray:
+        buf = self.shared.buffers[0]
+        return buf[offsets].astype(np.uint16) | (buf[offsets + 1].astype(np.uint16) << 8)
+
+    def _wgmma_reads_settled(self, ins: Instr, offsets: np.ndarray) -> None:
+        """The shared bytes a wgmma reads: landed (no cp.async pending), fenced for the async
+        proxy since the last generic write, and not written by a warp since the last barrier."""
+        if self.pending[offsets].any():
+            raise PtxError(f"shared bytes at {int(offsets[self.pending[offsets] > 0][0])} are the target of a "
+                           f"cp.async not yet waited for: {ins.text}")
+        if self.generic[offsets].any():
+            raise PtxError(f"shared bytes at {int(offsets[self.generic[offsets]][0])} were written (st.shared, "
+                           f"stmatrix or cp.async) with no fence.proxy.async before the wgmma that reads them: "
+                           f"{ins.text}")
+        self.races.async_read(offsets, ins.text)
+
 
 def run_grid(ptx: str, grid: tuple[int, ...], nthreads: int, args: list[int], glob: Memory, shared_bytes: int,
              mma: MmaModel | None = None, reverse: bool = False, traffic: SharedTraffic | None = None) -> None:
@@ -758,7 +1108,8 @@ def run_grid(ptx: str, grid: tuple[int, ...], nthreads: int, args: list[int], gl
     grid3 = tuple(grid) + (1,) * (3 - len(grid))
     ctas = [(x, y, z) for z in range(grid3[2]) for y in range(grid3[1]) for x in range(grid3[0])]
     for ctaid in reversed(ctas) if reverse else ctas:
-        shared = Memory("shared", first=0x100)
+        # 1024-byte aligned, as a GPU places it: wgmma's 128-byte swizzle is a function of address bits 4-9
+        shared = Memory("shared", first=0x400)
         # poisoned with 0xFF bytes: a read of a never-written byte shows up as NaN or garbage
         shared.add(np.full(max(shared_bytes, 1), 0xFF, dtype=np.uint8), "shared")
         Cta(program, nthreads, ctaid, grid3, params, glob, shared, mma, traffic).run()

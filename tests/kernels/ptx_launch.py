@@ -1,7 +1,8 @@
-"""Launch a Gluon kernel on the CPU: compile it for sm_90a exactly as its launcher would, then run
-the PTX in ``ptx_emulator``.
+"""Launch a Gluon or Triton kernel on the CPU: compile it for sm_90a exactly as its launcher would,
+then run the PTX in ``ptx_emulator``.
 
-:class:`EmulatedKernel` stands in for the ``@gluon.jit`` function (``kernel[grid](*args, **opts)``),
+:class:`EmulatedKernel` stands in for the ``@gluon.jit`` or ``@triton.jit`` function
+(``kernel[grid](*args, **opts)``, options ``num_warps`` and ``num_stages``),
 so the real Python launcher around it (grids, strides, argument order) is exercised unchanged. The
 compile uses the specialization Triton's launcher would pick for these arguments: integers equal
 to 1 become constants (unless ``do_not_specialize``), integers and data pointers divisible by 16
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 from ptx_emulator import Memory, MmaModel, SharedTraffic, run_grid
 from triton.backends.compiler import BaseBackend
-from triton.runtime.jit import native_specialize_impl
+from triton.runtime.jit import JITFunction, native_specialize_impl
 
 POINTER_TYPES = {torch.float16: "*fp16", torch.bfloat16: "*bf16", torch.float32: "*fp32", torch.int32: "*i32"}
 
@@ -29,14 +30,15 @@ _COMPILER: ProcessPoolExecutor | None = None
 _COMPILED: dict[tuple, tuple[str, int]] = {}  # (kernel, specialization) -> (PTX, shared bytes)
 
 
-def _compile_in_child(module: str, name: str, signature, constexprs, attrs, num_warps: int, arch: int):
+def _compile_in_child(module: str, name: str, signature, constexprs, attrs, options: dict, arch: int):
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon._runtime import GluonASTSource
 
     fn = getattr(importlib.import_module(module), name)
-    src = GluonASTSource(fn, signature, constexprs=constexprs, attrs=attrs)
-    kernel = triton.compile(src, target=GPUTarget("cuda", arch, 32), options={"num_warps": num_warps})
+    source = GluonASTSource if fn.is_gluon() else triton.compiler.ASTSource
+    src = source(fn, signature, constexprs=constexprs, attrs=attrs)
+    kernel = triton.compile(src, target=GPUTarget("cuda", arch, 32), options=options)
     return kernel.asm["ptx"], kernel.metadata.shared
 
 
@@ -65,10 +67,12 @@ def _byte_offset(t: torch.Tensor) -> int:
 
 
 class EmulatedKernel:
-    """A drop-in for a Gluon kernel object that compiles for ``arch`` and emulates each launch."""
+    """A drop-in for a Gluon or Triton kernel object that compiles for ``arch`` and emulates each launch."""
 
     def __init__(self, fn, mma: MmaModel | None = None, arch: int = 90, reverse: bool = False,
                  traffic: SharedTraffic | None = None):
+        if not hasattr(fn, "params"):  # a @triton.jit kernel under TRITON_INTERPRET: its compiled form
+            fn = JITFunction(fn.fn, **fn.kwargs)
         self.fn, self.mma, self.arch, self.reverse = fn, mma, arch, reverse  # reverse: programs last to first
         self.traffic = traffic  # shared-memory wavefronts of every launch, if given
         self.warmups: list[dict] = []  # what each compile-only call compiled
@@ -101,9 +105,10 @@ class EmulatedKernel:
             runtime.append(value)
         return signature, constexprs, attrs, runtime
 
-    def compile(self, signature: dict, constexprs: dict, attrs: dict, num_warps: int) -> tuple[str, int]:
-        job = (self.fn.fn.__module__, self.fn.fn.__name__, signature, constexprs, attrs, num_warps, self.arch)
-        key = (*job[:2], tuple(signature.items()), tuple(constexprs.items()), tuple(sorted(attrs)), *job[5:])
+    def compile(self, signature: dict, constexprs: dict, attrs: dict, options: dict) -> tuple[str, int]:
+        job = (self.fn.fn.__module__, self.fn.fn.__name__, signature, constexprs, attrs, options, self.arch)
+        key = (*job[:2], tuple(signature.items()), tuple(constexprs.items()), tuple(sorted(attrs)),
+               tuple(sorted(options.items())), self.arch)
         if key not in _COMPILED:
             _COMPILED[key] = _compiler().submit(_compile_in_child, *job).result()
         return _COMPILED[key]
@@ -116,10 +121,12 @@ class EmulatedKernel:
     def _compile_for(self, args: tuple, kwargs: dict):
         """(num_warps, constexprs, attrs, runtime arguments, PTX, shared bytes) for one call."""
         kwargs = dict(kwargs)
-        num_warps = kwargs.pop("num_warps", 4)
+        options = {"num_warps": kwargs.pop("num_warps", 4)}
+        if "num_stages" in kwargs:  # software pipelining of Triton's loops
+            options["num_stages"] = kwargs.pop("num_stages")
         values = dict(zip((p.name for p in self.fn.params), args)) | kwargs
         signature, constexprs, attrs, runtime = self.specialize(values)
-        return num_warps, constexprs, attrs, runtime, *self.compile(signature, constexprs, attrs, num_warps)
+        return options["num_warps"], constexprs, attrs, runtime, *self.compile(signature, constexprs, attrs, options)
 
     def launch(self, grid: tuple, args: tuple, kwargs: dict) -> None:
         num_warps, constexprs, attrs, runtime, ptx, shared = self._compile_for(args, kwargs)
