@@ -2,12 +2,18 @@
 warp-wide ``mma.sp.m16n8k32`` with the ``spmma`` kernel's addressing around it (no GPU needed)."""
 
 import functools
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from repro.kernels import compress_24
-from repro.kernels.fragments import SpmmaConfig, to_fragments
+from repro.kernels.fragments import SpmmaConfig, WgmmaConfig, to_fragments
 from repro.pruning import nm_mask
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -79,6 +85,36 @@ SPMMA_CASES = [
 ]
 
 
+# (M, N, K, config) for the ``wgmma`` kernel: tails in M (not a multiple of T), N (not of 64) and
+# K (not of 32), an odd and an even count of steps after the first (the loop runs two at a time),
+# one k-block per step (x rows of 64 bytes: a narrower swizzle), two warpgroups, several token
+# groups, and split-K with even, uneven and empty runs
+WGMMA_CASES = [
+    (16, 64, 256, WgmmaConfig(G=1, T=16, U=2)),
+    (13, 70, 200, WgmmaConfig(G=1, T=16, U=2)),
+    (5, 64, 736, WgmmaConfig(G=1, T=16, U=1)),  # 23 steps
+    (29, 64, 736, WgmmaConfig(G=1, T=32, U=2)),  # 12 steps, the last one short
+    (40, 130, 512, WgmmaConfig(G=2, T=32, U=2)),
+    (64, 64, 4096, WgmmaConfig(G=1, T=64, U=4)),
+    (100, 96, 1000, WgmmaConfig(G=1, T=128, U=2)),
+    (200, 64, 256, WgmmaConfig(G=1, T=64, U=2)),  # four token groups
+    (13, 70, 1000, WgmmaConfig(G=1, T=16, U=2, split_k=3)),
+    (3, 64, 200, WgmmaConfig(G=1, T=16, U=1, split_k=8)),  # 7 k-blocks in 8 runs: one empty
+    (40, 130, 512, WgmmaConfig(G=2, T=32, U=2, split_k=2)),
+]
+
+
+def wgmma_case_ids() -> list[str]:
+    return [f"{m}x{n}x{k}-{cfg.label()}" for m, n, k, cfg in WGMMA_CASES]
+
+
+def run_wgmma_case(m, n, k, cfg, dtype, with_bias, meta_order=None, seed=0, device=DEVICE):
+    """``launch_wgmma`` on random inputs into a NaN-poisoned output: (out, fp64 reference)."""
+    from repro.kernels.gluon_wgmma import launch_wgmma
+
+    return _run_fragment_case(launch_wgmma, m, n, k, cfg, dtype, with_bias, meta_order, seed, device)
+
+
 def spmma_case_ids() -> list[str]:
     return [f"{m}x{n}x{k}-{cfg.label()}" for m, n, k, cfg in SPMMA_CASES]
 
@@ -87,12 +123,16 @@ def run_spmma_case(m, n, k, cfg, dtype, with_bias, meta_order=None, seed=0, devi
     """``launch_spmma`` on random inputs into a NaN-poisoned output: (out, fp64 reference)."""
     from repro.kernels.gluon_sp24 import launch_spmma
 
+    return _run_fragment_case(launch_spmma, m, n, k, cfg, dtype, with_bias, meta_order, seed, device)
+
+
+def _run_fragment_case(launch, m, n, k, cfg, dtype, with_bias, meta_order, seed, device):
     w = random_24(n, k, dtype=dtype, seed=seed)
     g = torch.Generator().manual_seed(seed + 1)
     x = torch.randn(m, k, generator=g).to(dtype=dtype, device=device)
     bias = torch.randn(n, generator=g).to(dtype=dtype, device=device) if with_bias else None
     out = torch.full((m, n), float("nan"), dtype=dtype, device=device)  # poisoned
-    launch_spmma(x, to_fragments(compress_24(w), meta_order), bias, out, cfg)
+    launch(x, to_fragments(compress_24(w), meta_order), bias, out, cfg)
     ref = x.double() @ w.double().T + (bias.double() if with_bias else 0)
     return out, ref
 
@@ -228,3 +268,20 @@ def mma_sp_warps(op: str, a, b, c, e, meta_reading: str = "pairs"):
     acc += d[:, lane // 4 + 8 * (reg // 2), 2 * (lane % 4) + reg % 2]
     out = acc.astype(np.float32).view(np.uint32).astype(np.uint64).reshape(-1, 4)
     return [out[:, i] for i in range(4)]
+
+
+def offline_compile_report(probe: str, *args: str) -> dict:
+    """Run ``probe`` (Python that compiles with ``bench/compile_offline.py`` and prints one JSON
+    line) in a child process from the repository root, without ``TRITON_INTERPRET``: the suite
+    sets it on CPU, and under it Gluon cannot compile."""
+    root = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = str(root / "lib")
+    done = subprocess.run(
+        [sys.executable, "-c", probe, *args], cwd=root, env=env, capture_output=True, text=True, timeout=300
+    )
+    if done.returncode:
+        if "No such file" in done.stderr and ("ptxas" in done.stderr or "nvdisasm" in done.stderr):
+            pytest.skip("this Triton install has no ptxas or nvdisasm")  # pragma: no cover
+        raise AssertionError(done.stderr[-3000:])
+    return json.loads(done.stdout.splitlines()[-1])

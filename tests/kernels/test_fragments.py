@@ -11,7 +11,7 @@ import torch
 from sp24_helpers import emulate_spmma, random_24
 
 from repro.kernels import compress_24
-from repro.kernels.fragments import to_fragments, token_tiles
+from repro.kernels.fragments import to_fragments, token_tiles, wgmma_columns
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -48,6 +48,24 @@ def test_fragment_registers_match_the_ptx_tables():
                 for j in range(4):
                     code = (word >> (16 * half + 4 * j)) & 0xF
                     assert code == ((row + 4 * q + j) % 3) | (3 << 2)
+
+
+def test_wgmma_order_puts_each_lanes_groups_where_its_dense_a_registers_are():
+    """The ``wgmma`` kernel expands a lane's fragment-order groups in place: under the permutation
+    of K, the columns of the groups lane ``(g, q)`` holds (``q``, ``q + 4``, read back from
+    ``to_fragments``) must be exactly the columns of the dense wgmma A fragment of lane ``q``
+    (PTX ISA: ``2q, 2q+1, 2q+8, 2q+9`` of each 16-column step)."""
+    perm = wgmma_columns()
+    assert sorted(perm.tolist()) == list(range(32))  # a permutation
+    w = torch.zeros(16, 32)
+    for group in range(8):
+        w[:, 4 * group : 4 * group + 2] = group + 1  # kept values name their group
+    regs = to_fragments(compress_24(w.half())).values.view(torch.float16).reshape(32, 4, 2)
+    for lane in range(32):
+        q = lane % 4
+        groups = {int(v) - 1 for v in regs[lane].flatten().tolist()}
+        columns = {int(perm[4 * group + j]) for group in groups for j in range(4)}
+        assert columns == {16 * half + 2 * q + d for half in (0, 1) for d in (0, 1, 8, 9)}
 
 
 def test_padding_uses_valid_metadata_and_zero_values():

@@ -8,15 +8,11 @@ compile.
 """
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from sp24_helpers import offline_compile_report
 
 pytest.importorskip("triton.experimental.gluon")
-ROOT = Path(__file__).resolve().parents[2]
 
 PROBE = """
 import json, sys
@@ -31,21 +27,7 @@ print(json.dumps(r))
 
 
 def _inspect(cfg: dict, dtype: str, bias: bool) -> dict:
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env["PYTHONPATH"] = str(ROOT / "lib")
-    done = subprocess.run(
-        [sys.executable, "-c", PROBE, json.dumps(cfg), dtype, "1" if bias else "0"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    if done.returncode:
-        if "No such file" in done.stderr and ("ptxas" in done.stderr or "nvdisasm" in done.stderr):
-            pytest.skip("this Triton install has no ptxas or nvdisasm")  # pragma: no cover
-        raise AssertionError(done.stderr[-3000:])
-    return json.loads(done.stdout.splitlines()[-1])
+    return offline_compile_report(PROBE, json.dumps(cfg), dtype, "1" if bias else "0")
 
 
 @pytest.mark.parametrize(

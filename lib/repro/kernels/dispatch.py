@@ -1,14 +1,15 @@
 """``sparse24_matmul``: pick, per shape, the fastest measured way to compute ``x @ W.T``.
 
 Candidates: our Triton kernels (``fma`` for tiny M, ``mma`` and ``expand`` on tensor cores, and
-``spmma``, the Gluon kernel on the sparse tensor cores, which reads the weight in fragment order),
+the two Gluon kernels that read the weight in fragment order: ``spmma`` on the sparse tensor cores
+and ``wgmma`` on Hopper's dense warpgroup MMA, the weight expanded in registers),
 cuBLAS on the dense weight (``cublas``) and PyTorch's semi-structured sparsity
 (``torch_semi_structured``, cuSPARSELt). The choice comes from a table measured by
 ``bench/sparse24.py`` and committed per GPU architecture (``dispatch_sm90.json``); a lookup is a
 dict hit after the first call for a shape.
 Shapes absent from the table use rules of thumb (``_default_choice``). A weight stored in fragment
-order (``Sparse24Fragments``) can only run ``spmma``, ``cublas`` or cuSPARSELt: where the table's
-choice is a planar-only kernel, the entry's ``fragments`` choice (the best measured of those three);
+order (``Sparse24Fragments``) can only run ``spmma``, ``wgmma``, ``cublas`` or cuSPARSELt: where the
+table's choice is a planar-only kernel, the entry's ``fragments`` choice (the best measured of those);
 with no such choice, or no entry, ``spmma_default``.
 
 On a CPU (or any non-CUDA device) the product is computed by a torch reference path on the
@@ -35,7 +36,7 @@ from .format import CompressedWeight
 
 log = logging.getLogger(__name__)
 
-METHODS = ("fma", "mma", "expand", "spmma", "cublas", "torch_semi_structured")
+METHODS = ("fma", "mma", "expand", "spmma", "wgmma", "cublas", "torch_semi_structured")
 _TABLE_DIR = Path(__file__).parent
 _state = {"warned_cpu": False, "dense_cache": True}
 
@@ -146,7 +147,7 @@ def _default_choice(n: int, k: int, m: int, sms: int) -> Choice:
 def _table_choice(
     table: dict, n: int, k: int, m: int, dtype: torch.dtype, layout: str = "planar"
 ) -> Choice | None:
-    from .fragments import SpmmaConfig
+    from .fragments import SpmmaConfig, WgmmaConfig
     from .triton_sp24 import KernelConfig
 
     rows = [
@@ -166,13 +167,15 @@ def _table_choice(
         return Choice(entry["method"])
     if entry["method"] == "spmma":
         return Choice("spmma", SpmmaConfig(**config))
+    if entry["method"] == "wgmma":
+        return Choice("wgmma", WgmmaConfig(**config))
     return Choice(entry["method"], KernelConfig(**config))
 
 
 # the methods that can read each layout (the planar weight derives fragments for spmma on demand)
 LAYOUT_METHODS = {
     "planar": METHODS,
-    "fragments": ("spmma", "cublas", "torch_semi_structured"),
+    "fragments": ("spmma", "wgmma", "cublas", "torch_semi_structured"),
 }
 
 
@@ -203,8 +206,8 @@ def _cached_choice(
         choice = spmma_default(m)  # unmeasured: keep to the stored bytes rather than a dense copy
     if choice is None:
         choice = _default_choice(n, k, m, _sm_count(device))
-    if choice.method == "spmma" and dtype not in (torch.float16, torch.bfloat16):
-        choice = _default_choice(n, k, m, _sm_count(device))  # mma.sp has no fp32 form
+    if choice.method in ("spmma", "wgmma") and dtype not in (torch.float16, torch.bfloat16):
+        choice = _default_choice(n, k, m, _sm_count(device))  # mma.sp and our wgmma have no fp32 form
     if choice.method == "fma" and choice.config.BM < m:
         choice = _default_choice(n, k, max(m, 3), _sm_count(device))  # fma would re-read W per M-tile
     if dtype == torch.bfloat16 and getattr(choice.config, "split_k", 1) > 1:

@@ -146,6 +146,64 @@ class SpmmaConfig:
         return asdict(self)
 
 
+def wgmma_columns() -> torch.Tensor:
+    """Where each of a k-block's 32 columns goes in the ``wgmma`` kernel's order of K.
+
+    A lane of the fragment order holds whole groups (``q`` and ``q + 4`` of rows ``g``, ``g + 8``);
+    the dense ``wgmma`` wants lane ``(g, q)`` to hold columns ``2q, 2q+1, 2q+8, 2q+9`` of each
+    16-column half. So group ``q + 4b`` (columns ``16b + 4q .. 16b + 4q + 3``) goes to
+    ``16b + 2q, 16b + 2q + 1, 16b + 2q + 8, 16b + 2q + 9``; x is stored in the same order, and a
+    permutation of K applied to both factors leaves the product unchanged."""
+    c = torch.arange(KBLOCK)
+    half, q, pair, j = c // 16, (c % 16) // 4, (c % 4) // 2, c % 2
+    return 16 * half + 8 * pair + 2 * q + j
+
+
+@dataclass(frozen=True)
+class WgmmaConfig:
+    """Tiling of the ``wgmma`` kernel (``gluon_wgmma.py``): each program runs ``64*G`` rows with
+    ``G`` warpgroups (``4*G`` warps) and ``T`` tokens (the MMA's N: 16 to 256 in steps of 16),
+    ``U`` k-blocks of 32 columns per step; ``split_k`` > 1 gives each program one of that many
+    runs of K (a third grid axis), whose fp32 partial sums meet in a workspace as in ``spmma``."""
+
+    G: int = 1
+    T: int = 64
+    U: int = 2
+    split_k: int = 1
+
+    @property
+    def num_warps(self) -> int:
+        return 4 * self.G
+
+    def check(self) -> None:
+        if self.G not in (1, 2):
+            raise ValueError(f"WgmmaConfig.G must be 1 or 2 warpgroups, got {self.G}")
+        if self.T not in (16, 32, 64, 128, 256):
+            raise ValueError(f"WgmmaConfig.T must be 16, 32, 64, 128 or 256 tokens, got {self.T}")
+        if self.U not in (1, 2, 4):
+            raise ValueError(f"WgmmaConfig.U must be 1, 2 or 4 k-blocks per step, got {self.U}")
+        if not 1 <= self.split_k <= 16:
+            raise ValueError(f"WgmmaConfig.split_k must be 1 (off) to 16 programs per tile, got {self.split_k}")
+
+    def grid(self, n: int, m: int) -> tuple[int, int, int]:
+        """Programs of a call with ``n`` output rows and ``m`` tokens: row groups, token groups, K splits."""
+        return -(-n // (64 * self.G)), -(-m // self.T), self.split_k
+
+    def label(self) -> str:
+        return f"g{self.G}t{self.T}u{self.U}" + (f"k{self.split_k}" if self.split_k > 1 else "")
+
+    @classmethod
+    def from_label(cls, label: str) -> WgmmaConfig:
+        """The configuration ``label()`` names."""
+        m = re.fullmatch(r"g(\d+)t(\d+)u(\d+)(?:k(\d+))?", label)
+        if not m:
+            raise ValueError(f"not a wgmma label: {label!r} (expected g<G>t<T>u<U>[k<n>])")
+        return cls(G=int(m[1]), T=int(m[2]), U=int(m[3]), split_k=int(m[4] or 1))
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
 @dataclass
 class Sparse24Fragments(CompressedWeight):
     """A 2:4 weight ``[N, K]`` in mma.sp fragment order (see the module docstring)."""

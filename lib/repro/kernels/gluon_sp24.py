@@ -385,23 +385,19 @@ def _fence(NUM_WARPS: gl.constexpr):
 
 
 @gluon.jit
-def _meet_splits(out, ws_ptr, flag_ptr, y_ptr, bias_ptr, m_out, n_out, ok, stride_ym,
+def _meet_splits(out, local, TILE: gl.constexpr, ws_ptr, flag_ptr, y_ptr, bias_ptr, m_out, n_out, ok, stride_ym,
                  HAS_BIAS: gl.constexpr, SPLIT_K: gl.constexpr, NUM_WARPS: gl.constexpr):
     """Split-K across programs without a memset or a second launch: every split stores its fp32
     partial sum, then counts itself in on its tile's flag; the split that arrives last adds all
     partial sums in split order (the same bits whichever split that is), writes ``y`` and puts
-    the flag back to 0 for the next launch. The workspace holds each program's registers in their
-    own order, ``[split, token group, row group, row tile, lane, token tile, register]``, so each
-    thread stores and loads runs of four floats and no mask is needed."""
-    LO: gl.constexpr = out.type.layout
-    RW: gl.constexpr = out.shape[0]
-    T: gl.constexpr = out.shape[2]
-    local = ((_index(RW, 0, LO, 4) * 32 + _index(32, 1, LO, 4)) * T + _index(T, 2, LO, 4)) * 4 + _index(4, 3, LO, 4)
+    the flag back to 0 for the next launch. The workspace is ``[split, token group, row group,
+    TILE]``: ``local`` places each of the program's ``TILE`` floats in its run, all in bounds, so
+    no mask is needed."""
     tile = gl.program_id(1) * gl.num_programs(0) + gl.program_id(0)
     tiles = gl.num_programs(0) * gl.num_programs(1)
     split = gl.program_id(2)
-    ws = ws_ptr + tile.to(gl.int64) * (RW * 128 * T) + local
-    STRIDE_SPLIT = tiles.to(gl.int64) * (RW * 128 * T)  # workspace floats between two splits
+    ws = ws_ptr + tile.to(gl.int64) * TILE + local
+    STRIDE_SPLIT = tiles.to(gl.int64) * TILE  # workspace floats between two splits
     gl.store(ws + split * STRIDE_SPLIT, out)
     _fence(NUM_WARPS)
     _cta_barrier()  # every thread's partial is stored (and fenced) before the count
@@ -538,7 +534,26 @@ def _spmma_kernel(
     if SPLIT_K == 1:
         _store_output(out, y_ptr, bias_ptr, m_out, n_out, ok, stride_ym, HAS_BIAS)
     else:
-        _meet_splits(out, ws_ptr, flag_ptr, y_ptr, bias_ptr, m_out, n_out, ok, stride_ym, HAS_BIAS, SPLIT_K, R * S)
+        # the workspace holds the registers in their own order, [row tile, lane, token tile,
+        # register]: each thread stores and loads runs of four floats
+        local = ((_index(R * W, 0, LO, 4) * 32 + lane) * T + _index(T, 2, LO, 4)) * 4 + reg
+        _meet_splits(out, local, R * W * 128 * T, ws_ptr, flag_ptr, y_ptr, bias_ptr, m_out, n_out, ok, stride_ym,
+                     HAS_BIAS, SPLIT_K, R * S)
+
+
+def fragment_kernel_args(x2d, w: Sparse24Fragments, bias, out, grid: tuple, split_k: int, tile_floats: int) -> tuple:
+    """The runtime arguments of the kernels that read fragment order (``spmma``, ``wgmma``), in
+    their order; with ``split_k`` > 1 the workspace (``tile_floats`` per output tile and split)
+    and the per-tile counters of ``_meet_splits``."""
+    m, k = x2d.shape
+    nt, kb = w.values.shape[:2]
+    if split_k > 1:
+        tiles = grid[0] * grid[1]
+        ws, flags = split_workspace(out.device, split_k * tiles * tile_floats), split_flags(out.device, tiles)
+    else:
+        ws, flags = out, out  # not read
+    bias_or_out = out if bias is None else bias
+    return (x2d, w.values, w.meta, bias_or_out, out, ws, flags, m, w.shape[0], k, nt, kb, x2d.stride(0), out.stride(0))
 
 
 def launch_spmma(
@@ -553,35 +568,11 @@ def launch_spmma(
     """Write ``x2d @ W.T (+ bias)`` into ``out`` [M, N] with the sparse-MMA kernel.
 
     ``warmup=True`` only compiles (usable under ``triton.AsyncCompileMode``)."""
-    m, k = x2d.shape
-    n = w.shape[0]
-    nt, kb = w.values.shape[:2]
     if x2d.stride(0) % 2 or x2d.data_ptr() % 4:  # x is read as aligned 4-byte pairs (K is even)
         x2d = x2d.clone(memory_format=torch.contiguous_format)  # a fresh, aligned copy
     cfg.check()
-    grid = cfg.grid(n, m)
-    if cfg.split_k > 1:
-        tiles = grid[0] * grid[1]
-        ws = split_workspace(out.device, cfg.split_k * tiles * 128 * cfg.R * cfg.W * cfg.T)
-        flags = split_flags(out.device, tiles)
-    else:
-        ws, flags = out, out  # not read
-    args = (
-        x2d,
-        w.values,
-        w.meta,
-        out if bias is None else bias,
-        out,
-        ws,
-        flags,
-        m,
-        n,
-        k,
-        nt,
-        kb,
-        x2d.stride(0),
-        out.stride(0),
-    )
+    grid = cfg.grid(w.shape[0], x2d.shape[0])
+    args = fragment_kernel_args(x2d, w, bias, out, grid, cfg.split_k, 128 * cfg.R * cfg.W * cfg.T)
     options = dict(
         HAS_BIAS=bias is not None,
         BF16=x2d.dtype == torch.bfloat16,

@@ -38,7 +38,7 @@ import triton.language as tl
 from .format import Sparse24Weight
 from .scratch import split_flags
 
-KERNELS = ("fma", "mma", "expand", "spmma")
+KERNELS = ("fma", "mma", "expand", "spmma", "wgmma")
 
 
 @dataclass(frozen=True)
@@ -367,7 +367,7 @@ def _sp24_fma_kernel(
 
 
 def _check_config(cfg: KernelConfig, kernel: str) -> None:
-    if kernel == "spmma":
+    if kernel in ("spmma", "wgmma"):
         cfg.check()
         return
     if kernel in ("mma", "expand") and (cfg.BM < 16 or cfg.BN < 16 or cfg.BP < 16):
@@ -412,7 +412,7 @@ def launch(
     *,
     warmup: bool = False,
 ) -> torch.Tensor:
-    """Run ``kernel`` ('fma', 'mma', 'expand' or 'spmma') writing ``x2d @ W.T (+ bias)`` into ``out``.
+    """Run ``kernel`` (one of ``KERNELS``) writing ``x2d @ W.T (+ bias)`` into ``out``.
 
     ``x2d`` [M, K] must have unit stride along K and ``out`` unit stride along N. With split-K,
     partial sums are added with atomics (round-off-level non-determinism) and no memset is needed.
@@ -422,6 +422,10 @@ def launch(
         from .gluon_sp24 import launch_spmma
 
         return launch_spmma(x2d, w.fragments(), bias, out, cfg, warmup=warmup)
+    if kernel == "wgmma":  # the Gluon kernel on the dense warpgroup MMA, weight expanded in registers
+        from .gluon_wgmma import launch_wgmma
+
+        return launch_wgmma(x2d, w.fragments(), bias, out, cfg, warmup=warmup)
     m, k = x2d.shape
     n = w.shape[0]
     pairs = k // 8

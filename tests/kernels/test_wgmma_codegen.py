@@ -1,0 +1,43 @@
+"""The ``wgmma`` kernel's generated code, compiled for sm_90a on any machine (no GPU needed).
+
+What the design needs and the PTX and ptxas show: the weight expanded inside each lane (two byte
+permutes per 2:4 group, no shuffles and no shared-memory reads in the loop), four ``wgmma`` per
+k-block pair of each step, no register spills, and the MMAs left asynchronous: ptxas serializes
+every ``wgmma`` (its C7515 notice) when something other than an MMA writes the accumulator while
+one is in flight, which an earlier form of this loop did.
+"""
+
+
+import pytest
+from sp24_helpers import offline_compile_report
+
+pytest.importorskip("triton.experimental.gluon")
+
+PROBE = """
+import json, sys
+sys.path.insert(0, "bench")
+from compile_offline import inspect_wgmma
+from repro.kernels.fragments import WgmmaConfig
+cfg, dtype, bias = WgmmaConfig.from_label(sys.argv[1]), sys.argv[2], sys.argv[3] == "1"
+r = inspect_wgmma(cfg, 90, dtype, bias)
+r.pop("ptx")
+print(json.dumps(r))
+"""
+
+
+def _inspect(label: str, dtype: str, bias: bool) -> dict:
+    return offline_compile_report(PROBE, label, dtype, "1" if bias else "0")
+
+
+@pytest.mark.parametrize(
+    "label, dtype, bias", [("g1t64u2", "fp16", False), ("g2t32u4k4", "bf16", True), ("g1t16u1", "fp16", False)]
+)
+def test_loop_expands_in_lane_and_keeps_the_mmas_in_flight(label, dtype, bias):
+    r = _inspect(label, dtype, bias)
+    u = int(label.split("u")[1][0])
+    steps = 2  # the loop runs two steps per iteration (two sets of A registers)
+    assert r["wgmma"] == steps * 2 * u  # one per 16 columns: two per 32-column k-block
+    assert r["prmt"] == steps * u * 4 * 2  # per k-block a lane expands 4 groups, 2 permutes each
+    assert r["shared_loads"] == 0 and r["shuffles"] == 0
+    assert not r["serialized"], "ptxas serialized the wgmma pipeline (C7515)"
+    assert r["spills"] == 0 and r["regs"] <= 255

@@ -1,0 +1,63 @@
+"""The Gluon ``wgmma`` kernel (dense warpgroup MMA, 2:4 weight expanded in registers) on a Hopper GPU.
+
+On CPU these tests are skipped; the same cases run there on the compiled PTX through the emulator
+(``test_wgmma_ptx.py``). Tolerance as for ``spmma``: max |y - ref| / max |ref| against fp64.
+"""
+
+import pytest
+import torch
+from sp24_helpers import DEVICE, WGMMA_CASES, random_24, rel_err, run_wgmma_case, wgmma_case_ids
+
+from repro.kernels import compress_24, sparse24_matmul
+from repro.kernels.fragments import WgmmaConfig
+
+pytestmark = pytest.mark.skipif(
+    DEVICE != "cuda" or torch.cuda.get_device_capability()[0] != 9,
+    reason="wgmma needs an sm_90 (Hopper) CUDA GPU",
+)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("m, n, k, cfg", WGMMA_CASES, ids=wgmma_case_ids())
+def test_wgmma_matches_dense_masked_matmul(m, n, k, cfg, dtype):
+    out, ref = run_wgmma_case(m, n, k, cfg, dtype, with_bias=(m % 2 == 1), seed=m + n)
+    assert not out.isnan().any(), "some output elements were never written"
+    assert rel_err(out, ref) < (5e-3 if dtype == torch.float16 else 2e-2)
+
+
+def test_wgmma_reads_metadata_words_in_either_order():
+    out, ref = run_wgmma_case(40, 130, 512, WgmmaConfig(G=2, T=32, U=2), torch.float16, False, "rows")
+    assert rel_err(out, ref) < 5e-3
+
+
+def test_dispatcher_runs_wgmma_from_a_table():
+    from repro.kernels import dispatch
+
+    n, k, m = 128, 512, 64
+    table = {"entries": [dict(N=n, K=k, M=m, method="wgmma", config=WgmmaConfig(G=1, T=64, U=2).as_dict())]}
+    dispatch.use_table(table)
+    try:
+        w = random_24(n, k)
+        for layout in ("planar", "fragments"):
+            w24 = compress_24(w) if layout == "planar" else compress_24(w).fragments()
+            assert dispatch.choose(w24, m).method == "wgmma"
+            x = torch.randn(m, k, device=DEVICE, dtype=torch.float16)
+            assert rel_err(sparse24_matmul(x, w24), x.double() @ w.double().T) < 5e-3
+    finally:
+        dispatch.use_table(None)
+
+
+def test_split_k_gives_the_same_bits_every_launch_and_leaves_its_counters_at_zero():
+    from repro.kernels.gluon_wgmma import launch_wgmma
+    from repro.kernels.scratch import split_flags
+
+    w = compress_24(random_24(4096, 4096)).fragments()
+    x = torch.randn(64, 4096, device=DEVICE, dtype=torch.float16)
+    cfg = WgmmaConfig(G=1, T=64, U=2, split_k=4)
+    outs = []
+    for _ in range(5):
+        out = torch.full((64, 4096), float("nan"), device=DEVICE, dtype=torch.float16)
+        outs.append(launch_wgmma(x, w, None, out, cfg))
+    assert int(split_flags(x.device, 1).abs().sum()) == 0
+    assert all(torch.equal(outs[0], o) for o in outs[1:])
+    assert rel_err(outs[0], x.double() @ w.decompress().double().T) < 5e-3

@@ -1,0 +1,93 @@
+"""The ``wgmma`` kernel's compiled PTX, run on the CPU by ``ptx_emulator`` (no GPU needed).
+
+The kernel is compiled for sm_90a with the specialization its launcher would get and every
+instruction runs in the emulator, ``wgmma.mma_async`` included (the PTX ISA's register fragments
+and shared-memory matrix descriptors, checked in ``test_ptx_wgmma.py`` against Triton's own
+``tl.dot``). The emulator also refuses what the hardware would silently get wrong: rewriting the A
+registers or the x buffer of an MMA still in flight, a shared-memory write the MMA's async proxy
+was not fenced for, and any out-of-bounds or misaligned access.
+"""
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from ptx_emulator import SharedTraffic
+from ptx_launch import EmulatedKernel
+from sp24_helpers import WGMMA_CASES, rel_err, run_wgmma_case, wgmma_case_ids
+
+from repro.kernels import gluon_wgmma
+from repro.kernels.fragments import WgmmaConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+
+from sp24.common import MS  # noqa: E402
+from sp24.sweep import wgmma_configs  # noqa: E402
+
+KERNEL = gluon_wgmma._wgmma_kernel
+
+
+@pytest.fixture
+def gpu(monkeypatch):
+    """Swap the kernel for its emulated PTX."""
+
+    def use(traffic: SharedTraffic | None = None, reverse: bool = False) -> EmulatedKernel:
+        kernel = EmulatedKernel(KERNEL, traffic=traffic, reverse=reverse)
+        monkeypatch.setattr(gluon_wgmma, "_wgmma_kernel", kernel)
+        return kernel
+
+    return use
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("m, n, k, cfg", WGMMA_CASES, ids=wgmma_case_ids())
+def test_compiled_wgmma_matches_dense_masked_matmul(gpu, m, n, k, cfg, dtype):
+    kernel = gpu()
+    out, ref = run_wgmma_case(m, n, k, cfg, dtype, with_bias=(m % 2 == 1), seed=m + n, device="cpu")
+    assert not out.isnan().any(), "some output elements were never written"
+    assert rel_err(out, ref) < (5e-3 if dtype == torch.float16 else 2e-2)
+    assert kernel.launches[-1]["num_warps"] == cfg.num_warps
+
+
+@pytest.mark.parametrize("cfg", [WgmmaConfig(G=1, T=16, U=2), WgmmaConfig(G=2, T=32, U=1, split_k=2)])
+def test_metadata_words_in_either_order(gpu, cfg):
+    """The fragment format can hold its metadata words in the other reading of the PTX figure
+    (``meta_order="rows"``, for hardware that would follow it); the expansion reads both."""
+    gpu()
+    out, ref = run_wgmma_case(13, 70, 1000, cfg, torch.float16, with_bias=False, meta_order="rows", device="cpu")
+    assert rel_err(out, ref) < 5e-3
+
+
+def _sweep() -> list[tuple[int, WgmmaConfig]]:
+    """Every configuration the benchmark times, with the smallest of its token counts."""
+    first = {}
+    for m in MS:
+        for cfg in wgmma_configs(m):
+            first.setdefault(cfg, m)
+    return [(m, cfg) for cfg, m in first.items()]
+
+
+@pytest.mark.parametrize("m, cfg", _sweep(), ids=[cfg.label() for _, cfg in _sweep()])
+def test_every_benchmark_configuration_is_correct(gpu, m, cfg):
+    """N and K multiples of 16, like the LLaMA shapes: the same divisibility hints, so the same
+    PTX the benchmark will run (a smaller grid of it)."""
+    gpu()
+    out, ref = run_wgmma_case(m, 128, 512, cfg, torch.float16, with_bias=False, seed=m, device="cpu")
+    assert not out.isnan().any(), "some output elements were never written"
+    assert rel_err(out, ref) < 5e-3
+
+
+def test_split_k_gives_the_same_bits_whichever_split_finishes_last(gpu):
+    """As for ``spmma``: the last split to count in adds all partial sums in split order."""
+    from repro.kernels.scratch import split_flags
+
+    cfg = WgmmaConfig(G=1, T=16, U=1, split_k=3)
+    outs = []
+    for reverse in (False, True):
+        gpu(reverse=reverse)
+        out, ref = run_wgmma_case(13, 70, 1000, cfg, torch.float16, with_bias=True, seed=3, device="cpu")
+        assert rel_err(out, ref) < 5e-3
+        assert int(split_flags(torch.device("cpu"), 1).abs().sum()) == 0
+        outs.append(out)
+    assert torch.equal(outs[0], outs[1])
