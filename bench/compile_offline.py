@@ -1,13 +1,17 @@
-"""Compile the ``spmma`` kernel for a GPU architecture without a GPU, and report what ptxas says.
+"""Compile the Gluon kernels for a GPU architecture without a GPU, and report what ptxas says.
 
-    PYTHONPATH=lib python bench/compile_offline.py [--arch 90] [--dtype fp16|bf16] [--out DIR]
+    PYTHONPATH=lib python bench/compile_offline.py [--arch 90] [--dtype fp16|bf16] [--bias]
+        [--kernel spmma|wgmma|both] [--out DIR]
 
 For every configuration of the benchmark's sweep (``bench/sp24/sweep.py``): registers, spills,
 shared memory, and per loop iteration the ``mma.sp`` count, the 16-byte and 4-byte global loads,
 and any shared-memory traffic (there should be none inside the loop); and from the machine code
 (``sp24/sass.py``) the weight bytes a warp fetches per memory round trip its loop waits for, the
 memory parallelism a decode-size product lives on. With ``--out`` it also writes each kernel's PTX.
-This is how the kernel was checked before any GPU time was spent on it; it needs only the
+For ``wgmma``: registers, spills, shared memory, per loop iteration the ``wgmma``s, the byte
+permutes of the expansion (``prmt``) and the shared-memory accesses, and whether ptxas had to
+serialize the asynchronous MMAs (its C7515 notice), which would leave nothing in flight.
+This is how the kernels were checked before any GPU time was spent on them; it needs only the
 installed Triton (its bundled ``ptxas`` and ``nvdisasm``).
 """
 
@@ -26,11 +30,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import triton  # noqa: E402
 from sp24.common import MS  # noqa: E402
 from sp24.sass import disassemble, main_loop, round_trips  # noqa: E402
-from sp24.sweep import spmma_configs  # noqa: E402
+from sp24.sweep import spmma_configs, wgmma_configs  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.experimental.gluon._runtime import GluonASTSource  # noqa: E402
 
-from repro.kernels import gluon_sp24  # noqa: E402
+from repro.kernels import gluon_sp24, gluon_wgmma  # noqa: E402
 
 # pointers and the usual LLaMA-shape integers are 16-aligned: the launcher would specialize them so
 ALIGNED = ("x_ptr", "v_ptr", "e_ptr", "bias_ptr", "y_ptr", "ws_ptr", "flag_ptr", "N", "K", "stride_xm", "stride_ym")
@@ -51,21 +55,59 @@ def compile_config(cfg, arch: int, dtype: str, bias: bool):
     return triton.compile(src, target=GPUTarget("cuda", arch, 32), options={"num_warps": cfg.num_warps})
 
 
+def compile_wgmma(cfg, arch: int, dtype: str, bias: bool, meta_rows: bool = False):
+    scalars = ("M", "N", "K", "NT", "KB", "stride_xm", "stride_ym")
+    signature = {"x_ptr": f"*{dtype}", "v_ptr": "*i32", "e_ptr": "*i32", "bias_ptr": f"*{dtype}", "y_ptr": f"*{dtype}"}
+    signature |= {"ws_ptr": "*fp32", "flag_ptr": "*i32"}
+    signature |= {name: "i32" for name in scalars}
+    constants = dict(HAS_BIAS=bias, G=cfg.G, T=cfg.T, U=cfg.U, SPLIT_K=cfg.split_k, META_ROWS=meta_rows)
+    signature |= {name: "constexpr" for name in constants}
+    names = list(signature)
+    attrs = {(names.index(name),): [["tt.divisibility", 16]] for name in ALIGNED}
+    src = GluonASTSource(gluon_wgmma._wgmma_kernel, signature, constexprs=constants, attrs=attrs)
+    return triton.compile(src, target=GPUTarget("cuda", arch, 32), options={"num_warps": cfg.num_warps})
+
+
+def inspect_wgmma(cfg, arch: int = 90, dtype: str = "fp16", bias: bool = False) -> dict:
+    """Compile one ``wgmma`` configuration and count what its loop does (see the module docstring)."""
+    kernel = compile_wgmma(cfg, arch, dtype, bias)
+    ptx = kernel.asm["ptx"]
+    start = ptx.find("Inner Loop Header")
+    body = ptx[start : ptx.find("wgmma.wait_group.sync.aligned 0", start)]  # the loop, up to the last wait
+    err = ptxas_stderr(ptx, arch)
+    return dict(
+        regs=int(re.search(r"Used (\d+) registers", err).group(1)),
+        spills=int(re.search(r"(\d+) bytes spill stores", err).group(1)),
+        shared=kernel.metadata.shared,
+        wgmma=len(re.findall(r"wgmma\.mma_async", body)),
+        prmt=len(re.findall(r"prmt\.b32", body)),
+        shared_loads=len(re.findall(r"ld\.shared|ldmatrix", body)),
+        shuffles=len(re.findall(r"shfl\.sync", body)),
+        serialized="C7515" in err,
+        ptx=ptx,
+    )
+
+
 def loop_body(ptx: str) -> str:
     start = ptx.find("Inner Loop Header")
     end = ptx.find(" bra ", start)
     return ptx[start:end] if start >= 0 else ""
 
 
-def ptxas_report(ptx: str, arch: int) -> str:
-    """'<registers> <spill bytes>' as ptxas -v reports them."""
+def ptxas_stderr(ptx: str, arch: int) -> str:
+    """What ``ptxas -v`` says about the kernel (registers, spills, performance notices)."""
     ptxas = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
     with tempfile.NamedTemporaryFile("w", suffix=".ptx") as f:
         f.write(ptx)
         f.flush()
-        err = subprocess.run(
+        return subprocess.run(
             [str(ptxas), f"-arch=sm_{arch}a", "-v", f.name, "-o", "/dev/null"], capture_output=True, text=True
         ).stderr
+
+
+def ptxas_report(ptx: str, arch: int) -> str:
+    """'<registers> <spill bytes>' as ptxas -v reports them."""
+    err = ptxas_stderr(ptx, arch)
     regs = re.search(r"Used (\d+) registers", err)
     spills = re.search(r"(\d+) bytes spill stores", err)
     return f"{regs.group(1) if regs else '?':>4} {spills.group(1) if spills else '?':>6}"
@@ -105,10 +147,31 @@ def main() -> None:
     ap.add_argument("--arch", type=int, default=90)
     ap.add_argument("--dtype", choices=("fp16", "bf16"), default="fp16")
     ap.add_argument("--bias", action="store_true")
+    ap.add_argument("--kernel", choices=("spmma", "wgmma", "both"), default="both")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
-    configs = list(dict.fromkeys(cfg for m in MS for cfg in spmma_configs(m)))
     print(f"triton {triton.__version__}, sm_{args.arch}a, {args.dtype}")
+    if args.kernel in ("spmma", "both"):
+        report_spmma(args)
+    if args.kernel in ("wgmma", "both"):
+        report_wgmma(args)
+
+
+def report_wgmma(args) -> None:
+    print("config        regs spills shared  wgmma prmt shared-loads shuffles  serialized")
+    for cfg in dict.fromkeys(cfg for m in MS for cfg in wgmma_configs(m)):
+        r = inspect_wgmma(cfg, args.arch, args.dtype, args.bias)
+        print(
+            f"{cfg.label():12} {r['regs']:5} {r['spills']:6} {r['shared']:6} {r['wgmma']:6} {r['prmt']:4}"
+            f" {r['shared_loads']:12} {r['shuffles']:8}  {'yes (C7515)' if r['serialized'] else 'no'}"
+        )
+        if args.out:
+            args.out.mkdir(parents=True, exist_ok=True)
+            (args.out / f"wgmma_{cfg.label()}_{args.dtype}.ptx").write_text(r["ptx"])
+
+
+def report_spmma(args) -> None:
+    configs = list(dict.fromkeys(cfg for m in MS for cfg in spmma_configs(m)))
     print("config             regs spills shared  mma.sp ld.v4 ld.b32 shared-ops  KiB/warp/trip")
     for cfg in configs:
         r = inspect_config(cfg, args.arch, args.dtype, args.bias)

@@ -20,7 +20,7 @@ echo "spmma probe:"; tail -20 "$OUT/spmma-probe.txt"
 if [ "$order" = "pairs" ] || [ "$order" = "rows" ]; then
   export REPRO_SPMMA_META_ORDER=$order
 else
-  export REPRO_BENCH_KERNELS=fma,mma,expand  # benchmark without it
+  export REPRO_BENCH_KERNELS=fma,mma,expand,wgmma  # benchmark without it (wgmma decodes the words itself)
 fi
 workers=$(python3 -c "import xdist" 2>/dev/null && echo "-n 8" || echo "")
 # the PTX-emulator tests are the CPU stand-ins for test_spmma_gpu.py and this benchmark, and the

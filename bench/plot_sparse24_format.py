@@ -6,7 +6,9 @@
   ``compress_24`` (every kept weight coloured by the plane it lands in);
 - ``sparse24-fragments.png``: which lane and register of the warp holds each kept value of one
   16×32 tile in ``spmma``'s fragment order, from ``to_fragments`` (labels read back from a tile of
-  numbered values, not from the formula in its docstring).
+  numbered values, not from the formula in its docstring);
+- ``wgmma-columns.png``: the order of K the ``wgmma`` kernel multiplies in (``wgmma_columns``),
+  each column coloured by the lane that holds its group in fragment order.
 
 ``make book`` runs it; the figures are build outputs (book/generated/ is not committed).
 """
@@ -26,7 +28,7 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
 
 from repro.kernels import compress_24  # noqa: E402
-from repro.kernels.fragments import GROUPS, KBLOCK, LANES, ROWS, to_fragments  # noqa: E402
+from repro.kernels.fragments import GROUPS, KBLOCK, LANES, ROWS, to_fragments, wgmma_columns  # noqa: E402
 from repro.plotting import PALETTE, figure_script_out  # noqa: E402
 
 PLANES = ("v0, even groups", "v1, even groups", "v0, odd groups", "v1, odd groups")
@@ -153,11 +155,38 @@ def plot_fragments(path: Path) -> None:
     plt.close(fig)
 
 
+def plot_wgmma_columns(path: Path) -> None:
+    lane, _ = fragment_owner()
+    holder = lane[0, ::2] % 4  # q of the lane holding each group (its v0), read back from to_fragments
+    perm = wgmma_columns().numpy()
+    fig, ax = plt.subplots(figsize=(9.5, 2.9), layout="constrained")
+    for c in range(KBLOCK):
+        q = holder[c // 4]
+        for x, y in ((c, 1), (perm[c], 0)):
+            ax.add_patch(plt.Rectangle((x - 0.45, y - 0.3), 0.9, 0.6, color=PALETTE[q]))
+            ax.text(x, y, str(c), ha="center", va="center", fontsize=7, color="white")
+        ax.plot([c, perm[c]], [0.7, 0.3], color=PALETTE[q], lw=0.8)
+    ax.set_xlim(-0.8, KBLOCK - 0.2)
+    ax.set_ylim(-0.5, 1.5)
+    ax.set_yticks([0, 1], ["order of K in the MMA\n(x stored so)", "column of W and x"], fontsize=8)
+    ax.set_xticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=PALETTE[q]) for q in range(4)]
+    ax.legend(handles, [f"lanes q = {q}" for q in range(4)], loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
+    ax.set_title(
+        "wgmma: each lane's two 2:4 groups move to the columns its dense A registers hold", fontsize=10
+    )
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def main() -> None:
     out = figure_script_out(__doc__.splitlines()[0])
     plot_format(out / "sparse24-format.png")
     plot_fragments(out / "sparse24-fragments.png")
-    print(f"wrote sparse24-format.png and sparse24-fragments.png in {out}")
+    plot_wgmma_columns(out / "wgmma-columns.png")
+    print(f"wrote sparse24-format.png, sparse24-fragments.png and wgmma-columns.png in {out}")
 
 
 if __name__ == "__main__":

@@ -154,6 +154,11 @@ def test_sweep_configurations_are_valid_and_splits_keep_two_steps(kernel):
                 assert 8 * base.T >= min(m, 64) or (m <= 32 and 4 * 8 * base.T >= m)
                 assert with_splits(base, 4096, m, 4096) == [base]
                 continue
+            if kernel == "wgmma":  # from 16 tokens; a token tile of at most M, every K split at
+                # least two steps long on the shortest K
+                assert 16 <= base.T <= m and 4096 // (32 * base.U) // base.split_k >= 2
+                assert with_splits(base, 4096, m, 4096) == [base]
+                continue
             for n, k in SHAPES:
                 for cfg in with_splits(base, n, m, k):
                     steps = k // 8 // cfg.BP

@@ -12,7 +12,7 @@ from repro.kernels import dispatch
 SHAPES = [(4096, 4096), (11008, 4096), (4096, 11008)]  # LLaMA-7B linears: q/k/v/o, gate/up, down
 # our kernels; $REPRO_BENCH_KERNELS (comma-separated) narrows the list, e.g. when gpu_check.sh's
 # probe finds that spmma does not work on the GPU at hand
-KERNELS = tuple(os.environ.get("REPRO_BENCH_KERNELS", "fma,mma,expand,spmma").split(","))
+KERNELS = tuple(os.environ.get("REPRO_BENCH_KERNELS", "fma,mma,expand,spmma,wgmma").split(","))
 MS = [1, 4, 8, 16, 32, 64, 128, 512, 2048]
 QUICK_MS = [1, 16, 128]
 COPIES = 8  # weight copies cycled through by the streamed timing (> 2x the L2 in bytes)

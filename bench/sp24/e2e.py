@@ -67,7 +67,7 @@ def bench_e2e(info, timer, layers: int, ctx: int, batches, log, dims=LLAMA_7B) -
     sparse = copy.deepcopy(dense)
     swapped = to_sparse24(sparse)
     models = [("dense", dense), ("sparse24", sparse)]
-    if "spmma" in KERNELS:  # also the fragment-order layout: only the spmma copy, no planar one
+    if {"spmma", "wgmma"} & set(KERNELS):  # also the fragment-order layout: only that copy, no planar one
         fragments = copy.deepcopy(dense)
         to_sparse24(fragments, layout="fragments")
         models.append(("sparse24_fragments", fragments))

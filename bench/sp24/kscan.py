@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from repro.kernels import compress_24, dispatch
+from repro.kernels import compress_24, dispatch, triton_sp24
 from repro.pruning import nm_mask
 
 from .common import TOL, record, rel_err
@@ -37,7 +37,7 @@ def _methods(table, n: int, m: int) -> dict:
     if measured:
         for layout in ("planar", "fragments"):
             choice = dispatch._table_choice(table, n, measured[0], m, torch.float16, layout)
-            if choice.method in ("fma", "mma", "expand", "spmma"):
+            if choice.method in triton_sp24.KERNELS:  # ours (not cuBLAS or cuSPARSELt)
                 methods.setdefault(choice.method, choice)
     return methods
 

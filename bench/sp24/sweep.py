@@ -14,6 +14,7 @@ from repro.pruning import nm_mask
 from .common import COPIES, KERNELS, TOL, record, recs_at, rel_err
 
 SPLITS = [1, 2, 3, 4, 6, 8, 12, 16]
+GLUON = ("spmma", "wgmma")  # the kernels that read the weight in fragment order
 
 
 def spmma_configs(m: int):
@@ -110,11 +111,37 @@ _CHAINED = {
 }
 
 
+# ``wgmma`` (dense warpgroup MMA on the weight expanded in registers) from 16 tokens: programs of
+# 64 or 128 rows (``g1``, ``g2``) and a token tile T of the MMA's width, split-K so that 4096-row
+# layers still give 128-256 programs. All compile for sm_90a with Triton 3.6 without spills
+# (fp16, and bf16 with bias); ptxas keeps the MMAs asynchronous in all (no C7515 warning)
+_WGMMA = {
+    16: ("g1t16u2", "g1t16u4", "g1t16u2k2", "g1t16u4k4", "g2t16u4k4"),
+    32: ("g1t32u2", "g1t32u2k2", "g1t32u4k4", "g2t32u2k4", "g2t32u4k4", "g1t32u4k2"),
+    64: ("g1t64u2", "g1t64u2k2", "g1t64u2k4", "g2t64u2k4", "g2t64u4k4", "g2t64u4", "g2t32u4k4"),
+    128: ("g2t128u2", "g1t128u2k2", "g2t64u4k4", "g1t64u2k4", "g2t64u2k2"),
+    512: ("g2t128u2", "g2t64u4"),
+}
+
+
+def wgmma_configs(m: int):
+    """The ``wgmma`` tilings timed at ``m`` tokens (``_WGMMA``; none below 16 tokens, where the
+    64-row MMA would multiply mostly padding and ``spmma`` reads less)."""
+    from repro.kernels.fragments import WgmmaConfig
+
+    if m < 16:
+        return []
+    key = max(t for t in _WGMMA if t <= m)
+    return [WgmmaConfig.from_label(label) for label in _WGMMA[key]]
+
+
 def kernel_configs(kernel: str, m: int):
     from repro.kernels.triton_sp24 import KernelConfig as C
 
     if kernel == "spmma":  # sparse tensor cores; its own split-K is part of the configuration
         return spmma_configs(m)
+    if kernel == "wgmma":
+        return wgmma_configs(m)
     if kernel == "fma":  # CUDA-core select-X: only while its arithmetic hides under the loads
         if m > 8:
             return []
@@ -164,7 +191,7 @@ def kernel_configs(kernel: str, m: int):
 def with_splits(cfg, n: int, m: int, k: int):
     from dataclasses import replace
 
-    if not hasattr(cfg, "BP"):  # spmma: its split-K is part of its configuration (the sweep's labels)
+    if not hasattr(cfg, "BP"):  # spmma, wgmma: split-K is part of the configuration (the sweep's labels)
         return [cfg]
     steps = k // 8 // cfg.BP
     tiles = -(-n // cfg.BN) * -(-m // cfg.BM)
@@ -190,11 +217,11 @@ def precompile(x, w, out, ms, log=print):
             for cfg in kernel_configs(kernel, m):
                 if hasattr(cfg, "BP"):  # a Triton kernel: its plain and its atomic (split-K) variant
                     jobs += [(kernel, replace(cfg, split_k=s)) for s in (1, 2)]
-                else:  # spmma: its split-K is part of the configuration, each count its own compile
+                else:  # spmma, wgmma: split-K is part of the configuration, each count its own compile
                     jobs.append((kernel, cfg))
     jobs = list(dict.fromkeys(jobs))
-    # the Gluon kernel in its own batch: if its compiles fail, the Triton kernels' still ran
-    batches = [[j for j in jobs if j[0] != "spmma"], [j for j in jobs if j[0] == "spmma"]]
+    # each Gluon kernel in its own batch: if its compiles fail, the other kernels' still ran
+    batches = [[j for j in jobs if j[0] not in GLUON]] + [[j for j in jobs if j[0] == g] for g in GLUON]
     t0 = time.time()
     for batch in batches:
         try:
@@ -226,7 +253,7 @@ def bench_shape(info, timer, n, k, ms, log) -> list[dict]:
         w_ss, ss_bytes, ss_error = None, None, f"{type(exc).__name__}: {exc}"[:200]
     dense_copies = [dense] + [dense.clone() for _ in range(COPIES - 1)]
     w_copies = [w] + [type(w)(w.values.clone(), w.meta.clone(), w.shape) for _ in range(COPIES - 1)]
-    if "spmma" in KERNELS:  # its fragment-order copies, built before any timing
+    if set(GLUON) & set(KERNELS):  # their fragment-order copies, built before any timing
         for c in w_copies:
             c.fragments()
     recs = []

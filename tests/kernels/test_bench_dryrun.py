@@ -5,7 +5,7 @@ have never run on a GPU: the fragment-order weight copies, that kernel's sweep a
 its dispatch-table entries, the dispatcher routing to it, the fragment-layout model end to end,
 the report and the ingest of the run. A Python error in any of them would cost a session's
 measurements. Here every line of them runs, on one small layer: the Triton kernels in Triton's
-interpreter, the Gluon ``spmma`` kernel as its compiled PTX in ``ptx_emulator``.
+interpreter, the Gluon kernels (``spmma``, ``wgmma``) as their compiled PTX in ``ptx_emulator``.
 
 Only the timer is a stand-in. It runs each timed call once and charges a fixed cost per kernel
 that ran (``COST_US``), so the decisions the benchmark makes from its times (the dispatch table,
@@ -22,8 +22,8 @@ import torch
 from ptx_launch import EmulatedKernel
 from sp24_helpers import mma_sp_warps
 
-from repro.kernels import dispatch, gluon_sp24, triton_sp24
-from repro.kernels.fragments import SpmmaConfig
+from repro.kernels import dispatch, gluon_sp24, gluon_wgmma, triton_sp24
+from repro.kernels.fragments import SpmmaConfig, WgmmaConfig
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 sys.path.insert(0, str(BENCH))
@@ -38,9 +38,10 @@ pytestmark = pytest.mark.skipif(
 )
 
 N, K = 64, 256  # multiples of 16 like the LLaMA shapes, so the kernels get the same specializations
-MS = [1, 128]  # fma and spmma's one-token-tile sweep at 1; spmma's eight token tiles and cuBLAS at 128
-COST_US = {"spmma": 8.0, "fma": 12.0, "mma": 20.0, "expand": 24.0}  # per launch, for M <= 16
-LARGE_M_FACTOR = 2.5  # above M = 16 every kernel is charged 2.5x, which hands M = 128 to cuBLAS
+MS = [1, 128]  # fma and spmma's one-token-tile sweep at 1; spmma's eight token tiles and wgmma at 128
+COST_US = {"spmma": 8.0, "fma": 12.0, "mma": 20.0, "expand": 24.0, "wgmma": 10.0}  # per launch, for M <= 16
+# above M = 16 every kernel but wgmma is charged 2.5x, which hands M = 128 to wgmma (10 us < cuBLAS's 16)
+LARGE_M_FACTOR = {"wgmma": 1.0}
 CUBLAS_US = 16.0  # a call that launched none of our kernels
 E2E_DIMS = dict(hidden=64, inter=128, heads=2)
 KSCAN = (N, (1,), (128, 256))  # the fixed-cost sweep: width, Ms, Ks
@@ -77,7 +78,7 @@ class ChargingTimer:
         start = len(self.launched)
         fn()
         ran = self.launched[start:]
-        return sum(COST_US[k] * (1 if m <= 16 else LARGE_M_FACTOR) for k, m in ran) if ran else CUBLAS_US
+        return sum(_cost(k, m) for k, m in ran) if ran else CUBLAS_US
 
     def median_us(self, fn, reps=30):
         return self.charge(fn)
@@ -99,19 +100,25 @@ class ChargingTimer:
         return self.charge(fn)
 
 
-@pytest.fixture(scope="module")
-def spmma_kernel():
-    """The Gluon kernel as its emulated PTX (it records what it compiled and launched)."""
-    return EmulatedKernel(gluon_sp24._spmma_kernel, mma=mma_sp_warps)
+def _cost(kernel: str, m: int) -> float:
+    return COST_US[kernel] * (1 if m <= 16 else LARGE_M_FACTOR.get(kernel, 2.5))
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, spmma_kernel):
+def gluon_kernels():
+    """The Gluon kernels as their emulated PTX (they record what they compiled and launched)."""
+    return dict(spmma=EmulatedKernel(gluon_sp24._spmma_kernel, mma=mma_sp_warps),
+                wgmma=EmulatedKernel(gluon_wgmma._wgmma_kernel))
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, gluon_kernels):
     """One dry run of the benchmark: (output folder, records, log lines, Markdown report)."""
     out = tmp_path_factory.mktemp("bench-out")
     timer, lines = ChargingTimer(), []
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(gluon_sp24, "_spmma_kernel", spmma_kernel)
+        mp.setattr(gluon_sp24, "_spmma_kernel", gluon_kernels["spmma"])
+        mp.setattr(gluon_wgmma, "_wgmma_kernel", gluon_kernels["wgmma"])
         spied = timer.spy(triton_sp24.launch)
         mp.setattr(triton_sp24, "launch", spied)
         mp.setitem(dispatch._state, "launch", spied)
@@ -127,18 +134,19 @@ def run(tmp_path_factory, spmma_kernel):
     return out, json.loads((out / "sparse24.json").read_text()), lines, report
 
 
-def test_precompile_compiles_every_spmma_configuration_the_run_launches(run, spmma_kernel):
+@pytest.mark.parametrize("name", ["spmma", "wgmma"])
+def test_precompile_compiles_every_gluon_configuration_the_run_launches(run, gluon_kernels, name):
     """On the GPU the precompile runs the compiles in 16 threads; a configuration it misses is
     compiled in the middle of the sweep, one at a time, on the device's clock (split-K counts
-    are compile-time constants of spmma)."""
-
-    declared = {p.name for p in spmma_kernel.fn.params if p.is_constexpr}  # not the ints Triton specializes
+    are compile-time constants of the Gluon kernels)."""
+    kernel = gluon_kernels[name]
+    declared = {p.name for p in kernel.fn.params if p.is_constexpr}  # not the ints Triton specializes
 
     def tiling(call):
         return call["num_warps"], tuple(sorted((k, v) for k, v in call["constexprs"].items() if k in declared))
 
-    precompiled = {tiling(call) for call in spmma_kernel.warmups}
-    launched = {tiling(call) for call in spmma_kernel.launches}
+    precompiled = {tiling(call) for call in kernel.warmups}
+    launched = {tiling(call) for call in kernel.launches}
     split_k = {dict(key)["SPLIT_K"] for _, key in launched}
     assert launched and split_k > {1}  # the sweep at M = 1 and 128 launches split-K configurations
     assert launched <= precompiled, sorted(launched - precompiled)[:3]
@@ -160,29 +168,31 @@ def test_every_configuration_of_every_kernel_is_checked_correct_and_timed(run):
             rec = _rec(recs, m, f"repro_{kernel}")
             assert rec["status"] == "ok" and rec["rel_err"] < 2e-2
             assert rec["note"] == f"best of {len(configs)} timed, 0 wrong"
-            cost = COST_US[kernel] * (1 if m <= 16 else LARGE_M_FACTOR)
+            cost = _cost(kernel, m)
             assert rec["us"] == cost and rec["us_streamed"] == cost
             assert rec["speedup_vs_cublas"] == pytest.approx(CUBLAS_US / cost)
 
 
-def test_the_table_takes_spmma_where_it_is_cheapest_and_resolves_to_its_configuration(run):
+def test_the_table_takes_the_cheapest_kernel_and_resolves_to_its_configuration(run):
     out, recs, _, _ = run
     table = json.loads((out / "dispatch_sm90.json").read_text())
     chosen = {e["M"]: e["method"] for e in table["entries"]}
-    assert chosen == {1: "spmma", 128: "cublas"}
+    assert chosen == {1: "spmma", 128: "wgmma"}
     choice = dispatch._table_choice(table, N, K, 1, torch.float16)
     assert choice == dispatch.Choice("spmma", SpmmaConfig(**_rec(recs, 1, "repro_spmma")["config"]))
+    choice = dispatch._table_choice(table, N, K, 128, torch.float16, layout="fragments")
+    assert choice == dispatch.Choice("wgmma", WgmmaConfig(**_rec(recs, 128, "repro_wgmma")["config"]))
 
 
 def test_the_dispatcher_runs_the_tables_choice(run):
     """On the CPU ``sparse24_matmul`` takes the torch reference path, so the table's choice is seen
     in the same choice called directly (``us_direct``), which the benchmark times right after."""
     _, recs, _, _ = run
-    spmma, cublas = _rec(recs, 1, "repro_dispatch"), _rec(recs, 128, "repro_dispatch")
+    spmma, wgmma = _rec(recs, 1, "repro_dispatch"), _rec(recs, 128, "repro_dispatch")
     assert spmma["status"] == "ok" and spmma["cfg"].startswith("spmma ")
     assert spmma["us_direct"] == COST_US["spmma"]  # the direct call really launched spmma, once
-    assert cublas["status"] == "ok" and cublas["cfg"].strip() == "cublas"
-    assert cublas["us_direct"] == CUBLAS_US
+    assert wgmma["status"] == "ok" and wgmma["cfg"].startswith("wgmma ")
+    assert wgmma["us_direct"] == COST_US["wgmma"]
 
 
 def test_end_to_end_runs_both_sparse_layouts_and_matches_dense(run):
@@ -233,6 +243,7 @@ def test_report_has_a_column_per_kernel_and_the_run_ingests(run, tmp_path):
     assert {p.name for p in written} == {f"{stem}-speedup.png", f"{stem}-e2e.png", f"{stem}-summary.md"}
     summary = (tmp_path / "results" / f"{stem}-summary.md").read_text()
     label = SpmmaConfig(**_rec(recs, 1, "repro_spmma")["config"]).label()
-    assert f"| 1 | `spmma {label}` |" in summary and "| 128 | `cublas` |" in summary  # what the dispatcher ran
+    wgmma = WgmmaConfig(**_rec(recs, 128, "repro_wgmma")["config"]).label()
+    assert f"| 1 | `spmma {label}` |" in summary and f"| 128 | `wgmma {wgmma}` |" in summary  # what the dispatcher ran
     assert f"| spmma `{label}` | 1 | 8.0 µs | – (no growth with K) |" in summary  # the fixed-cost sweep
     assert "| read only (the floor) | – | 16.0 µs |" in summary
