@@ -2,8 +2,9 @@
 
 - :func:`compress_24` / :class:`Sparse24Weight`: the compressed format (``format.py``).
 - :func:`sparse24_matmul`: ``x @ W.T`` through the per-architecture dispatcher (``dispatch.py``),
-  which picks our Triton kernels (``triton_sp24.py``), the Gluon sparse-tensor-core kernel
-  (``gluon_sp24.py``, weight in ``fragments.py`` order), cuBLAS or cuSPARSELt from measurements.
+  which picks our Triton kernels (``triton_sp24.py``), the Gluon kernels that read the weight in
+  ``fragments.py`` order (``gluon_sp24.py`` on the sparse tensor cores, ``gluon_wgmma.py`` on
+  Hopper's warpgroup MMA), cuBLAS or cuSPARSELt from measurements.
 - :class:`SparseLinear`: drop-in ``nn.Linear`` (``sparse_linear.py``).
 
 Importing this package needs only torch: Triton is imported when a kernel first runs on CUDA.

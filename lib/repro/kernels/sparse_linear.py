@@ -20,8 +20,8 @@ class SparseLinear(nn.Module):
     weight on first use; ``repro.kernels.dispatch.set_dense_cache(False)`` avoids that.
 
     ``layout="planar"`` (``Sparse24Weight``) serves every kernel; where the dispatcher picks
-    ``spmma`` it derives the fragment order once and keeps it too. ``layout="fragments"``
-    (``Sparse24Fragments``) stores only the fragment order: ``spmma``, cuBLAS or cuSPARSELt.
+    ``spmma`` or ``wgmma`` it derives the fragment order once and keeps it too. ``layout="fragments"``
+    (``Sparse24Fragments``) stores only the fragment order: ``spmma``, ``wgmma``, cuBLAS or cuSPARSELt.
     """
 
     def __init__(self, weight: CompressedWeight, bias: torch.Tensor | None = None):
