@@ -111,11 +111,14 @@ _CHAINED = {
 }
 
 
-# ``wgmma`` (dense warpgroup MMA on the weight expanded in registers) from 16 tokens: programs of
-# 64 or 128 rows (``g1``, ``g2``) and a token tile T of the MMA's width, split-K so that 4096-row
-# layers still give 128-256 programs. All compile for sm_90a with Triton 3.6 without spills
-# (fp16, and bf16 with bias); ptxas keeps the MMAs asynchronous in all (no C7515 warning)
+# ``wgmma`` (dense warpgroup MMA on the weight expanded in registers): programs of 64 or 128 rows
+# (``g1``, ``g2``) and a token tile T of the MMA's width, split-K so that 4096-row layers still
+# give 128-256 programs. All compile for sm_90a with Triton 3.6 without spills (fp16, and bf16
+# with bias); ptxas keeps the MMAs asynchronous in all (no C7515 warning). Up to 8 tokens the
+# 8-token MMA multiplies mostly padding, but the call is bound by the weight's bytes, which
+# wgmma reads as spmma does: a few tilings measure whether its pipeline streams them faster
 _WGMMA = {
+    1: ("g1t8u2k2", "g1t8u4k4", "g2t8u4k4", "g1t8u4"),
     16: ("g1t16u2", "g1t16u4", "g1t16u2k2", "g1t16u4k4", "g2t16u4k4"),
     32: ("g1t32u2", "g1t32u2k2", "g1t32u4k4", "g2t32u2k4", "g2t32u4k4", "g1t32u4k2"),
     64: ("g1t64u2", "g1t64u2k2", "g1t64u2k4", "g2t64u2k4", "g2t64u4k4", "g2t64u4", "g2t32u4k4"),
@@ -125,12 +128,10 @@ _WGMMA = {
 
 
 def wgmma_configs(m: int):
-    """The ``wgmma`` tilings timed at ``m`` tokens (``_WGMMA``; none below 16 tokens, where the
-    64-row MMA would multiply mostly padding and ``spmma`` reads less)."""
+    """The ``wgmma`` tilings timed at ``m`` tokens (``_WGMMA``: those of the largest token count
+    not above ``m``)."""
     from repro.kernels.fragments import WgmmaConfig
 
-    if m < 16:
-        return []
     key = max(t for t in _WGMMA if t <= m)
     return [WgmmaConfig.from_label(label) for label in _WGMMA[key]]
 

@@ -90,6 +90,8 @@ SPMMA_CASES = [
 # one k-block per step (x rows of 64 bytes: a narrower swizzle), two warpgroups, several token
 # groups, and split-K with even, uneven and empty runs
 WGMMA_CASES = [
+    (1, 64, 256, WgmmaConfig(G=1, T=8, U=2)),  # an 8-token MMA for one token
+    (5, 70, 736, WgmmaConfig(G=2, T=8, U=4, split_k=2)),
     (16, 64, 256, WgmmaConfig(G=1, T=16, U=2)),
     (13, 70, 200, WgmmaConfig(G=1, T=16, U=2)),
     (5, 64, 736, WgmmaConfig(G=1, T=16, U=1)),  # 23 steps

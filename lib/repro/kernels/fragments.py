@@ -162,7 +162,7 @@ def wgmma_columns() -> torch.Tensor:
 @dataclass(frozen=True)
 class WgmmaConfig:
     """Tiling of the ``wgmma`` kernel (``gluon_wgmma.py``): each program runs ``64*G`` rows with
-    ``G`` warpgroups (``4*G`` warps) and ``T`` tokens (the MMA's N: 16 to 256 in steps of 16),
+    ``G`` warpgroups (``4*G`` warps) and ``T`` tokens (the MMA's N: a power of two, 8 to 256),
     ``U`` k-blocks of 32 columns per step; ``split_k`` > 1 gives each program one of that many
     runs of K (a third grid axis), whose fp32 partial sums meet in a workspace as in ``spmma``."""
 
@@ -178,8 +178,8 @@ class WgmmaConfig:
     def check(self) -> None:
         if self.G not in (1, 2):
             raise ValueError(f"WgmmaConfig.G must be 1 or 2 warpgroups, got {self.G}")
-        if self.T not in (16, 32, 64, 128, 256):
-            raise ValueError(f"WgmmaConfig.T must be 16, 32, 64, 128 or 256 tokens, got {self.T}")
+        if self.T not in (8, 16, 32, 64, 128, 256):
+            raise ValueError(f"WgmmaConfig.T must be 8, 16, 32, 64, 128 or 256 tokens, got {self.T}")
         if self.U not in (1, 2, 4):
             raise ValueError(f"WgmmaConfig.U must be 1, 2 or 4 k-blocks per step, got {self.U}")
         if not 1 <= self.split_k <= 16:
