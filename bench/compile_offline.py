@@ -9,8 +9,9 @@ and any shared-memory traffic (there should be none inside the loop); and from t
 (``sp24/sass.py``) the weight bytes a warp fetches per memory round trip its loop waits for, the
 memory parallelism a decode-size product lives on. With ``--out`` it also writes each kernel's PTX.
 For ``wgmma``: registers, spills, shared memory, per loop iteration the ``wgmma``s, the byte
-permutes of the expansion (``prmt``) and the shared-memory accesses, and whether ptxas had to
-serialize the asynchronous MMAs (its C7515 notice), which would leave nothing in flight.
+permutes of the expansion (``prmt``) and the shared-memory accesses, whether ptxas had to
+serialize the asynchronous MMAs (its C7515 notice), which would leave nothing in flight, and
+the weight bytes a warp fetches per memory round trip, as for ``spmma``.
 This is how the kernels were checked before any GPU time was spent on them; it needs only the
 installed Triton (its bundled ``ptxas`` and ``nvdisasm``).
 """
@@ -60,7 +61,8 @@ def compile_wgmma(cfg, arch: int, dtype: str, bias: bool, meta_rows: bool = Fals
     signature = {"x_ptr": f"*{dtype}", "v_ptr": "*i32", "e_ptr": "*i32", "bias_ptr": f"*{dtype}", "y_ptr": f"*{dtype}"}
     signature |= {"ws_ptr": "*fp32", "flag_ptr": "*i32"}
     signature |= {name: "i32" for name in scalars}
-    constants = dict(HAS_BIAS=bias, G=cfg.G, T=cfg.T, U=cfg.U, SPLIT_K=cfg.split_k, META_ROWS=meta_rows)
+    constants = dict(HAS_BIAS=bias, G=cfg.G, T=cfg.T, U=cfg.U, SPLIT_K=cfg.split_k, AHEAD=cfg.ahead)
+    constants["META_ROWS"] = meta_rows
     signature |= {name: "constexpr" for name in constants}
     names = list(signature)
     attrs = {(names.index(name),): [["tt.divisibility", 16]] for name in ALIGNED}
@@ -75,7 +77,10 @@ def inspect_wgmma(cfg, arch: int = 90, dtype: str = "fp16", bias: bool = False) 
     start = ptx.find("Inner Loop Header")
     body = ptx[start : ptx.find("wgmma.wait_group.sync.aligned 0", start)]  # the loop, up to the last wait
     err = ptxas_stderr(ptx, arch)
+    trips = round_trips(main_loop(disassemble(kernel.asm["cubin"])))  # per iteration: two steps
     return dict(
+        round_trips=trips,
+        kib_per_warp_trip=2 * cfg.U * 576 / 1024 / trips,  # a warp's weight bytes: 576 per k-block
         regs=int(re.search(r"Used (\d+) registers", err).group(1)),
         spills=int(re.search(r"(\d+) bytes spill stores", err).group(1)),
         shared=kernel.metadata.shared,
@@ -158,12 +163,13 @@ def main() -> None:
 
 
 def report_wgmma(args) -> None:
-    print("config        regs spills shared  wgmma prmt shared-loads shuffles  serialized")
+    print("config        regs spills shared  wgmma prmt shared-loads shuffles  serialized  KiB/warp/trip")
     for cfg in dict.fromkeys(cfg for m in MS for cfg in wgmma_configs(m)):
         r = inspect_wgmma(cfg, args.arch, args.dtype, args.bias)
         print(
             f"{cfg.label():12} {r['regs']:5} {r['spills']:6} {r['shared']:6} {r['wgmma']:6} {r['prmt']:4}"
-            f" {r['shared_loads']:12} {r['shuffles']:8}  {'yes (C7515)' if r['serialized'] else 'no'}"
+            f" {r['shared_loads']:12} {r['shuffles']:8}  {'yes (C7515)' if r['serialized'] else 'no ':11}"
+            f" {r['kib_per_warp_trip']:5.1f}"
         )
         if args.out:
             args.out.mkdir(parents=True, exist_ok=True)

@@ -114,16 +114,18 @@ _CHAINED = {
 # ``wgmma`` (dense warpgroup MMA on the weight expanded in registers): programs of 64 or 128 rows
 # (``g1``, ``g2``) and a token tile T of the MMA's width, split-K so that 4096-row layers still
 # give 128-256 programs. All compile for sm_90a with Triton 3.6 without spills (fp16, and bf16
-# with bias); ptxas keeps the MMAs asynchronous in all (no C7515 warning). Up to 8 tokens the
+# with bias); ptxas keeps the MMAs asynchronous in all (no C7515 warning). From 32 tokens the
+# machine code waits for memory once per step with loads one step ahead, once per two steps with
+# ``a2`` (sass.py): mostly ``a2`` there, with a few one-step twins to measure it. Up to 8 tokens the
 # 8-token MMA multiplies mostly padding, but the call is bound by the weight's bytes, which
 # wgmma reads as spmma does: a few tilings measure whether its pipeline streams them faster
 _WGMMA = {
-    1: ("g1t8u2k2", "g1t8u4k4", "g2t8u4k4", "g1t8u4"),
-    16: ("g1t16u2", "g1t16u4", "g1t16u2k2", "g1t16u4k4", "g2t16u4k4"),
-    32: ("g1t32u2", "g1t32u2k2", "g1t32u4k4", "g2t32u2k4", "g2t32u4k4", "g1t32u4k2"),
-    64: ("g1t64u2", "g1t64u2k2", "g1t64u2k4", "g2t64u2k4", "g2t64u4k4", "g2t64u4", "g2t32u4k4"),
-    128: ("g2t128u2", "g1t128u2k2", "g2t64u4k4", "g1t64u2k4", "g2t64u2k2"),
-    512: ("g2t128u2", "g2t64u4"),
+    1: ("g1t8u2k2", "g1t8u4k4", "g2t8u4k4", "g1t8u4", "g1t8u4a2"),
+    16: ("g1t16u2", "g1t16u4", "g1t16u2k2", "g1t16u4k4", "g2t16u4k4", "g1t16u4a2"),
+    32: ("g1t32u2a2", "g1t32u2a2k2", "g1t32u4a2k4", "g2t32u2a2k4", "g2t32u4a2k4", "g2t32u4k4", "g1t32u2k2"),
+    64: ("g1t64u2a2", "g1t64u2a2k2", "g1t64u2a2k4", "g2t64u2a2k4", "g2t64u4a2k4", "g2t64u4k4", "g1t64u2k4"),
+    128: ("g2t128u2a2", "g2t128u2", "g1t128u2k2", "g2t64u4a2k4", "g1t64u2a2k4", "g2t64u2a2k2"),
+    512: ("g2t128u2a2", "g2t64u4"),
 }
 
 

@@ -103,6 +103,12 @@ WGMMA_CASES = [
     (13, 70, 1000, WgmmaConfig(G=1, T=16, U=2, split_k=3)),
     (3, 64, 200, WgmmaConfig(G=1, T=16, U=1, split_k=8)),  # 7 k-blocks in 8 runs: one empty
     (40, 130, 512, WgmmaConfig(G=2, T=32, U=2, split_k=2)),
+    # loads two or three steps ahead: odd and even step counts, a short last step, split-K runs
+    # shorter than the distance
+    (29, 64, 736, WgmmaConfig(G=1, T=32, U=2, ahead=2)),
+    (13, 70, 1000, WgmmaConfig(G=1, T=16, U=1, ahead=2, split_k=3)),
+    (100, 96, 1000, WgmmaConfig(G=2, T=64, U=2, ahead=3)),
+    (3, 64, 200, WgmmaConfig(G=1, T=8, U=1, ahead=2, split_k=8)),
 ]
 
 

@@ -41,3 +41,13 @@ def test_loop_expands_in_lane_and_keeps_the_mmas_in_flight(label, dtype, bias):
     assert r["shared_loads"] == 0 and r["shuffles"] == 0
     assert not r["serialized"], "ptxas serialized the wgmma pipeline (C7515)"
     assert r["spills"] == 0 and r["regs"] <= 255
+
+
+def test_loads_two_steps_ahead_halve_the_memory_round_trips_from_32_tokens():
+    """Read from the machine code (``bench/sp24/sass.py``): with loads one step ahead, each step
+    of a 64-token tiling waits for its own round trip (its loads were issued one short step
+    earlier); two steps ahead (``a2``) it waits once per two steps."""
+    one, two = _inspect("g1t64u2", "fp16", False), _inspect("g1t64u2a2", "fp16", False)
+    assert one["round_trips"] == pytest.approx(2.0, abs=0.3)  # per loop iteration: two steps
+    assert two["round_trips"] <= 0.6 * one["round_trips"]
+    assert two["regs"] <= one["regs"] + 16  # the later steps' loads reuse the registers a step frees

@@ -180,18 +180,27 @@ def _load_step(w_stream, x_stream, step):
 
 
 @gluon.jit
-def _step(step, operands, acc, use_acc, x_smem, w_stream, x_stream, A_LAYOUT: gl.constexpr, META_ROWS: gl.constexpr):
-    """Start the MMA of one step (``operands``, loaded beforehand) and load the next step's
-    operands, which are then in flight while this MMA runs; x goes through buffer ``step % 2``."""
-    v, e, xt = operands
+def _step(step, pending, acc, use_acc, x_smem, w_stream, x_stream, A_LAYOUT: gl.constexpr, META_ROWS: gl.constexpr):
+    """Start the MMA of one step and load the operands of the step ``AHEAD`` steps later, which are
+    then in flight while this and the next ``AHEAD - 1`` MMAs run. ``pending`` holds the operands
+    of this step and of the ``AHEAD - 1`` after it, loaded earlier; it comes back one step on.
+    With ``AHEAD`` = 1 the load is issued before this step's operands are used (else it would
+    have no time to land); from 2 after, into the registers those operands leave free (loaded
+    before, it would need its own, and ptxas would copy them back at the end of the loop,
+    waiting for the load). x goes through shared buffer ``step % 2``."""
+    AHEAD: gl.constexpr = len(pending)
+    v, e, xt = pending[0]
     U: gl.constexpr = v.shape[1]
-    upcoming = _load_step(w_stream, x_stream, step + U)
+    if AHEAD == 1:
+        loaded = _load_step(w_stream, x_stream, step + U)
     x_buf = x_smem.index((step // U) % 2)
     x_buf.store(_permute_x(xt))
     fence_async_shared()  # the MMA reads shared memory through the async proxy
     a = _expand(v, e, xt.dtype, A_LAYOUT, META_ROWS)
+    if AHEAD > 1:
+        loaded = _load_step(w_stream, x_stream, step + AHEAD * U)
     acc = warpgroup_mma(a, x_buf.permute((1, 0)), acc, use_acc=use_acc, is_async=True)
-    return acc, upcoming
+    return acc, pending[1:] + (loaded,)
 
 
 @gluon.jit(do_not_specialize=["M"])
@@ -215,6 +224,7 @@ def _wgmma_kernel(
     T: gl.constexpr,
     U: gl.constexpr,
     SPLIT_K: gl.constexpr,
+    AHEAD: gl.constexpr,
     META_ROWS: gl.constexpr,
 ):
     DTYPE: gl.constexpr = x_ptr.dtype.element_ty
@@ -243,14 +253,16 @@ def _wgmma_kernel(
     # iteration: their A operands are two sets of registers, each expanded while the other's MMA
     # runs (a wgmma reads its A registers until a wait retires it: rewriting them earlier is
     # undefined). A step past the end loads zeros (and valid metadata) and adds nothing.
-    operands = _load_step(w_stream, x_stream, 0)
+    pending = ()
+    for ahead in gl.static_range(AHEAD):
+        pending = pending + (_load_step(w_stream, x_stream, ahead * U),)
     acc = gl.zeros([64 * G, T], gl.float32, MMA)
-    acc, operands = _step(0, operands, acc, False, x_smem, w_stream, x_stream, A_LAYOUT, META_ROWS)
+    acc, pending = _step(0, pending, acc, False, x_smem, w_stream, x_stream, A_LAYOUT, META_ROWS)
     acc = warpgroup_mma_wait(1, deps=[acc])  # (one MMA in flight: nothing to wait for)
     for step in range(U, end - first, 2 * U):
-        acc, operands = _step(step, operands, acc, True, x_smem, w_stream, x_stream, A_LAYOUT, META_ROWS)
+        acc, pending = _step(step, pending, acc, True, x_smem, w_stream, x_stream, A_LAYOUT, META_ROWS)
         acc = warpgroup_mma_wait(1, deps=[acc])  # the step before has finished: its x buffer is free
-        acc, operands = _step(step + U, operands, acc, True, x_smem, w_stream, x_stream, A_LAYOUT, META_ROWS)
+        acc, pending = _step(step + U, pending, acc, True, x_smem, w_stream, x_stream, A_LAYOUT, META_ROWS)
         acc = warpgroup_mma_wait(1, deps=[acc])
     acc = warpgroup_mma_wait(0, deps=[acc])
 
@@ -304,6 +316,7 @@ def launch_wgmma(
         T=cfg.T,
         U=cfg.U,
         SPLIT_K=cfg.split_k,
+        AHEAD=cfg.ahead,
         META_ROWS=w.meta_order == "rows",
         num_warps=cfg.num_warps,
     )
