@@ -91,6 +91,9 @@ def test_option_pairs_match_labels_that_differ_by_the_option_alone():
                                                ("r1s2u4t1px", "r1s2u4t1pxk2", 10 / 14)]
     chained = [["r1s2u4t1px", 10.0], ["r1s2u4t1pxh", 8.0], ["r1w2s2u4t2pxh", 9.0]]  # the last: no twin
     assert option_pairs(chained, "chain") == [("r1s2u4t1px", "r1s2u4t1pxh", 1.25)]
+    wgmma = [["g1t64u2", 20.0], ["g1t64u2a2", 16.0], ["g1t64u2a2k4", 10.0], ["g2t64u4a2k4", 9.0]]
+    assert option_pairs(wgmma, "ahead", "wgmma") == [("g1t64u2", "g1t64u2a2", 1.25)]
+    assert option_pairs(wgmma, "split_k", "wgmma") == [("g1t64u2a2", "g1t64u2a2k4", 1.6)]
 
 
 def test_spmma_labels_parse_back_to_their_configurations():

@@ -253,6 +253,10 @@ def summary_markdown(recs: list[dict], source: str) -> str:
             options_markdown(recs),
         ),
         *_section(
+            "What `wgmma`'s options buy, read the same way:",
+            options_markdown(recs, "wgmma"),
+        ),
+        *_section(
             "Fixed cost and streaming rate: one layer width with K swept, single calls with the L2 flushed, and "
             "the line time = intercept + weight bytes / rate fitted per method and M (`sp24/kscan.py`); "
             "*read only* is a kernel that just reads the 2:4 and the dense bytes, the floor of any kernel "
