@@ -11,7 +11,7 @@ import torch
 from sp24_helpers import emulate_spmma, random_24
 
 from repro.kernels import compress_24
-from repro.kernels.fragments import to_fragments, token_tiles, wgmma_columns
+from repro.kernels.fragments import WgmmaConfig, to_fragments, token_tiles, wgmma_columns
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -106,6 +106,30 @@ def test_fp32_and_bad_meta_order_are_rejected():
         to_fragments(compress_24(random_24(16, 32, dtype=torch.float32, device="cpu")))
     with pytest.raises(ValueError, match="meta_order"):
         to_fragments(compress_24(random_24(16, 32, device="cpu")), meta_order="cols")
+
+
+@pytest.mark.parametrize("label", ["g1t64u2", "g2t8u4a2k4", "g1t128u1a3k16"])
+def test_wgmma_labels_round_trip(label):
+    cfg = WgmmaConfig.from_label(label)
+    cfg.check()
+    assert cfg.label() == label and cfg.num_warps == 4 * cfg.G
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        (dict(G=4), "G must be 1 or 2"),
+        (dict(T=48), "T must be 8, 16"),
+        (dict(U=3), "U must be 1, 2 or 4"),
+        (dict(split_k=0), "split_k must be 1"),
+        (dict(ahead=4), "ahead must be 1, 2 or 3"),
+    ],
+)
+def test_bad_wgmma_configurations_name_the_field_and_what_is_allowed(fields, message):
+    with pytest.raises(ValueError, match=message):
+        WgmmaConfig(**fields).check()
+    with pytest.raises(ValueError, match="expected g<G>t<T>u<U>"):
+        WgmmaConfig.from_label("r1s4u4t1")
 
 
 def test_footprint_matches_the_planar_format():
