@@ -19,9 +19,10 @@ with the A operand (the weight) in registers, and expands the 2:4 weight into it
   the store), so the product is unchanged.
 
 One program owns ``64*G`` rows (``G`` warpgroups, 4 warps each) and ``T`` tokens and walks its
-share of K ``U`` k-blocks at a time: the next step's weight words and x are loaded while this
-step's MMA runs (``is_async``, at most one in flight). With ``split_k`` > 1, K is cut into that
-many runs, one per program along a third grid axis, whose fp32 sums meet as in ``spmma``.
+share of K ``U`` k-blocks at a time: the weight words and x of the step ``ahead`` steps later are
+loaded while this step's MMA runs (``is_async``, at most one in flight). With ``split_k`` > 1, K
+is cut into that many runs, one per program along a third grid axis, whose fp32 sums meet as in
+``spmma``.
 
 Needs ``sm_90`` (``wgmma``) and fp16 or bf16.
 """
