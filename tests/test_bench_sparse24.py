@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
 
 from sp24.common import KERNELS, MS, SHAPES, record  # noqa: E402
 from sp24.dispatcher import build_table  # noqa: E402
@@ -234,3 +235,18 @@ def test_spmma_grid_counts_row_groups_token_groups_and_k_splits():
     # 70 rows: 5 row tiles, in groups of 2; 13 tokens in 8-token tiles, 2 per program: 1 group
     assert SpmmaConfig(R=1, W=2, T=2, split_k=3).grid(70, 13) == (3, 1, 3)
     assert SpmmaConfig(R=2, W=1, T=1).grid(4096, 16) == (128, 2, 1)
+
+
+def test_the_gpu_check_spends_no_device_time_on_the_cpu_stand_ins():
+    """``bench/gpu_check.sh`` runs the kernel tests on the GPU; those that emulate PTX or compile
+    offline run on the CPU there too and would only use up the device call."""
+    import fnmatch
+    import re
+
+    script = (ROOT / "bench" / "gpu_check.sh").read_text()
+    skipped = re.findall(r"--ignore-glob='([^']+)'", script) + re.findall(r"--ignore=(\S+)", script)
+    for test in sorted((ROOT / "tests" / "kernels").glob("test_*.py")):
+        text = test.read_text()
+        if any(word in text for word in ("EmulatedKernel", "offline_compile_report", "ptx_emulator")):
+            path = test.relative_to(ROOT).as_posix()
+            assert any(fnmatch.fnmatch(path, pattern) for pattern in skipped), path
