@@ -3,8 +3,9 @@
     PYTHONPATH=lib python bench/sparse24.py --out DIR [--quick] [--no-e2e]
 
 For LLaMA-7B linear shapes (N x K = 4096x4096, 11008x4096, 4096x11008) and M in MS, fp16:
-- our kernels (``repro_fma``, ``repro_mma``, ``repro_expand``, and ``repro_spmma`` on the sparse
-  tensor cores: the best correct configuration of a small sweep over tiles and split-K;
+- our kernels (``repro_fma``, ``repro_mma``, ``repro_expand``, ``repro_spmma`` on the sparse
+  tensor cores and ``repro_wgmma`` on the warpgroup MMA: the best correct configuration of a
+  small sweep over tiles and split-K;
   ``$REPRO_BENCH_KERNELS`` narrows the list), cuBLAS (``F.linear`` on the dense pruned weight), torch's
   semi-structured sparsity (``to_sparse_semi_structured``, cuSPARSELt), and the dispatcher
   (``repro_dispatch``: ``sparse24_matmul`` driven by the table this run measures, written as
@@ -18,8 +19,8 @@ For LLaMA-7B linear shapes (N x K = 4096x4096, 11008x4096, 4096x11008) and M in 
   floor) at N = 4096, M = 1 and 4 with K swept (``sp24/kscan.py``), each fitted to
   time = intercept + bytes / rate;
 - end to end: decode tokens/s of a stack of LLaMA-7B-shaped decoder layers with random weights
-  pruned 2:4, dense ``nn.Linear`` vs ``SparseLinear`` (planar, and fragment order when spmma is
-  benchmarked), batch 1 and 8, CUDA-graph replay and eager.
+  pruned 2:4, dense ``nn.Linear`` vs ``SparseLinear`` (planar, and fragment order when spmma or
+  wgmma is benchmarked), batch 1 and 8, CUDA-graph replay and eager.
 
 Writes ``sparse24.json`` (records), ``sparse24.md`` (tables) and ``dispatch_<arch>.json`` to --out.
 ``run`` does the work on ``timer.device``; ``tests/kernels/test_bench_dryrun.py`` runs all of it on
