@@ -131,9 +131,11 @@ _WGMMA = {
 
 def wgmma_configs(m: int):
     """The ``wgmma`` tilings timed at ``m`` tokens (``_WGMMA``: those of the largest token count
-    not above ``m``)."""
+    not above ``m``); none on a CUDA GPU other than Hopper (sm_90), which has no ``wgmma``."""
     from repro.kernels.fragments import WgmmaConfig
 
+    if torch.cuda.is_available() and torch.cuda.get_device_capability()[0] != 9:
+        return []
     key = max(t for t in _WGMMA if t <= m)
     return [WgmmaConfig.from_label(label) for label in _WGMMA[key]]
 

@@ -29,6 +29,8 @@ Needs ``sm_90`` (``wgmma``) and fp16 or bf16.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
@@ -294,6 +296,11 @@ def _wgmma_kernel(
         )
 
 
+@functools.cache
+def _capability(device_index: int) -> tuple[int, int]:
+    return torch.cuda.get_device_capability(device_index)  # once per device: launches are host-bound
+
+
 def launch_wgmma(
     x2d: torch.Tensor,
     w: Sparse24Fragments,
@@ -306,6 +313,9 @@ def launch_wgmma(
     """Write ``x2d @ W.T (+ bias)`` into ``out`` [M, N] with the warpgroup-MMA kernel.
 
     ``warmup=True`` only compiles (usable under ``triton.AsyncCompileMode``)."""
+    if x2d.is_cuda and _capability(x2d.get_device())[0] != 9:
+        major, minor = _capability(x2d.get_device())
+        raise ValueError(f"the wgmma kernel needs a Hopper GPU (sm_90), got sm_{major}{minor}; use spmma or cublas")
     if x2d.stride(1) != 1 or x2d.stride(0) % 8 or x2d.data_ptr() % 16:  # x is read in 16-byte loads
         x2d = x2d.clone(memory_format=torch.contiguous_format)
     cfg.check()
