@@ -61,7 +61,7 @@ def compile_wgmma(cfg, arch: int, dtype: str, bias: bool, meta_rows: bool = Fals
     signature = {"x_ptr": f"*{dtype}", "v_ptr": "*i32", "e_ptr": "*i32", "bias_ptr": f"*{dtype}", "y_ptr": f"*{dtype}"}
     signature |= {"ws_ptr": "*fp32", "flag_ptr": "*i32"}
     signature |= {name: "i32" for name in scalars}
-    constants = dict(HAS_BIAS=bias, G=cfg.G, T=cfg.T, U=cfg.U, SPLIT_K=cfg.split_k, AHEAD=cfg.ahead)
+    constants = dict(HAS_BIAS=bias, G=cfg.G, T=cfg.T, U=cfg.U, SPLIT_K=cfg.split_k, AHEAD=cfg.ahead, STAGES=cfg.stages)
     constants["META_ROWS"] = meta_rows
     signature |= {name: "constexpr" for name in constants}
     names = list(signature)
@@ -78,9 +78,12 @@ def inspect_wgmma(cfg, arch: int = 90, dtype: str = "fp16", bias: bool = False) 
     body = ptx[start : ptx.find("wgmma.wait_group.sync.aligned 0", start)]  # the loop, up to the last wait
     err = ptxas_stderr(ptx, arch)
     trips = round_trips(main_loop(disassemble(kernel.asm["cubin"])))  # per iteration: two steps
+    # a warp's weight bytes (576 per k-block) per round trip its loop waits for, or with the ring
+    # (no weight loads into registers: the trips are x's) the stages - 1 steps ahead
+    steps = (cfg.stages - 1) if cfg.stages else 2 / trips
     return dict(
         round_trips=trips,
-        kib_per_warp_trip=2 * cfg.U * 576 / 1024 / trips,  # a warp's weight bytes: 576 per k-block
+        kib_per_warp_trip=steps * cfg.U * 576 / 1024,
         regs=int(re.search(r"Used (\d+) registers", err).group(1)),
         spills=int(re.search(r"(\d+) bytes spill stores", err).group(1)),
         shared=kernel.metadata.shared,

@@ -11,21 +11,21 @@ from repro.kernels.fragments import SpmmaConfig, WgmmaConfig
 
 # each kernel's options (off: the default) and its configuration class
 OPTIONS = ("wide_x", "prefetch", "interleave", "chain", "l2_ahead", "stages", "split_k")
-KERNEL_OPTIONS = {"spmma": (SpmmaConfig, OPTIONS), "wgmma": (WgmmaConfig, ("ahead", "split_k"))}
+KERNEL_OPTIONS = {"spmma": (SpmmaConfig, OPTIONS), "wgmma": (WgmmaConfig, ("ahead", "stages", "split_k"))}
 
 
 def option_pairs(sweep: list, option: str, kernel: str = "spmma") -> list[tuple[str, str, float]]:
     """``(without, with, time without / time with)`` for each measured pair of ``sweep``
     (``[[label, us], ...]``, as a ``repro_<kernel>`` record stores it): two configurations that
-    differ in ``option`` alone, except that ``stages`` is set against the register double buffer
-    it replaces (the same tiling with ``prefetch``)."""
+    differ in ``option`` alone, except that ``spmma``'s ``stages`` is set against the register
+    double buffer it replaces (the same tiling with ``prefetch``)."""
     config = KERNEL_OPTIONS[kernel][0]
     times = {config.from_label(label): us for label, us in sweep}
     off = config.__dataclass_fields__[option].default
     pairs = []
     for cfg, us in times.items():
         base = replace(cfg, **{option: off})
-        if option == "stages":
+        if option == "stages" and kernel == "spmma":  # against the register double buffer it replaces
             base = replace(base, prefetch=True)
         if getattr(cfg, option) != off and base in times:
             pairs.append((base.label(), cfg.label(), times[base] / us))

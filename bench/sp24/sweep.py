@@ -118,14 +118,19 @@ _CHAINED = {
 # machine code waits for memory once per step with loads one step ahead, once per two steps with
 # ``a2`` (sass.py): mostly ``a2`` there, with a few one-step twins to measure it. Up to 8 tokens the
 # 8-token MMA multiplies mostly padding, but the call is bound by the weight's bytes, which
-# wgmma reads as spmma does: a few tilings measure whether its pipeline streams them faster
+# wgmma reads as spmma does: a few tilings measure whether its pipeline streams them faster.
+# ``c<n>``: the weight words through a cp.async ring of n steps (n - 1 in flight, no registers),
+# each against its register-fed twin: 116-216 registers where the twins take 128-255
 _WGMMA = {
-    1: ("g1t8u2k2", "g1t8u4k4", "g2t8u4k4", "g1t8u4", "g1t8u4a2"),
-    16: ("g1t16u2", "g1t16u4", "g1t16u2k2", "g1t16u4k4", "g2t16u4k4", "g1t16u4a2"),
-    32: ("g1t32u2a2", "g1t32u2a2k2", "g1t32u4a2k4", "g2t32u2a2k4", "g2t32u4a2k4", "g2t32u4k4", "g1t32u2k2"),
-    64: ("g1t64u2a2", "g1t64u2a2k2", "g1t64u2a2k4", "g2t64u2a2k4", "g2t64u4a2k4", "g2t64u4k4", "g1t64u2k4"),
-    128: ("g2t128u2a2", "g2t128u2", "g1t128u2k2", "g2t64u4a2k4", "g1t64u2a2k4", "g2t64u2a2k2"),
-    512: ("g2t128u2a2", "g2t64u4"),
+    1: ("g1t8u2k2", "g1t8u4k4", "g2t8u4k4", "g1t8u4", "g1t8u4a2", "g1t8u4c4k2"),
+    16: ("g1t16u2", "g1t16u4", "g1t16u2k2", "g1t16u4k4", "g2t16u4k4", "g1t16u4a2", "g1t16u4c4", "g1t16u4c4k2"),
+    32: ("g1t32u2a2", "g1t32u2a2k2", "g1t32u4a2k4", "g2t32u2a2k4", "g2t32u4a2k4", "g2t32u4k4", "g1t32u2k2",
+         "g1t32u4a2c4k4", "g1t32u4a2c4k2", "g1t32u2a2c4k2"),
+    64: ("g1t64u2a2", "g1t64u2a2k2", "g1t64u2a2k4", "g2t64u2a2k4", "g2t64u4a2k4", "g2t64u4k4", "g1t64u2k4",
+         "g1t64u2a2c4", "g1t64u2a2c4k2", "g2t64u4a2c3k4", "g1t64u2a2c4k4"),
+    128: ("g2t128u2a2", "g2t128u2", "g1t128u2k2", "g2t64u4a2k4", "g1t64u2a2k4", "g2t64u2a2k2",
+          "g2t128u2a2c3", "g1t64u2a2c4k4", "g2t64u2a2c4k4"),
+    512: ("g2t128u2a2", "g2t64u4", "g2t128u2a2c3"),
 }
 
 

@@ -164,14 +164,18 @@ class WgmmaConfig:
     """Tiling of the ``wgmma`` kernel (``gluon_wgmma.py``): each program runs ``64*G`` rows with
     ``G`` warpgroups (``4*G`` warps) and ``T`` tokens (the MMA's N: a power of two, 8 to 256),
     ``U`` k-blocks of 32 columns per step; ``ahead`` steps of operands are loaded before their
-    MMA (in flight meanwhile); ``split_k`` > 1 gives each program one of that many runs of K (a
-    third grid axis), whose fp32 partial sums meet in a workspace as in ``spmma``."""
+    MMA (in flight meanwhile); ``stages`` >= 3 copies the weight words with ``cp.async`` into a
+    ring of that many steps in shared memory instead (``stages - 1`` steps ahead, no registers to
+    land in; x still comes ``ahead`` steps ahead through registers); ``split_k`` > 1 gives each
+    program one of that many runs of K (a third grid axis), whose fp32 partial sums meet in a
+    workspace as in ``spmma``."""
 
     G: int = 1
     T: int = 64
     U: int = 2
     split_k: int = 1
     ahead: int = 1
+    stages: int = 0
 
     @property
     def num_warps(self) -> int:
@@ -188,22 +192,25 @@ class WgmmaConfig:
             raise ValueError(f"WgmmaConfig.split_k must be 1 (off) to 16 programs per tile, got {self.split_k}")
         if self.ahead not in (1, 2, 3):
             raise ValueError(f"WgmmaConfig.ahead must be 1, 2 or 3 steps of loads in flight, got {self.ahead}")
+        if self.stages and not 3 <= self.stages <= 8:
+            raise ValueError(f"WgmmaConfig.stages must be 0 (loads into registers) or 3..8, got {self.stages}")
 
     def grid(self, n: int, m: int) -> tuple[int, int, int]:
         """Programs of a call with ``n`` output rows and ``m`` tokens: row groups, token groups, K splits."""
         return -(-n // (64 * self.G)), -(-m // self.T), self.split_k
 
     def label(self) -> str:
-        ahead = f"a{self.ahead}" if self.ahead > 1 else ""
-        return f"g{self.G}t{self.T}u{self.U}{ahead}" + (f"k{self.split_k}" if self.split_k > 1 else "")
+        options = f"a{self.ahead}" * (self.ahead > 1) + f"c{self.stages}" * (self.stages > 0)
+        return f"g{self.G}t{self.T}u{self.U}{options}" + (f"k{self.split_k}" if self.split_k > 1 else "")
 
     @classmethod
     def from_label(cls, label: str) -> WgmmaConfig:
         """The configuration ``label()`` names."""
-        m = re.fullmatch(r"g(\d+)t(\d+)u(\d+)(?:a(\d+))?(?:k(\d+))?", label)
+        m = re.fullmatch(r"g(\d+)t(\d+)u(\d+)(?:a(\d+))?(?:c(\d+))?(?:k(\d+))?", label)
         if not m:
-            raise ValueError(f"not a wgmma label: {label!r} (expected g<G>t<T>u<U>[a<n>][k<n>])")
-        return cls(G=int(m[1]), T=int(m[2]), U=int(m[3]), ahead=int(m[4] or 1), split_k=int(m[5] or 1))
+            raise ValueError(f"not a wgmma label: {label!r} (expected g<G>t<T>u<U>[a<n>][c<n>][k<n>])")
+        g, t, u, ahead, stages, split = (int(x) if x else None for x in m.groups())
+        return cls(G=g, T=t, U=u, ahead=ahead or 1, stages=stages or 0, split_k=split or 1)
 
     def as_dict(self) -> dict:
         return asdict(self)

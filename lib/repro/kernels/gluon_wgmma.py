@@ -34,6 +34,7 @@ import functools
 import torch
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.ampere import async_copy
 from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, warpgroup_mma, warpgroup_mma_wait
 
 from .fragments import Sparse24Fragments, WgmmaConfig
@@ -171,37 +172,80 @@ def _x_stream(x_ptr, M, K, stride_xm, first, end, T: gl.constexpr, KS: gl.conste
 
 
 @gluon.jit
-def _load_step(w_stream, x_stream, step):
-    """The value words, metadata words and x of the step ``step`` k-blocks past the first; past
-    the end, zeros and a valid metadata code (such a step adds nothing)."""
-    v_ptrs, v_ok, kb, e_ptrs, e_ok, e_kb, end = w_stream
+def _load_step(w_stream, x_stream, step, WEIGHTS: gl.constexpr):
+    """x of the step ``step`` k-blocks past the first, and with ``WEIGHTS`` its value and metadata
+    words first (else they come through the ring, ``_copy_weights``): ``(v, e, x)`` or ``(x,)``.
+    Past the end, zeros and a valid metadata code: such a step adds nothing."""
     x_ptrs, token_ok, col, col_end = x_stream
-    v = gl.load(v_ptrs + step * 128, mask=v_ok & (kb + step < end), other=0)
-    e = gl.load(e_ptrs + step * 16, mask=e_ok & (e_kb + step < end), other=0x44444444)
     xt = gl.load(x_ptrs + step * 32, mask=token_ok & (col + step * 32 < col_end), other=0.0)
-    return v, e, xt
+    if WEIGHTS:
+        v_ptrs, v_ok, kb, e_ptrs, e_ok, e_kb, end = w_stream
+        v = gl.load(v_ptrs + step * 128, mask=v_ok & (kb + step < end), other=0)
+        e = gl.load(e_ptrs + step * 16, mask=e_ok & (e_kb + step < end), other=0x44444444)
+        return v, e, xt
+    else:
+        return (xt,)
 
 
 @gluon.jit
-def _step(step, pending, acc, use_acc, x_smem, w_stream, x_stream, A_LAYOUT: gl.constexpr, META_ROWS: gl.constexpr):
+def _weight_rings(STAGES: gl.constexpr, w_stream):
+    """Shared memory for ``STAGES`` steps of value and metadata words, each in the shape of its
+    registers and in their order (a lane's words together, the lanes' runs one after another:
+    every copy and read of a warp touches one contiguous run, each bank once per pass)."""
+    v_ptrs, e_ptrs = w_stream[0], w_stream[3]
+    v_order: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, [3, 2, 1, 0])  # per stage, row-major
+    return (
+        gl.allocate_shared_memory(gl.int32, [STAGES] + v_ptrs.shape, v_order),
+        gl.allocate_shared_memory(gl.int32, [STAGES] + e_ptrs.shape, v_order),
+    )
+
+
+@gluon.jit
+def _copy_weights(rings, stage, w_stream, step):
+    """Start copying the value and metadata words of ``step`` into ring ``stage`` (``cp.async``:
+    the bytes are in flight without registers to land in); masked words arrive as zeros, and
+    metadata code 0 expands to zeros (``_EXPAND``), which the zero values make right anyway."""
+    v_ptrs, v_ok, kb, e_ptrs, e_ok, e_kb, end = w_stream
+    async_copy.async_copy_global_to_shared(rings[0].index(stage), v_ptrs + step * 128, mask=v_ok & (kb + step < end))
+    async_copy.async_copy_global_to_shared(rings[1].index(stage), e_ptrs + step * 16, mask=e_ok & (e_kb + step < end))
+    async_copy.commit_group()
+
+
+@gluon.jit
+def _step(step, pending, acc, use_acc, smem, w_stream, x_stream, A_LAYOUT: gl.constexpr, META_ROWS: gl.constexpr):
     """Start the MMA of one step and load the operands of the step ``AHEAD`` steps later, which are
     then in flight while this and the next ``AHEAD - 1`` MMAs run. ``pending`` holds the operands
     of this step and of the ``AHEAD - 1`` after it, loaded earlier; it comes back one step on.
     With ``AHEAD`` = 1 the load is issued before this step's operands are used (else it would
     have no time to land); from 2 after, into the registers those operands leave free (loaded
     before, it would need its own, and ptxas would copy them back at the end of the loop,
-    waiting for the load). x goes through shared buffer ``step % 2``."""
+    waiting for the load). x goes through shared buffer ``step % 2`` (``smem[0]``). With a ring
+    (``smem[1:]``, ``stages``) the weight words come from it instead, copied ``stages - 1`` steps
+    ahead, and ``pending`` holds x alone."""
     AHEAD: gl.constexpr = len(pending)
-    v, e, xt = pending[0]
-    U: gl.constexpr = v.shape[1]
+    U: gl.constexpr = w_stream[0].shape[1]
+    x_smem = smem[0]
+    RING: gl.constexpr = len(smem) > 1
+    if RING:  # (x_smem, value ring, metadata ring)
+        rings = smem[1:]
+        STAGES: gl.constexpr = rings[0].shape[0]
+        turn = step // U
+        async_copy.wait_group(STAGES - 2)  # this step's words (and all older ones) have landed
+        # into the stage read one step ago (Triton puts a barrier between those reads and these copies)
+        _copy_weights(rings, (turn + STAGES - 1) % STAGES, w_stream, step + (STAGES - 1) * U)
+        v = rings[0].index(turn % STAGES).load(w_stream[0].type.layout)
+        e = rings[1].index(turn % STAGES).load(w_stream[3].type.layout)
+        xt = pending[0][0]
+    else:
+        v, e, xt = pending[0]
     if AHEAD == 1:
-        loaded = _load_step(w_stream, x_stream, step + U)
+        loaded = _load_step(w_stream, x_stream, step + U, not RING)
     x_buf = x_smem.index((step // U) % 2)
     x_buf.store(_permute_x(xt))
     fence_async_shared()  # the MMA reads shared memory through the async proxy
     a = _expand(v, e, xt.dtype, A_LAYOUT, META_ROWS)
     if AHEAD > 1:
-        loaded = _load_step(w_stream, x_stream, step + AHEAD * U)
+        loaded = _load_step(w_stream, x_stream, step + AHEAD * U, not RING)
     acc = warpgroup_mma(a, x_buf.permute((1, 0)), acc, use_acc=use_acc, is_async=True)
     return acc, pending[1:] + (loaded,)
 
@@ -228,6 +272,7 @@ def _wgmma_kernel(
     U: gl.constexpr,
     SPLIT_K: gl.constexpr,
     AHEAD: gl.constexpr,
+    STAGES: gl.constexpr,
     META_ROWS: gl.constexpr,
 ):
     DTYPE: gl.constexpr = x_ptr.dtype.element_ty
@@ -256,18 +301,25 @@ def _wgmma_kernel(
     # iteration: their A operands are two sets of registers, each expanded while the other's MMA
     # runs (a wgmma reads its A registers until a wait retires it: rewriting them earlier is
     # undefined). A step past the end loads zeros (and valid metadata) and adds nothing.
+    smem = (x_smem,)
+    if STAGES > 0:  # a ring of weight words filled by cp.async, STAGES - 1 steps ahead
+        smem = smem + _weight_rings(STAGES, w_stream)
+        for ahead in gl.static_range(STAGES - 1):
+            _copy_weights(smem[1:], ahead, w_stream, ahead * U)
     pending = ()
     for ahead in gl.static_range(AHEAD):
-        pending = pending + (_load_step(w_stream, x_stream, ahead * U),)
+        pending = pending + (_load_step(w_stream, x_stream, ahead * U, STAGES == 0),)
     acc = gl.zeros([64 * G, T], gl.float32, MMA)
-    acc, pending = _step(0, pending, acc, False, x_smem, w_stream, x_stream, A_LAYOUT, META_ROWS)
+    acc, pending = _step(0, pending, acc, False, smem, w_stream, x_stream, A_LAYOUT, META_ROWS)
     acc = warpgroup_mma_wait(1, deps=[acc])  # (one MMA in flight: nothing to wait for)
     for step in range(U, end - first, 2 * U):
-        acc, pending = _step(step, pending, acc, True, x_smem, w_stream, x_stream, A_LAYOUT, META_ROWS)
+        acc, pending = _step(step, pending, acc, True, smem, w_stream, x_stream, A_LAYOUT, META_ROWS)
         acc = warpgroup_mma_wait(1, deps=[acc])  # the step before has finished: its x buffer is free
-        acc, pending = _step(step + U, pending, acc, True, x_smem, w_stream, x_stream, A_LAYOUT, META_ROWS)
+        acc, pending = _step(step + U, pending, acc, True, smem, w_stream, x_stream, A_LAYOUT, META_ROWS)
         acc = warpgroup_mma_wait(1, deps=[acc])
     acc = warpgroup_mma_wait(0, deps=[acc])
+    if STAGES > 0:  # the copies issued past the end (masked: zeros) must land before the program ends
+        async_copy.wait_group(0)
 
     OUT: gl.constexpr = gl.BlockedLayout([1, 1], [32, 1], [1, 4 * G], [0, 1])  # rows along lanes: coalesced
     out = gl.convert_layout(acc, OUT)
@@ -328,6 +380,7 @@ def launch_wgmma(
         U=cfg.U,
         SPLIT_K=cfg.split_k,
         AHEAD=cfg.ahead,
+        STAGES=cfg.stages,
         META_ROWS=w.meta_order == "rows",
         num_warps=cfg.num_warps,
     )
