@@ -41,33 +41,31 @@ from repro.kernels import gluon_sp24, gluon_wgmma  # noqa: E402
 ALIGNED = ("x_ptr", "v_ptr", "e_ptr", "bias_ptr", "y_ptr", "ws_ptr", "flag_ptr", "N", "K", "stride_xm", "stride_ym")
 
 
-def compile_config(cfg, arch: int, dtype: str, bias: bool):
+def _compile_gluon(kernel, constants: dict, num_warps: int, arch: int, dtype: str):
+    """Compile a fragment-order kernel (both take the same runtime arguments) with the launcher's
+    specialization for the LLaMA shapes."""
     scalars = ("M", "N", "K", "NT", "KB", "stride_xm", "stride_ym")
     signature = {"x_ptr": f"*{dtype}", "v_ptr": "*i32", "e_ptr": "*i32", "bias_ptr": f"*{dtype}", "y_ptr": f"*{dtype}"}
     signature |= {"ws_ptr": "*fp32", "flag_ptr": "*i32"}
     signature |= {name: "i32" for name in scalars}
+    signature |= {name: "constexpr" for name in constants}
+    names = list(signature)
+    attrs = {(names.index(name),): [["tt.divisibility", 16]] for name in ALIGNED}
+    src = GluonASTSource(kernel, signature, constexprs=constants, attrs=attrs)
+    return triton.compile(src, target=GPUTarget("cuda", arch, 32), options={"num_warps": num_warps})
+
+
+def compile_config(cfg, arch: int, dtype: str, bias: bool):
     constants = dict(HAS_BIAS=bias, BF16=dtype == "bf16", R=cfg.R, S=cfg.S, W=cfg.W, U=cfg.U, T=cfg.T)
     constants |= dict(PREFETCH=cfg.prefetch, WIDE_X=cfg.wide_x, INTERLEAVE=cfg.interleave, L2_AHEAD=cfg.l2_ahead)
     constants |= dict(SPLIT_K=cfg.split_k, STAGES=cfg.stages, CHAIN=cfg.chain)
-    signature |= {name: "constexpr" for name in constants}
-    names = list(signature)
-    attrs = {(names.index(name),): [["tt.divisibility", 16]] for name in ALIGNED}
-    src = GluonASTSource(gluon_sp24._spmma_kernel, signature, constexprs=constants, attrs=attrs)
-    return triton.compile(src, target=GPUTarget("cuda", arch, 32), options={"num_warps": cfg.num_warps})
+    return _compile_gluon(gluon_sp24._spmma_kernel, constants, cfg.num_warps, arch, dtype)
 
 
 def compile_wgmma(cfg, arch: int, dtype: str, bias: bool, meta_rows: bool = False):
-    scalars = ("M", "N", "K", "NT", "KB", "stride_xm", "stride_ym")
-    signature = {"x_ptr": f"*{dtype}", "v_ptr": "*i32", "e_ptr": "*i32", "bias_ptr": f"*{dtype}", "y_ptr": f"*{dtype}"}
-    signature |= {"ws_ptr": "*fp32", "flag_ptr": "*i32"}
-    signature |= {name: "i32" for name in scalars}
     constants = dict(HAS_BIAS=bias, G=cfg.G, T=cfg.T, U=cfg.U, SPLIT_K=cfg.split_k, AHEAD=cfg.ahead, STAGES=cfg.stages)
     constants["META_ROWS"] = meta_rows
-    signature |= {name: "constexpr" for name in constants}
-    names = list(signature)
-    attrs = {(names.index(name),): [["tt.divisibility", 16]] for name in ALIGNED}
-    src = GluonASTSource(gluon_wgmma._wgmma_kernel, signature, constexprs=constants, attrs=attrs)
-    return triton.compile(src, target=GPUTarget("cuda", arch, 32), options={"num_warps": cfg.num_warps})
+    return _compile_gluon(gluon_wgmma._wgmma_kernel, constants, cfg.num_warps, arch, dtype)
 
 
 def inspect_wgmma(cfg, arch: int = 90, dtype: str = "fp16", bias: bool = False) -> dict:
@@ -165,6 +163,12 @@ def main() -> None:
         report_wgmma(args)
 
 
+def _save_ptx(args, kernel: str, cfg, ptx: str) -> None:
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / f"{kernel}_{cfg.label()}_{args.dtype}.ptx").write_text(ptx)
+
+
 def report_wgmma(args) -> None:
     print("config        regs spills shared  wgmma prmt shared-loads shuffles  serialized  KiB/warp/trip")
     for cfg in dict.fromkeys(cfg for m in MS for cfg in wgmma_configs(m)):
@@ -174,9 +178,7 @@ def report_wgmma(args) -> None:
             f" {r['shared_loads']:12} {r['shuffles']:8}  {'yes (C7515)' if r['serialized'] else 'no ':11}"
             f" {r['kib_per_warp_trip']:5.1f}"
         )
-        if args.out:
-            args.out.mkdir(parents=True, exist_ok=True)
-            (args.out / f"wgmma_{cfg.label()}_{args.dtype}.ptx").write_text(r["ptx"])
+        _save_ptx(args, "wgmma", cfg, r["ptx"])
 
 
 def report_spmma(args) -> None:
@@ -189,9 +191,7 @@ def report_spmma(args) -> None:
             f"{r['loads_v4']:5} {r['loads_b32']:6} {r['shared_ops_in_loop']:10}"
             f"  {r['kib_per_warp_trip']:5.1f}"
         )
-        if args.out:
-            args.out.mkdir(parents=True, exist_ok=True)
-            (args.out / f"spmma_{cfg.label()}_{args.dtype}.ptx").write_text(r["ptx"])
+        _save_ptx(args, "spmma", cfg, r["ptx"])
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ def _entry_choice(best) -> dict:
 def build_table(info, recs) -> dict:
     """Per (N, K, M): cuBLAS unless another method is >= 3% faster (flushed timing). Where that
     method cannot read a weight stored in fragment order, the entry also names the best of those
-    that can (``fragments``: spmma's best configuration, cuBLAS or cuSPARSELt).
+    that can (``fragments``: the best of spmma, wgmma, cuBLAS and cuSPARSELt).
 
     torch's semi-structured path is only eligible when it is not launch-bound: its eager calls
     cost 0.5-1 ms of host time, so its GPU time alone would promise what an eager call can't keep.
