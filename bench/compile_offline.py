@@ -88,6 +88,7 @@ def inspect_wgmma(cfg, arch: int = 90, dtype: str = "fp16", bias: bool = False) 
         wgmma=len(re.findall(r"wgmma\.mma_async", body)),
         prmt=len(re.findall(r"prmt\.b32", body)),
         shared_loads=len(re.findall(r"ld\.shared|ldmatrix", body)),
+        global_loads=len(re.findall(r"ld\.global", body)),
         shuffles=len(re.findall(r"shfl\.sync", body)),
         serialized="C7515" in err,
         ptx=ptx,

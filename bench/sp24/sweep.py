@@ -113,24 +113,24 @@ _CHAINED = {
 
 # ``wgmma`` (dense warpgroup MMA on the weight expanded in registers): programs of 64 or 128 rows
 # (``g1``, ``g2``) and a token tile T of the MMA's width, split-K so that 4096-row layers still
-# give 128-256 programs. All compile for sm_90a with Triton 3.6 without spills (fp16, and bf16
-# with bias); ptxas keeps the MMAs asynchronous in all (no C7515 warning). From 32 tokens the
-# machine code waits for memory once per step with loads one step ahead, once per two steps with
-# ``a2`` (sass.py): mostly ``a2`` there, with a few one-step twins to measure it. Up to 8 tokens the
-# 8-token MMA multiplies mostly padding, but the call is bound by the weight's bytes, which
-# wgmma reads as spmma does: a few tilings measure whether its pipeline streams them faster.
-# ``c<n>``: the weight words through a cp.async ring of n steps (n - 1 in flight, no registers),
-# each against its register-fed twin: 116-216 registers where the twins take 128-255
+# give 128-256 programs. Fed through registers (no ``c``), the H200 (h200-2026-11-27d) took about
+# one memory round trip per step whatever ``a<n>`` was: ptxas's six scoreboards make a step wait
+# for the loads of later steps too. ``c<n>``: every operand through a cp.async ring of n steps
+# (n - 1 in flight, nothing in registers): most tilings here, a few register-fed ones kept as the
+# ring's twins and the best of that run. Up to 16 tokens the MMA multiplies mostly padding but
+# the call is bound by the weight's bytes, which the ring streams as ``spmma`` does. All compile
+# for sm_90a with Triton 3.6 without spills (fp16, and bf16 with bias), within 227 KiB of shared
+# memory, MMAs asynchronous (no C7515)
 _WGMMA = {
-    1: ("g1t8u2k2", "g1t8u4k4", "g2t8u4k4", "g1t8u4", "g1t8u4a2", "g1t8u4c4k2"),
-    16: ("g1t16u2", "g1t16u4", "g1t16u2k2", "g1t16u4k4", "g2t16u4k4", "g1t16u4a2", "g1t16u4c4", "g1t16u4c4k2"),
-    32: ("g1t32u2a2", "g1t32u2a2k2", "g1t32u4a2k4", "g2t32u2a2k4", "g2t32u4a2k4", "g2t32u4k4", "g1t32u2k2",
-         "g1t32u4a2c4k4", "g1t32u4a2c4k2", "g1t32u2a2c4k2"),
-    64: ("g1t64u2a2", "g1t64u2a2k2", "g1t64u2a2k4", "g2t64u2a2k4", "g2t64u4a2k4", "g2t64u4k4", "g1t64u2k4",
-         "g1t64u2a2c4", "g1t64u2a2c4k2", "g2t64u4a2c3k4", "g1t64u2a2c4k4"),
-    128: ("g2t128u2a2", "g2t128u2", "g1t128u2k2", "g2t64u4a2k4", "g1t64u2a2k4", "g2t64u2a2k2",
-          "g2t128u2a2c3", "g1t64u2a2c4k4", "g2t64u2a2c4k4"),
-    512: ("g2t128u2a2", "g2t64u4", "g2t128u2a2c3"),
+    1: ("g1t8u4k4", "g1t8u4c4k2", "g1t8u4c4k4", "g1t8u2c6k4", "g2t8u4c4k2", "g1t8u4c6k2"),
+    16: ("g1t16u4k4", "g1t16u4c4k2", "g1t16u4c4k4", "g1t16u2c6k4", "g2t16u4c4k2", "g1t16u4c5k2", "g1t16u4c6k4"),
+    32: ("g1t32u2a2k2", "g1t32u4k4", "g1t32u4c4k4", "g1t32u4c4k2", "g1t32u2c5k2", "g1t32u2c6k4", "g2t32u4c4k2",
+         "g2t32u2c5k4", "g1t32u4c5k2"),
+    64: ("g1t64u2a2", "g1t64u2k2", "g1t64u2c4k2", "g1t64u2c5k2", "g1t64u2c4k4", "g1t64u4c4k2", "g2t64u2c4k2",
+         "g2t64u2c5k4", "g1t64u2c6", "g1t64u2c4"),
+    128: ("g2t128u2a2", "g2t64u2a2k2", "g2t128u2", "g2t128u2c4", "g2t128u2c5k2", "g2t64u4c4k2", "g1t128u2c4k2",
+          "g2t64u2c4k2", "g1t64u2c5k4", "g2t128u1c6k2"),
+    512: ("g2t128u2a2", "g2t128u2c4", "g2t128u2c5", "g2t128u2c4k2"),
 }
 
 

@@ -109,11 +109,12 @@ WGMMA_CASES = [
     (13, 70, 1000, WgmmaConfig(G=1, T=16, U=1, ahead=2, split_k=3)),
     (100, 96, 1000, WgmmaConfig(G=2, T=64, U=2, ahead=3)),
     (3, 64, 200, WgmmaConfig(G=1, T=8, U=1, ahead=2, split_k=8)),
-    # weight words through a cp.async ring: three to five stages, with x one or two steps ahead,
-    # two warpgroups, split-K with uneven and empty runs (every copy of the last masked)
+    # every operand through a cp.async ring: three to five stages, tokens and rows past the ends
+    # (masked x and weight copies), two warpgroups, split-K with uneven and empty runs (every copy
+    # of the last masked)
     (29, 64, 736, WgmmaConfig(G=1, T=32, U=2, stages=3)),
-    (13, 70, 1000, WgmmaConfig(G=1, T=16, U=1, ahead=2, stages=4, split_k=3)),
-    (100, 96, 1000, WgmmaConfig(G=2, T=64, U=2, ahead=2, stages=4)),
+    (13, 70, 1000, WgmmaConfig(G=1, T=16, U=1, stages=4, split_k=3)),
+    (100, 96, 1000, WgmmaConfig(G=2, T=64, U=2, stages=4)),
     (3, 64, 200, WgmmaConfig(G=1, T=8, U=1, stages=5, split_k=8)),
 ]
 

@@ -108,7 +108,7 @@ def test_fp32_and_bad_meta_order_are_rejected():
         to_fragments(compress_24(random_24(16, 32, device="cpu")), meta_order="cols")
 
 
-@pytest.mark.parametrize("label", ["g1t64u2", "g2t8u4a2k4", "g1t128u1a3k16"])
+@pytest.mark.parametrize("label", ["g1t64u2", "g2t8u4a2k4", "g1t128u1a3k16", "g2t128u2c5k2"])
 def test_wgmma_labels_round_trip(label):
     cfg = WgmmaConfig.from_label(label)
     cfg.check()
@@ -123,6 +123,8 @@ def test_wgmma_labels_round_trip(label):
         (dict(U=3), "U must be 1, 2 or 4"),
         (dict(split_k=0), "split_k must be 1"),
         (dict(ahead=4), "ahead must be 1, 2 or 3"),
+        (dict(stages=2), "stages must be 0"),
+        (dict(ahead=2, stages=4), "ahead must stay 1"),
     ],
 )
 def test_bad_wgmma_configurations_name_the_field_and_what_is_allowed(fields, message):

@@ -163,12 +163,12 @@ def wgmma_columns() -> torch.Tensor:
 class WgmmaConfig:
     """Tiling of the ``wgmma`` kernel (``gluon_wgmma.py``): each program runs ``64*G`` rows with
     ``G`` warpgroups (``4*G`` warps) and ``T`` tokens (the MMA's N: a power of two, 8 to 256),
-    ``U`` k-blocks of 32 columns per step; ``ahead`` steps of operands are loaded before their
-    MMA (in flight meanwhile); ``stages`` >= 3 copies the weight words with ``cp.async`` into a
-    ring of that many steps in shared memory instead (``stages - 1`` steps ahead, no registers to
-    land in; x still comes ``ahead`` steps ahead through registers); ``split_k`` > 1 gives each
-    program one of that many runs of K (a third grid axis), whose fp32 partial sums meet in a
-    workspace as in ``spmma``."""
+    ``U`` k-blocks of 32 columns per step; ``ahead`` steps of operands are loaded into registers
+    before their MMA (in flight meanwhile); ``stages`` >= 3 copies every operand (weight words and
+    x) with ``cp.async`` into a ring of that many steps in shared memory instead (``stages - 1``
+    steps ahead, no registers to land in; ``ahead`` then has no meaning and must be 1);
+    ``split_k`` > 1 gives each program one of that many runs of K (a third grid axis), whose fp32
+    partial sums meet in a workspace as in ``spmma``."""
 
     G: int = 1
     T: int = 64
@@ -194,6 +194,11 @@ class WgmmaConfig:
             raise ValueError(f"WgmmaConfig.ahead must be 1, 2 or 3 steps of loads in flight, got {self.ahead}")
         if self.stages and not 3 <= self.stages <= 8:
             raise ValueError(f"WgmmaConfig.stages must be 0 (loads into registers) or 3..8, got {self.stages}")
+        if self.stages and self.ahead != 1:
+            raise ValueError(
+                f"WgmmaConfig.ahead={self.ahead} with stages={self.stages}: with a ring every operand is copied "
+                "stages - 1 steps ahead, so ahead must stay 1 (ahead only applies to loads into registers)"
+            )
 
     def grid(self, n: int, m: int) -> tuple[int, int, int]:
         """Programs of a call with ``n`` output rows and ``m`` tokens: row groups, token groups, K splits."""

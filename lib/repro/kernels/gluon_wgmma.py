@@ -19,10 +19,20 @@ with the A operand (the weight) in registers, and expands the 2:4 weight into it
   the store), so the product is unchanged.
 
 One program owns ``64*G`` rows (``G`` warpgroups, 4 warps each) and ``T`` tokens and walks its
-share of K ``U`` k-blocks at a time: the weight words and x of the step ``ahead`` steps later are
-loaded while this step's MMA runs (``is_async``, at most one in flight). With ``split_k`` > 1, K
-is cut into that many runs, one per program along a third grid axis, whose fp32 sums meet as in
-``spmma``.
+share of K ``U`` k-blocks at a time, one MMA in flight (``is_async``) while the next step's
+operands are made ready. The operands come one of two ways:
+
+- through registers: the weight words and x of the step ``ahead`` steps later are loaded while
+  this step's MMA runs. On the H200 this waits for about one memory round trip per step
+  whatever ``ahead`` is: ptxas has six scoreboards for all loads in flight, so loads of several
+  steps share one, and waiting for the oldest waits for the newest;
+- through a ring in shared memory (``stages``): ``cp.async`` copies every operand of the step
+  ``stages - 1`` steps later, weight words and x alike (x as it lies in memory), and a step
+  reads its own from the ring with short shared-memory loads. No load in the loop lands in a
+  register, so no scoreboard ties a step to the copies in flight.
+
+With ``split_k`` > 1, K is cut into that many runs, one per program along a third grid axis,
+whose fp32 sums meet as in ``spmma``.
 
 Needs ``sm_90`` (``wgmma``) and fp16 or bf16.
 """
@@ -172,82 +182,90 @@ def _x_stream(x_ptr, M, K, stride_xm, first, end, T: gl.constexpr, KS: gl.conste
 
 
 @gluon.jit
-def _load_step(w_stream, x_stream, step, WEIGHTS: gl.constexpr):
-    """x of the step ``step`` k-blocks past the first, and with ``WEIGHTS`` its value and metadata
-    words first (else they come through the ring, ``_copy_weights``): ``(v, e, x)`` or ``(x,)``.
-    Past the end, zeros and a valid metadata code: such a step adds nothing."""
+def _load_step(w_stream, x_stream, step):
+    """The value words, metadata words and x of the step ``step`` k-blocks past the first, into
+    registers: ``(v, e, x)``. Past the end, zeros and a valid metadata code: such a step adds
+    nothing."""
     x_ptrs, token_ok, col, col_end = x_stream
     xt = gl.load(x_ptrs + step * 32, mask=token_ok & (col + step * 32 < col_end), other=0.0)
-    if WEIGHTS:
-        v_ptrs, v_ok, kb, e_ptrs, e_ok, e_kb, end = w_stream
-        v = gl.load(v_ptrs + step * 128, mask=v_ok & (kb + step < end), other=0)
-        e = gl.load(e_ptrs + step * 16, mask=e_ok & (e_kb + step < end), other=0x44444444)
-        return v, e, xt
-    else:
-        return (xt,)
+    v_ptrs, v_ok, kb, e_ptrs, e_ok, e_kb, end = w_stream
+    v = gl.load(v_ptrs + step * 128, mask=v_ok & (kb + step < end), other=0)
+    e = gl.load(e_ptrs + step * 16, mask=e_ok & (e_kb + step < end), other=0x44444444)
+    return v, e, xt
 
 
 @gluon.jit
-def _weight_rings(STAGES: gl.constexpr, w_stream):
-    """Shared memory for ``STAGES`` steps of value and metadata words, each in the shape of its
-    registers and in their order (a lane's words together, the lanes' runs one after another:
-    every copy and read of a warp touches one contiguous run, each bank once per pass)."""
-    v_ptrs, e_ptrs = w_stream[0], w_stream[3]
+def _rings(STAGES: gl.constexpr, w_stream, x_stream):
+    """Shared memory for ``STAGES`` steps of value words, metadata words and x, each in the shape
+    of its registers and in their order (a lane's words together, the lanes' runs one after
+    another; x row-major, 16 bytes per thread): every copy and read of a warp touches one
+    contiguous run, each bank once per pass. A thread reads back exactly the bytes it copied."""
+    v_ptrs, e_ptrs, x_ptrs = w_stream[0], w_stream[3], x_stream[0]
     v_order: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, [3, 2, 1, 0])  # per stage, row-major
+    x_order: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, [1, 0])
     return (
         gl.allocate_shared_memory(gl.int32, [STAGES] + v_ptrs.shape, v_order),
         gl.allocate_shared_memory(gl.int32, [STAGES] + e_ptrs.shape, v_order),
+        gl.allocate_shared_memory(x_ptrs.dtype.element_ty, [STAGES] + x_ptrs.shape, x_order),
     )
 
 
 @gluon.jit
-def _copy_weights(rings, stage, w_stream, step):
-    """Start copying the value and metadata words of ``step`` into ring ``stage`` (``cp.async``:
-    the bytes are in flight without registers to land in); masked words arrive as zeros, and
-    metadata code 0 expands to zeros (``_EXPAND``), which the zero values make right anyway."""
+def _copy_step(rings, stage, w_stream, x_stream, step):
+    """Start copying the value words, metadata words and x of ``step`` into ring ``stage``
+    (``cp.async``: the bytes are in flight without registers to land in), as one group. Masked
+    bytes arrive as zeros: metadata code 0 expands to zeros (``_EXPAND``), which the zero values
+    make right anyway, and x's zero columns past K add nothing."""
     v_ptrs, v_ok, kb, e_ptrs, e_ok, e_kb, end = w_stream
+    x_ptrs, token_ok, col, col_end = x_stream
     async_copy.async_copy_global_to_shared(rings[0].index(stage), v_ptrs + step * 128, mask=v_ok & (kb + step < end))
     async_copy.async_copy_global_to_shared(rings[1].index(stage), e_ptrs + step * 16, mask=e_ok & (e_kb + step < end))
+    x_ok = token_ok & (col + step * 32 < col_end)
+    async_copy.async_copy_global_to_shared(rings[2].index(stage), x_ptrs + step * 32, mask=x_ok)
     async_copy.commit_group()
 
 
 @gluon.jit
 def _step(step, pending, acc, use_acc, smem, w_stream, x_stream, A_LAYOUT: gl.constexpr, META_ROWS: gl.constexpr):
-    """Start the MMA of one step and load the operands of the step ``AHEAD`` steps later, which are
-    then in flight while this and the next ``AHEAD - 1`` MMAs run. ``pending`` holds the operands
-    of this step and of the ``AHEAD - 1`` after it, loaded earlier; it comes back one step on.
-    With ``AHEAD`` = 1 the load is issued before this step's operands are used (else it would
-    have no time to land); from 2 after, into the registers those operands leave free (loaded
-    before, it would need its own, and ptxas would copy them back at the end of the loop,
-    waiting for the load). x goes through shared buffer ``step % 2`` (``smem[0]``). With a ring
-    (``smem[1:]``, ``stages``) the weight words come from it instead, copied ``stages - 1`` steps
-    ahead, and ``pending`` holds x alone."""
-    AHEAD: gl.constexpr = len(pending)
+    """Start the MMA of one step and make the operands of a later step ready.
+
+    Through registers (``smem`` is x's MMA buffers alone): ``pending`` holds the operands of this
+    step and of the ``AHEAD - 1`` after it, loaded earlier, and comes back one step on with the
+    step ``AHEAD`` later loaded. With ``AHEAD`` = 1 that load is issued before this step's
+    operands are used (else it would have no time to land); from 2 after, into the registers
+    those operands leave free (loaded before, it would need its own, and ptxas would copy them
+    back at the end of the loop, waiting for the load).
+    Through the ring (``smem[1:]``, ``stages``; ``pending`` is empty): wait for this step's copy
+    group, start the copies of the step ``stages - 1`` later, read this step's operands.
+    Either way x goes to the MMA through shared buffer ``step % 2`` (``smem[0]``), K permuted."""
     U: gl.constexpr = w_stream[0].shape[1]
     x_smem = smem[0]
     RING: gl.constexpr = len(smem) > 1
-    if RING:  # (x_smem, value ring, metadata ring)
+    if RING:  # (x_smem, value ring, metadata ring, x ring)
         rings = smem[1:]
         STAGES: gl.constexpr = rings[0].shape[0]
         turn = step // U
-        async_copy.wait_group(STAGES - 2)  # this step's words (and all older ones) have landed
+        async_copy.wait_group(STAGES - 2)  # this step's group (and all older ones) has landed
         # into the stage read one step ago (Triton puts a barrier between those reads and these copies)
-        _copy_weights(rings, (turn + STAGES - 1) % STAGES, w_stream, step + (STAGES - 1) * U)
+        _copy_step(rings, (turn + STAGES - 1) % STAGES, w_stream, x_stream, step + (STAGES - 1) * U)
         v = rings[0].index(turn % STAGES).load(w_stream[0].type.layout)
         e = rings[1].index(turn % STAGES).load(w_stream[3].type.layout)
-        xt = pending[0][0]
+        xt = rings[2].index(turn % STAGES).load(x_stream[0].type.layout)
     else:
+        AHEAD: gl.constexpr = len(pending)
         v, e, xt = pending[0]
-    if AHEAD == 1:
-        loaded = _load_step(w_stream, x_stream, step + U, not RING)
+        if AHEAD == 1:
+            loaded = _load_step(w_stream, x_stream, step + U)
     x_buf = x_smem.index((step // U) % 2)
     x_buf.store(_permute_x(xt))
     fence_async_shared()  # the MMA reads shared memory through the async proxy
     a = _expand(v, e, xt.dtype, A_LAYOUT, META_ROWS)
-    if AHEAD > 1:
-        loaded = _load_step(w_stream, x_stream, step + AHEAD * U, not RING)
+    if not RING:
+        if AHEAD > 1:
+            loaded = _load_step(w_stream, x_stream, step + AHEAD * U)
+        pending = pending[1:] + (loaded,)
     acc = warpgroup_mma(a, x_buf.permute((1, 0)), acc, use_acc=use_acc, is_async=True)
-    return acc, pending[1:] + (loaded,)
+    return acc, pending
 
 
 @gluon.jit(do_not_specialize=["M"])
@@ -285,6 +303,11 @@ def _wgmma_kernel(
     # a row of x's step is 2*KS bytes: the widest swizzle that fits it (fewest bank conflicts)
     X_SMEM: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=min(2 * KS, 128), element_bitwidth=16, rank=2)
 
+    if STAGES > 0:  # cp.async copies x 16 bytes at a time, and the compiler must know it may: the
+        # 2:4 format has K % 8 == 0 and the launcher gives x rows of 16-byte multiples, which these
+        # no-op roundings tell it (multiple_of hints on scalar arguments do not reach cp.async)
+        K = K // 8 * 8
+        stride_xm = stride_xm // 8 * 8
     if SPLIT_K == 1:
         first = 0
         end = KB
@@ -302,13 +325,14 @@ def _wgmma_kernel(
     # runs (a wgmma reads its A registers until a wait retires it: rewriting them earlier is
     # undefined). A step past the end loads zeros (and valid metadata) and adds nothing.
     smem = (x_smem,)
-    if STAGES > 0:  # a ring of weight words filled by cp.async, STAGES - 1 steps ahead
-        smem = smem + _weight_rings(STAGES, w_stream)
-        for ahead in gl.static_range(STAGES - 1):
-            _copy_weights(smem[1:], ahead, w_stream, ahead * U)
     pending = ()
-    for ahead in gl.static_range(AHEAD):
-        pending = pending + (_load_step(w_stream, x_stream, ahead * U, STAGES == 0),)
+    if STAGES > 0:  # a ring of all operands filled by cp.async, STAGES - 1 steps ahead
+        smem = smem + _rings(STAGES, w_stream, x_stream)
+        for ahead in gl.static_range(STAGES - 1):
+            _copy_step(smem[1:], ahead, w_stream, x_stream, ahead * U)
+    else:
+        for ahead in gl.static_range(AHEAD):
+            pending = pending + (_load_step(w_stream, x_stream, ahead * U),)
     acc = gl.zeros([64 * G, T], gl.float32, MMA)
     acc, pending = _step(0, pending, acc, False, smem, w_stream, x_stream, A_LAYOUT, META_ROWS)
     acc = warpgroup_mma_wait(1, deps=[acc])  # (one MMA in flight: nothing to wait for)
