@@ -68,6 +68,14 @@ def compile_wgmma(cfg, arch: int, dtype: str, bias: bool, meta_rows: bool = Fals
     return _compile_gluon(gluon_wgmma._wgmma_kernel, constants, cfg.num_warps, arch, dtype)
 
 
+def in_flight(per_iteration: float, trips: float, ring: float | None) -> float:
+    """Weight a warp has in flight (steps or k-blocks): what one iteration fetches per memory round
+    trip it waits for (``sp24/sass.py``), and with a cp.async ring no more than the ring runs
+    ahead (all of that when the loop waits for no round trip)."""
+    per_trip = per_iteration / trips if trips else float("inf")
+    return min(per_trip, ring) if ring else per_trip
+
+
 def inspect_wgmma(cfg, arch: int = 90, dtype: str = "fp16", bias: bool = False) -> dict:
     """Compile one ``wgmma`` configuration and count what its loop does (see the module docstring)."""
     kernel = compile_wgmma(cfg, arch, dtype, bias)
@@ -76,9 +84,8 @@ def inspect_wgmma(cfg, arch: int = 90, dtype: str = "fp16", bias: bool = False) 
     body = ptx[start : ptx.find("wgmma.wait_group.sync.aligned 0", start)]  # the loop, up to the last wait
     err = ptxas_stderr(ptx, arch)
     trips = round_trips(main_loop(disassemble(kernel.asm["cubin"])))  # per iteration: two steps
-    # a warp's weight bytes (576 per k-block) per round trip its loop waits for, or with the ring
-    # (no weight loads into registers: the trips are x's) the stages - 1 steps ahead
-    steps = (cfg.stages - 1) if cfg.stages else 2 / trips
+    # a warp's weight bytes (576 per k-block) per round trip its loop waits for
+    steps = in_flight(2, trips, cfg.stages - 1 if cfg.stages else None)
     return dict(
         round_trips=trips,
         kib_per_warp_trip=steps * cfg.U * 576 / 1024,
@@ -142,9 +149,9 @@ def inspect_config(cfg, arch: int = 90, dtype: str = "fp16", bias: bool = False)
         shuffles=len(re.findall(r"shfl\.sync", body)),
         kblocks_per_iteration=kblocks,
         round_trips=trips,
-        # weight values a warp has in flight: per round trip its loop waits for, or with cp.async
-        # stages (no loads into registers, so no trips) the STAGES - 1 steps ahead
-        kib_per_warp_trip=(kblocks / trips if trips else (cfg.stages - 1) * cfg.U) * cfg.W * 512 / 1024,
+        # weight values a warp has in flight: per round trip its loop waits for
+        kib_per_warp_trip=in_flight(kblocks, trips, (cfg.stages - 1) * cfg.U if cfg.stages else None)
+        * cfg.W * 512 / 1024,
         ptx=ptx,
     )
 

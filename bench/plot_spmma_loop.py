@@ -4,10 +4,11 @@ without and with ``prefetch``.
     PYTHONPATH=lib python bench/plot_spmma_loop.py [--out book/generated]
 
 Both configurations are compiled for sm_90a (``compile_offline.py``; no GPU needed), and their
-loops read from the machine code and run through ``sp24/sass.py``'s model: one warp issuing in
-order, a global load's data arriving 1,000 cycles after issue. The figure shows three
+loops read from the machine code (with its control bits) and run through ``sp24/sass.py``'s model:
+one warp issuing in order at ptxas's stall counts, waiting on its scoreboards, a global load's data
+arriving 1,000 cycles after issue. The figure shows three
 steady-state iterations: every 16-byte weight load as a bar from issue to arrival, every
-``mma.sp``, and the stretches in which the warp waits. ``make book`` runs it (a build output,
+``mma.sp``, and the stretches in which the warp waits for memory. ``make book`` runs it (a build output,
 like the format diagrams).
 """
 
@@ -36,6 +37,7 @@ from repro.plotting import PALETTE, figure_script_out  # noqa: E402
 CONFIG = dict(R=1, S=8, U=4, T=2)  # a configuration the benchmark times for 9-16 tokens
 LATENCY = 1000
 SHOWN = 3  # iterations drawn, after as many to reach the steady state
+MEMORY_WAIT = 100  # cycles: longer waits are drawn
 
 
 def timeline(cfg: SpmmaConfig) -> dict:
@@ -48,10 +50,13 @@ def timeline(cfg: SpmmaConfig) -> dict:
     flat = [(t - origin, ins) for its in times for t, ins in zip(its, loop)]
     end = flat[len(loop) * SHOWN][0]  # the first instruction after the shown iterations
     shown = [(t, ins) for t, ins in flat if t < end]
-    waits = [(a + 1, b) for (a, _), (b, _) in zip(shown, shown[1:]) if b > a + 1]
+    # a wait: the warp issues later than the previous instruction's stall count allows; the ones
+    # for memory, not the few tens of cycles of a read barrier or a shared or constant load
+    ready = [(t + max(ins.controls.stall, 1), next_t) for (t, ins), (next_t, _) in zip(shown, shown[1:])]
+    waits = [(a, b) for a, b in ready if b > a + MEMORY_WAIT]
     mmas = [t for t, ins in shown if ins.op.startswith("HMMA.SP")]
     return dict(
-        loads=[(t, t + 1 + LATENCY) for t, ins in shown if ins.op.startswith("LDG.E.128")],
+        loads=[(t, t + LATENCY) for t, ins in shown if ins.op.startswith("LDG.E.128")],
         mmas=mmas,
         waits=waits,
         starts=[its[0] - origin for its in times[1:SHOWN]],  # of the second and later iterations
@@ -80,7 +85,9 @@ def plot(panels: dict[str, dict], path: Path) -> None:
             fontsize=9,
             loc="left",
         )
-    axes[-1].set_xlabel("time (units of the 1,000-cycle load latency); grey: the warp waits; dotted: iterations")
+    axes[-1].set_xlabel(
+        "time (units of the 1,000-cycle load latency); grey: the warp waits (over 100 cycles); dotted: iterations"
+    )
     fig.savefig(path)
     plt.close(fig)
 

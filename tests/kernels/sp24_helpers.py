@@ -291,7 +291,8 @@ def offline_compile_report(probe: str, *args: str) -> dict:
     sets it on CPU, and under it Gluon cannot compile."""
     root = Path(__file__).resolve().parents[2]
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env["PYTHONPATH"] = str(root / "lib")
+    # the worktree's lib first, then the caller's path (e.g. another Triton, PYTHONPATH=/tmp/t36:lib)
+    env["PYTHONPATH"] = os.pathsep.join([str(root / "lib"), *filter(None, [os.environ.get("PYTHONPATH")])])
     done = subprocess.run(
         [sys.executable, "-c", probe, *args], cwd=root, env=env, capture_output=True, text=True, timeout=300
     )
