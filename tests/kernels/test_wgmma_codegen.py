@@ -43,14 +43,14 @@ def test_loop_expands_in_lane_and_keeps_the_mmas_in_flight(label, dtype, bias):
     assert r["spills"] == 0 and r["regs"] <= 255
 
 
-def test_loads_two_steps_ahead_halve_the_memory_round_trips_from_32_tokens():
-    """Read from the machine code (``bench/sp24/sass.py``): with loads one step ahead, each step
-    of a 64-token tiling waits for its own round trip (its loads were issued one short step
-    earlier); two steps ahead (``a2``) it waits once per two steps."""
-    one, two = _inspect("g1t64u2", "fp16", False), _inspect("g1t64u2a2", "fp16", False)
+def test_loads_one_step_ahead_wait_for_memory_once_per_step():
+    """Read from the machine code (``bench/sp24/sass.py``, which follows the scoreboards): with
+    loads one step ahead, each step of a 64-token tiling waits for its own round trip (its loads
+    were issued one short step earlier): two per loop iteration of two steps. (Loads two steps
+    ahead, ``a2``, wait once per iteration with Triton 3.6 and twice with 3.7.1, where a later
+    load shares a scoreboard with the one waited for; on the H200 they bought 0-12%.)"""
+    one = _inspect("g1t64u2", "fp16", False)
     assert one["round_trips"] == pytest.approx(2.0, abs=0.3)  # per loop iteration: two steps
-    assert two["round_trips"] <= 0.6 * one["round_trips"]
-    assert two["regs"] <= one["regs"] + 16  # the later steps' loads reuse the registers a step frees
 
 
 def test_the_ring_takes_every_load_of_the_loop_off_the_registers():

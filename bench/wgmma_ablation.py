@@ -1,0 +1,159 @@
+"""Where does a step of the ``wgmma`` kernel spend its time? An ablation on a GPU (Hopper).
+
+On the H200 (runs h200-2026-11-27d and -e) every ``wgmma`` tiling took about 0.45-0.85 µs per
+step of its loop, whether its operands came through registers or through a ``cp.async`` ring,
+whatever the ring's depth and for 8 to 128 tokens: g2t128u2 took 54 µs for its 64 steps at
+M = 128, 512 and 2048 alike (one program per SM), so the cost is inside each program, not the
+memory system's. This script times one tiling with one part of its loop taken out, each variant
+compiled in its own process (the part is swapped in the kernel module's globals before Gluon
+compiles, so each variant is its own kernel):
+
+- ``full``: the kernel as it is;
+- ``no_fence``: no ``fence.proxy.async`` after x's store to shared memory;
+- ``no_expand``: the A operand is zeros instead of the weight expanded by byte permutes (the
+  weight's shared-memory reads go with it; its copies stay);
+- ``no_mma``: no ``wgmma`` and no waits for it (the expansion, having no user, goes too): what
+  is left is the operands' movement and the loop.
+
+The variants other than ``full`` compute wrong results by design; their errors are printed to
+show which is which. Prints one line per (tiling, variant) and writes ``ablation.json`` to --out.
+
+    PYTHONPATH=lib python bench/wgmma_ablation.py --out DIR
+    PYTHONPATH=lib python bench/wgmma_ablation.py --compile-only   # sm_90a, any machine
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+
+ROOT = Path(__file__).resolve().parents[1]
+# (tiling, tokens): register-fed and ring tilings, one program per SM or two, 8 to 128 tokens
+CASES = [("g2t128u2", 128), ("g2t128u2c4", 128), ("g1t64u2c4", 64), ("g1t8u4c4k2", 1)]
+VARIANTS = ("full", "no_fence", "no_expand", "no_mma")
+N = K = 4096
+
+
+@gluon.jit
+def _no_fence():
+    pass
+
+
+@gluon.jit
+def _zero_operand(v, e, DTYPE: gl.constexpr, A_LAYOUT: gl.constexpr, META_ROWS: gl.constexpr):
+    G: gl.constexpr = v.shape[0] // 4
+    U: gl.constexpr = v.shape[1]
+    return gl.zeros([64 * G, 32 * U], DTYPE, A_LAYOUT)
+
+
+@gluon.jit
+def _no_mma(a, b, acc, use_acc, is_async: gl.constexpr):
+    return acc
+
+
+@gluon.jit
+def _no_wait(num_outstanding: gl.constexpr, deps):
+    return deps[0]
+
+
+def _ablate(variant: str) -> None:
+    """Swap the named part of ``gluon_wgmma``'s loop for a stand-in (before anything compiles)."""
+    from repro.kernels import gluon_wgmma
+
+    if variant == "no_fence":
+        gluon_wgmma.fence_async_shared = _no_fence
+    elif variant == "no_expand":
+        gluon_wgmma._expand = _zero_operand
+    elif variant == "no_mma":
+        gluon_wgmma.warpgroup_mma = _no_mma
+        gluon_wgmma.warpgroup_mma_wait = _no_wait
+    elif variant != "full":
+        raise ValueError(f"unknown variant {variant!r}; allowed: {', '.join(VARIANTS)}")
+
+
+def _compile_only(label: str, variant: str) -> dict:
+    sys.path.insert(0, str(ROOT / "bench"))
+    from compile_offline import compile_wgmma
+
+    from repro.kernels.fragments import WgmmaConfig
+
+    kernel = compile_wgmma(WgmmaConfig.from_label(label), 90, "fp16", False)
+    ptx = kernel.asm["ptx"]
+    return dict(wgmma=ptx.count("wgmma.mma_async"), fences=ptx.count("fence.proxy.async"), prmt=ptx.count("prmt.b32"))
+
+
+def _time(label: str, m: int) -> dict:
+    import torch
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from sp24.common import rel_err
+    from sp24.timing import Timer
+
+    from repro.kernels import compress_24
+    from repro.kernels.fragments import WgmmaConfig
+    from repro.kernels.gluon_wgmma import launch_wgmma
+    from repro.pruning import nm_mask
+
+    torch.manual_seed(0)
+    dense = torch.randn(N, K, device="cuda", dtype=torch.float16) * 0.02
+    dense = dense * nm_mask(dense.abs(), 2, 4)
+    w = compress_24(dense).fragments()
+    x = torch.randn(m, K, device="cuda", dtype=torch.float16)
+    out = torch.empty(m, N, device="cuda", dtype=torch.float16)
+    cfg = WgmmaConfig.from_label(label)
+    fn = lambda: launch_wgmma(x, w, None, out, cfg)  # noqa: E731
+    fn()
+    err = rel_err(out, x.float() @ dense.float().T)
+    return dict(us=Timer().median_us(fn), rel_err=err)
+
+
+def _child(args) -> None:
+    _ablate(args.variant)
+    result = _compile_only(args.label, args.variant) if args.compile_only else _time(args.label, args.m)
+    print(json.dumps(result))
+
+
+def _run_child(label: str, m: int, variant: str, compile_only: bool) -> dict:
+    cmd = [sys.executable, __file__, "--child", "--label", label, "--m", str(m), "--variant", variant]
+    done = subprocess.run(cmd + ["--compile-only"] * compile_only, capture_output=True, text=True, timeout=300)
+    if done.returncode:
+        return dict(error=(done.stderr.strip().splitlines() or ["?"])[-1][:300])
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path)
+    ap.add_argument("--compile-only", action="store_true", help="compile the variants for sm_90a, no GPU")
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--label", help=argparse.SUPPRESS)
+    ap.add_argument("--m", type=int, default=1, help=argparse.SUPPRESS)
+    ap.add_argument("--variant", default="full", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        return _child(args)
+    jobs = [(label, m, variant) for label, m in CASES for variant in VARIANTS]
+    # compile every variant in parallel first (Triton's disk cache then serves the timed runs)
+    with ThreadPoolExecutor(8) as pool:
+        compiled = list(pool.map(lambda job: _run_child(*job, compile_only=True), jobs))
+    results = []
+    for (label, m, variant), report in zip(jobs, compiled):
+        row = dict(label=label, m=m, n=N, k=K, variant=variant, compile=report)
+        if not args.compile_only and "error" not in report:
+            row |= _run_child(label, m, variant, compile_only=False)
+        results.append(row)
+        print(json.dumps(row), flush=True)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "ablation.json").write_text(json.dumps(results, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
