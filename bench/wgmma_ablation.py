@@ -18,6 +18,11 @@ compiles, so each variant is its own kernel):
 The variants other than ``full`` compute wrong results by design; their errors are printed to
 show which is which. Prints one line per (tiling, variant) and writes ``ablation.json`` to --out.
 
+H200 (Triton 3.6; ``bench/results/experiments/h200-2026-11-27-wgmma-ablation.json``), µs for
+full / no_fence / no_expand / no_mma: g2t128u2 52.5 / 49.5 / 42.8 / 32.5, g2t128u2c4 54.8 / 49.5 / 52.3 / 33.6,
+g1t64u2c4 29.6 / 26.2 / 25.8 / 19.8, g1t8u4c4k2 14.4 / 14.1 / 12.8 / 12.0. The operands' movement
+and the loop cost more than the MMA, and the MMA's time adds to theirs.
+
     PYTHONPATH=lib python bench/wgmma_ablation.py --out DIR
     PYTHONPATH=lib python bench/wgmma_ablation.py --compile-only   # sm_90a, any machine
 """
