@@ -64,6 +64,7 @@ def compile_config(cfg, arch: int, dtype: str, bias: bool):
 
 def compile_wgmma(cfg, arch: int, dtype: str, bias: bool, meta_rows: bool = False):
     constants = dict(HAS_BIAS=bias, G=cfg.G, T=cfg.T, U=cfg.U, SPLIT_K=cfg.split_k, AHEAD=cfg.ahead, STAGES=cfg.stages)
+    constants["X_STEPS"] = cfg.x_steps
     constants["META_ROWS"] = meta_rows
     return _compile_gluon(gluon_wgmma._wgmma_kernel, constants, cfg.num_warps, arch, dtype)
 
@@ -96,6 +97,8 @@ def inspect_wgmma(cfg, arch: int = 90, dtype: str = "fp16", bias: bool = False) 
         prmt=len(re.findall(r"prmt\.b32", body)),
         shared_loads=len(re.findall(r"ld\.shared|ldmatrix", body)),
         global_loads=len(re.findall(r"ld\.global", body)),
+        fences=len(re.findall(r"fence\.proxy\.async", body)),
+        shared_stores=len(re.findall(r"st\.shared", body)),
         shuffles=len(re.findall(r"shfl\.sync", body)),
         serialized="C7515" in err,
         ptx=ptx,

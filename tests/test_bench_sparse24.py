@@ -95,8 +95,9 @@ def test_option_pairs_match_labels_that_differ_by_the_option_alone():
     wgmma = [["g1t64u2", 20.0], ["g1t64u2a2", 16.0], ["g1t64u2a2k4", 10.0], ["g2t64u4a2k4", 9.0]]
     assert option_pairs(wgmma, "ahead", "wgmma") == [("g1t64u2", "g1t64u2a2", 1.25)]
     assert option_pairs(wgmma, "split_k", "wgmma") == [("g1t64u2a2", "g1t64u2a2k4", 1.6)]
-    ring = [["g1t64u2a2", 16.0], ["g1t64u2a2c4", 12.8], ["g1t64u2c4", 20.0]]
-    assert option_pairs(ring, "stages", "wgmma") == [("g1t64u2a2", "g1t64u2a2c4", 1.25)]
+    ring = [["g1t64u2", 16.0], ["g1t64u2c4", 12.8], ["g1t64u2c4x16", 10.0], ["g1t64u2c5x16", 9.0]]
+    assert option_pairs(ring, "stages", "wgmma") == [("g1t64u2", "g1t64u2c4", 1.25)]  # x16 has no twin without
+    assert option_pairs(ring, "x_steps", "wgmma") == [("g1t64u2c4", "g1t64u2c4x16", 1.28)]
 
 
 def test_spmma_labels_parse_back_to_their_configurations():

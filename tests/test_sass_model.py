@@ -212,3 +212,38 @@ def test_a_listing_without_exactly_one_loop_is_refused():
     with pytest.raises(ValueError, match="found 2"):
         second = _listing("FADD R8, R6, R8").replace("L_x_1", "L_x_5").replace("L_x_2", "L_x_6")
         main_loop(_listing("LDG.E R4, desc[UR10][R30.64]") + "\n" + second)
+
+
+def _nested_listing(inner, outer_before) -> str:
+    """A loop of chunks around an inner loop: ``outer_before`` runs once per chunk, then ``inner``
+    loops; the outer loop branches back over both."""
+    plain = Controls(1, 0, None, None)
+    lines = _lines(0, "MOV R1, c[0x0][0x28]", plain) + [".L_x_0:"]
+    address = 16
+    for text in outer_before:
+        lines += _lines(address, text, plain)
+        address += 16
+    lines += [".L_x_1:"]
+    for text in inner:
+        lines += _lines(address, text, plain)
+        address += 16
+    lines += _lines(address, "@!P0 BRA `(.L_x_1)", plain) + _lines(address + 16, "@!P1 BRA `(.L_x_0)", plain)
+    lines += _lines(address + 32, "EXIT", plain) + [".L_x_2:", *_lines(address + 48, "BRA `(.L_x_2)", plain)]
+    return "\n".join(lines)
+
+
+def test_main_loop_is_the_innermost_of_nested_loops():
+    """The resident-x ``wgmma`` kernel runs its steps in a loop inside a loop of chunks: the main
+    loop is the inner one (with its branch), not the chunk loop around it."""
+    loop = main_loop(_nested_listing(["IADD3 R2, R2, 0x1, RZ", "HMMA.16816.F32 R4, R8, R12, R4"], ["BAR.SYNC 0x0"]))
+    assert [ins.op for ins in loop] == ["IADD3", "HMMA.16816.F32", "BRA"]
+
+
+def test_loops_one_after_another_are_refused():
+    plain = Controls(1, 0, None, None)
+    lines = _lines(0, "MOV R1, c[0x0][0x28]", plain)
+    for n, start in ((1, 0x10), (2, 0x40)):
+        lines += [f".L_x_{n}:", *_lines(start, "IADD3 R2, R2, 0x1, RZ", plain)]
+        lines += _lines(start + 0x10, f"@!P0 BRA `(.L_x_{n})", plain)
+    with pytest.raises(ValueError, match="nested"):
+        main_loop("\n".join(lines + _lines(0x80, "EXIT", plain)))

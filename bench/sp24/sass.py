@@ -165,9 +165,10 @@ def _instruction_lines(sass: str) -> list[str]:
 
 
 def main_loop(sass: str) -> list[Instr]:
-    """The instructions of the listing's one loop: from the label a backward branch jumps to, up
-    to and including that branch (a branch to the line just above it, the trap at a kernel's end,
-    is no loop)."""
+    """The instructions of the listing's innermost loop: from the label a backward branch jumps
+    to, up to and including that branch (a branch to the line just above it, the trap at a
+    kernel's end, is no loop). Loops must nest (one loop, or a loop of chunks around it): two
+    loops one after the other would leave no main one."""
     lines = _instruction_lines(sass)
     labels = {m.group(1): i for i, line in enumerate(lines) if (m := _LABEL.match(line))}
     loops = [
@@ -175,8 +176,10 @@ def main_loop(sass: str) -> list[Instr]:
         for j, line in enumerate(lines)
         if (m := _BRANCH.search(line)) and labels.get(m.group(1), j) < j - 1
     ]
-    if len(loops) != 1:
-        raise ValueError(f"expected one loop (backward branch) in the SASS listing, found {len(loops)}")
+    loops.sort(key=lambda loop: loop[1] - loop[0])
+    nested = all(b[0] <= a[0] and a[1] <= b[1] for a, b in zip(loops, loops[1:]))
+    if not loops or not nested:
+        raise ValueError(f"expected one loop, or loops nested in it, in the SASS listing; found {len(loops)} loops")
     first, branch = loops[0]
     return [parse_instruction(line) for line in lines[first + 1 : branch + 1] if "*/" in line]
 

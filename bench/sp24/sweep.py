@@ -116,20 +116,24 @@ _CHAINED = {
 # give 128-256 programs. Fed through registers (no ``c``), the H200 (h200-2026-11-27d) took about
 # one memory round trip per step whatever ``a<n>`` was: ptxas's six scoreboards make a step wait
 # for the loads of later steps too. ``c<n>``: every operand through a cp.async ring of n steps
-# (n - 1 in flight, nothing in registers): most tilings here, a few register-fed ones kept as the
-# ring's twins and the best of that run. Up to 16 tokens the MMA multiplies mostly padding but
-# the call is bound by the weight's bytes, which the ring streams as ``spmma`` does. All compile
-# for sm_90a with Triton 3.6 without spills (fp16, and bf16 with bias), within 227 KiB of shared
-# memory, MMAs asynchronous (no C7515)
+# (n - 1 in flight, nothing in registers), which did no better (h200-2026-11-27e); a few
+# register-fed tilings stay as twins and as the best of those runs. ``x<n>``: x resident in
+# shared memory n steps at a time, staged once per chunk, so no step moves x or fences (x's
+# movement cost more than the MMAs in the wgmma ablation); split-K makes most programs' runs one
+# chunk. Up to 16 tokens the MMA multiplies mostly padding, but the call is bound by the weight's
+# bytes, which the ring streams as ``spmma`` does. All compile for sm_90a with Triton 3.6 without
+# spills (fp16, and bf16 with bias), within 227 KiB of shared memory, MMAs asynchronous (no C7515)
 _WGMMA = {
-    1: ("g1t8u4k4", "g1t8u4c4k2", "g1t8u4c4k4", "g1t8u2c6k4", "g2t8u4c4k2", "g1t8u4c6k2"),
-    16: ("g1t16u4k4", "g1t16u4c4k2", "g1t16u4c4k4", "g1t16u2c6k4", "g2t16u4c4k2", "g1t16u4c5k2", "g1t16u4c6k4"),
+    1: ("g1t8u4k4", "g1t8u4c4k2", "g1t8u4c4k4", "g1t8u2c6k4", "g2t8u4c4k2", "g1t8u4c6k2", "g1t8u4c4x16k2",
+        "g1t8u4c6x8k4"),
+    16: ("g1t16u4k4", "g1t16u4c4k2", "g1t16u4c4k4", "g1t16u2c6k4", "g2t16u4c4k2", "g1t16u4c5k2", "g1t16u4c6k4",
+         "g1t16u4c4x16k2", "g1t16u4c6x8k4"),
     32: ("g1t32u2a2k2", "g1t32u4k4", "g1t32u4c4k4", "g1t32u4c4k2", "g1t32u2c5k2", "g1t32u2c6k4", "g2t32u4c4k2",
-         "g2t32u2c5k4", "g1t32u4c5k2"),
+         "g2t32u2c5k4", "g1t32u4c5k2", "g1t32u4c4x8k4", "g1t32u2c6x16k4"),
     64: ("g1t64u2a2", "g1t64u2k2", "g1t64u2c4k2", "g1t64u2c5k2", "g1t64u2c4k4", "g1t64u4c4k2", "g2t64u2c4k2",
-         "g2t64u2c5k4", "g1t64u2c6", "g1t64u2c4"),
+         "g2t64u2c5k4", "g1t64u2c6", "g1t64u2c4", "g1t64u2c4x16k4", "g1t64u2c6x8k8", "g2t64u2c4x16k4"),
     128: ("g2t128u2a2", "g2t64u2a2k2", "g2t128u2", "g2t128u2c4", "g2t128u2c5k2", "g2t64u4c4k2", "g1t128u2c4k2",
-          "g2t64u2c4k2", "g1t64u2c5k4", "g2t128u1c6k2"),
+          "g2t64u2c4k2", "g1t64u2c5k4", "g2t128u1c6k2", "g2t64u2c6x8k8", "g1t64u2c4x16k4", "g2t64u2c4x16k4"),
     512: ("g2t128u2a2", "g2t128u2c4", "g2t128u2c5", "g2t128u2c4k2"),
 }
 

@@ -116,6 +116,14 @@ WGMMA_CASES = [
     (13, 70, 1000, WgmmaConfig(G=1, T=16, U=1, stages=4, split_k=3)),
     (100, 96, 1000, WgmmaConfig(G=2, T=64, U=2, stages=4)),
     (3, 64, 200, WgmmaConfig(G=1, T=8, U=1, stages=5, split_k=8)),
+    # x resident in shared memory, staged a chunk of steps at a time: several chunks with a short
+    # last one, an odd step count, split-K with uneven and empty runs, one chunk, two-step chunks,
+    # a run of just the two steps before the loops
+    (29, 64, 736, WgmmaConfig(G=1, T=32, U=2, stages=3, x_steps=4)),
+    (13, 70, 1000, WgmmaConfig(G=1, T=16, U=1, stages=4, x_steps=8, split_k=3)),
+    (100, 96, 1000, WgmmaConfig(G=2, T=64, U=2, stages=4, x_steps=16)),
+    (3, 64, 200, WgmmaConfig(G=1, T=8, U=1, stages=5, x_steps=2, split_k=8)),
+    (5, 64, 256, WgmmaConfig(G=1, T=8, U=4, stages=3, x_steps=2)),
 ]
 
 

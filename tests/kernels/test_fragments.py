@@ -108,7 +108,7 @@ def test_fp32_and_bad_meta_order_are_rejected():
         to_fragments(compress_24(random_24(16, 32, device="cpu")), meta_order="cols")
 
 
-@pytest.mark.parametrize("label", ["g1t64u2", "g2t8u4a2k4", "g1t128u1a3k16", "g2t128u2c5k2"])
+@pytest.mark.parametrize("label", ["g1t64u2", "g2t8u4a2k4", "g1t128u1a3k16", "g2t128u2c5k2", "g1t64u2c4x16k4"])
 def test_wgmma_labels_round_trip(label):
     cfg = WgmmaConfig.from_label(label)
     cfg.check()
@@ -125,6 +125,8 @@ def test_wgmma_labels_round_trip(label):
         (dict(ahead=4), "ahead must be 1, 2 or 3"),
         (dict(stages=2), "stages must be 0"),
         (dict(ahead=2, stages=4), "ahead must stay 1"),
+        (dict(x_steps=8), "x resident needs a weight ring"),
+        (dict(stages=4, x_steps=3), "2, 4, 8, 16, 32 or 64 steps"),
     ],
 )
 def test_bad_wgmma_configurations_name_the_field_and_what_is_allowed(fields, message):

@@ -64,3 +64,15 @@ def test_the_ring_takes_every_load_of_the_loop_off_the_registers():
     assert ring["shared_loads"] > 0  # the step's operands, read back from the ring
     assert not ring["serialized"] and ring["spills"] == 0
     assert 65536 // (128 * ring["regs"]) == 3 and 65536 // (128 * twin["regs"]) == 2
+
+
+def test_resident_x_leaves_the_loop_nothing_to_move_but_weight_words():
+    """With ``x_steps`` x is staged once per chunk of steps: a step of the loop stores nothing to
+    shared memory, fences nothing and loads nothing from global memory into registers (the
+    weight words come through their ring), where the same ring tiling with x streamed stores x
+    and fences every step; and ptxas still keeps the MMAs in flight."""
+    resident, streamed = _inspect("g1t64u2c4x16k4", "fp16", False), _inspect("g1t64u2c4k4", "fp16", False)
+    assert resident["shared_stores"] == resident["fences"] == resident["global_loads"] == 0
+    assert streamed["shared_stores"] > 0 and streamed["fences"] == 2  # one per step, two steps
+    assert resident["wgmma"] == streamed["wgmma"] and resident["shared_loads"] < streamed["shared_loads"]
+    assert not resident["serialized"] and resident["spills"] == 0

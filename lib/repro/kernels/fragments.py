@@ -167,6 +167,8 @@ class WgmmaConfig:
     before their MMA (in flight meanwhile); ``stages`` >= 3 copies every operand (weight words and
     x) with ``cp.async`` into a ring of that many steps in shared memory instead (``stages - 1``
     steps ahead, no registers to land in; ``ahead`` then has no meaning and must be 1);
+    ``x_steps`` > 0 (with a ring) keeps x resident in shared memory that many steps at a time,
+    staged and permuted once per chunk, and only the weight words go through the ring;
     ``split_k`` > 1 gives each program one of that many runs of K (a third grid axis), whose fp32
     partial sums meet in a workspace as in ``spmma``."""
 
@@ -176,6 +178,7 @@ class WgmmaConfig:
     split_k: int = 1
     ahead: int = 1
     stages: int = 0
+    x_steps: int = 0
 
     @property
     def num_warps(self) -> int:
@@ -199,6 +202,11 @@ class WgmmaConfig:
                 f"WgmmaConfig.ahead={self.ahead} with stages={self.stages}: with a ring every operand is copied "
                 "stages - 1 steps ahead, so ahead must stay 1 (ahead only applies to loads into registers)"
             )
+        if self.x_steps and (not self.stages or self.x_steps not in (2, 4, 8, 16, 32, 64)):
+            raise ValueError(
+                f"WgmmaConfig.x_steps={self.x_steps} with stages={self.stages}: x resident needs a weight ring "
+                "(stages >= 3) and 2, 4, 8, 16, 32 or 64 steps at a time (0: x a step at a time)"
+            )
 
     def grid(self, n: int, m: int) -> tuple[int, int, int]:
         """Programs of a call with ``n`` output rows and ``m`` tokens: row groups, token groups, K splits."""
@@ -206,16 +214,17 @@ class WgmmaConfig:
 
     def label(self) -> str:
         options = f"a{self.ahead}" * (self.ahead > 1) + f"c{self.stages}" * (self.stages > 0)
+        options += f"x{self.x_steps}" * (self.x_steps > 0)
         return f"g{self.G}t{self.T}u{self.U}{options}" + (f"k{self.split_k}" if self.split_k > 1 else "")
 
     @classmethod
     def from_label(cls, label: str) -> WgmmaConfig:
         """The configuration ``label()`` names."""
-        m = re.fullmatch(r"g(\d+)t(\d+)u(\d+)(?:a(\d+))?(?:c(\d+))?(?:k(\d+))?", label)
+        m = re.fullmatch(r"g(\d+)t(\d+)u(\d+)(?:a(\d+))?(?:c(\d+))?(?:x(\d+))?(?:k(\d+))?", label)
         if not m:
-            raise ValueError(f"not a wgmma label: {label!r} (expected g<G>t<T>u<U>[a<n>][c<n>][k<n>])")
-        g, t, u, ahead, stages, split = (int(x) if x else None for x in m.groups())
-        return cls(G=g, T=t, U=u, ahead=ahead or 1, stages=stages or 0, split_k=split or 1)
+            raise ValueError(f"not a wgmma label: {label!r} (expected g<G>t<T>u<U>[a<n>][c<n>][x<n>][k<n>])")
+        g, t, u, ahead, stages, x_steps, split = (int(x) if x else None for x in m.groups())
+        return cls(G=g, T=t, U=u, ahead=ahead or 1, stages=stages or 0, x_steps=x_steps or 0, split_k=split or 1)
 
     def as_dict(self) -> dict:
         return asdict(self)
