@@ -2,7 +2,7 @@
 # One device call for issue 3: probe the sparse-MMA kernel, the kernel tests on CUDA, then the
 # benchmark (bench/sparse24.py). Everything lands in $OUT (default bench/results/latest):
 # spmma-probe.txt, spmma-map.json (where each fragment slot landed), pytest.log,
-# sparse24.{json,md,log}, dispatch_<arch>.json, nvidia-smi.txt.
+# sparse24.{json,md,log}, dispatch_<arch>.json, nvidia-smi.txt, and ncu*.txt (a profile, or why none).
 # Extra arguments go to bench/sparse24.py. BUDGET (s, default 540) bounds the whole script, so
 # that it ends inside one device call's limit: the benchmark gets what the probe and tests left.
 # Afterwards, on the machine with the repository: python bench/ingest_sparse24.py <fetched $OUT>.
@@ -46,3 +46,22 @@ fi
 echo "benchmark time limit: ${bench_timeout} s"
 timeout "$bench_timeout" python3 bench/sparse24.py --out "$OUT" "$@" 2>&1 | grep -v "^|" | tail -60
 echo "bench exit $?"
+# a profiler's look inside the loops (bench/profile_sp24.py), if the machine has Nsight Compute and
+# the budget left allows: the stall reasons of a wgmma step, streamed and resident, and of spmma
+ncu_bin=$(command -v ncu || ls /usr/local/cuda*/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+left=$(( ${BUDGET:-540} - (SECONDS - start) - 5 ))
+if [ -z "$ncu_bin" ]; then
+  echo "ncu: not on this machine" | tee "$OUT/ncu.txt"
+elif [ "$left" -lt 60 ]; then
+  echo "ncu: skipped, ${left} s left of BUDGET=${BUDGET:-540}" | tee "$OUT/ncu.txt"
+else
+  for case in "wgmma g1t64u2c4k4 64" "wgmma g1t64u2c4x16k4 64" "spmma r1w2s8u1t8px 64"; do
+    set -- $case
+    left=$(( ${BUDGET:-540} - (SECONDS - start) - 5 ))
+    [ "$left" -lt 30 ] && break
+    timeout "$left" "$ncu_bin" --kernel-name "regex:_${1}_kernel" --launch-skip 2 --launch-count 1 \
+      --section SpeedOfLight --section WarpStateStats --section SchedulerStats --section MemoryWorkloadAnalysis \
+      python3 bench/profile_sp24.py "$@" > "$OUT/ncu-$2.txt" 2>&1
+    echo "ncu $2: exit $?"
+  done
+fi

@@ -4,12 +4,13 @@
     python bench/ingest_sparse24.py --regenerate bench/results/<stem>.json
 
 RUN_DIR is what the device call left in $OUT (sparse24.json, sparse24.md, sparse24.log,
-dispatch_<arch>.json; pytest.log, spmma-probe.txt, spmma-map.json and nvidia-smi.txt when present). Everything is
+dispatch_<arch>.json; pytest.log, spmma-probe.txt, spmma-map.json, nvidia-smi.txt and ncu*.txt when
+present). Everything is
 checked before anything is written: the records, and every entry of the dispatch table through the
 dispatcher's own lookup. Then:
 
 - bench/results/<gpu>-<date>.{json,md,log} and
-  <gpu>-<date>-{pytest.log,spmma-probe.txt,spmma-map.json,nvidia-smi.txt};
+  <gpu>-<date>-{pytest.log,spmma-probe.txt,spmma-map.json,nvidia-smi.txt,ncu*.txt};
 - lib/repro/kernels/dispatch_<arch>.json (the table sparse24_matmul reads);
 - <stem>-speedup.png, <stem>-e2e.png (bench/plot_sparse24.py) and <stem>-summary.md (targets,
   dispatcher and end-to-end tables: bench/sp24/targets.py), which book/sparse24.md includes;
@@ -159,6 +160,8 @@ def ingest(
     for name, suffix in [("sparse24.md", ".md"), ("sparse24.log", ".log"), *EXTRAS.items()]:
         if (run_dir / name).exists():
             shutil.copyfile(run_dir / name, results / f"{stem}{suffix}")
+    for profile in sorted(run_dir.glob("ncu*.txt")):  # Nsight Compute's reports, or why there are none
+        shutil.copyfile(profile, results / f"{stem}-{profile.name}")
     write_atomic(results / f"{stem}.json", (run_dir / "sparse24.json").read_bytes())
     write_atomic(kernels / table_path.name, table_path.read_bytes())
     return stem

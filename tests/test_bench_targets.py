@@ -147,6 +147,14 @@ def test_ingest_names_files_by_gpu_and_date_and_installs_the_table(run_dir, tmp_
     assert {p.name for p in written} == {f"{stem}-speedup.png", f"{stem}-e2e.png", f"{stem}-summary.md"}
 
 
+def test_ingest_keeps_the_profiles_of_the_run(run_dir, tmp_path):
+    (run_dir / "ncu-g1t64u2c4k4.txt").write_text("==PROF== Disconnected\n")
+    (run_dir / "ncu.txt").write_text("ncu: skipped\n")
+    stem = _ingest(run_dir, tmp_path)
+    assert (tmp_path / "results" / f"{stem}-ncu-g1t64u2c4k4.txt").read_text() == "==PROF== Disconnected\n"
+    assert (tmp_path / "results" / f"{stem}-ncu.txt").exists()
+
+
 def test_ingest_never_overwrites_an_earlier_result_without_force(run_dir, tmp_path):
     _ingest(run_dir, tmp_path)
     before = (tmp_path / "results/h200-2027-01-02.json").read_bytes()
