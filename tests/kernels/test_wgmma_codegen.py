@@ -56,14 +56,14 @@ def test_loads_one_step_ahead_wait_for_memory_once_per_step():
 def test_the_ring_takes_every_load_of_the_loop_off_the_registers():
     """With ``stages`` every operand (weight words and x) is copied by ``cp.async`` into shared
     memory: the loop loads nothing from global memory into registers, so no scoreboard ties a
-    step to copies in flight. A 32-token tiling with four k-blocks per step then fits three
-    programs per SM instead of two (65,536 registers over 128 threads each), and ptxas still
-    keeps the MMAs in flight."""
+    step to copies in flight. A 32-token tiling with four k-blocks per step then fits three or
+    four programs per SM instead of two (65,536 registers over 128 threads each), and ptxas
+    still keeps the MMAs in flight."""
     ring, twin = _inspect("g1t32u4c4k4", "bf16", True), _inspect("g1t32u4a2k4", "bf16", True)
     assert ring["global_loads"] == 0 and twin["global_loads"] > 0
     assert ring["shared_loads"] > 0  # the step's operands, read back from the ring
     assert not ring["serialized"] and ring["spills"] == 0
-    assert 65536 // (128 * ring["regs"]) == 3 and 65536 // (128 * twin["regs"]) == 2
+    assert 65536 // (128 * ring["regs"]) >= 3 and 65536 // (128 * twin["regs"]) == 2
 
 
 def test_resident_x_leaves_the_loop_nothing_to_move_but_weight_words():

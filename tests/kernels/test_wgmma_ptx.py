@@ -69,13 +69,18 @@ def _sweep() -> list[tuple[int, WgmmaConfig]]:
 
 
 @pytest.mark.parametrize("m, cfg", _sweep(), ids=[cfg.label() for _, cfg in _sweep()])
-def test_every_benchmark_configuration_is_correct(gpu, m, cfg):
+def test_every_benchmark_configuration_is_correct_and_free_of_bank_conflicts(gpu, m, cfg):
     """N and K multiples of 16, like the LLaMA shapes: the same divisibility hints, so the same
-    PTX the benchmark will run (a smaller grid of it)."""
-    gpu()
+    PTX the benchmark will run (a smaller grid of it). Every shared-memory access (rings, x's
+    permuted stores, the partial sums) must take no more passes of the banks than its bytes
+    need: x's stores at 128 columns per step once took twice that."""
+    traffic = SharedTraffic()
+    gpu(traffic=traffic)
     out, ref = run_wgmma_case(m, 128, 512, cfg, torch.float16, with_bias=False, seed=m, device="cpu")
     assert not out.isnan().any(), "some output elements were never written"
     assert rel_err(out, ref) < 5e-3
+    conflicts = {text: passes for text, passes in traffic.passes.items() if passes[0] > passes[1]}
+    assert not conflicts, f"bank conflicts ([passes, conflict-free passes]): {conflicts}"
 
 
 def test_split_k_gives_the_same_bits_whichever_split_finishes_last(gpu):

@@ -62,8 +62,11 @@ def _mma_layout(G, T):
 
 @gluon.constexpr_function
 def _x_layout(G, T, KS):
-    """x's ``[T, KS]`` step: eight consecutive columns (one 16-byte load) per thread."""
-    lanes_k = min(KS // 8, 32)
+    """x's ``[T, KS]`` step: eight consecutive columns (one 16-byte load) per thread, and a warp's
+    lanes over at most 64 columns of a row: the MMA buffer keeps each 64 columns in a 128-byte
+    swizzle atom of its own, and lanes spread over two atoms of one row would store into the
+    same banks (2-way conflicts at 128 columns per step)."""
+    lanes_k = min(KS // 8, 8)
     return gl.BlockedLayout(
         size_per_thread=[1, 8],
         threads_per_warp=[32 // lanes_k, lanes_k],
