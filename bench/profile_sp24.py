@@ -30,11 +30,10 @@ def main() -> None:
     args = ap.parse_args()
 
     import torch
-    from sp24.common import rel_err
+    from sp24.common import pruned_weight, rel_err
 
     from repro.kernels import compress_24
     from repro.kernels.fragments import SpmmaConfig, WgmmaConfig
-    from repro.pruning import nm_mask
 
     if args.kernel == "wgmma":
         from repro.kernels.gluon_wgmma import launch_wgmma as launch
@@ -45,9 +44,7 @@ def main() -> None:
 
         cfg = SpmmaConfig.from_label(args.label)
     cfg.check()
-    torch.manual_seed(0)
-    dense = torch.randn(4096, 4096, device="cuda", dtype=torch.float16) * 0.02
-    dense = dense * nm_mask(dense.abs(), 2, 4)
+    dense = pruned_weight(4096, 4096, "cuda", seed=0)
     w = compress_24(dense).fragments()
     x = torch.randn(args.m, 4096, device="cuda", dtype=torch.float16)
     out = torch.empty(args.m, 4096, device="cuda", dtype=torch.float16)

@@ -98,17 +98,14 @@ def _time(label: str, m: int) -> dict:
     import torch
 
     sys.path.insert(0, str(ROOT / "bench"))
-    from sp24.common import rel_err
+    from sp24.common import pruned_weight, rel_err
     from sp24.timing import Timer
 
     from repro.kernels import compress_24
     from repro.kernels.fragments import WgmmaConfig
     from repro.kernels.gluon_wgmma import launch_wgmma
-    from repro.pruning import nm_mask
 
-    torch.manual_seed(0)
-    dense = torch.randn(N, K, device="cuda", dtype=torch.float16) * 0.02
-    dense = dense * nm_mask(dense.abs(), 2, 4)
+    dense = pruned_weight(N, K, "cuda", seed=0)
     w = compress_24(dense).fragments()
     x = torch.randn(m, K, device="cuda", dtype=torch.float16)
     out = torch.empty(m, N, device="cuda", dtype=torch.float16)

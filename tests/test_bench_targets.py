@@ -239,3 +239,16 @@ def test_speedup_figure_draws_the_sweeps_shapes_only():
     for rows in panels.values():
         assert sorted({r["M"] for r in rows}) == [1, 4, 8, 16, 32, 64, 128, 512, 2048]
         assert {r["method"] for r in rows} <= set(METHODS) | {"cublas"}
+
+
+def test_the_pages_wgmma_ablation_table_is_the_committed_run():
+    """``book/sparse24.md`` quotes the ablation's times in a table: each row must be the committed
+    JSON's (``bench/wgmma_ablation.py``), to the 0.1 µs shown."""
+    runs = json.loads((RESULTS / "experiments" / "h200-2026-11-27-wgmma-ablation.json").read_text())
+    times = {(r["label"], r["variant"]): r["us"] for r in runs}
+    page = (ROOT / "book" / "sparse24.md").read_text()
+    rows = re.findall(r"^\| (g\w+) \(\d+\) \| ([\d.]+) µs \| ([\d.]+) µs \| ([\d.]+) µs \| ([\d.]+) µs \|$", page, re.M)
+    assert len(rows) == 4
+    for label, *shown in rows:
+        measured = [times[(label, v)] for v in ("full", "no_fence", "no_expand", "no_mma")]
+        assert [float(x) for x in shown] == [round(t, 1) for t in measured], label

@@ -60,6 +60,16 @@ def gpu_slug(name: str) -> str:
     return name.lower().replace(" ", "-")
 
 
+def pruned_weight(n: int, k: int, device, seed: int) -> torch.Tensor:
+    """A random fp16 weight ``[n, k]`` (LLaMA-like scale) pruned 2:4 by magnitude, the same for a
+    seed on every run."""
+    from repro.pruning import nm_mask
+
+    torch.manual_seed(seed)
+    dense = torch.randn(n, k, device=device, dtype=torch.float16) * 0.02
+    return dense * nm_mask(dense.abs(), 2, 4)
+
+
 def rel_err(y, ref) -> float:
     return float((y.float() - ref).abs().max() / ref.abs().max())
 

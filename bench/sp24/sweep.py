@@ -9,9 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from repro.kernels import compress_24
-from repro.pruning import nm_mask
 
-from .common import COPIES, KERNELS, TOL, record, recs_at, rel_err
+from .common import COPIES, KERNELS, TOL, pruned_weight, record, recs_at, rel_err
 
 SPLITS = [1, 2, 3, 4, 6, 8, 12, 16]
 GLUON = ("spmma", "wgmma")  # the kernels that read the weight in fragment order
@@ -250,9 +249,7 @@ def precompile(x, w, out, ms, log=print):
 def bench_shape(info, timer, n, k, ms, log) -> list[dict]:
     from repro.kernels.triton_sp24 import launch
 
-    torch.manual_seed(n + k)
-    dense = torch.randn(n, k, device=timer.device, dtype=torch.float16) * 0.02
-    dense = dense * nm_mask(dense.abs(), 2, 4)
+    dense = pruned_weight(n, k, timer.device, seed=n + k)
     w = compress_24(dense)
     assert torch.equal(w.decompress(), dense), f"compress/decompress round trip failed on {timer.device}"
     try:

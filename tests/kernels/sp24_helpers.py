@@ -160,6 +160,25 @@ def _run_fragment_case(launch, m, n, k, cfg, dtype, with_bias, meta_order, seed,
     return out, ref
 
 
+def first_token_counts(configs, token_counts) -> list[tuple[int, object]]:
+    """Every configuration ``configs(m)`` gives for the benchmark's token counts, each once, with
+    the smallest count that times it."""
+    first = {}
+    for m in token_counts:
+        for cfg in configs(m):
+            first.setdefault(cfg, m)
+    return [(m, cfg) for cfg, m in first.items()]
+
+
+def assert_correct_and_conflict_free(out, ref, traffic) -> None:
+    """An emulated run wrote every output, close to the fp64 reference, and each shared-memory
+    access took no more passes of the banks than its bytes need (``ptx_emulator.SharedTraffic``)."""
+    assert not out.isnan().any(), "some output elements were never written"
+    assert rel_err(out, ref) < 5e-3
+    conflicts = {text: passes for text, passes in traffic.passes.items() if passes[0] > passes[1]}
+    assert not conflicts, f"bank conflicts ([passes, conflict-free passes]): {conflicts}"
+
+
 def rel_err(y: torch.Tensor, ref: torch.Tensor) -> float:
     """max |y - ref| / max |ref| (NaN-propagating)."""
     y, ref = y.detach().double(), ref.detach().double()

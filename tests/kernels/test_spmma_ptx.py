@@ -18,7 +18,15 @@ import pytest
 import torch
 from ptx_emulator import SharedTraffic
 from ptx_launch import EmulatedKernel
-from sp24_helpers import SPMMA_CASES, mma_sp_warps, rel_err, run_spmma_case, spmma_case_ids
+from sp24_helpers import (
+    SPMMA_CASES,
+    assert_correct_and_conflict_free,
+    first_token_counts,
+    mma_sp_warps,
+    rel_err,
+    run_spmma_case,
+    spmma_case_ids,
+)
 
 from repro.kernels import gluon_sp24
 from repro.kernels.fragments import SpmmaConfig
@@ -56,12 +64,7 @@ def test_compiled_spmma_matches_dense_masked_matmul(gpu, m, n, k, cfg, dtype):
 
 
 def _sweep() -> list[tuple[int, SpmmaConfig]]:
-    """Every configuration the benchmark times, with the smallest of its token counts."""
-    first = {}
-    for m in MS:
-        for cfg in spmma_configs(m):
-            first.setdefault(cfg, m)
-    return [(m, cfg) for cfg, m in first.items()]
+    return first_token_counts(spmma_configs, MS)
 
 
 @pytest.mark.parametrize("m, cfg", _sweep(), ids=[cfg.label() for _, cfg in _sweep()])
@@ -73,10 +76,7 @@ def test_every_benchmark_configuration_is_correct_and_free_of_bank_conflicts(gpu
     traffic = SharedTraffic()
     gpu(traffic=traffic)
     out, ref = run_spmma_case(m, 256, 512, cfg, torch.float16, with_bias=False, seed=m, device="cpu")
-    assert not out.isnan().any(), "some output elements were never written"
-    assert rel_err(out, ref) < 5e-3
-    conflicts = {text: passes for text, passes in traffic.passes.items() if passes[0] > passes[1]}
-    assert not conflicts, f"bank conflicts ([passes, conflict-free passes]): {conflicts}"
+    assert_correct_and_conflict_free(out, ref, traffic)
 
 
 def test_emulated_ptx_is_specialized_like_the_launcher(gpu):

@@ -15,7 +15,14 @@ import pytest
 import torch
 from ptx_emulator import SharedTraffic
 from ptx_launch import EmulatedKernel
-from sp24_helpers import WGMMA_CASES, rel_err, run_wgmma_case, wgmma_case_ids
+from sp24_helpers import (
+    WGMMA_CASES,
+    assert_correct_and_conflict_free,
+    first_token_counts,
+    rel_err,
+    run_wgmma_case,
+    wgmma_case_ids,
+)
 
 from repro.kernels import gluon_wgmma
 from repro.kernels.fragments import WgmmaConfig
@@ -60,12 +67,7 @@ def test_metadata_words_in_either_order(gpu, cfg):
 
 
 def _sweep() -> list[tuple[int, WgmmaConfig]]:
-    """Every configuration the benchmark times, with the smallest of its token counts."""
-    first = {}
-    for m in MS:
-        for cfg in wgmma_configs(m):
-            first.setdefault(cfg, m)
-    return [(m, cfg) for cfg, m in first.items()]
+    return first_token_counts(wgmma_configs, MS)
 
 
 @pytest.mark.parametrize("m, cfg", _sweep(), ids=[cfg.label() for _, cfg in _sweep()])
@@ -77,10 +79,7 @@ def test_every_benchmark_configuration_is_correct_and_free_of_bank_conflicts(gpu
     traffic = SharedTraffic()
     gpu(traffic=traffic)
     out, ref = run_wgmma_case(m, 128, 512, cfg, torch.float16, with_bias=False, seed=m, device="cpu")
-    assert not out.isnan().any(), "some output elements were never written"
-    assert rel_err(out, ref) < 5e-3
-    conflicts = {text: passes for text, passes in traffic.passes.items() if passes[0] > passes[1]}
-    assert not conflicts, f"bank conflicts ([passes, conflict-free passes]): {conflicts}"
+    assert_correct_and_conflict_free(out, ref, traffic)
 
 
 def test_split_k_gives_the_same_bits_whichever_split_finishes_last(gpu):
