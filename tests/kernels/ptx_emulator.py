@@ -5,7 +5,10 @@ predicates, conversions, global/shared loads and stores, ``cp.async``, ``ldmatri
 fences, warp shuffles, barriers, branches); any other instruction raises ``NotImplementedError``
 naming it, so the emulator never guesses. Warp-wide matrix instructions (``mma.sp``) are delegated
 to a model passed in by the caller; Hopper's warpgroup MMA (``wgmma``, fp16/bf16 inputs, fp32
-accumulators) is emulated here, see :meth:`Cta.op_wgmma`.
+accumulators) is emulated here, see :meth:`Cta.op_wgmma`. Its sparse form (``wgmma.mma_async.sp``,
+2:4-sparse A in registers, m64nNk32) is computed through that same ``mma.sp`` model, one
+``mma.sp.m16n8k32`` per warp and 8-column block of B (sparsity selector 0, unscaled, K-major B
+only; A from shared memory is not emulated).
 
 Execution model: one program (CTA) at a time, to its end (in launch order, or reversed: the
 order programs meet in at an atomic counter is the hardware's choice), all its threads in lock
@@ -22,10 +25,11 @@ time, not correctness, so they are measured rather than refused.
 
 ``wgmma.mma_async`` is computed when it is issued, which is what the hardware computes as long
 as nothing touches its operands or accumulator before the ``wgmma.wait_group`` that retires it:
-so touching them is refused (reading or writing the accumulator, writing the A registers or the
-shared bytes it reads), as are a register access since the last ``wgmma.fence`` and shared bytes
-written by ordinary stores or ``cp.async`` with no ``fence.proxy.async`` before the wgmma reads
-them. These are the pipelining bugs a GPU would hide or turn into rare wrong results.
+so touching them is refused (reading or writing the accumulator, writing the A registers, the
+sparse form's metadata register or the shared bytes it reads), as are a register access since
+the last ``wgmma.fence`` and shared bytes written by ordinary stores or ``cp.async`` with no
+``fence.proxy.async`` before the wgmma reads them. These are the pipelining bugs a GPU would
+hide or turn into rare wrong results.
 """
 
 from __future__ import annotations
@@ -53,7 +57,9 @@ MODIFIERS |= {"cg", "relaxed", "acquire", "release", "acq_rel", "gpu"}
 MODIFIERS |= {"async", "ca", "commit_group", "wait_group"}  # cp.async (see Cta.op_cp)
 MODIFIERS |= {"aligned", "m8n8", "x1", "x2", "x4"}  # ldmatrix, stmatrix (see Cta.op_ldmatrix)
 WGMMA_SHAPES = {f"m64n{n}k16" for n in range(8, 257, 8)}  # the fp16/bf16 shapes (see Cta.op_wgmma)
-MODIFIERS |= {"fence", "mma_async", "proxy", "shared::cta"} | WGMMA_SHAPES  # wgmma, fence.proxy.async
+WGMMA_SP_SHAPES = {f"m64n{n}k32" for n in range(8, 257, 8)}  # their sparse (.sp) forms
+# wgmma (dense and sparse) and fence.proxy.async
+MODIFIERS |= {"fence", "mma_async", "proxy", "shared::cta", "sp"} | WGMMA_SHAPES | WGMMA_SP_SHAPES
 ATOMICS = {"add": lambda old, val: old + val, "exch": lambda old, val: val}
 
 
@@ -328,16 +334,19 @@ DESCRIPTOR_RESERVED = sum(1 << bit for bit in (14, 15, 30, 31, 46, 47, 48, *rang
 def wgmma_addresses(desc: int, rows: int, mn_major: bool, elem: int = 2, depth: int = 16) -> np.ndarray:
     """Shared-window byte address [rows, depth] of each element (i, k) of a ``wgmma`` operand in
     shared memory, as its 64-bit matrix descriptor places it: ``i`` is A's row (M) or B's column
-    (N), ``k`` runs along K; ``mn_major`` is the instruction's imm-trans flag.
+    (N), ``k`` runs along K; ``mn_major`` is the instruction's imm-trans flag. ``depth``: the
+    instruction's K, 32 bytes of it for the dense shapes (16 fp16/bf16 values), 64 bytes for the
+    B of the sparse m64nNk32 (32 values, K-major).
 
     The PTX ISA's canonical layouts, in bytes (T = 16 bytes, one row of an 8-row core matrix):
     without swizzle, K-major core matrices are 8 rows of 16 bytes along i, SBO apart every 8
     rows of i and LBO apart every 16 bytes of k; MN-major ones are 16 bytes of i by 8 rows of k,
     SBO apart along i and LBO apart along k. With a swizzle of W bytes, an atom is 8 rows of W
-    bytes: K-major rows are i (8-row groups SBO apart, the 16 k of one instruction inside a row);
-    MN-major rows are k (8-row groups SBO apart) and W-byte blocks of i are LBO apart. The
-    swizzle then XORs the 16-byte chunk (address bits 4-6, 4-5, 4 for 128/64/32 bytes) with the
-    row in the repeating pattern (bits 7-9, 7-8, 7) of the address itself."""
+    bytes: K-major rows are i (8-row groups SBO apart, the values of k of one instruction inside
+    a row: :meth:`Cta._wgmma_operand` refuses an instruction whose K is wider than W); MN-major
+    rows are k (8-row groups SBO apart) and W-byte blocks of i are LBO apart. The swizzle then
+    XORs the 16-byte chunk (address bits 4-6, 4-5, 4 for 128/64/32 bytes) with the row in the
+    repeating pattern (bits 7-9, 7-8, 7) of the address itself."""
     start, lbo, sbo = (((desc >> shift) & 0x3FFF) << 4 for shift in (0, 16, 32))
     if (desc >> 49) & 7:
         raise NotImplementedError(f"wgmma matrix descriptor {desc:#x} with a base offset (bits 49-51)")
@@ -351,7 +360,7 @@ def wgmma_addresses(desc: int, rows: int, mn_major: bool, elem: int = 2, depth: 
         offset = (i % 8) * 16 + (i // 8) * sbo + (k % (16 // elem)) * elem + (k // (16 // elem)) * lbo
     elif mn_major:
         offset = (i % (width // elem)) * elem + (i // (width // elem)) * lbo + (k % 8) * width + (k // 8) * sbo
-    else:  # one instruction's 16 values of k (32 bytes) fit in a row of every swizzle
+    else:
         offset = (i % 8) * width + (i // 8) * sbo + k * elem
     addr = start + offset
     if width:
@@ -376,6 +385,15 @@ def _wgmma_d_fragment(n: int) -> tuple[np.ndarray, np.ndarray]:
     return 16 * (t // 32) + lane // 4 + 8 * (reg % 4 // 2), 8 * (reg // 4) + 2 * (lane % 4) + reg % 2
 
 
+def _mma_sp_b_fragment() -> tuple[np.ndarray, np.ndarray]:
+    """(k, column) [32 lanes, 4 registers, 2 halves] of the B operand [32, 8] of one
+    ``mma.sp.m16n8k32`` with fp16/bf16 inputs: lane 4g+q holds column g, register r the rows
+    k = 8r + 2q (low half) and 8r + 2q + 1 (high half)."""
+    lane, reg, half = np.arange(32)[:, None, None], np.arange(4)[None, :, None], np.arange(2)[None, None, :]
+    k, column = np.broadcast_arrays(8 * reg + 2 * (lane % 4) + half, lane // 4)
+    return k, column
+
+
 def _halves_to_f64(bits: np.ndarray, ty: str) -> np.ndarray:
     """16-bit fp16 or bf16 values (any integer array) as float64."""
     bits = np.asarray(bits).astype(np.uint64)
@@ -389,6 +407,17 @@ class WgmmaOp:
     accumulator: tuple[str, ...]
     a_registers: tuple[str, ...]
     reads: list[np.ndarray]  # per warpgroup, the shared offsets its descriptors read
+    metadata: tuple[str, ...] = ()  # the sparse form's metadata register
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """The registers it reads until retired (besides the accumulator)."""
+        return self.a_registers + self.metadata
+
+    def roles(self) -> dict[str, str]:
+        """Each register it owns until retired, with the role an error message names."""
+        return (dict.fromkeys(self.a_registers, "A operand") | dict.fromkeys(self.metadata, "sparsity metadata")
+                | dict.fromkeys(self.accumulator, "accumulator"))
 
 
 # ---------------------------------------------------------------------------------------- execution
@@ -421,9 +450,10 @@ class Cta:
         self.groups: list[list] = []
         self.pending = np.zeros(shared.buffers[0].size, dtype=np.int64)
         # wgmma: issued operations not yet committed, then committed groups, oldest first; the
-        # registers they own until retired (name -> "accumulator" or "A operand") and the shared
-        # bytes they read; registers read or written since the last wgmma.fence; shared bytes
-        # written by the generic proxy (stores, cp.async) since the last fence.proxy.async
+        # registers they own until retired (name -> "accumulator", "A operand" or "sparsity
+        # metadata") and the shared bytes they read; registers read or written since the last
+        # wgmma.fence; shared bytes written by the generic proxy (stores, cp.async) since the last
+        # fence.proxy.async
         self.wgmma_open: list[WgmmaOp] = []
         self.wgmma_groups: list[list[WgmmaOp]] = []
         self.wgmma_owned: dict[str, str] = {}
@@ -946,12 +976,20 @@ class Cta:
     def op_wgmma(self, ins, active):
         """Hopper's warpgroup MMA, by every warpgroup (128 consecutive threads) of the CTA at once.
 
-        ``wgmma.fence`` orders earlier register accesses before the wgmmas that follow; an A or
-        accumulator register accessed since the last one is refused at the wgmma (its chained
-        accumulator, by the wgmmas before it, excepted). ``wgmma.mma_async`` (see
+        ``wgmma.fence`` orders earlier register accesses before the wgmmas that follow; an A,
+        metadata or accumulator register accessed since the last one is refused at the wgmma (its
+        chained accumulator, by the wgmmas before it, excepted). ``wgmma.mma_async`` (see
         :meth:`_wgmma_mma_async`) joins the open group, ``wgmma.commit_group`` closes it, and
         ``wgmma.wait_group N`` retires all but the newest ``N`` committed groups: until then their
-        registers and shared bytes may not be touched."""
+        registers and shared bytes may not be touched.
+
+        The dense form (m64nNk16) is computed here; the sparse ``wgmma.mma_async.sp`` (m64nNk32,
+        A 2:4-sparse in four registers plus a metadata register) through the caller's ``mma.sp``
+        model, one ``mma.sp.m16n8k32`` per warp and 8-column block of B (see
+        :meth:`_wgmma_sparse`), under the same rules for its A and metadata registers, its
+        accumulator and the shared bytes of B. Not emulated (``NotImplementedError``): the sparse
+        form with A from a descriptor, sparsity selector other than 0, imm-scale other than 1,
+        an MN-major B, or no model."""
         if active is not None and not active.all():
             raise PtxError(f"predicated wgmma (every thread of a warpgroup must run it): {ins.text}")
         if self.n % 128:
@@ -971,8 +1009,7 @@ class Cta:
                         self.races.async_read_done(offsets, group)
             self.wgmma_owned = {}
             for op in self.wgmma_open + [op for group in self.wgmma_groups for op in group]:
-                self.wgmma_owned |= dict.fromkeys(op.a_registers, "A operand")
-                self.wgmma_owned |= dict.fromkeys(op.accumulator, "accumulator")
+                self.wgmma_owned |= op.roles()
         elif kind == "mma_async":
             self._wgmma_mma_async(ins)
         else:
@@ -984,14 +1021,33 @@ class Cta:
         A [64, 16] from four registers per thread or a descriptor, B [16, N] from a descriptor,
         imm-scale ±1 negating A or B, imm-trans 1 for an MN-major operand in shared memory.
         Computed now: products exact in fp64, summed with the old D in fp64, rounded to fp32 once
-        (as the ``mma.sp`` model does); the hardware's order of fp32 additions is not modelled."""
+        (as the ``mma.sp`` model does); the hardware's order of fp32 additions is not modelled.
+
+        The sparse form ``wgmma.mma_async.sp.sync.aligned.m64nNk32.f32.{f16,bf16}.{f16,bf16} d,
+        {a0, a1, a2, a3}, b-desc, e, sp-sel, scale-d, imm-scale-a, imm-scale-b, imm-trans-b``
+        (A 2:4-sparse [64, 32] in registers, B [32, N] K-major) is computed by the caller's
+        ``mma.sp`` model, see :meth:`_wgmma_sparse`; only sp-sel 0, imm-scale 1 and imm-trans-b 0
+        are emulated, not A from a descriptor. Both forms share the descriptors, the shared-memory
+        reads and their checks, the register rules and the bookkeeping until the wait; the
+        sparse form's metadata register ``e`` is held like its A registers."""
         parts = ins.op.split(".")
-        if len(parts) != 8 or parts[4] not in WGMMA_SHAPES or parts[5] != "f32" or parts[6] != parts[7] \
-                or parts[6] not in ("f16", "bf16"):
+        sparse = parts[2:3] == ["sp"]
+        if sparse:
+            del parts[2]
+        if len(parts) != 8 or parts[4] not in (WGMMA_SP_SHAPES if sparse else WGMMA_SHAPES) or parts[5] != "f32" \
+                or parts[6] != parts[7] or parts[6] not in ("f16", "bf16"):
             raise NotImplementedError(f"PTX instruction not emulated (fp16/bf16 wgmma into fp32 only): {ins.text}")
-        n, ty = int(parts[4][4:-3]), parts[6]
-        d, a, b, scale_d, *flags = ins.args
+        n, ty, depth = int(parts[4][4:-3]), parts[6], 32 if sparse else 16
+        if len(ins.args) < (6 if sparse else 4):
+            raise PtxError(f"wgmma with {len(ins.args)} operands: {ins.text}")
+        if sparse:
+            d, a, b, e, selector, scale_d, *flags = ins.args
+        else:
+            d, a, b, scale_d, *flags = ins.args
         register_a = a.startswith("{")
+        if sparse and not register_a:
+            raise NotImplementedError(f"sparse wgmma with A from a shared-memory descriptor (the SS form) is not "
+                                      f"emulated, only A in registers: {ins.text}")
         if len(flags) != (3 if register_a else 4) or any(f not in ("0", "1", "-1") for f in flags):
             raise PtxError(f"wgmma immediates must be imm-scale-a, imm-scale-b (1 or -1) and the transpose flags "
                            f"(0 or 1): {ins.text}")
@@ -1001,54 +1057,115 @@ class Cta:
                 or set(trans) - {0, 1}:
             raise PtxError(f"wgmma with {len(accumulator)} accumulator registers (m64n{n} takes {n // 2}), "
                            f"{len(a_registers)} A registers (4) or invalid immediates: {ins.text}")
-        self._wgmma_registers_free(ins, accumulator, a_registers)
+        metadata = ()
+        if sparse:
+            metadata = self._wgmma_sparse_operands(ins, e, selector, scale_a, scale_b, trans[-1])
+        self._wgmma_registers_free(ins, accumulator, a_registers + metadata)
         use_d, b_desc = self.read(scale_d).astype(bool), self.read(b)
         a_desc = None if register_a else self.read(a)
-        out = np.zeros((self.n, n // 2), dtype=np.float32)
+        out = np.zeros((self.n, n // 2), dtype=U64)
         d_row, d_col = _wgmma_d_fragment(n)
         reads = []
         for group in range(self.n // 128):
             threads = slice(128 * group, 128 * group + 128)
-            b_offsets = self._wgmma_operand(ins, b_desc[threads], n, bool(trans[-1]))
-            b_values = _halves_to_f64(self._shared_halves(b_offsets), ty).T  # [16, n]
+            b_offsets = self._wgmma_operand(ins, b_desc[threads], n, bool(trans[-1]), depth)
+            b_halves = self._shared_halves(b_offsets)  # [n, depth]
             if register_a:
-                a_values = np.zeros((64, 16))
-                row, k = _wgmma_a_fragment()
                 words = np.stack([self._register(r, ins)[threads] for r in a_registers], 1)  # [128, 4]
-                a_values[row, k] = _pairs(words, ty)
                 offsets = b_offsets.ravel()
             else:
-                a_offsets = self._wgmma_operand(ins, a_desc[threads], 64, bool(trans[0]))
+                a_offsets = self._wgmma_operand(ins, a_desc[threads], 64, bool(trans[0]), depth)
                 a_values = _halves_to_f64(self._shared_halves(a_offsets), ty)  # [64, 16]
                 offsets = np.concatenate([a_offsets.ravel(), b_offsets.ravel()])
             offsets = np.unique(offsets[:, None] + np.arange(2))
             self._wgmma_reads_settled(ins, offsets)
             reads.append(offsets)
+            old = None
+            if self._uniform(use_d[threads], ins, "scale-d"):
+                old = np.stack([self._register(r, ins)[threads] for r in accumulator], 1)  # [128, n / 2]
+            if sparse:
+                e_word = self._register(metadata[0], ins)[threads]
+                out[threads] = self._wgmma_sparse(ty, words, e_word, b_halves, old)
+                continue
+            if register_a:
+                a_values = np.zeros((64, 16))
+                row, k = _wgmma_a_fragment()
+                a_values[row, k] = _pairs(words, ty)
+            b_values = _halves_to_f64(b_halves, ty).T  # [16, n]
             product = (scale_a * a_values) @ (scale_b * b_values)  # [64, n], exact products in fp64
             acc = product[d_row, d_col]
-            if self._uniform(use_d[threads], ins, "scale-d"):
-                old = np.stack([self._register(r, ins)[threads] for r in accumulator], 1)
+            if old is not None:
                 acc += _f32(old).astype(np.float64)
-            out[threads] = acc.astype(np.float32)
+            out[threads] = _from_f32(acc.astype(np.float32))
         for offsets in reads:
             np.add.at(self.wgmma_reading, offsets, 1)
         for i, reg in enumerate(accumulator):
-            self.regs[reg] = _from_f32(out[:, i])
-        self.wgmma_open.append(WgmmaOp(accumulator, a_registers, reads))
-        self.wgmma_owned |= dict.fromkeys(a_registers, "A operand")
-        self.wgmma_owned |= dict.fromkeys(accumulator, "accumulator")
+            self.regs[reg] = out[:, i].copy()
+        op = WgmmaOp(accumulator, a_registers, reads, metadata)
+        self.wgmma_open.append(op)
+        self.wgmma_owned |= op.roles()
 
-    def _wgmma_registers_free(self, ins: Instr, accumulator: tuple, a_registers: tuple) -> None:
-        """A wgmma's registers: fenced since their last access, and not those of a wgmma in flight,
-        except the same accumulator again (wgmmas chained on one accumulator run in order)."""
+    def _wgmma_sparse_operands(self, ins: Instr, e: str, selector: str, scale_a: int, scale_b: int,
+                               trans_b: int) -> tuple[str]:
+        """The sparse form's metadata register, after refusing what is not emulated."""
+        if self.mma is None:
+            raise NotImplementedError(f"no model for {ins.op} (computed through the mma.sp model)")
+        if not re.fullmatch(r"0[xX][0-9a-fA-F]+|\d+", selector):
+            raise PtxError(f"wgmma sparsity selector (sp-sel) must be an immediate: {ins.text}")
+        if int(selector, 0) != 0:
+            raise NotImplementedError(f"sparse wgmma with sparsity selector (sp-sel) {selector}: only 0 is emulated: "
+                                      f"{ins.text}")
+        if (scale_a, scale_b) != (1, 1):
+            raise NotImplementedError(f"sparse wgmma with imm-scale-a {scale_a}, imm-scale-b {scale_b}: only 1 is "
+                                      f"emulated: {ins.text}")
+        if trans_b:
+            raise NotImplementedError(f"sparse wgmma with an MN-major B (imm-trans-b 1): only K-major is emulated: "
+                                      f"{ins.text}")
+        if not re.fullmatch(r"%[\w$]+", e):
+            raise PtxError(f"wgmma sparsity metadata must be a register, got {e!r}: {ins.text}")
+        return (e,)
+
+    def _wgmma_sparse(self, ty: str, a_words: np.ndarray, e_word: np.ndarray, b_halves: np.ndarray,
+                      old: np.ndarray | None) -> np.ndarray:
+        """One warpgroup's sparse wgmma through the ``mma.sp`` model: D [128 threads, N / 2] bits.
+
+        Warp w's A registers and metadata word are those of one m16n8k32 ``mma.sp`` (opcode
+        ``mma.sp::ordered_metadata.sync.aligned.m16n8k32.row.col.f32.T.T.f32``, sparsity selector
+        0) for rows 16w..16w+15: what they mean is the model's reading, not re-derived here. For
+        each 8-column block j, the warp's B registers are B[0:32, 8j:8j+8] in that instruction's
+        fragment (:func:`_mma_sp_b_fragment`) and its C registers are the accumulator registers
+        4j..4j+3 (zero without scale-d): wgmma's D registers 4j..4j+3 of lane 4g+q are rows g, g,
+        g+8, g+8 and columns 8j+2q, 8j+2q+1, 8j+2q, 8j+2q+1, which is the m16n8 C/D fragment. The
+        model's four D registers become D registers 4j..4j+3. The model is called once: the
+        (block, warp) pairs go to it as that many warps, block-major."""
+        blocks = b_halves.shape[0] // 8
+        k, col = _mma_sp_b_fragment()
+        frag = b_halves[8 * np.arange(blocks)[:, None, None, None] + col, k].astype(U64)  # [blocks, 32, 4, 2]
+        b_words = np.tile(frag[..., 0] | frag[..., 1] << U64(16), (1, 4, 1)).reshape(-1, 4)  # 4 warps alike
+        a = np.broadcast_to(a_words, (blocks, 128, 4)).reshape(-1, 4)
+        e = np.broadcast_to(e_word, (blocks, 128)).reshape(-1)
+        if old is None:
+            c = np.zeros((blocks * 128, 4), dtype=U64)
+        else:
+            c = old.reshape(128, blocks, 4).transpose(1, 0, 2).reshape(-1, 4)
+        op = f"mma.sp::ordered_metadata.sync.aligned.m16n8k32.row.col.f32.{ty}.{ty}.f32"
+        d = self.mma(op, [a[:, i] for i in range(4)], [b_words[:, i] for i in range(4)], [c[:, i] for i in range(4)],
+                     e)
+        d = np.stack([np.asarray(x, dtype=U64) for x in d], -1).reshape(blocks, 128, 4)
+        return d.transpose(1, 0, 2).reshape(128, 4 * blocks)
+
+    def _wgmma_registers_free(self, ins: Instr, accumulator: tuple, inputs: tuple) -> None:
+        """A wgmma's registers (accumulator; A and metadata ``inputs``): fenced since their last
+        access, and not those of a wgmma in flight, except the same accumulator again (wgmmas
+        chained on one accumulator run in order) and inputs shared with another (both only read)."""
         if self.touched is None:
             raise PtxError(f"wgmma.mma_async with no wgmma.fence before it: {ins.text}")
-        for reg in accumulator + a_registers:
+        for reg in accumulator + inputs:
             if reg in self.touched:
                 raise PtxError(f"{reg} was accessed since the last wgmma.fence (the wgmma may not see that "
                                f"access in order): {ins.text}")
         for op in self.wgmma_open + [op for group in self.wgmma_groups for op in group]:
-            clash = set(op.a_registers) & set(accumulator) | set(op.accumulator) & set(a_registers)
+            clash = set(op.inputs) & set(accumulator) | set(op.accumulator) & set(inputs)
             if op.accumulator != accumulator:
                 clash |= set(op.accumulator) & set(accumulator)
             if clash:
@@ -1068,10 +1185,19 @@ class Cta:
             raise PtxError(f"wgmma {what} differs between the threads of a warpgroup: {ins.text}")
         return values[0]
 
-    def _wgmma_operand(self, ins: Instr, desc: np.ndarray, rows: int, mn_major: bool) -> np.ndarray:
-        """Shared offsets [rows, 16] of an operand's elements, after the bounds check."""
+    def _wgmma_operand(self, ins: Instr, desc: np.ndarray, rows: int, mn_major: bool, depth: int) -> np.ndarray:
+        """Shared offsets [rows, depth] of an operand's elements, after the bounds check. A K-major
+        operand's K must lie in one row of its swizzle atom (the sparse form's 64 bytes of B do
+        not fit a 32-byte swizzle; where the hardware would read the rest is not emulated), and
+        only the dense depth is emulated for an MN-major one."""
         desc = int(self._uniform(desc, ins, "matrix descriptor"))
-        offsets = wgmma_addresses(desc, rows, mn_major) - self.shared.bases[0]
+        width = SWIZZLE_BYTES[desc >> 62]
+        if mn_major and depth != 16:
+            raise NotImplementedError(f"MN-major wgmma operand {depth} values deep: {ins.text}")
+        if not mn_major and width and 2 * depth > width:
+            raise NotImplementedError(f"K-major wgmma operand {2 * depth} bytes deep in a {width}-byte swizzle (one "
+                                      f"instruction's K must lie in one row of the swizzle atom): {ins.text}")
+        offsets = wgmma_addresses(desc, rows, mn_major, depth=depth) - self.shared.bases[0]
         size = self.shared.buffers[0].size
         if offsets.min() < 0 or offsets.max() + 2 > size:
             raise PtxError(f"wgmma operand (descriptor {desc:#x}) reaches outside the {size} bytes of shared memory "

@@ -42,16 +42,26 @@ def wgmma_ptx(
     wgmma_fence: str = "wgmma.fence.sync.aligned;",
     wait: str = "wgmma.wait_group.sync.aligned 0;",
     store: bool = True,
+    sparse: bool = False,
+    sp_sel: int = 0,
 ) -> str:
     """One warpgroup: copy the image into shared memory, load this thread's A fragment and
     accumulator, issue one ``wgmma`` (descriptors from the parameters, start fields relative to
     the image), wait and store the accumulator. The keyword arguments are the places a test
-    changes: ``before`` runs before the wgmma.fence, ``between`` between commit and wait."""
+    changes: ``before`` runs before the wgmma.fence, ``between`` between commit and wait.
+    ``sparse``: the ``.sp`` form (m64nNk32), this thread's metadata word loaded into %r24 from
+    the last parameter and sparsity selector ``sp_sel``."""
     acc = ", ".join(f"%d{i}" for i in range(n // 2))
     a = "{%r20, %r21, %r22, %r23}" if a_regs else "%rd10"
     flags = f"{scales[0]}, {scales[1]}, " + ("" if a_regs else f"{trans_a}, ") + f"{trans_b}"
     loads = "\n".join(f"    ld.global.b32 %d{i}, [%rd15+{4 * i}];" for i in range(n // 2))
     stores = "\n".join(f"    st.global.b32 [%rd16+{4 * i}], %d{i};" for i in range(n // 2)) if store else ""
+    if sparse:
+        loads += "\n    ld.param.u64 %rd17, [wg_meta];\n    mul.wide.u32 %rd18, %r2, 4;"
+        loads += "\n    add.s64 %rd19, %rd17, %rd18;\n    ld.global.b32 %r24, [%rd19];"
+        mma = f"wgmma.mma_async.sp.sync.aligned.m64n{n}k32.f32.{ty}.{ty} {{{acc}}}, {a}, %rd11, %r24, {sp_sel}, %p2, "
+    else:
+        mma = f"wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{ty}.{ty} {{{acc}}}, {a}, %rd11, %p2, "
     return f"""
 .version 8.7
 .target sm_90a
@@ -59,7 +69,7 @@ def wgmma_ptx(
 .extern .shared .align 16 .b8 global_smem[];
 .visible .entry wg(
     .param .u64 wg_out, .param .u64 wg_image, .param .u64 wg_a, .param .u64 wg_c,
-    .param .u64 wg_desc_a, .param .u64 wg_desc_b, .param .u32 wg_scale_d
+    .param .u64 wg_desc_a, .param .u64 wg_desc_b, .param .u32 wg_scale_d, .param .u64 wg_meta
 )
 .reqntid 128
 {{
@@ -103,7 +113,7 @@ $L_copy:
     setp.ne.u32 %p2, %r1, 0;
     {before}
     {wgmma_fence}
-    wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{ty}.{ty} {{{acc}}}, {a}, %rd11, %p2, {flags};
+    {mma}{flags};
     wgmma.commit_group.sync.aligned;
     {between}
     {wait}
@@ -125,9 +135,10 @@ def place(image: np.ndarray, values: np.ndarray, mn_major: bool, swizzle: int, s
     LBO * (k // 8). Swizzled by W bytes: atoms of 8 rows of W bytes (K-major: a row of i holds
     its k; MN-major: a row of k holds W / 2 values of i, W-byte blocks of i LBO apart), 8-row
     atoms SBO apart, and 16-byte chunk c of atom row r stored at c ^ ((r // (128 / W)) % (W / 16)),
-    the phase of Triton's swizzled shared layouts."""
+    the phase of Triton's swizzled shared layouts. K is ``values.shape[1]``: 16 for one dense
+    instruction, 32 for the sparse one, more for several side by side (K-major)."""
     for i in range(values.shape[0]):
-        for k in range(16):
+        for k in range(values.shape[1]):
             if swizzle == 0:
                 core = start + sbo * (i // 8) + lbo * (k // 8)
                 byte = core + (16 * (k % 8) + 2 * (i % 8) if mn_major else 16 * (i % 8) + 2 * (k % 8))
@@ -177,9 +188,19 @@ def from_bits(bits: np.ndarray, ty: str) -> np.ndarray:
 
 
 def run_wgmma(
-    ptx: str, n: int, a_words: np.ndarray, image: np.ndarray, c: np.ndarray, desc_a: int, desc_b: int, scale_d: int
+    ptx: str,
+    n: int,
+    a_words: np.ndarray,
+    image: np.ndarray,
+    c: np.ndarray,
+    desc_a: int,
+    desc_b: int,
+    scale_d: int,
+    e_words: np.ndarray | None = None,
+    mma=None,
 ) -> np.ndarray:
-    """Run one hand-written kernel; the accumulator [64, n] it stores."""
+    """Run one hand-written kernel; the accumulator [64, n] it stores. ``e_words`` [128]: the
+    metadata word of each thread (sparse form), ``mma`` the model of ``mma.sp`` it needs."""
     memory = Memory("global")
     out = np.full((128, n // 2), np.nan, dtype=np.float32)
     c_regs = np.zeros((128, n // 2), dtype=np.float32)
@@ -187,7 +208,9 @@ def run_wgmma(
         c_regs[t, reg] = c[row, col]
     buffers = [out.view(np.uint8).ravel(), image, a_words.view(np.uint8).ravel(), c_regs.view(np.uint8).ravel()]
     args = [memory.add(b, f"arg{i}") for i, b in enumerate(buffers)] + [desc_a, desc_b, scale_d]
-    run_grid(ptx, (1,), 128, args, memory, IMAGE_BYTES)
+    if e_words is not None:
+        args.append(memory.add(np.asarray(e_words, dtype=np.uint32).view(np.uint8).ravel(), "meta"))
+    run_grid(ptx, (1,), 128, args, memory, IMAGE_BYTES, mma=mma)
     d = np.full((64, n), np.nan)
     for t, reg, row, col in d_fragment(n):
         d[row, col] = out[t, reg]
