@@ -127,8 +127,25 @@ WGMMA_CASES = [
 ]
 
 
-def wgmma_case_ids() -> list[str]:
-    return [f"{m}x{n}x{k}-{cfg.label()}" for m, n, k, cfg in WGMMA_CASES]
+# the sparse form (wgmma.sp on the compressed words, every operand through a ring refilled
+# stages - 2 steps ahead): few steps, K and rows past a block (a short last step, masked rows),
+# two warpgroups, 128 tokens, U = 4 (x's step in two 64-column blocks), split-K with uneven and
+# empty runs, a ring deeper than the run, a long K
+WGMMA_SPARSE_CASES = [
+    (16, 64, 256, WgmmaConfig(G=1, T=16, U=2, stages=3, sparse=True)),
+    (13, 70, 200, WgmmaConfig(G=1, T=16, U=1, stages=4, sparse=True)),
+    (29, 64, 736, WgmmaConfig(G=1, T=32, U=2, stages=5, sparse=True)),
+    (40, 130, 512, WgmmaConfig(G=2, T=32, U=2, stages=4, sparse=True)),
+    (100, 96, 1000, WgmmaConfig(G=1, T=128, U=2, stages=4, sparse=True)),
+    (200, 64, 256, WgmmaConfig(G=1, T=64, U=4, stages=3, sparse=True)),
+    (13, 70, 1000, WgmmaConfig(G=1, T=16, U=1, stages=4, split_k=3, sparse=True)),
+    (3, 64, 200, WgmmaConfig(G=1, T=16, U=1, stages=6, split_k=8, sparse=True)),
+    (64, 64, 4096, WgmmaConfig(G=1, T=64, U=2, stages=6, sparse=True)),
+]
+
+
+def wgmma_case_ids(cases=None) -> list[str]:
+    return [f"{m}x{n}x{k}-{cfg.label()}" for m, n, k, cfg in (WGMMA_CASES if cases is None else cases)]
 
 
 def run_wgmma_case(m, n, k, cfg, dtype, with_bias, meta_order=None, seed=0, device=DEVICE):

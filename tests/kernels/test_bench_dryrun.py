@@ -108,7 +108,7 @@ def _cost(kernel: str, m: int) -> float:
 def gluon_kernels():
     """The Gluon kernels as their emulated PTX (they record what they compiled and launched)."""
     return dict(spmma=EmulatedKernel(gluon_sp24._spmma_kernel, mma=mma_sp_warps),
-                wgmma=EmulatedKernel(gluon_wgmma._wgmma_kernel))
+                wgmma=EmulatedKernel(gluon_wgmma._wgmma_kernel, mma=mma_sp_warps))
 
 
 @pytest.fixture(scope="module")

@@ -108,7 +108,9 @@ def test_fp32_and_bad_meta_order_are_rejected():
         to_fragments(compress_24(random_24(16, 32, device="cpu")), meta_order="cols")
 
 
-@pytest.mark.parametrize("label", ["g1t64u2", "g2t8u4a2k4", "g1t128u1a3k16", "g2t128u2c5k2", "g1t64u2c4x16k4"])
+@pytest.mark.parametrize(
+    "label", ["g1t64u2", "g2t8u4a2k4", "g1t128u1a3k16", "g2t128u2c5k2", "g1t64u2c4x16k4", "g1t64u2c6s", "g2t128u2c4sk2"]
+)
 def test_wgmma_labels_round_trip(label):
     cfg = WgmmaConfig.from_label(label)
     cfg.check()
@@ -127,6 +129,10 @@ def test_wgmma_labels_round_trip(label):
         (dict(ahead=2, stages=4), "ahead must stay 1"),
         (dict(x_steps=8), "x resident needs a weight ring"),
         (dict(stages=4, x_steps=3), "2, 4, 8, 16, 32 or 64 steps"),
+        (dict(sparse=True), "sparse form streams every operand through a ring"),
+        (dict(sparse=True, stages=4, x_steps=4), "x_steps 0"),
+        (dict(sparse=True, stages=4, T=8, U=1), "T in 16..128"),
+        (dict(sparse=True, stages=4, T=16, U=4), "T >= 8U"),
     ],
 )
 def test_bad_wgmma_configurations_name_the_field_and_what_is_allowed(fields, message):

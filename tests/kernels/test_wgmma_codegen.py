@@ -76,3 +76,18 @@ def test_resident_x_leaves_the_loop_nothing_to_move_but_weight_words():
     assert streamed["shared_stores"] > 0 and streamed["fences"] == 2  # one per step, two steps
     assert resident["wgmma"] == streamed["wgmma"] and resident["shared_loads"] < streamed["shared_loads"]
     assert not resident["serialized"] and resident["spills"] == 0
+
+
+@pytest.mark.parametrize("label, dtype, bias", [("g1t64u2c6sk2", "fp16", False), ("g2t128u4c4s", "bf16", True)])
+def test_sparse_form_multiplies_the_compressed_words_where_they_land(label, dtype, bias):
+    """The sparse form (``wgmma.mma_async.sp``): one MMA per 32-column k-block, no expansion (no
+    byte permutes), x never in registers (nothing stored to shared memory, nothing loaded from
+    global memory: every operand comes through the ring), one proxy fence per step, the MMAs
+    kept in flight, no spills."""
+    r = _inspect(label, dtype, bias)
+    u = int(label.split("u")[1][0])
+    assert r["wgmma"] == 2 * u  # two steps per loop iteration
+    assert r["prmt"] == r["shared_stores"] == r["global_loads"] == 0
+    assert r["fences"] == 2 and r["shared_loads"] > 0
+    assert not r["serialized"], "ptxas serialized the wgmma pipeline (C7515)"
+    assert r["spills"] == 0 and r["regs"] <= 255

@@ -3,8 +3,10 @@
 The kernel is compiled for sm_90a with the specialization its launcher would get and every
 instruction runs in the emulator, ``wgmma.mma_async`` included (the PTX ISA's register fragments
 and shared-memory matrix descriptors, checked in ``test_ptx_wgmma.py`` against Triton's own
-``tl.dot``). The emulator also refuses what the hardware would silently get wrong: rewriting the A
-registers or the x buffer of an MMA still in flight, a shared-memory write the MMA's async proxy
+``tl.dot``), and its sparse form ``wgmma.mma_async.sp`` through the same ``mma.sp`` model as
+``spmma``'s tests (each warp's A registers and metadata word read as one ``m16n8k32``). The
+emulator also refuses what the hardware would silently get wrong: rewriting the A registers (or
+metadata) or the x buffer of an MMA still in flight, a shared-memory write the MMA's async proxy
 was not fenced for, and any out-of-bounds or misaligned access.
 """
 
@@ -17,8 +19,10 @@ from ptx_emulator import SharedTraffic
 from ptx_launch import EmulatedKernel
 from sp24_helpers import (
     WGMMA_CASES,
+    WGMMA_SPARSE_CASES,
     assert_correct_and_conflict_free,
     first_token_counts,
+    mma_sp_warps,
     rel_err,
     run_wgmma_case,
     wgmma_case_ids,
@@ -40,7 +44,7 @@ def gpu(monkeypatch):
     """Swap the kernel for its emulated PTX."""
 
     def use(traffic: SharedTraffic | None = None, reverse: bool = False) -> EmulatedKernel:
-        kernel = EmulatedKernel(KERNEL, traffic=traffic, reverse=reverse)
+        kernel = EmulatedKernel(KERNEL, mma=mma_sp_warps, traffic=traffic, reverse=reverse)
         monkeypatch.setattr(gluon_wgmma, "_wgmma_kernel", kernel)
         return kernel
 
@@ -55,6 +59,24 @@ def test_compiled_wgmma_matches_dense_masked_matmul(gpu, m, n, k, cfg, dtype):
     assert not out.isnan().any(), "some output elements were never written"
     assert rel_err(out, ref) < (5e-3 if dtype == torch.float16 else 2e-2)
     assert kernel.launches[-1]["num_warps"] == cfg.num_warps
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("m, n, k, cfg", WGMMA_SPARSE_CASES, ids=wgmma_case_ids(WGMMA_SPARSE_CASES))
+def test_compiled_sparse_wgmma_matches_dense_masked_matmul(gpu, m, n, k, cfg, dtype):
+    """The sparse form: x is read where the descriptor points, so a wrong offset of its ring in
+    shared memory (``gluon_wgmma_sparse._x_ring_offset``) or a wrong stage gives a wrong product."""
+    kernel = gpu()
+    out, ref = run_wgmma_case(m, n, k, cfg, dtype, with_bias=(m % 2 == 1), seed=m + n, device="cpu")
+    assert not out.isnan().any(), "some output elements were never written"
+    assert rel_err(out, ref) < (5e-3 if dtype == torch.float16 else 2e-2)
+    assert "wgmma.mma_async.sp" in kernel.launches[-1]["ptx"]
+
+
+def test_sparse_form_refuses_weights_packed_in_the_other_metadata_order():
+    with pytest.raises(ValueError, match="pairs"):
+        run_wgmma_case(16, 64, 256, WgmmaConfig(G=1, T=16, U=2, stages=3, sparse=True), torch.float16, False,
+                       meta_order="rows", device="cpu")
 
 
 @pytest.mark.parametrize("cfg", [WgmmaConfig(G=1, T=16, U=2), WgmmaConfig(G=2, T=32, U=1, split_k=2)])

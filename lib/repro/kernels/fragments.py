@@ -170,7 +170,10 @@ class WgmmaConfig:
     ``x_steps`` > 0 (with a ring) keeps x resident in shared memory that many steps at a time,
     staged and permuted once per chunk, and only the weight words go through the ring;
     ``split_k`` > 1 gives each program one of that many runs of K (a third grid axis), whose fp32
-    partial sums meet in a workspace as in ``spmma``."""
+    partial sums meet in a workspace as in ``spmma``. ``sparse`` runs the sparse MMA
+    (``wgmma.mma_async.sp``, ``gluon_wgmma_sparse.py``) on the compressed words instead of
+    expanding them: every operand through a ring (``stages`` >= 3, refilled ``stages - 2`` steps
+    ahead), ``T`` 16 to 128 and at least ``8U``."""
 
     G: int = 1
     T: int = 64
@@ -179,6 +182,7 @@ class WgmmaConfig:
     ahead: int = 1
     stages: int = 0
     x_steps: int = 0
+    sparse: bool = False
 
     @property
     def num_warps(self) -> int:
@@ -207,6 +211,12 @@ class WgmmaConfig:
                 f"WgmmaConfig.x_steps={self.x_steps} with stages={self.stages}: x resident needs a weight ring "
                 "(stages >= 3) and 2, 4, 8, 16, 32 or 64 steps at a time (0: x a step at a time)"
             )
+        if self.sparse and (not self.stages or self.x_steps or self.T not in (16, 32, 64, 128) or self.T < 8 * self.U):
+            raise ValueError(
+                f"WgmmaConfig sparse with stages={self.stages}, x_steps={self.x_steps}, T={self.T}, U={self.U}: the "
+                "sparse form streams every operand through a ring (stages >= 3, x_steps 0) and needs T in 16..128 "
+                "with T >= 8U (a thread's T/2 accumulator registers carry the U k-blocks' operands)"
+            )
 
     def grid(self, n: int, m: int) -> tuple[int, int, int]:
         """Programs of a call with ``n`` output rows and ``m`` tokens: row groups, token groups, K splits."""
@@ -214,17 +224,19 @@ class WgmmaConfig:
 
     def label(self) -> str:
         options = f"a{self.ahead}" * (self.ahead > 1) + f"c{self.stages}" * (self.stages > 0)
-        options += f"x{self.x_steps}" * (self.x_steps > 0)
+        options += f"x{self.x_steps}" * (self.x_steps > 0) + "s" * self.sparse
         return f"g{self.G}t{self.T}u{self.U}{options}" + (f"k{self.split_k}" if self.split_k > 1 else "")
 
     @classmethod
     def from_label(cls, label: str) -> WgmmaConfig:
         """The configuration ``label()`` names."""
-        m = re.fullmatch(r"g(\d+)t(\d+)u(\d+)(?:a(\d+))?(?:c(\d+))?(?:x(\d+))?(?:k(\d+))?", label)
+        m = re.fullmatch(r"g(\d+)t(\d+)u(\d+)(?:a(\d+))?(?:c(\d+))?(?:x(\d+))?(s)?(?:k(\d+))?", label)
         if not m:
-            raise ValueError(f"not a wgmma label: {label!r} (expected g<G>t<T>u<U>[a<n>][c<n>][x<n>][k<n>])")
-        g, t, u, ahead, stages, x_steps, split = (int(x) if x else None for x in m.groups())
-        return cls(G=g, T=t, U=u, ahead=ahead or 1, stages=stages or 0, x_steps=x_steps or 0, split_k=split or 1)
+            raise ValueError(f"not a wgmma label: {label!r} (expected g<G>t<T>u<U>[a<n>][c<n>][x<n>][s][k<n>])")
+        sparse = m.group(7) is not None
+        g, t, u, ahead, stages, x_steps, _, split = (int(x) if x and x != "s" else None for x in m.groups())
+        return cls(G=g, T=t, U=u, ahead=ahead or 1, stages=stages or 0, x_steps=x_steps or 0, split_k=split or 1,
+                   sparse=sparse)
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -70,6 +70,7 @@ from .gluon_wgmma_operands import (
     _x_layout,
     _x_stream,
 )
+from .gluon_wgmma_sparse import _sparse_loop, _sparse_rings, _sparse_streams, _x_ring_offset
 
 
 @gluon.jit
@@ -244,6 +245,7 @@ def _wgmma_kernel(
     STAGES: gl.constexpr,
     X_STEPS: gl.constexpr,
     META_ROWS: gl.constexpr,
+    SPARSE: gl.constexpr,
 ):
     DTYPE: gl.constexpr = x_ptr.dtype.element_ty
     KS: gl.constexpr = 32 * U  # dense columns per step
@@ -270,7 +272,12 @@ def _wgmma_kernel(
     w_stream = _weight_stream(v_ptr, e_ptr, NT, KB, first, end, LV, LE)
     x_stream = _x_stream(x_ptr, M, K, stride_xm, first, end, T, KS, LX)
 
-    if X_STEPS > 0:  # x resident X_STEPS steps at a time, the weight words through their ring
+    if SPARSE:  # wgmma.sp on the compressed words, every operand through a ring
+        rings = _sparse_rings(STAGES, G, T, U, DTYPE)
+        streams = _sparse_streams(x_ptr, v_ptr, e_ptr, M, K, NT, KB, stride_xm, first, end, G, T, U)
+        acc = gl.zeros([64 * G, T], gl.float32, MMA)
+        acc = _sparse_loop(acc, rings, streams, end - first, _x_ring_offset(G, T, U, STAGES), DTYPE == gl.bfloat16)
+    elif X_STEPS > 0:  # x resident X_STEPS steps at a time, the weight words through their ring
         x_res = gl.allocate_shared_memory(DTYPE, [X_STEPS, T, KS], X_SMEM)
         rings = _rings(STAGES, w_stream, x_stream, False)
         for ahead in gl.static_range(STAGES - 1):
@@ -337,6 +344,11 @@ def launch_wgmma(
     if x2d.stride(1) != 1 or x2d.stride(0) % 8 or x2d.data_ptr() % 16:  # x is read in 16-byte loads
         x2d = x2d.clone(memory_format=torch.contiguous_format)
     cfg.check()
+    if cfg.sparse and w.meta_order != "pairs":
+        raise ValueError(
+            f"the sparse wgmma form reads metadata words in the 'pairs' order (as mma.sp does), got a weight "
+            f"packed in {w.meta_order!r}; repack it with to_fragments(..., meta_order='pairs')"
+        )
     grid = cfg.grid(w.shape[0], x2d.shape[0])
     args = fragment_kernel_args(x2d, w, bias, out, grid, cfg.split_k, 64 * cfg.G * cfg.T)
     options = dict(
@@ -349,6 +361,7 @@ def launch_wgmma(
         STAGES=cfg.stages,
         X_STEPS=cfg.x_steps,
         META_ROWS=w.meta_order == "rows",
+        SPARSE=cfg.sparse,
         num_warps=cfg.num_warps,
     )
     if warmup:

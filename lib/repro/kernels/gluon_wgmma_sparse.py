@@ -1,0 +1,236 @@
+"""The sparse form of the ``wgmma`` kernel (``WgmmaConfig.sparse``): Hopper's ``wgmma.mma_async.sp``.
+
+The dense form (``gluon_wgmma.py``) expands the 2:4 weight into a dense A operand and permutes
+x's K to match; the ablation (``bench/wgmma_ablation.py``) found that movement, not the MMA,
+costing most of a step. ``wgmma.sp`` reads the compressed weight as it is: per warp of the
+warpgroup, its four A registers and its metadata word are exactly those of an
+``mma.sp ... m16n8k32`` (the fragment order ``spmma`` reads, ``fragments.py``), and the
+metadata tells the tensor cores which of each group's four x values to use. So nothing is
+expanded, x stays in its natural order, and the MMA does half the dense work.
+
+Every operand goes through rings in shared memory filled by ``cp.async``, ``stages`` steps each:
+x straight into the MMA's swizzled buffer, where ``wgmma.sp`` reads it (no register round trip,
+no permutation), and the weight's value and metadata words into their own rings, read back a step
+at a time into the registers the instruction takes. A step's slots are refilled two steps later
+(``stages - 2`` steps ahead), once the ``wgmma`` that read its x has been retired.
+
+Gluon has no ``wgmma.sp`` (its ``warpgroup_mma`` is dense), so the instruction is inline
+assembly, which needs x's shared address for the matrix descriptor. Gluon does not hand a
+buffer's address to inline assembly; the dynamic shared memory is the PTX symbol ``global_smem``
+and every buffer a constant offset into it, chosen by Triton's allocator (buffers alive together
+placed largest first, in program order among equals: ``_x_ring_offset``). The tests run every
+tiling of the sweep through the PTX emulator, which reads x wherever the descriptor points, so
+a wrong offset gives a wrong product there.
+
+Through inline assembly every operand must have the accumulator's shape ``[64G, T]`` and layout
+(the MMA's), ``pack = T / 2`` elements per thread per instance: exactly the ``T / 2`` accumulator
+registers of one ``wgmma`` (register ``4j + 2h + c`` is row ``g + 8h``, column ``8j + 2q + c`` of
+lane ``(g, q)``). The A words and metadata words are laid into that shape so that a thread's
+registers ``4u .. 4u + 3`` hold k-block ``u``'s A words and register ``4u`` its metadata word
+(``_mma_operand``): ``T >= 8U``.
+"""
+
+from __future__ import annotations
+
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.ampere import async_copy
+from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, warpgroup_mma_wait
+
+from .gluon_sp24 import _cta_barrier, _index
+from .gluon_wgmma_operands import _copy_x, _x_layout, _x_stream
+
+SWIZZLE_MODE = {128: 1, 64: 2, 32: 3}  # swizzle bytes -> descriptor bits 62-63
+
+
+@gluon.constexpr_function
+def _x_smem_layout(KS):
+    """x's ``[T, KS]`` step as the MMA reads it: K-major, the widest swizzle a row fills."""
+    return gl.NVMMASharedLayout(swizzle_byte_width=min(2 * KS, 128), element_bitwidth=16, rank=2)
+
+
+@gluon.constexpr_function
+def _x_ring_offset(G, T, U, STAGES):
+    """The byte offset of the x ring in ``global_smem``. The three rings are alive together, so
+    Triton's allocator lays them out one after another, largest first and, among equal sizes, in
+    program order (x, value words, metadata words). Per stage x takes ``T * 64U`` bytes, the value
+    words ``2048 G U`` and the metadata words ``512 G U`` (never more than x, since ``T >= 16``)."""
+    if T * 64 * U >= 2048 * G * U:
+        return 0
+    return STAGES * 2048 * G * U
+
+
+@gluon.constexpr_function
+def _wgmma_sp_asm(T, U, BF16, USE_ACC, X_RING):
+    """One step's ``U`` ``wgmma.sp`` (one per k-block of 32 columns) as one inline-assembly block.
+
+    Operands (``pack = T / 2``): ``$0 ..`` the accumulator (tied to its inputs), then the A words,
+    the metadata words and the byte offset of this step's x stage in its ring, ``T / 2`` each (see
+    the module docstring for which of a thread's registers are read). The descriptor: start
+    address bits 0-13 (``>> 4``), stride between 8-row groups bits 32-45, swizzle bits 62-63; a
+    k-block's 32 columns are 64 bytes of a row, the next one 64 bytes on, or (past a 128-byte row)
+    in the next block of ``T`` rows."""
+    P = T // 2
+    ty = "bf16" if BF16 else "f16"
+    width = min(64 * U, 128)  # bytes of one swizzled row of x's step
+    high = 8 * width // 16 | SWIZZLE_MODE[width] << 30  # descriptor bits 32-63
+    acc = ", ".join(f"${i}" for i in range(P))
+    lines = [
+        "{ .reg .pred %sp_acc, %sp_one; .reg .b32 %sp_x, %sp_lo; .reg .b64 %sp_desc;",
+        f"setp.ne.b32 %sp_acc, {int(USE_ACC)}, 0; setp.ne.b32 %sp_one, 1, 0;",
+        f"mov.u32 %sp_x, global_smem; add.u32 %sp_x, %sp_x, {X_RING}; add.u32 %sp_x, %sp_x, ${4 * P};",
+        "wgmma.fence.sync.aligned;",
+    ]
+    for u in range(U):
+        start = (u // 2) * T * 128 + (u % 2) * 64
+        a = ", ".join(f"${2 * P + 4 * u + r}" for r in range(4))
+        lines += [
+            f"add.u32 %sp_lo, %sp_x, {start}; shr.u32 %sp_lo, %sp_lo, 4; and.b32 %sp_lo, %sp_lo, 16383;",
+            f"mov.b64 %sp_desc, {{%sp_lo, {high}}};",
+            f"wgmma.mma_async.sp.sync.aligned.m64n{T}k32.f32.{ty}.{ty} {{{acc}}}, {{{a}}}, %sp_desc, "
+            f"${3 * P + 4 * u}, 0, {'%sp_acc' if u == 0 else '%sp_one'}, 1, 1, 0;",
+        ]
+    lines.append("wgmma.commit_group.sync.aligned; }")
+    return " ".join(lines)
+
+
+@gluon.constexpr_function
+def _wgmma_sp_constraints(T):
+    """Outputs: the accumulator; inputs: the accumulator again (tied), A words, metadata, x offset."""
+    P = T // 2
+    return ",".join(["=f"] * P + [str(i) for i in range(P)] + ["r"] * (3 * P))
+
+
+@gluon.constexpr_function
+def _doublings(T, U):
+    """How many times ``[64G, 8U]`` doubles its columns to reach ``T``."""
+    return (T // (8 * U)).bit_length() - 1
+
+
+@gluon.constexpr_function
+def _word_layout(G, U):
+    """A step's weight words ``[4G, U, 32, 4]``: a warp per 16-row tile, lane ``l`` holds its four
+    words of each k-block (one 16-byte copy each); the metadata words ``[4G, U, 32]`` are its
+    slice along the last dimension (one word per lane)."""
+    return gl.BlockedLayout([1, U, 1, 4], [1, 1, 32, 1], [4 * G, 1, 1, 1], [3, 2, 1, 0])
+
+
+@gluon.jit
+def _mma_operand(words, T: gl.constexpr, MMA: gl.constexpr):
+    """A step's words ``[4G, U, 32, 4]`` (lane ``4g + q``, k-block ``u``, word ``r``) laid into the
+    accumulator's shape and layout, so that a thread's registers ``4u .. 4u + 3`` are k-block
+    ``u``'s four words in order: row ``16w + 8h + g``, column ``8u + 2q + c`` holds word ``2h + c``.
+    The columns past ``8U`` repeat the first ones (and are not read). A relabelling of each
+    thread's registers: no data moves between threads."""
+    G: gl.constexpr = words.shape[0] // 4
+    U: gl.constexpr = words.shape[1]
+    t = gl.reshape(words, [4 * G, U, 8, 4, 2, 2])  # w, u, g, q, h, c
+    t = gl.reshape(gl.permute(t, [0, 4, 2, 1, 3, 5]), [64 * G, 8 * U])  # (w, h, g), (u, q, c)
+    for _ in gl.static_range(_doublings(T, U)):
+        t = gl.reshape(gl.permute(gl.join(t, t), [0, 2, 1]), [64 * G, 2 * t.shape[1]])
+    return gl.convert_layout(t, MMA)
+
+
+@gluon.jit
+def _wgmma_sp(acc, v, e, x_stage, X_RING: gl.constexpr, USE_ACC: gl.constexpr, BF16: gl.constexpr):
+    """Issue (and commit as one group) the ``wgmma.sp`` of a step: value words ``v`` ``[4G, U, 32,
+    4]``, metadata words ``e`` ``[4G, U, 32]``, x at byte ``x_stage`` of its ring."""
+    T: gl.constexpr = acc.shape[1]
+    U: gl.constexpr = v.shape[1]
+    MMA: gl.constexpr = acc.type.layout
+    a = _mma_operand(v, T, MMA)
+    meta = _mma_operand(gl.broadcast(gl.expand_dims(e, 3), v)[0], T, MMA)
+    offset = gl.full(acc.shape, x_stage, gl.int32, MMA)
+    return gl.inline_asm_elementwise(
+        _wgmma_sp_asm(T, U, BF16, USE_ACC, X_RING), _wgmma_sp_constraints(T), [acc, a, meta, offset],
+        dtype=gl.float32, is_pure=False, pack=T // 2)
+
+
+@gluon.jit
+def _sparse_rings(STAGES: gl.constexpr, G: gl.constexpr, T: gl.constexpr, U: gl.constexpr, DTYPE: gl.constexpr):
+    """The three rings, in the order ``_x_ring_offset`` assumes: x ``[STAGES, T, 32U]`` as the MMA
+    reads it, value words ``[STAGES, 4G, U, 32, 4]`` and metadata words ``[STAGES, 4G, U, 32]``
+    in the order of their registers (a warp's copies and reads touch one contiguous run)."""
+    x = gl.allocate_shared_memory(DTYPE, [STAGES, T, 32 * U], _x_smem_layout(32 * U))
+    v = gl.allocate_shared_memory(gl.int32, [STAGES, 4 * G, U, 32, 4], gl.SwizzledSharedLayout(1, 1, 1, [3, 2, 1, 0]))
+    e = gl.allocate_shared_memory(gl.int32, [STAGES, 4 * G, U, 32], gl.SwizzledSharedLayout(1, 1, 1, [2, 1, 0]))
+    return x, v, e
+
+
+@gluon.jit
+def _sparse_streams(x_ptr, v_ptr, e_ptr, M, K, NT, KB, stride_xm, first, end,
+                    G: gl.constexpr, T: gl.constexpr, U: gl.constexpr):
+    """Where this program's first step of each operand lies, and what bounds it: value words of
+    lane ``l`` are words ``4l .. 4l+3`` of their tile and k-block (masked past the weight: zeros);
+    the metadata word of lane ``4g + q`` is word ``2g + q % 2`` (the instruction reads lanes
+    ``q`` = 0, 1), its row tile and k-block clamped inside the weight, so that every copy brings a
+    valid code (also where the values are masked to zero: they add nothing); x as
+    ``_x_stream``."""
+    LW: gl.constexpr = _word_layout(G, U)
+    LE: gl.constexpr = gl.SliceLayout(3, LW)
+    tile = gl.program_id(0) * (4 * G) + _index(4 * G, 0, LW, 4)
+    kb = first + _index(U, 1, LW, 4)
+    v_ptrs = v_ptr + (tile * KB + kb).to(gl.int64) * 128 + _index(32, 2, LW, 4) * 4 + _index(4, 3, LW, 4)
+    lane = _index(32, 2, LE, 3)
+    e_tile = gl.minimum(gl.program_id(0) * (4 * G) + _index(4 * G, 0, LE, 3), NT - 1).to(gl.int64)
+    e_rows = e_ptr + e_tile * KB * 16 + (lane // 4) * 2 + lane % 2
+    e_kb = first + _index(U, 1, LE, 3)
+    x_stream = _x_stream(x_ptr, M, K, stride_xm, first, end, T, 32 * U, _x_layout(G, T, 32 * U))
+    return (v_ptrs, tile < NT, kb, end), (e_rows, e_kb, KB), x_stream
+
+
+@gluon.jit
+def _sparse_copy(rings, stage, streams, step):
+    """Start copying the operands of ``step`` (k-blocks past the first) into ring ``stage``, as one
+    ``cp.async`` group."""
+    v_ptrs, v_ok, kb, end = streams[0]
+    e_rows, e_kb, KB = streams[1]
+    async_copy.async_copy_global_to_shared(rings[1].index(stage), v_ptrs + step * 128, mask=v_ok & (kb + step < end))
+    async_copy.async_copy_global_to_shared(rings[2].index(stage), e_rows + gl.minimum(e_kb + step, KB - 1) * 16)
+    _copy_x(rings[0].index(stage), streams[2], step)
+    async_copy.commit_group()
+
+
+@gluon.jit
+def _sparse_step(step, acc, rings, streams, X_RING: gl.constexpr, USE_ACC: gl.constexpr, BF16: gl.constexpr):
+    """One step: wait for its operands (this thread's copies, then, after the fence that hands them
+    to the MMA's async proxy, everyone's: the barrier), refill the slot of the step two back
+    (whose ``wgmma`` every warpgroup retired before this barrier), read the weight words and
+    issue the MMAs on x where it lies."""
+    x_ring, v_ring, e_ring = rings
+    STAGES: gl.constexpr = x_ring.shape[0]
+    T: gl.constexpr = x_ring.shape[1]
+    U: gl.constexpr = v_ring.shape[2]
+    G: gl.constexpr = v_ring.shape[1] // 4
+    LW: gl.constexpr = _word_layout(G, U)
+    turn = step // U
+    async_copy.wait_group(STAGES - 3)  # this step's group (and every older one) has landed
+    fence_async_shared()
+    _cta_barrier()
+    _sparse_copy(rings, (turn + STAGES - 2) % STAGES, streams, step + (STAGES - 2) * U)
+    stage = turn % STAGES
+    v = v_ring.index(stage).load(LW)
+    e = e_ring.index(stage).load(gl.SliceLayout(3, LW))
+    return _wgmma_sp(acc, v, e, stage * (T * 64 * U), X_RING, USE_ACC, BF16)
+
+
+@gluon.jit
+def _sparse_loop(acc, rings, streams, run, X_RING: gl.constexpr, BF16: gl.constexpr):
+    """The main loop of the sparse form: ``run`` k-blocks. The first step runs before the loop
+    with a zero accumulator (``USE_ACC`` false; ptxas serializes every wgmma when a loop carries
+    the zeros in, C7515), then two steps per iteration: their weight words are two sets of
+    registers, one read by the MMA in flight while the other is loaded (a wgmma reads its A and
+    metadata registers until a wait retires it). A step past the run brings zeros and adds
+    nothing."""
+    U: gl.constexpr = rings[1].shape[2]
+    STAGES: gl.constexpr = rings[0].shape[0]
+    for ahead in gl.static_range(STAGES - 2):
+        _sparse_copy(rings, ahead, streams, ahead * U)
+    acc = _sparse_step(0, acc, rings, streams, X_RING, False, BF16)
+    acc = warpgroup_mma_wait(1, deps=[acc])
+    for step in range(U, run, 2 * U):
+        acc = _sparse_step(step, acc, rings, streams, X_RING, True, BF16)
+        acc = warpgroup_mma_wait(1, deps=[acc])
+        acc = _sparse_step(step + U, acc, rings, streams, X_RING, True, BF16)
+        acc = warpgroup_mma_wait(1, deps=[acc])
+    return warpgroup_mma_wait(0, deps=[acc])
