@@ -66,6 +66,7 @@ def compile_wgmma(cfg, arch: int, dtype: str, bias: bool, meta_rows: bool = Fals
     constants = dict(HAS_BIAS=bias, G=cfg.G, T=cfg.T, U=cfg.U, SPLIT_K=cfg.split_k, AHEAD=cfg.ahead, STAGES=cfg.stages)
     constants["X_STEPS"] = cfg.x_steps
     constants["META_ROWS"] = meta_rows
+    constants["SPARSE"] = cfg.sparse
     return _compile_gluon(gluon_wgmma._wgmma_kernel, constants, cfg.num_warps, arch, dtype)
 
 

@@ -98,6 +98,8 @@ def test_option_pairs_match_labels_that_differ_by_the_option_alone():
     ring = [["g1t64u2", 16.0], ["g1t64u2c4", 12.8], ["g1t64u2c4x16", 10.0], ["g1t64u2c5x16", 9.0]]
     assert option_pairs(ring, "stages", "wgmma") == [("g1t64u2", "g1t64u2c4", 1.25)]  # x16 has no twin without
     assert option_pairs(ring, "x_steps", "wgmma") == [("g1t64u2c4", "g1t64u2c4x16", 1.28)]
+    sparse = [["g1t64u2c6", 30.0], ["g1t64u2c6s", 15.0], ["g1t64u2c6sk2", 12.0], ["g2t128u2c4sk2", 11.0]]
+    assert option_pairs(sparse, "sparse", "wgmma") == [("g1t64u2c6", "g1t64u2c6s", 2.0)]  # the others: no twin
 
 
 def test_spmma_labels_parse_back_to_their_configurations():

@@ -11,7 +11,10 @@ from repro.kernels.fragments import SpmmaConfig, WgmmaConfig
 
 # each kernel's options (off: the default) and its configuration class
 OPTIONS = ("wide_x", "prefetch", "interleave", "chain", "l2_ahead", "stages", "split_k")
-KERNEL_OPTIONS = {"spmma": (SpmmaConfig, OPTIONS), "wgmma": (WgmmaConfig, ("ahead", "stages", "x_steps", "split_k"))}
+KERNEL_OPTIONS = {
+    "spmma": (SpmmaConfig, OPTIONS),
+    "wgmma": (WgmmaConfig, ("ahead", "stages", "x_steps", "sparse", "split_k")),
+}
 
 
 def option_pairs(sweep: list, option: str, kernel: str = "spmma") -> list[tuple[str, str, float]]:
