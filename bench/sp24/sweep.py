@@ -123,24 +123,28 @@ _CHAINED = {
 # chunk. Up to 16 tokens the MMA multiplies mostly padding, but the call is bound by the weight's
 # bytes, which the ring streams as ``spmma`` does. ``s``: the sparse form (``wgmma.mma_async.sp``
 # on the compressed words, x where the ring put it: no expansion, no permutation, no register
-# trip for x), from 16 tokens (T >= 8U); rings of 4-8 stages and split-K for 128-256 programs.
+# trip for x), 16-token tiles and up (T >= 8U), also for 1-8 tokens; rings of 4-8 stages and
+# split-K for 128-256 programs. Mostly two warpgroups (128 rows): every program reads x for its
+# rows, so x's L2 bytes grow with the row groups; spmma's 32-row warps read 0.9 times the bytes of x
+# that they read of weight at 16 tokens on 4096x4096, 3.6 times at 64.
 # Dense tilings that were last at their token count in both runs of h200-2026-11-27d/e left to
 # make room (g2t16u4c4k2, g1t16u4c6k4, g2t32u4c4k2, g2t32u2c5k4, g1t32u4c4k4, g1t64u2k2,
-# g1t64u2c5k2, g1t64u2c4k4, g2t64u2c5k4).
-# All compile for sm_90a with Triton 3.6 without
-# spills (fp16, and bf16 with bias), within 227 KiB of shared memory, MMAs asynchronous (no C7515)
+# g1t64u2c5k2, g1t64u2c4k4, g2t64u2c5k4). All compile for sm_90a with Triton 3.6 without spills
+# (fp16, and bf16 with bias), within 227 KiB of shared memory, MMAs asynchronous (no C7515)
 _WGMMA = {
-    1: ("g1t8u4k4", "g1t8u4c4k2", "g1t8u4c4k4", "g1t8u2c6k4", "g2t8u4c4k2", "g1t8u4c6k2", "g1t8u4c4x16k2",
+    1: ("g2t16u2c6sk4", "g2t16u1c8sk4",
+        "g1t8u4k4", "g1t8u4c4k2", "g1t8u4c4k4", "g1t8u2c6k4", "g2t8u4c4k2", "g1t8u4c6k2", "g1t8u4c4x16k2",
         "g1t8u4c6x8k4"),
-    16: ("g1t16u2c6sk4", "g1t16u1c6sk4", "g1t16u2c4sk2",
+    16: ("g2t16u2c6sk4", "g2t16u1c8sk4", "g1t16u2c6sk4", "g1t16u1c6sk4", "g1t16u2c4sk2",
          "g1t16u4k4", "g1t16u4c4k2", "g1t16u4c4k4", "g1t16u2c6k4", "g1t16u4c5k2", "g1t16u4c4x16k2", "g1t16u4c6x8k4"),
-    32: ("g1t32u2c6sk4", "g1t32u4c4sk2", "g1t32u2c5sk2",
+    32: ("g2t32u2c6sk4", "g2t32u4c4sk4", "g1t32u2c6sk4", "g1t32u4c4sk2", "g1t32u2c5sk2",
          "g1t32u2a2k2", "g1t32u4k4", "g1t32u4c4k2", "g1t32u2c5k2", "g1t32u2c6k4", "g1t32u4c5k2", "g1t32u4c4x8k4",
          "g1t32u2c6x16k4"),
-    64: ("g1t64u2c6s", "g1t64u2c6sk2", "g2t64u2c4sk2", "g1t64u2c8sk4", "g1t64u4c4sk2",
+    64: ("g2t64u2c6sk4", "g2t64u2c4sk4", "g1t64u2c6s", "g1t64u2c6sk2", "g2t64u2c4sk2", "g1t64u2c8sk4", "g1t64u4c4sk2",
          "g1t64u2a2", "g1t64u2c4k2", "g1t64u4c4k2", "g2t64u2c4k2", "g1t64u2c6", "g1t64u2c4", "g1t64u2c4x16k4",
          "g1t64u2c6x8k8", "g2t64u2c4x16k4"),
-    128: ("g2t128u2c4s", "g2t128u2c4sk2", "g1t128u2c6sk2", "g2t64u2c6sk2", "g1t128u4c4sk2",
+    128: ("g2t128u2c6sk2", "g2t128u2c6s", "g2t128u2c4s", "g2t128u2c4sk2", "g1t128u2c6sk2", "g2t64u2c6sk2",
+          "g1t128u4c4sk2",
           "g2t128u2a2", "g2t64u2a2k2", "g2t128u2", "g2t128u2c4", "g2t128u2c5k2", "g2t64u4c4k2", "g1t128u2c4k2",
           "g2t64u2c4k2", "g1t64u2c5k4", "g2t128u1c6k2", "g2t64u2c6x8k8", "g1t64u2c4x16k4", "g2t64u2c4x16k4"),
     512: ("g2t128u2c4s", "g2t128u4c4s", "g2t128u2a2", "g2t128u2c4", "g2t128u2c5", "g2t128u2c4k2"),
