@@ -63,7 +63,8 @@ def compile_config(cfg, arch: int, dtype: str, bias: bool):
 
 
 def compile_wgmma(cfg, arch: int, dtype: str, bias: bool, meta_rows: bool = False):
-    constants = dict(HAS_BIAS=bias, G=cfg.G, T=cfg.T, U=cfg.U, SPLIT_K=cfg.split_k, AHEAD=cfg.ahead, STAGES=cfg.stages)
+    constants = dict(HAS_BIAS=bias, G=cfg.G, W=cfg.W, T=cfg.T, U=cfg.U, SPLIT_K=cfg.split_k, AHEAD=cfg.ahead)
+    constants["STAGES"] = cfg.stages
     constants["X_STEPS"] = cfg.x_steps
     constants["META_ROWS"] = meta_rows
     constants["SPARSE"] = cfg.sparse

@@ -61,7 +61,7 @@ if [ -z "$ncu_bin" ]; then
 elif [ "$left" -lt 60 ]; then
   echo "ncu: skipped, ${left} s left of BUDGET=${BUDGET:-540}" | tee "$OUT/ncu.txt"
 else
-  for case in "wgmma g1t64u2c6sk2 64" "wgmma g1t64u2c4x16k4 64" "spmma r1w2s8u1t8px 64"; do
+  for case in "wgmma g2w2t64u2c6sk8 64" "wgmma g1t64u2c4x16k4 64" "spmma r1w2s8u1t8px 64"; do
     set -- $case
     left=$(( ${BUDGET:-540} - (SECONDS - start) - 5 ))
     [ "$left" -lt 30 ] && break

@@ -247,3 +247,16 @@ def test_loops_one_after_another_are_refused():
         lines += _lines(start + 0x10, f"@!P0 BRA `(.L_x_{n})", plain)
     with pytest.raises(ValueError, match="nested"):
         main_loop("\n".join(lines + _lines(0x80, "EXIT", plain)))
+
+
+def test_of_loops_one_after_another_the_main_one_has_the_matrix_instructions():
+    """A split-K epilogue that adds its partial sums in a loop leaves two loops one after the
+    other: the main one is the loop with the MMAs."""
+    plain = Controls(1, 0, None, None)
+    lines = _lines(0, "MOV R1, c[0x0][0x28]", plain)
+    bodies = {1: "HGMMA.64x64x16.F32 R24, gdesc[UR4], R24", 2: "FADD R8, R6, R8"}
+    for n, start in ((1, 0x10), (2, 0x40)):
+        lines += [f".L_x_{n}:", *_lines(start, bodies[n], plain)]
+        lines += _lines(start + 0x10, f"@!P0 BRA `(.L_x_{n})", plain)
+    loop = main_loop("\n".join(lines + _lines(0x80, "EXIT", plain)))
+    assert [ins.op for ins in loop] == ["HGMMA.64x64x16.F32", "BRA"]

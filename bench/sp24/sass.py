@@ -167,8 +167,9 @@ def _instruction_lines(sass: str) -> list[str]:
 def main_loop(sass: str) -> list[Instr]:
     """The instructions of the listing's innermost loop: from the label a backward branch jumps
     to, up to and including that branch (a branch to the line just above it, the trap at a
-    kernel's end, is no loop). Loops must nest (one loop, or a loop of chunks around it): two
-    loops one after the other would leave no main one."""
+    kernel's end, is no loop). Loops must nest (one loop, or a loop of chunks around it); of
+    loops one after the other, the main one is the only one with matrix instructions (a
+    split-K epilogue may add its partial sums in a loop of its own), else there is none."""
     lines = _instruction_lines(sass)
     labels = {m.group(1): i for i, line in enumerate(lines) if (m := _LABEL.match(line))}
     loops = [
@@ -177,11 +178,21 @@ def main_loop(sass: str) -> list[Instr]:
         if (m := _BRANCH.search(line)) and labels.get(m.group(1), j) < j - 1
     ]
     loops.sort(key=lambda loop: loop[1] - loop[0])
-    nested = all(b[0] <= a[0] and a[1] <= b[1] for a, b in zip(loops, loops[1:]))
-    if not loops or not nested:
-        raise ValueError(f"expected one loop, or loops nested in it, in the SASS listing; found {len(loops)} loops")
+    found = len(loops)
+    if not _nested(loops):
+        loops = [loop for loop in loops if any(_MMA.search(line) for line in lines[loop[0] : loop[1]])]
+    if not loops or not _nested(loops):
+        raise ValueError(f"expected one loop, or loops nested in it, in the SASS listing; found {found} loops")
     first, branch = loops[0]
     return [parse_instruction(line) for line in lines[first + 1 : branch + 1] if "*/" in line]
+
+
+_MMA = re.compile(r"\b(HMMA|HGMMA)\.")
+
+
+def _nested(loops: list[tuple[int, int]]) -> bool:
+    """Each loop (sorted by length) inside the next."""
+    return all(b[0] <= a[0] and a[1] <= b[1] for a, b in zip(loops, loops[1:]))
 
 
 def _depbar(ins: Instr) -> tuple[int, int] | None:

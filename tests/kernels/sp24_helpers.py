@@ -130,7 +130,7 @@ WGMMA_CASES = [
 # the sparse form (wgmma.sp on the compressed words, every operand through a ring refilled
 # stages - 2 steps ahead): few steps, K and rows past a block (a short last step, masked rows),
 # two warpgroups, 128 tokens, U = 4 (x's step in two 64-column blocks), split-K with uneven and
-# empty runs, a ring deeper than the run, a long K
+# empty runs, a ring deeper than the run, a long K, two MMA tiles per warpgroup
 WGMMA_SPARSE_CASES = [
     (16, 64, 256, WgmmaConfig(G=1, T=16, U=2, stages=3, sparse=True)),
     (13, 70, 200, WgmmaConfig(G=1, T=16, U=1, stages=4, sparse=True)),
@@ -141,6 +141,10 @@ WGMMA_SPARSE_CASES = [
     (13, 70, 1000, WgmmaConfig(G=1, T=16, U=1, stages=4, split_k=3, sparse=True)),
     (3, 64, 200, WgmmaConfig(G=1, T=16, U=1, stages=6, split_k=8, sparse=True)),
     (64, 64, 4096, WgmmaConfig(G=1, T=64, U=2, stages=6, sparse=True)),
+    # two MMA tiles per warpgroup (programs of 128 or 256 rows): rows past the end in the second
+    # tile, x's ring after the value words' (T < 32GW), split-K
+    (40, 200, 736, WgmmaConfig(G=1, W=2, T=32, U=2, stages=4, sparse=True)),
+    (100, 300, 1000, WgmmaConfig(G=2, W=2, T=64, U=2, stages=4, split_k=2, sparse=True)),
 ]
 
 

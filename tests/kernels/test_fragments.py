@@ -109,7 +109,8 @@ def test_fp32_and_bad_meta_order_are_rejected():
 
 
 @pytest.mark.parametrize(
-    "label", ["g1t64u2", "g2t8u4a2k4", "g1t128u1a3k16", "g2t128u2c5k2", "g1t64u2c4x16k4", "g1t64u2c6s", "g2t128u2c4sk2"]
+    "label", ["g1t64u2", "g2t8u4a2k4", "g1t128u1a3k16", "g2t128u2c5k2", "g1t64u2c4x16k4", "g1t64u2c6s", "g2t128u2c4sk2",
+              "g2w2t64u2c6sk8"]
 )
 def test_wgmma_labels_round_trip(label):
     cfg = WgmmaConfig.from_label(label)
@@ -133,12 +134,15 @@ def test_wgmma_labels_round_trip(label):
         (dict(sparse=True, stages=4, x_steps=4), "x_steps 0"),
         (dict(sparse=True, stages=4, T=8, U=1), "T in 16..128"),
         (dict(sparse=True, stages=4, T=16, U=4), "T >= 8U"),
+        (dict(W=2, stages=4), "W must be 1, or 2 MMA tiles per warpgroup in the sparse form"),
+        (dict(W=3, stages=4, sparse=True), "W must be 1, or 2"),
+        (dict(G=2, W=2, T=16, U=1, stages=4, sparse=True), "at least 8GW"),
     ],
 )
 def test_bad_wgmma_configurations_name_the_field_and_what_is_allowed(fields, message):
     with pytest.raises(ValueError, match=message):
         WgmmaConfig(**fields).check()
-    with pytest.raises(ValueError, match="expected g<G>t<T>u<U>"):
+    with pytest.raises(ValueError, match=r"expected g<G>\[w<W>\]t<T>u<U>"):
         WgmmaConfig.from_label("r1s4u4t1")
 
 

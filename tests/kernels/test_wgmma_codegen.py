@@ -78,15 +78,20 @@ def test_resident_x_leaves_the_loop_nothing_to_move_but_weight_words():
     assert not resident["serialized"] and resident["spills"] == 0
 
 
-@pytest.mark.parametrize("label, dtype, bias", [("g1t64u2c6sk2", "fp16", False), ("g2t128u4c4s", "bf16", True)])
+@pytest.mark.parametrize(
+    "label, dtype, bias",
+    [("g1t64u2c6sk2", "fp16", False), ("g2t128u4c4s", "bf16", True), ("g2w2t64u2c6sk8", "fp16", False)],
+)
 def test_sparse_form_multiplies_the_compressed_words_where_they_land(label, dtype, bias):
-    """The sparse form (``wgmma.mma_async.sp``): one MMA per 32-column k-block, no expansion (no
-    byte permutes), x never in registers (nothing stored to shared memory, nothing loaded from
-    global memory: every operand comes through the ring), one proxy fence per step, the MMAs
-    kept in flight, no spills."""
+    """The sparse form (``wgmma.mma_async.sp``): one MMA per 32-column k-block and MMA tile, no
+    expansion (no byte permutes), x never in registers (nothing stored to shared memory, nothing
+    loaded from global memory: every operand comes through the ring), one proxy fence per step,
+    the MMAs kept in flight, no spills (a two-tile split-K epilogue adds its partial sums one at
+    a time, in a loop of its own after the main one)."""
     r = _inspect(label, dtype, bias)
     u = int(label.split("u")[1][0])
-    assert r["wgmma"] == 2 * u  # two steps per loop iteration
+    tiles = 2 if "w2" in label else 1
+    assert r["wgmma"] == 2 * u * tiles  # two steps per loop iteration
     assert r["prmt"] == r["shared_stores"] == r["global_loads"] == 0
     assert r["fences"] == 2 and r["shared_loads"] > 0
     assert not r["serialized"], "ptxas serialized the wgmma pipeline (C7515)"

@@ -66,12 +66,21 @@ def test_dispatcher_runs_wgmma_from_a_table():
 
 
 def test_split_k_gives_the_same_bits_every_launch_and_leaves_its_counters_at_zero():
+    _check_split_k_repeats(WgmmaConfig(G=1, T=64, U=2, split_k=4))
+
+
+def test_wgmma_sparse_split_k_gives_the_same_bits_every_launch():
+    """The sparse form with two MMA tiles per warpgroup, whose epilogue adds the partial sums in
+    a loop (named apart, like the other sparse tests: see bench/gpu_check.sh)."""
+    _check_split_k_repeats(WgmmaConfig(G=2, W=2, T=64, U=2, stages=6, split_k=8, sparse=True))
+
+
+def _check_split_k_repeats(cfg):
     from repro.kernels.gluon_wgmma import launch_wgmma
     from repro.kernels.scratch import split_flags
 
     w = compress_24(random_24(4096, 4096)).fragments()
     x = torch.randn(64, 4096, device=DEVICE, dtype=torch.float16)
-    cfg = WgmmaConfig(G=1, T=64, U=2, split_k=4)
     outs = []
     for _ in range(5):
         out = torch.full((64, 4096), float("nan"), device=DEVICE, dtype=torch.float16)

@@ -104,11 +104,14 @@ def test_every_benchmark_configuration_is_correct_and_free_of_bank_conflicts(gpu
     assert_correct_and_conflict_free(out, ref, traffic)
 
 
-def test_split_k_gives_the_same_bits_whichever_split_finishes_last(gpu):
-    """As for ``spmma``: the last split to count in adds all partial sums in split order."""
+@pytest.mark.parametrize(
+    "cfg", [WgmmaConfig(G=1, T=16, U=1, split_k=3), WgmmaConfig(G=1, W=2, T=16, U=1, stages=4, split_k=3, sparse=True)]
+)
+def test_split_k_gives_the_same_bits_whichever_split_finishes_last(gpu, cfg):
+    """As for ``spmma``: the last split to count in adds all partial sums in split order (in the
+    sparse form with two MMA tiles per warpgroup, in a loop rather than unrolled)."""
     from repro.kernels.scratch import split_flags
 
-    cfg = WgmmaConfig(G=1, T=16, U=1, split_k=3)
     outs = []
     for reverse in (False, True):
         gpu(reverse=reverse)

@@ -161,7 +161,7 @@ def wgmma_columns() -> torch.Tensor:
 
 @dataclass(frozen=True)
 class WgmmaConfig:
-    """Tiling of the ``wgmma`` kernel (``gluon_wgmma.py``): each program runs ``64*G`` rows with
+    """Tiling of the ``wgmma`` kernel (``gluon_wgmma.py``): each program runs ``64*G*W`` rows with
     ``G`` warpgroups (``4*G`` warps) and ``T`` tokens (the MMA's N: a power of two, 8 to 256),
     ``U`` k-blocks of 32 columns per step; ``ahead`` steps of operands are loaded into registers
     before their MMA (in flight meanwhile); ``stages`` >= 3 copies every operand (weight words and
@@ -173,9 +173,11 @@ class WgmmaConfig:
     partial sums meet in a workspace as in ``spmma``. ``sparse`` runs the sparse MMA
     (``wgmma.mma_async.sp``, ``gluon_wgmma_sparse.py``) on the compressed words instead of
     expanding them: every operand through a ring (``stages`` >= 3, refilled ``stages - 2`` steps
-    ahead), ``T`` 16 to 128 and at least ``8U``."""
+    ahead), ``T`` 16 to 128, at least ``8U`` and at least ``8GW``; with it each warpgroup may run
+    ``W`` = 2 MMA tiles of 64 rows on the same x (programs of ``64*G*W`` rows)."""
 
     G: int = 1
+    W: int = 1
     T: int = 64
     U: int = 2
     split_k: int = 1
@@ -187,6 +189,11 @@ class WgmmaConfig:
     @property
     def num_warps(self) -> int:
         return 4 * self.G
+
+    @property
+    def rows(self) -> int:
+        """Output rows per program."""
+        return 64 * self.G * self.W
 
     def check(self) -> None:
         if self.G not in (1, 2):
@@ -211,32 +218,40 @@ class WgmmaConfig:
                 f"WgmmaConfig.x_steps={self.x_steps} with stages={self.stages}: x resident needs a weight ring "
                 "(stages >= 3) and 2, 4, 8, 16, 32 or 64 steps at a time (0: x a step at a time)"
             )
+        if self.W not in (1, 2) or (self.W > 1 and not self.sparse):
+            raise ValueError(f"WgmmaConfig.W must be 1, or 2 MMA tiles per warpgroup in the sparse form, got {self.W}")
         if self.sparse and (not self.stages or self.x_steps or self.T not in (16, 32, 64, 128) or self.T < 8 * self.U):
             raise ValueError(
                 f"WgmmaConfig sparse with stages={self.stages}, x_steps={self.x_steps}, T={self.T}, U={self.U}: the "
                 "sparse form streams every operand through a ring (stages >= 3, x_steps 0) and needs T in 16..128 "
                 "with T >= 8U (a thread's T/2 accumulator registers carry the U k-blocks' operands)"
             )
+        if self.sparse and self.T < 8 * self.G * self.W:
+            raise ValueError(
+                f"WgmmaConfig sparse with T={self.T}, G={self.G}, W={self.W}: T must be at least 8GW, so that x's "
+                "ring is laid out before the metadata words' (gluon_wgmma_sparse._x_ring_offset)"
+            )
 
     def grid(self, n: int, m: int) -> tuple[int, int, int]:
         """Programs of a call with ``n`` output rows and ``m`` tokens: row groups, token groups, K splits."""
-        return -(-n // (64 * self.G)), -(-m // self.T), self.split_k
+        return -(-n // self.rows), -(-m // self.T), self.split_k
 
     def label(self) -> str:
         options = f"a{self.ahead}" * (self.ahead > 1) + f"c{self.stages}" * (self.stages > 0)
         options += f"x{self.x_steps}" * (self.x_steps > 0) + "s" * self.sparse
-        return f"g{self.G}t{self.T}u{self.U}{options}" + (f"k{self.split_k}" if self.split_k > 1 else "")
+        tiles = f"w{self.W}" if self.W > 1 else ""
+        return f"g{self.G}{tiles}t{self.T}u{self.U}{options}" + (f"k{self.split_k}" if self.split_k > 1 else "")
 
     @classmethod
     def from_label(cls, label: str) -> WgmmaConfig:
         """The configuration ``label()`` names."""
-        m = re.fullmatch(r"g(\d+)t(\d+)u(\d+)(?:a(\d+))?(?:c(\d+))?(?:x(\d+))?(s)?(?:k(\d+))?", label)
+        m = re.fullmatch(r"g(\d+)(?:w(\d+))?t(\d+)u(\d+)(?:a(\d+))?(?:c(\d+))?(?:x(\d+))?(s)?(?:k(\d+))?", label)
         if not m:
-            raise ValueError(f"not a wgmma label: {label!r} (expected g<G>t<T>u<U>[a<n>][c<n>][x<n>][s][k<n>])")
-        sparse = m.group(7) is not None
-        g, t, u, ahead, stages, x_steps, _, split = (int(x) if x and x != "s" else None for x in m.groups())
-        return cls(G=g, T=t, U=u, ahead=ahead or 1, stages=stages or 0, x_steps=x_steps or 0, split_k=split or 1,
-                   sparse=sparse)
+            raise ValueError(f"not a wgmma label: {label!r} (expected g<G>[w<W>]t<T>u<U>[a<n>][c<n>][x<n>][s][k<n>])")
+        sparse = m.group(8) is not None
+        g, w, t, u, ahead, stages, x_steps, _, split = (int(x) if x and x != "s" else None for x in m.groups())
+        return cls(G=g, W=w or 1, T=t, U=u, ahead=ahead or 1, stages=stages or 0, x_steps=x_steps or 0,
+                   split_k=split or 1, sparse=sparse)
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -386,13 +386,15 @@ def _fence(NUM_WARPS: gl.constexpr):
 
 @gluon.jit
 def _meet_splits(out, local, TILE: gl.constexpr, ws_ptr, flag_ptr, y_ptr, bias_ptr, m_out, n_out, ok, stride_ym,
-                 HAS_BIAS: gl.constexpr, SPLIT_K: gl.constexpr, NUM_WARPS: gl.constexpr):
+                 HAS_BIAS: gl.constexpr, SPLIT_K: gl.constexpr, NUM_WARPS: gl.constexpr,
+                 ONE_AT_A_TIME: gl.constexpr = False):
     """Split-K across programs without a memset or a second launch: every split stores its fp32
     partial sum, then counts itself in on its tile's flag; the split that arrives last adds all
     partial sums in split order (the same bits whichever split that is), writes ``y`` and puts
     the flag back to 0 for the next launch. The workspace is ``[split, token group, row group,
     TILE]``: ``local`` places each of the program's ``TILE`` floats in its run, all in bounds, so
-    no mask is needed."""
+    no mask is needed. ``ONE_AT_A_TIME`` adds the partial sums in a loop rather than unrolled, so
+    that a large tile holds one partial in registers at a time (the same order, the same bits)."""
     tile = gl.program_id(1) * gl.num_programs(0) + gl.program_id(0)
     tiles = gl.num_programs(0) * gl.num_programs(1)
     split = gl.program_id(2)
@@ -404,9 +406,13 @@ def _meet_splits(out, local, TILE: gl.constexpr, ws_ptr, flag_ptr, y_ptr, bias_p
     if gl.atomic_add(flag_ptr + tile, 1, sem="acq_rel", scope="gpu") == SPLIT_K - 1:
         _fence(NUM_WARPS)
         total = gl.zeros_like(out)
-        for j in gl.static_range(SPLIT_K):  # its own partial too: the same bits as ``out``
-            # from L2, not L1: other SMs wrote these bytes during this launch ("cg")
-            total += gl.load(ws + j * STRIDE_SPLIT, cache_modifier=".cg")
+        if ONE_AT_A_TIME:  # a loop: one partial's registers at a time (large tiles), the same order
+            for j in range(SPLIT_K):
+                total += gl.load(ws + j * STRIDE_SPLIT, cache_modifier=".cg")
+        else:
+            for j in gl.static_range(SPLIT_K):  # its own partial too: the same bits as ``out``
+                # from L2, not L1: other SMs wrote these bytes during this launch ("cg")
+                total += gl.load(ws + j * STRIDE_SPLIT, cache_modifier=".cg")
         _store_output(total, y_ptr, bias_ptr, m_out, n_out, ok, stride_ym, HAS_BIAS)
         gl.atomic_xchg(flag_ptr + tile, 0, sem="relaxed", scope="gpu")
 

@@ -18,7 +18,8 @@ with the A operand (the weight) in registers, and expands the 2:4 weight into it
 - x goes through shared memory with the same permutation of K (a relabelling of registers before
   the store), so the product is unchanged.
 
-One program owns ``64*G`` rows (``G`` warpgroups, 4 warps each) and ``T`` tokens and walks its
+One program owns ``64*G`` rows (``G`` warpgroups, 4 warps each; ``64*G*W`` in the sparse form,
+whose warpgroups may run ``W`` MMA tiles each) and ``T`` tokens and walks its
 share of K ``U`` k-blocks at a time, one MMA in flight (``is_async``) while the next step's
 operands are made ready. The operands come one of two ways:
 
@@ -238,6 +239,7 @@ def _wgmma_kernel(
     stride_ym,
     HAS_BIAS: gl.constexpr,
     G: gl.constexpr,
+    W: gl.constexpr,
     T: gl.constexpr,
     U: gl.constexpr,
     SPLIT_K: gl.constexpr,
@@ -250,6 +252,7 @@ def _wgmma_kernel(
     DTYPE: gl.constexpr = x_ptr.dtype.element_ty
     KS: gl.constexpr = 32 * U  # dense columns per step
     MMA: gl.constexpr = _mma_layout(G, T)
+    ROWS: gl.constexpr = 64 * G * W  # output rows per program
     A_LAYOUT: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA, k_width=2)
     LV: gl.constexpr = gl.SliceLayout(4, _group_layout(G, U))  # [4G, U, 32, 4]
     LE: gl.constexpr = gl.SliceLayout(3 if META_ROWS else 4, _meta_layout(G, U))  # [4G, U, 32, 2]
@@ -273,10 +276,10 @@ def _wgmma_kernel(
     x_stream = _x_stream(x_ptr, M, K, stride_xm, first, end, T, KS, LX)
 
     if SPARSE:  # wgmma.sp on the compressed words, every operand through a ring
-        rings = _sparse_rings(STAGES, G, T, U, DTYPE)
-        streams = _sparse_streams(x_ptr, v_ptr, e_ptr, M, K, NT, KB, stride_xm, first, end, G, T, U)
-        acc = gl.zeros([64 * G, T], gl.float32, MMA)
-        acc = _sparse_loop(acc, rings, streams, end - first, _x_ring_offset(G, T, U, STAGES), DTYPE == gl.bfloat16)
+        rings = _sparse_rings(STAGES, G, W, T, U, DTYPE)
+        streams = _sparse_streams(x_ptr, v_ptr, e_ptr, M, K, NT, KB, stride_xm, first, end, G, W, T, U)
+        acc = gl.zeros([ROWS, T], gl.float32, MMA)
+        acc = _sparse_loop(acc, rings, streams, end - first, _x_ring_offset(G, W, T, U, STAGES), DTYPE == gl.bfloat16)
     elif X_STEPS > 0:  # x resident X_STEPS steps at a time, the weight words through their ring
         x_res = gl.allocate_shared_memory(DTYPE, [X_STEPS, T, KS], X_SMEM)
         rings = _rings(STAGES, w_stream, x_stream, False)
@@ -296,17 +299,17 @@ def _wgmma_kernel(
 
     OUT: gl.constexpr = gl.BlockedLayout([1, 1], [32, 1], [1, 4 * G], [0, 1])  # rows along lanes: coalesced
     out = gl.convert_layout(acc, OUT)
-    n_out = gl.program_id(0) * (64 * G) + gl.expand_dims(gl.arange(0, 64 * G, layout=gl.SliceLayout(1, OUT)), 1)
+    n_out = gl.program_id(0) * ROWS + gl.expand_dims(gl.arange(0, ROWS, layout=gl.SliceLayout(1, OUT)), 1)
     m_out = gl.program_id(1) * T + gl.expand_dims(gl.arange(0, T, layout=gl.SliceLayout(0, OUT)), 0)
     ok = (n_out < N) & (m_out < M)
     if SPLIT_K == 1:
         _store_output(out, y_ptr, bias_ptr, m_out, n_out, ok, stride_ym, HAS_BIAS)
     else:
-        local = (n_out - gl.program_id(0) * (64 * G)) * T + (m_out - gl.program_id(1) * T)
+        local = (n_out - gl.program_id(0) * ROWS) * T + (m_out - gl.program_id(1) * T)
         _meet_splits(
             out,
             local,
-            64 * G * T,
+            ROWS * T,
             ws_ptr,
             flag_ptr,
             y_ptr,
@@ -318,6 +321,7 @@ def _wgmma_kernel(
             HAS_BIAS,
             SPLIT_K,
             4 * G,
+            W > 1,
         )
 
 
@@ -350,10 +354,11 @@ def launch_wgmma(
             f"packed in {w.meta_order!r}; repack it with to_fragments(..., meta_order='pairs')"
         )
     grid = cfg.grid(w.shape[0], x2d.shape[0])
-    args = fragment_kernel_args(x2d, w, bias, out, grid, cfg.split_k, 64 * cfg.G * cfg.T)
+    args = fragment_kernel_args(x2d, w, bias, out, grid, cfg.split_k, cfg.rows * cfg.T)
     options = dict(
         HAS_BIAS=bias is not None,
         G=cfg.G,
+        W=cfg.W,
         T=cfg.T,
         U=cfg.U,
         SPLIT_K=cfg.split_k,

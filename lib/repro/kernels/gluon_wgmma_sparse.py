@@ -50,14 +50,14 @@ def _x_smem_layout(KS):
 
 
 @gluon.constexpr_function
-def _x_ring_offset(G, T, U, STAGES):
+def _x_ring_offset(G, W, T, U, STAGES):
     """The byte offset of the x ring in ``global_smem``. The three rings are alive together, so
     Triton's allocator lays them out one after another, largest first and, among equal sizes, in
-    program order (x, value words, metadata words). Per stage x takes ``T * 64U`` bytes, the value
-    words ``2048 G U`` and the metadata words ``512 G U`` (never more than x, since ``T >= 16``)."""
-    if T * 64 * U >= 2048 * G * U:
+    program order (x, value words, metadata words). Per stage x takes ``64 T U`` bytes, the value
+    words ``2048 G W U`` and the metadata words ``512 G W U`` (never more than x: ``T >= 8GW``)."""
+    if T * 64 * U >= 2048 * G * W * U:
         return 0
-    return STAGES * 2048 * G * U
+    return STAGES * 2048 * G * W * U
 
 
 @gluon.constexpr_function
@@ -108,38 +108,42 @@ def _doublings(T, U):
 
 
 @gluon.constexpr_function
-def _word_layout(G, U):
-    """A step's weight words ``[4G, U, 32, 4]``: a warp per 16-row tile, lane ``l`` holds its four
-    words of each k-block (one 16-byte copy each); the metadata words ``[4G, U, 32]`` are its
-    slice along the last dimension (one word per lane)."""
-    return gl.BlockedLayout([1, U, 1, 4], [1, 1, 32, 1], [4 * G, 1, 1, 1], [3, 2, 1, 0])
+def _word_layout(G, W, U):
+    """A step's weight words ``[W, 4G, U, 32, 4]``: row tile ``4G i + w`` (MMA tile ``i`` of warp
+    ``w``; the accumulator's rows ``64G i + 16w ..``), lane ``l`` holds its four words of each
+    k-block (one 16-byte copy each); the metadata words ``[W, 4G, U, 32]`` are its slice along the
+    last dimension (one word per lane)."""
+    return gl.BlockedLayout([W, 1, U, 1, 4], [1, 1, 1, 32, 1], [1, 4 * G, 1, 1, 1], [4, 3, 2, 1, 0])
 
 
 @gluon.jit
 def _mma_operand(words, T: gl.constexpr, MMA: gl.constexpr):
-    """A step's words ``[4G, U, 32, 4]`` (lane ``4g + q``, k-block ``u``, word ``r``) laid into the
-    accumulator's shape and layout, so that a thread's registers ``4u .. 4u + 3`` are k-block
-    ``u``'s four words in order: row ``16w + 8h + g``, column ``8u + 2q + c`` holds word ``2h + c``.
+    """A step's words ``[W, 4G, U, 32, 4]`` (MMA tile ``i``, warp ``w``, k-block ``u``, lane ``4g +
+    q``, word ``r``) laid into the accumulator's shape and layout, so that each ``T/2`` registers
+    of a thread that one ``wgmma`` accumulates in have k-block ``u``'s four words as registers
+    ``4u .. 4u + 3``: row ``64G i + 16w + 8h + g``, column ``8u + 2q + c`` holds word ``2h + c``.
     The columns past ``8U`` repeat the first ones (and are not read). A relabelling of each
     thread's registers: no data moves between threads."""
-    G: gl.constexpr = words.shape[0] // 4
-    U: gl.constexpr = words.shape[1]
-    t = gl.reshape(words, [4 * G, U, 8, 4, 2, 2])  # w, u, g, q, h, c
-    t = gl.reshape(gl.permute(t, [0, 4, 2, 1, 3, 5]), [64 * G, 8 * U])  # (w, h, g), (u, q, c)
+    W: gl.constexpr = words.shape[0]
+    G: gl.constexpr = words.shape[1] // 4
+    U: gl.constexpr = words.shape[2]
+    t = gl.reshape(words, [W, 4 * G, U, 8, 4, 2, 2])  # i, w, u, g, q, h, c
+    t = gl.reshape(gl.permute(t, [0, 1, 5, 3, 2, 4, 6]), [64 * G * W, 8 * U])  # (i, w, h, g), (u, q, c)
     for _ in gl.static_range(_doublings(T, U)):
-        t = gl.reshape(gl.permute(gl.join(t, t), [0, 2, 1]), [64 * G, 2 * t.shape[1]])
+        t = gl.reshape(gl.permute(gl.join(t, t), [0, 2, 1]), [64 * G * W, 2 * t.shape[1]])
     return gl.convert_layout(t, MMA)
 
 
 @gluon.jit
 def _wgmma_sp(acc, v, e, x_stage, X_RING: gl.constexpr, USE_ACC: gl.constexpr, BF16: gl.constexpr):
-    """Issue (and commit as one group) the ``wgmma.sp`` of a step: value words ``v`` ``[4G, U, 32,
-    4]``, metadata words ``e`` ``[4G, U, 32]``, x at byte ``x_stage`` of its ring."""
+    """Issue the ``wgmma.sp`` of a step, each MMA tile's as one commit group: value words ``v``
+    ``[W, 4G, U, 32, 4]``, metadata words ``e`` ``[W, 4G, U, 32]``, x at byte ``x_stage`` of its
+    ring (the same for every tile)."""
     T: gl.constexpr = acc.shape[1]
-    U: gl.constexpr = v.shape[1]
+    U: gl.constexpr = v.shape[2]
     MMA: gl.constexpr = acc.type.layout
     a = _mma_operand(v, T, MMA)
-    meta = _mma_operand(gl.broadcast(gl.expand_dims(e, 3), v)[0], T, MMA)
+    meta = _mma_operand(gl.broadcast(gl.expand_dims(e, 4), v)[0], T, MMA)
     offset = gl.full(acc.shape, x_stage, gl.int32, MMA)
     return gl.inline_asm_elementwise(
         _wgmma_sp_asm(T, U, BF16, USE_ACC, X_RING), _wgmma_sp_constraints(T), [acc, a, meta, offset],
@@ -147,34 +151,36 @@ def _wgmma_sp(acc, v, e, x_stage, X_RING: gl.constexpr, USE_ACC: gl.constexpr, B
 
 
 @gluon.jit
-def _sparse_rings(STAGES: gl.constexpr, G: gl.constexpr, T: gl.constexpr, U: gl.constexpr, DTYPE: gl.constexpr):
+def _sparse_rings(STAGES: gl.constexpr, G: gl.constexpr, W: gl.constexpr, T: gl.constexpr, U: gl.constexpr,
+                  DTYPE: gl.constexpr):
     """The three rings, in the order ``_x_ring_offset`` assumes: x ``[STAGES, T, 32U]`` as the MMA
-    reads it, value words ``[STAGES, 4G, U, 32, 4]`` and metadata words ``[STAGES, 4G, U, 32]``
-    in the order of their registers (a warp's copies and reads touch one contiguous run)."""
+    reads it, value words ``[STAGES, W, 4G, U, 32, 4]`` and metadata words ``[STAGES, W, 4G, U,
+    32]`` in the order of their registers (a warp's copies and reads touch contiguous runs)."""
     x = gl.allocate_shared_memory(DTYPE, [STAGES, T, 32 * U], _x_smem_layout(32 * U))
-    v = gl.allocate_shared_memory(gl.int32, [STAGES, 4 * G, U, 32, 4], gl.SwizzledSharedLayout(1, 1, 1, [3, 2, 1, 0]))
-    e = gl.allocate_shared_memory(gl.int32, [STAGES, 4 * G, U, 32], gl.SwizzledSharedLayout(1, 1, 1, [2, 1, 0]))
+    v = gl.allocate_shared_memory(gl.int32, [STAGES, W, 4 * G, U, 32, 4],
+                                  gl.SwizzledSharedLayout(1, 1, 1, [4, 3, 2, 1, 0]))
+    e = gl.allocate_shared_memory(gl.int32, [STAGES, W, 4 * G, U, 32], gl.SwizzledSharedLayout(1, 1, 1, [3, 2, 1, 0]))
     return x, v, e
 
 
 @gluon.jit
 def _sparse_streams(x_ptr, v_ptr, e_ptr, M, K, NT, KB, stride_xm, first, end,
-                    G: gl.constexpr, T: gl.constexpr, U: gl.constexpr):
+                    G: gl.constexpr, W: gl.constexpr, T: gl.constexpr, U: gl.constexpr):
     """Where this program's first step of each operand lies, and what bounds it: value words of
     lane ``l`` are words ``4l .. 4l+3`` of their tile and k-block (masked past the weight: zeros);
     the metadata word of lane ``4g + q`` is word ``2g + q % 2`` (the instruction reads lanes
     ``q`` = 0, 1), its row tile and k-block clamped inside the weight, so that every copy brings a
     valid code (also where the values are masked to zero: they add nothing); x as
     ``_x_stream``."""
-    LW: gl.constexpr = _word_layout(G, U)
-    LE: gl.constexpr = gl.SliceLayout(3, LW)
-    tile = gl.program_id(0) * (4 * G) + _index(4 * G, 0, LW, 4)
-    kb = first + _index(U, 1, LW, 4)
-    v_ptrs = v_ptr + (tile * KB + kb).to(gl.int64) * 128 + _index(32, 2, LW, 4) * 4 + _index(4, 3, LW, 4)
-    lane = _index(32, 2, LE, 3)
-    e_tile = gl.minimum(gl.program_id(0) * (4 * G) + _index(4 * G, 0, LE, 3), NT - 1).to(gl.int64)
-    e_rows = e_ptr + e_tile * KB * 16 + (lane // 4) * 2 + lane % 2
-    e_kb = first + _index(U, 1, LE, 3)
+    LW: gl.constexpr = _word_layout(G, W, U)
+    LE: gl.constexpr = gl.SliceLayout(4, LW)
+    tile = gl.program_id(0) * (4 * G * W) + _index(W, 0, LW, 5) * (4 * G) + _index(4 * G, 1, LW, 5)
+    kb = first + _index(U, 2, LW, 5)
+    v_ptrs = v_ptr + (tile * KB + kb).to(gl.int64) * 128 + _index(32, 3, LW, 5) * 4 + _index(4, 4, LW, 5)
+    lane = _index(32, 3, LE, 4)
+    e_tile = gl.program_id(0) * (4 * G * W) + _index(W, 0, LE, 4) * (4 * G) + _index(4 * G, 1, LE, 4)
+    e_rows = e_ptr + gl.minimum(e_tile, NT - 1).to(gl.int64) * KB * 16 + (lane // 4) * 2 + lane % 2
+    e_kb = first + _index(U, 2, LE, 4)
     x_stream = _x_stream(x_ptr, M, K, stride_xm, first, end, T, 32 * U, _x_layout(G, T, 32 * U))
     return (v_ptrs, tile < NT, kb, end), (e_rows, e_kb, KB), x_stream
 
@@ -200,9 +206,10 @@ def _sparse_step(step, acc, rings, streams, X_RING: gl.constexpr, USE_ACC: gl.co
     x_ring, v_ring, e_ring = rings
     STAGES: gl.constexpr = x_ring.shape[0]
     T: gl.constexpr = x_ring.shape[1]
-    U: gl.constexpr = v_ring.shape[2]
-    G: gl.constexpr = v_ring.shape[1] // 4
-    LW: gl.constexpr = _word_layout(G, U)
+    W: gl.constexpr = v_ring.shape[1]
+    G: gl.constexpr = v_ring.shape[2] // 4
+    U: gl.constexpr = v_ring.shape[3]
+    LW: gl.constexpr = _word_layout(G, W, U)
     turn = step // U
     async_copy.wait_group(STAGES - 3)  # this step's group (and every older one) has landed
     fence_async_shared()
@@ -210,7 +217,7 @@ def _sparse_step(step, acc, rings, streams, X_RING: gl.constexpr, USE_ACC: gl.co
     _sparse_copy(rings, (turn + STAGES - 2) % STAGES, streams, step + (STAGES - 2) * U)
     stage = turn % STAGES
     v = v_ring.index(stage).load(LW)
-    e = e_ring.index(stage).load(gl.SliceLayout(3, LW))
+    e = e_ring.index(stage).load(gl.SliceLayout(4, LW))
     return _wgmma_sp(acc, v, e, stage * (T * 64 * U), X_RING, USE_ACC, BF16)
 
 
@@ -220,17 +227,19 @@ def _sparse_loop(acc, rings, streams, run, X_RING: gl.constexpr, BF16: gl.conste
     with a zero accumulator (``USE_ACC`` false; ptxas serializes every wgmma when a loop carries
     the zeros in, C7515), then two steps per iteration: their weight words are two sets of
     registers, one read by the MMA in flight while the other is loaded (a wgmma reads its A and
-    metadata registers until a wait retires it). A step past the run brings zeros and adds
+    metadata registers until a wait retires it). A step commits one group per MMA tile (``W``),
+    and each wait keeps just the step's own in flight. A step past the run brings zeros and adds
     nothing."""
-    U: gl.constexpr = rings[1].shape[2]
+    W: gl.constexpr = rings[1].shape[1]
+    U: gl.constexpr = rings[1].shape[3]
     STAGES: gl.constexpr = rings[0].shape[0]
     for ahead in gl.static_range(STAGES - 2):
         _sparse_copy(rings, ahead, streams, ahead * U)
     acc = _sparse_step(0, acc, rings, streams, X_RING, False, BF16)
-    acc = warpgroup_mma_wait(1, deps=[acc])
+    acc = warpgroup_mma_wait(W, deps=[acc])
     for step in range(U, run, 2 * U):
         acc = _sparse_step(step, acc, rings, streams, X_RING, True, BF16)
-        acc = warpgroup_mma_wait(1, deps=[acc])
+        acc = warpgroup_mma_wait(W, deps=[acc])
         acc = _sparse_step(step + U, acc, rings, streams, X_RING, True, BF16)
-        acc = warpgroup_mma_wait(1, deps=[acc])
+        acc = warpgroup_mma_wait(W, deps=[acc])
     return warpgroup_mma_wait(0, deps=[acc])
