@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One device call for issue 3: probe the sparse-MMA kernel, the kernel tests on CUDA, then the
 # benchmark (bench/sparse24.py). Everything lands in $OUT (default bench/results/latest):
-# spmma-probe.txt, spmma-map.json (where each fragment slot landed), pytest.log,
+# spmma-probe.txt, spmma-map.json (where each fragment slot landed), fence-probe.txt, pytest.log,
 # sparse24.{json,md,log}, dispatch_<arch>.json, nvidia-smi.txt, and ncu*.txt (a profile, or why none).
 # Extra arguments go to bench/sparse24.py. BUDGET (s, default 540) bounds the whole script, so
 # that it ends inside one device call's limit: the benchmark gets what the probe and tests left.
@@ -13,6 +13,9 @@ mkdir -p "$OUT"
 export PYTHONPATH=lib PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,clocks.mem,temperature.gpu,power.draw \
   --format=csv > "$OUT/nvidia-smi.txt" 2>&1
+# does the proxy fence every ring step issues wait for the cp.async copies in flight? (seconds)
+timeout 60 python3 bench/fence_probe.py > "$OUT/fence-probe.txt" 2>&1
+echo "fence probe:"; grep "cp.async" "$OUT/fence-probe.txt"
 # the spmma kernel issues inline PTX: probe it in its own process (a fault poisons the context)
 timeout 120 python3 bench/spmma_probe.py --map "$OUT/spmma-map.json" > "$OUT/spmma-probe.txt" 2>&1
 order=$(sed -n 's/^use: //p' "$OUT/spmma-probe.txt")

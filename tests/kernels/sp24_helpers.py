@@ -145,6 +145,13 @@ WGMMA_SPARSE_CASES = [
     # tile, x's ring after the value words' (T < 32GW), split-K
     (40, 200, 736, WgmmaConfig(G=1, W=2, T=32, U=2, stages=4, sparse=True)),
     (100, 300, 1000, WgmmaConfig(G=2, W=2, T=64, U=2, stages=4, split_k=2, sparse=True)),
+    # x resident (staged once per chunk, no fence per step): two chunks with a short last one,
+    # split-K uneven and with empty runs, two tiles per warpgroup, x's buffer as large as the
+    # value words' ring (the allocator's order among equals)
+    (29, 64, 736, WgmmaConfig(G=1, T=32, U=2, stages=3, x_steps=8, sparse=True)),
+    (13, 70, 1000, WgmmaConfig(G=1, T=16, U=1, stages=4, x_steps=16, split_k=3, sparse=True)),
+    (100, 300, 1000, WgmmaConfig(G=2, W=2, T=64, U=2, stages=4, x_steps=16, split_k=2, sparse=True)),
+    (3, 64, 200, WgmmaConfig(G=1, T=16, U=1, stages=4, x_steps=8, split_k=8, sparse=True)),
 ]
 
 

@@ -96,3 +96,12 @@ def test_sparse_form_multiplies_the_compressed_words_where_they_land(label, dtyp
     assert r["fences"] == 2 and r["shared_loads"] > 0
     assert not r["serialized"], "ptxas serialized the wgmma pipeline (C7515)"
     assert r["spills"] == 0 and r["regs"] <= 255
+
+
+def test_sparse_form_with_x_resident_fences_nothing_per_step():
+    """With ``x_steps`` the sparse form stages x once per chunk: its loop fences nothing (the
+    weight words reach the MMA through registers), where the streamed ring fences every step."""
+    resident, streamed = _inspect("g2w2t64u2c4x8sk8", "fp16", False), _inspect("g2w2t64u2c6sk8", "fp16", False)
+    assert resident["fences"] == resident["shared_stores"] == resident["global_loads"] == 0
+    assert streamed["fences"] == 2 and resident["wgmma"] == streamed["wgmma"] == 8
+    assert not resident["serialized"] and resident["spills"] == 0

@@ -173,6 +173,7 @@ class WgmmaConfig:
     partial sums meet in a workspace as in ``spmma``. ``sparse`` runs the sparse MMA
     (``wgmma.mma_async.sp``, ``gluon_wgmma_sparse.py``) on the compressed words instead of
     expanding them: every operand through a ring (``stages`` >= 3, refilled ``stages - 2`` steps
+    ahead; with ``x_steps``, x resident and only the weight words in the ring, ``stages - 1``
     ahead), ``T`` 16 to 128, at least ``8U`` and at least ``8GW``; with it each warpgroup may run
     ``W`` = 2 MMA tiles of 64 rows on the same x (programs of ``64*G*W`` rows)."""
 
@@ -220,11 +221,17 @@ class WgmmaConfig:
             )
         if self.W not in (1, 2) or (self.W > 1 and not self.sparse):
             raise ValueError(f"WgmmaConfig.W must be 1, or 2 MMA tiles per warpgroup in the sparse form, got {self.W}")
-        if self.sparse and (not self.stages or self.x_steps or self.T not in (16, 32, 64, 128) or self.T < 8 * self.U):
+        if self.sparse and (not self.stages or self.T not in (16, 32, 64, 128) or self.T < 8 * self.U):
             raise ValueError(
-                f"WgmmaConfig sparse with stages={self.stages}, x_steps={self.x_steps}, T={self.T}, U={self.U}: the "
-                "sparse form streams every operand through a ring (stages >= 3, x_steps 0) and needs T in 16..128 "
-                "with T >= 8U (a thread's T/2 accumulator registers carry the U k-blocks' operands)"
+                f"WgmmaConfig sparse with stages={self.stages}, T={self.T}, U={self.U}: the sparse form streams the "
+                "weight words through a ring (stages >= 3) and needs T in 16..128 with T >= 8U (a thread's T/2 "
+                "accumulator registers carry the U k-blocks' operands)"
+            )
+        if self.sparse and self.x_steps and self.x_steps * self.T < 32 * self.stages * self.G * self.W:
+            raise ValueError(
+                f"WgmmaConfig sparse with x_steps={self.x_steps}, T={self.T}, stages={self.stages}, G={self.G}, "
+                f"W={self.W}: x_steps * T must be at least 32 * stages * G * W, so that x's resident buffer is the "
+                "largest in shared memory and lies at its start (gluon_wgmma_sparse._x_ring_offset)"
             )
         if self.sparse and self.T < 8 * self.G * self.W:
             raise ValueError(

@@ -71,6 +71,7 @@ from .gluon_wgmma_operands import (
     _x_layout,
     _x_stream,
 )
+from .gluon_wgmma_sparse import _resident_loop as _sparse_resident_loop
 from .gluon_wgmma_sparse import _sparse_loop, _sparse_rings, _sparse_streams, _x_ring_offset
 
 
@@ -276,10 +277,14 @@ def _wgmma_kernel(
     x_stream = _x_stream(x_ptr, M, K, stride_xm, first, end, T, KS, LX)
 
     if SPARSE:  # wgmma.sp on the compressed words, every operand through a ring
-        rings = _sparse_rings(STAGES, G, W, T, U, DTYPE)
+        rings = _sparse_rings(STAGES, G, W, T, U, DTYPE, X_STEPS)
         streams = _sparse_streams(x_ptr, v_ptr, e_ptr, M, K, NT, KB, stride_xm, first, end, G, W, T, U)
         acc = gl.zeros([ROWS, T], gl.float32, MMA)
-        acc = _sparse_loop(acc, rings, streams, end - first, _x_ring_offset(G, W, T, U, STAGES), DTYPE == gl.bfloat16)
+        X_AT: gl.constexpr = _x_ring_offset(G, W, T, U, STAGES, X_STEPS)
+        if X_STEPS > 0:  # x resident a chunk at a time: no fence per step
+            acc = _sparse_resident_loop(acc, rings, streams, end - first, X_AT, DTYPE == gl.bfloat16)
+        else:
+            acc = _sparse_loop(acc, rings, streams, end - first, X_AT, DTYPE == gl.bfloat16)
     elif X_STEPS > 0:  # x resident X_STEPS steps at a time, the weight words through their ring
         x_res = gl.allocate_shared_memory(DTYPE, [X_STEPS, T, KS], X_SMEM)
         rings = _rings(STAGES, w_stream, x_stream, False)
@@ -321,7 +326,7 @@ def _wgmma_kernel(
             HAS_BIAS,
             SPLIT_K,
             4 * G,
-            W > 1,
+            SPARSE and (W > 1 or T >= 128),  # large tiles: one partial sum in registers at a time
         )
 
 

@@ -50,12 +50,13 @@ def _x_smem_layout(KS):
 
 
 @gluon.constexpr_function
-def _x_ring_offset(G, W, T, U, STAGES):
-    """The byte offset of the x ring in ``global_smem``. The three rings are alive together, so
+def _x_ring_offset(G, W, T, U, STAGES, X_STEPS):
+    """The byte offset of x's buffer in ``global_smem``. The three buffers are alive together, so
     Triton's allocator lays them out one after another, largest first and, among equal sizes, in
     program order (x, value words, metadata words). Per stage x takes ``64 T U`` bytes, the value
-    words ``2048 G W U`` and the metadata words ``512 G W U`` (never more than x: ``T >= 8GW``)."""
-    if T * 64 * U >= 2048 * G * W * U:
+    words ``2048 G W U`` and the metadata words ``512 G W U`` (never more than x: ``T >= 8GW``).
+    A resident x (``X_STEPS`` steps) must be the largest (``WgmmaConfig.check``)."""
+    if X_STEPS or T * 64 * U >= 2048 * G * W * U:
         return 0
     return STAGES * 2048 * G * W * U
 
@@ -152,11 +153,12 @@ def _wgmma_sp(acc, v, e, x_stage, X_RING: gl.constexpr, USE_ACC: gl.constexpr, B
 
 @gluon.jit
 def _sparse_rings(STAGES: gl.constexpr, G: gl.constexpr, W: gl.constexpr, T: gl.constexpr, U: gl.constexpr,
-                  DTYPE: gl.constexpr):
-    """The three rings, in the order ``_x_ring_offset`` assumes: x ``[STAGES, T, 32U]`` as the MMA
-    reads it, value words ``[STAGES, W, 4G, U, 32, 4]`` and metadata words ``[STAGES, W, 4G, U,
-    32]`` in the order of their registers (a warp's copies and reads touch contiguous runs)."""
-    x = gl.allocate_shared_memory(DTYPE, [STAGES, T, 32 * U], _x_smem_layout(32 * U))
+                  DTYPE: gl.constexpr, X_STEPS: gl.constexpr):
+    """The three buffers, in the order ``_x_ring_offset`` assumes: x ``[STAGES, T, 32U]`` as the
+    MMA reads it (``X_STEPS`` steps of it when resident), then the rings of value words ``[STAGES,
+    W, 4G, U, 32, 4]`` and metadata words ``[STAGES, W, 4G, U, 32]`` in the order of their
+    registers (a warp's copies and reads touch contiguous runs)."""
+    x = gl.allocate_shared_memory(DTYPE, [X_STEPS if X_STEPS else STAGES, T, 32 * U], _x_smem_layout(32 * U))
     v = gl.allocate_shared_memory(gl.int32, [STAGES, W, 4 * G, U, 32, 4],
                                   gl.SwizzledSharedLayout(1, 1, 1, [4, 3, 2, 1, 0]))
     e = gl.allocate_shared_memory(gl.int32, [STAGES, W, 4 * G, U, 32], gl.SwizzledSharedLayout(1, 1, 1, [3, 2, 1, 0]))
@@ -186,13 +188,19 @@ def _sparse_streams(x_ptr, v_ptr, e_ptr, M, K, NT, KB, stride_xm, first, end,
 
 
 @gluon.jit
-def _sparse_copy(rings, stage, streams, step):
-    """Start copying the operands of ``step`` (k-blocks past the first) into ring ``stage``, as one
-    ``cp.async`` group."""
+def _copy_words(rings, stage, streams, step):
+    """Start copying the value and metadata words of ``step`` (k-blocks past the first) into ring
+    ``stage`` (``cp.async``)."""
     v_ptrs, v_ok, kb, end = streams[0]
     e_rows, e_kb, KB = streams[1]
     async_copy.async_copy_global_to_shared(rings[1].index(stage), v_ptrs + step * 128, mask=v_ok & (kb + step < end))
     async_copy.async_copy_global_to_shared(rings[2].index(stage), e_rows + gl.minimum(e_kb + step, KB - 1) * 16)
+
+
+@gluon.jit
+def _sparse_copy(rings, stage, streams, step):
+    """Start copying every operand of ``step`` into ring ``stage``, as one ``cp.async`` group."""
+    _copy_words(rings, stage, streams, step)
     _copy_x(rings[0].index(stage), streams[2], step)
     async_copy.commit_group()
 
@@ -203,22 +211,16 @@ def _sparse_step(step, acc, rings, streams, X_RING: gl.constexpr, USE_ACC: gl.co
     to the MMA's async proxy, everyone's: the barrier), refill the slot of the step two back
     (whose ``wgmma`` every warpgroup retired before this barrier), read the weight words and
     issue the MMAs on x where it lies."""
-    x_ring, v_ring, e_ring = rings
-    STAGES: gl.constexpr = x_ring.shape[0]
-    T: gl.constexpr = x_ring.shape[1]
-    W: gl.constexpr = v_ring.shape[1]
-    G: gl.constexpr = v_ring.shape[2] // 4
-    U: gl.constexpr = v_ring.shape[3]
-    LW: gl.constexpr = _word_layout(G, W, U)
+    STAGES: gl.constexpr = rings[0].shape[0]
+    T: gl.constexpr = rings[0].shape[1]
+    U: gl.constexpr = rings[1].shape[3]
     turn = step // U
     async_copy.wait_group(STAGES - 3)  # this step's group (and every older one) has landed
     fence_async_shared()
     _cta_barrier()
     _sparse_copy(rings, (turn + STAGES - 2) % STAGES, streams, step + (STAGES - 2) * U)
-    stage = turn % STAGES
-    v = v_ring.index(stage).load(LW)
-    e = e_ring.index(stage).load(gl.SliceLayout(4, LW))
-    return _wgmma_sp(acc, v, e, stage * (T * 64 * U), X_RING, USE_ACC, BF16)
+    v, e = _read_words(rings, turn % STAGES)
+    return _wgmma_sp(acc, v, e, (turn % STAGES) * (T * 64 * U), X_RING, USE_ACC, BF16)
 
 
 @gluon.jit
@@ -242,4 +244,77 @@ def _sparse_loop(acc, rings, streams, run, X_RING: gl.constexpr, BF16: gl.conste
         acc = warpgroup_mma_wait(W, deps=[acc])
         acc = _sparse_step(step + U, acc, rings, streams, X_RING, True, BF16)
         acc = warpgroup_mma_wait(W, deps=[acc])
+    return warpgroup_mma_wait(0, deps=[acc])
+
+
+@gluon.jit
+def _read_words(rings, stage):
+    """A step's value and metadata words, from their rings into registers."""
+    v_ring = rings[1]
+    LW: gl.constexpr = _word_layout(v_ring.shape[2] // 4, v_ring.shape[1], v_ring.shape[3])
+    return v_ring.index(stage).load(LW), rings[2].index(stage).load(gl.SliceLayout(4, LW))
+
+
+@gluon.jit
+def _stage_x(x_res, x_stream, step):
+    """x of the resident buffer's steps from ``step`` (k-blocks past the first), copied as it lies
+    in memory: one ``cp.async`` group, waited for with every older one (the weight words in
+    flight too), fenced for the MMAs' async proxy and seen by every thread (the barrier)."""
+    XS: gl.constexpr = x_res.shape[0]
+    U: gl.constexpr = x_res.shape[2] // 32
+    for j in gl.static_range(XS):
+        _copy_x(x_res.index(j), x_stream, step + j * U)
+    async_copy.commit_group()
+    async_copy.wait_group(0)
+    fence_async_shared()
+    _cta_barrier()
+
+
+@gluon.jit
+def _resident_step(step, chunk, acc, rings, streams, X_RING: gl.constexpr, USE_ACC: gl.constexpr,
+                   BF16: gl.constexpr):
+    """One step with x resident (the buffer holds the steps from ``chunk``): wait for this step's
+    weight words, start copying those of the step ``stages - 1`` later (into the slot the step
+    before read: its words are in registers now), read this step's and issue the MMAs. No fence:
+    the words reach the MMA through registers."""
+    x_res = rings[0]
+    STAGES: gl.constexpr = rings[1].shape[0]
+    U: gl.constexpr = rings[1].shape[3]
+    T: gl.constexpr = x_res.shape[1]
+    turn = step // U
+    async_copy.wait_group(STAGES - 2)  # this step's words (and all older ones) have landed
+    _copy_words(rings, (turn + STAGES - 1) % STAGES, streams, step + (STAGES - 1) * U)
+    async_copy.commit_group()
+    v, e = _read_words(rings, turn % STAGES)
+    return _wgmma_sp(acc, v, e, ((step - chunk) // U) * (T * 64 * U), X_RING, USE_ACC, BF16)
+
+
+@gluon.jit
+def _resident_loop(acc, rings, streams, run, X_RING: gl.constexpr, BF16: gl.constexpr):
+    """The sparse form's main loop with x resident (``x_steps``): ``run`` k-blocks in chunks of the
+    buffer's steps, each staged once (one fence per chunk, none per step), after every MMA
+    reading the chunk before has finished. The weight words stream through their rings across
+    chunks, ``stages - 1`` steps ahead. The first two steps run before the loops, the first with
+    a zero accumulator; then two per iteration, two sets of registers (as ``_sparse_loop``)."""
+    W: gl.constexpr = rings[1].shape[1]
+    U: gl.constexpr = rings[1].shape[3]
+    STAGES: gl.constexpr = rings[1].shape[0]
+    CHUNK: gl.constexpr = rings[0].shape[0] * U
+    for ahead in gl.static_range(STAGES - 1):
+        _copy_words(rings, ahead, streams, ahead * U)
+        async_copy.commit_group()
+    _stage_x(rings[0], streams[2], 0)
+    acc = _resident_step(0, 0, acc, rings, streams, X_RING, False, BF16)
+    acc = warpgroup_mma_wait(W, deps=[acc])
+    acc = _resident_step(U, 0, acc, rings, streams, X_RING, True, BF16)
+    acc = warpgroup_mma_wait(W, deps=[acc])
+    for chunk in range(0, run, CHUNK):
+        if chunk > 0:
+            acc = warpgroup_mma_wait(0, deps=[acc])  # every MMA that reads the buffer has finished
+            _stage_x(rings[0], streams[2], chunk)
+        for step in range(gl.maximum(chunk, 2 * U), gl.minimum(chunk + CHUNK, run), 2 * U):
+            acc = _resident_step(step, chunk, acc, rings, streams, X_RING, True, BF16)
+            acc = warpgroup_mma_wait(W, deps=[acc])
+            acc = _resident_step(step + U, chunk, acc, rings, streams, X_RING, True, BF16)
+            acc = warpgroup_mma_wait(W, deps=[acc])
     return warpgroup_mma_wait(0, deps=[acc])
