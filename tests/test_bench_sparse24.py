@@ -255,3 +255,12 @@ def test_the_gpu_check_spends_no_device_time_on_the_cpu_stand_ins():
         if any(word in text for word in ("EmulatedKernel", "offline_compile_report", "ptx_emulator")):
             path = test.relative_to(ROOT).as_posix()
             assert any(fnmatch.fnmatch(path, pattern) for pattern in skipped), path
+
+
+def test_the_sparse_wgmma_form_can_be_left_out_of_the_sweep(monkeypatch):
+    """bench/gpu_check.sh sets REPRO_WGMMA_SPARSE=0 when the sparse form fails its GPU test: the
+    dense tilings are still timed."""
+    assert any(cfg.sparse for cfg in kernel_configs("wgmma", 64))
+    monkeypatch.setenv("REPRO_WGMMA_SPARSE", "0")
+    configs = kernel_configs("wgmma", 64)
+    assert configs and not any(cfg.sparse for cfg in configs)

@@ -1,11 +1,13 @@
-"""``wgmma``: ``y = x @ W.T`` on Hopper's dense warpgroup MMA, the 2:4 weight expanded in registers.
+"""``wgmma``: ``y = x @ W.T`` on Hopper's warpgroup MMA: dense on the 2:4 weight expanded in registers,
+or (``sparse``) sparse on the words as stored.
 
 ``spmma`` (``gluon_sp24.py``) runs the sparse ``mma.sp`` of one warp: every warp reads x for its
 own 16 rows, so past about 32 tokens x's traffic through L1 and shared memory outgrows the
 weight's. Hopper's ``wgmma.mma_async`` reads its B operand from shared memory for a whole
 warpgroup (64 rows) at a time and runs asynchronously, but the sparse form (``wgmma.sp``) needs a
-shared-memory address that Gluon does not hand to inline assembly. This kernel uses the dense form
-with the A operand (the weight) in registers, and expands the 2:4 weight into it in registers:
+shared-memory address that Gluon does not hand to inline assembly. This kernel was first built on
+the dense form with the A operand (the weight) in registers, expanding the 2:4 weight into it in
+registers (the sparse form, with the address worked out, is described at the end):
 
 - the weight is read in ``mma.sp`` fragment order (``fragments.py``, the format ``spmma`` reads):
   lane ``(g, q)`` of a warp holds, per 16-row tile and 32-column k-block, the two kept values of
@@ -37,6 +39,11 @@ operands are made ready. The operands come one of two ways:
   copied once, permuted in place and fenced once, and a step moves only weight words.
 
 The layouts, the expansion and the copies are in ``gluon_wgmma_operands.py``.
+
+With ``sparse`` the kernel runs the sparse form instead (``gluon_wgmma_sparse.py``): the sparse
+warpgroup MMA, ``wgmma.mma_async.sp``, by inline assembly on the weight words as stored, with x
+in its natural order where ``cp.async`` put it, so nothing is expanded or permuted; it shares
+this kernel's split-K and epilogue.
 
 With ``split_k`` > 1, K is cut into that many runs, one per program along a third grid axis,
 whose fp32 sums meet as in ``spmma``.
@@ -71,8 +78,7 @@ from .gluon_wgmma_operands import (
     _x_layout,
     _x_stream,
 )
-from .gluon_wgmma_sparse import _resident_loop as _sparse_resident_loop
-from .gluon_wgmma_sparse import _sparse_loop, _sparse_rings, _sparse_streams, _x_ring_offset
+from .gluon_wgmma_sparse import _sparse_loop, _sparse_resident_loop, _sparse_rings, _sparse_streams, _x_ring_offset
 
 
 @gluon.jit

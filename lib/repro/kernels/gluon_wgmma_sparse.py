@@ -256,7 +256,7 @@ def _read_words(rings, stage):
 
 
 @gluon.jit
-def _stage_x(x_res, x_stream, step):
+def _stage_x_chunk(x_res, x_stream, step):
     """x of the resident buffer's steps from ``step`` (k-blocks past the first), copied as it lies
     in memory: one ``cp.async`` group, waited for with every older one (the weight words in
     flight too), fenced for the MMAs' async proxy and seen by every thread (the barrier)."""
@@ -271,7 +271,7 @@ def _stage_x(x_res, x_stream, step):
 
 
 @gluon.jit
-def _resident_step(step, chunk, acc, rings, streams, X_RING: gl.constexpr, USE_ACC: gl.constexpr,
+def _sparse_resident_step(step, chunk, acc, rings, streams, X_RING: gl.constexpr, USE_ACC: gl.constexpr,
                    BF16: gl.constexpr):
     """One step with x resident (the buffer holds the steps from ``chunk``): wait for this step's
     weight words, start copying those of the step ``stages - 1`` later (into the slot the step
@@ -290,7 +290,7 @@ def _resident_step(step, chunk, acc, rings, streams, X_RING: gl.constexpr, USE_A
 
 
 @gluon.jit
-def _resident_loop(acc, rings, streams, run, X_RING: gl.constexpr, BF16: gl.constexpr):
+def _sparse_resident_loop(acc, rings, streams, run, X_RING: gl.constexpr, BF16: gl.constexpr):
     """The sparse form's main loop with x resident (``x_steps``): ``run`` k-blocks in chunks of the
     buffer's steps, each staged once (one fence per chunk, none per step), after every MMA
     reading the chunk before has finished. The weight words stream through their rings across
@@ -303,18 +303,18 @@ def _resident_loop(acc, rings, streams, run, X_RING: gl.constexpr, BF16: gl.cons
     for ahead in gl.static_range(STAGES - 1):
         _copy_words(rings, ahead, streams, ahead * U)
         async_copy.commit_group()
-    _stage_x(rings[0], streams[2], 0)
-    acc = _resident_step(0, 0, acc, rings, streams, X_RING, False, BF16)
+    _stage_x_chunk(rings[0], streams[2], 0)
+    acc = _sparse_resident_step(0, 0, acc, rings, streams, X_RING, False, BF16)
     acc = warpgroup_mma_wait(W, deps=[acc])
-    acc = _resident_step(U, 0, acc, rings, streams, X_RING, True, BF16)
+    acc = _sparse_resident_step(U, 0, acc, rings, streams, X_RING, True, BF16)
     acc = warpgroup_mma_wait(W, deps=[acc])
     for chunk in range(0, run, CHUNK):
         if chunk > 0:
             acc = warpgroup_mma_wait(0, deps=[acc])  # every MMA that reads the buffer has finished
-            _stage_x(rings[0], streams[2], chunk)
+            _stage_x_chunk(rings[0], streams[2], chunk)
         for step in range(gl.maximum(chunk, 2 * U), gl.minimum(chunk + CHUNK, run), 2 * U):
-            acc = _resident_step(step, chunk, acc, rings, streams, X_RING, True, BF16)
+            acc = _sparse_resident_step(step, chunk, acc, rings, streams, X_RING, True, BF16)
             acc = warpgroup_mma_wait(W, deps=[acc])
-            acc = _resident_step(step + U, chunk, acc, rings, streams, X_RING, True, BF16)
+            acc = _sparse_resident_step(step + U, chunk, acc, rings, streams, X_RING, True, BF16)
             acc = warpgroup_mma_wait(W, deps=[acc])
     return warpgroup_mma_wait(0, deps=[acc])
