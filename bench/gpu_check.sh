@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One device call for issue 3: probe the sparse-MMA kernel, the kernel tests on CUDA, then the
 # benchmark (bench/sparse24.py). Everything lands in $OUT (default bench/results/latest):
-# spmma-probe.txt, spmma-map.json (where each fragment slot landed), fence-probe.txt, pytest.log,
+# spmma-probe.txt, spmma-map.json (where each fragment slot landed), the same for the sparse wgmma
+# form (wgmma-sparse-probe.txt, wgmma-sparse-map.json), fence-probe.txt, pytest.log,
 # sparse24.{json,md,log}, dispatch_<arch>.json, nvidia-smi.txt, and ncu*.txt (a profile, or why none).
 # Extra arguments go to bench/sparse24.py. BUDGET (s, default 540) bounds the whole script, so
 # that it ends inside one device call's limit: the benchmark gets what the probe and tests left.
@@ -24,6 +25,14 @@ if [ "$order" = "pairs" ] || [ "$order" = "rows" ]; then
   export REPRO_SPMMA_META_ORDER=$order
 else
   export REPRO_BENCH_KERNELS=fma,mma,expand,wgmma  # benchmark without it (wgmma decodes the words itself)
+fi
+# the sparse wgmma form (Hopper) the same way: it should read metadata as mma.sp does ("pairs")
+timeout 120 python3 bench/spmma_probe.py --kernel wgmma-sparse --map "$OUT/wgmma-sparse-map.json" \
+  > "$OUT/wgmma-sparse-probe.txt" 2>&1
+echo "sparse wgmma probe:"; tail -4 "$OUT/wgmma-sparse-probe.txt"
+if [ "$(sed -n 's/^use: //p' "$OUT/wgmma-sparse-probe.txt")" != "pairs" ]; then
+  export REPRO_WGMMA_SPARSE=0
+  echo "the sparse wgmma form does not read metadata as mma.sp here: benchmarking the dense form only"
 fi
 workers=$(python3 -c "import xdist" 2>/dev/null && echo "-n 8" || echo "")
 # the PTX-emulator tests are the CPU stand-ins for the GPU kernel tests and this benchmark, and the

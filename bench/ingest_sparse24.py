@@ -4,13 +4,14 @@
     python bench/ingest_sparse24.py --regenerate bench/results/<stem>.json
 
 RUN_DIR is what the device call left in $OUT (sparse24.json, sparse24.md, sparse24.log,
-dispatch_<arch>.json; pytest.log, spmma-probe.txt, spmma-map.json, fence-probe.txt, nvidia-smi.txt
-and ncu*.txt when present). Everything is
+dispatch_<arch>.json; pytest.log, spmma-probe.txt, spmma-map.json, wgmma-sparse-probe.txt,
+wgmma-sparse-map.json, fence-probe.txt, nvidia-smi.txt and ncu*.txt when present). Everything is
 checked before anything is written: the records, and every entry of the dispatch table through the
 dispatcher's own lookup. Then:
 
 - bench/results/<gpu>-<date>.{json,md,log} and
-  <gpu>-<date>-{pytest.log,spmma-probe.txt,spmma-map.json,fence-probe.txt,nvidia-smi.txt,ncu*.txt};
+  <gpu>-<date>-{pytest.log,spmma-probe.txt,spmma-map.json,wgmma-sparse-probe.txt,wgmma-sparse-map.json,
+  fence-probe.txt,nvidia-smi.txt,ncu*.txt};
 - lib/repro/kernels/dispatch_<arch>.json (the table sparse24_matmul reads);
 - <stem>-speedup.png, <stem>-e2e.png (bench/plot_sparse24.py) and <stem>-summary.md (targets,
   dispatcher and end-to-end tables: bench/sp24/targets.py), which book/sparse24.md includes;
@@ -50,6 +51,8 @@ EXTRAS = {
     "pytest.log": "-pytest.log",
     "spmma-probe.txt": "-spmma-probe.txt",
     "spmma-map.json": "-spmma-map.json",
+    "wgmma-sparse-probe.txt": "-wgmma-sparse-probe.txt",
+    "wgmma-sparse-map.json": "-wgmma-sparse-map.json",
     "fence-probe.txt": "-fence-probe.txt",
     "nvidia-smi.txt": "-nvidia-smi.txt",
 }

@@ -1,6 +1,10 @@
 """Which metadata order does this GPU's ``mma.sp`` follow, and where does each fragment slot land?
 
     PYTHONPATH=lib python bench/spmma_probe.py [--map spmma-map.json]
+    PYTHONPATH=lib python bench/spmma_probe.py --kernel wgmma-sparse [--map wgmma-sparse-map.json]
+
+The second asks the same of the sparse form of the ``wgmma`` kernel (``wgmma.mma_async.sp``, Hopper
+only), whose warps should read their A registers and metadata words as ``mma.sp`` does.
 
 First one tiny product per metadata order: one line each with the relative error against an fp64
 reference, then ``use: <order>`` (or ``use: none``). Then the fragment map (``sp24/fragment_map.py``):
@@ -23,11 +27,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
 from sp24 import fragment_map  # noqa: E402
 
 from repro.kernels import compress_24  # noqa: E402
-from repro.kernels.fragments import SpmmaConfig, to_fragments  # noqa: E402
+from repro.kernels.fragments import SpmmaConfig, WgmmaConfig, to_fragments  # noqa: E402
 from repro.pruning import nm_mask  # noqa: E402
 
 
-def working_orders(launch_spmma, device="cuda") -> list[str]:
+def working_orders(launch, device="cuda") -> list[str]:
+    """The metadata orders under which ``launch(x, frags, out)`` computes a tiny product right."""
     torch.manual_seed(0)
     dense = torch.randn(64, 256, device=device)
     w = (dense * nm_mask(dense.abs(), 2, 4)).half()
@@ -36,7 +41,7 @@ def working_orders(launch_spmma, device="cuda") -> list[str]:
     working = []
     for order in ("pairs", "rows"):
         out = torch.full((8, 64), float("nan"), device=device, dtype=torch.float16)
-        launch_spmma(x, to_fragments(compress_24(w), order), None, out, SpmmaConfig(R=1, S=2, U=2, T=1))
+        launch(x, to_fragments(compress_24(w), order), out)
         err = float((out.double() - ref).abs().max() / ref.abs().max())
         print(f"meta_order={order}: rel_err={err:.2e}", flush=True)
         if err < 5e-3:
@@ -44,29 +49,49 @@ def working_orders(launch_spmma, device="cuda") -> list[str]:
     return working
 
 
-def map_launcher(launch_spmma):
-    """The fragment map's launcher: one warp, one k-block per step, so a slot lands in one place."""
+def launchers(kernel: str):
+    """``(launch for the product check, launch for the fragment map)``, each ``(x, frags, out)``.
+    The map's: one k-block per step, so that a slot lands in one place."""
+    if kernel == "spmma":
+        from repro.kernels.gluon_sp24 import launch_spmma
 
-    def launch(x, frags, out):
-        launch_spmma(x, frags, None, out, SpmmaConfig(R=1, S=1, U=1, T=1))
+        def product(x, frags, out):
+            launch_spmma(x, frags, None, out, SpmmaConfig(R=1, S=2, U=2, T=1))
 
-    return launch
+        def mapped(x, frags, out):
+            launch_spmma(x, frags, None, out, SpmmaConfig(R=1, S=1, U=1, T=1))
+
+        return product, mapped
+    from repro.kernels import gluon_wgmma
+
+    def sparse(cfg):
+        def launch(x, frags, out):  # the weight's own order is the one tried
+            gluon_wgmma.SPARSE_META_ORDER = frags.meta_order
+            try:
+                gluon_wgmma.launch_wgmma(x, frags, None, out, cfg)
+            finally:
+                gluon_wgmma.SPARSE_META_ORDER = "pairs"
+
+        return launch
+
+    return sparse(WgmmaConfig(G=1, T=16, U=2, stages=3, sparse=True)), sparse(WgmmaConfig(G=1, T=16, U=1, stages=3,
+                                                                                            sparse=True))
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--kernel", choices=("spmma", "wgmma-sparse"), default="spmma")
     parser.add_argument("--map", type=Path, help="write the fragment map's records here (JSON)")
     args = parser.parse_args()
-    if not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 0):
-        print("use: none (needs an sm_80+ CUDA GPU)")
+    need = (9, 0) if args.kernel == "wgmma-sparse" else (8, 0)
+    if not torch.cuda.is_available() or torch.cuda.get_device_capability() < need:
+        print(f"use: none (needs an sm_{need[0]}{need[1]}+ CUDA GPU)")
         return 1
-    from repro.kernels.gluon_sp24 import launch_spmma
-
-    working = working_orders(launch_spmma)
+    product, mapped = launchers(args.kernel)
+    working = working_orders(product)
     print(f"use: {working[0] if working else 'none'}", flush=True)
 
-    launch = map_launcher(launch_spmma)
-    values, meta = fragment_map.value_map(launch, "cuda"), fragment_map.meta_map(launch, "cuda")
+    values, meta = fragment_map.value_map(mapped, "cuda"), fragment_map.meta_map(mapped, "cuda")
     print("\n".join(fragment_map.describe(values, meta)))
     if args.map:
         args.map.write_text(json.dumps({"values": values, "meta": meta}, indent=0))

@@ -97,13 +97,13 @@ def test_probe_names_the_metadata_reading_of_the_hardware(gpu, reading):
     """``bench/spmma_probe.py``'s first check, run through the compiled kernel: it must report the
     reading the (emulated) hardware follows, and only that one."""
     gpu(reading)
-    assert spmma_probe.working_orders(gluon_sp24.launch_spmma, "cpu") == [reading]
+    assert spmma_probe.working_orders(spmma_probe.launchers("spmma")[0], "cpu") == [reading]
 
 
 def test_fragment_map_of_the_compiled_kernel_matches_the_layout(gpu):
     """The probe's slot-by-slot map, run through the compiled kernel as on a GPU (r1s1u1t1)."""
     gpu()
-    launch = spmma_probe.map_launcher(gluon_sp24.launch_spmma)
+    launch = spmma_probe.launchers("spmma")[1]
     values, meta = fm.value_map(launch), fm.meta_map(launch)
     assert fm.describe(values, meta) == [
         "A values: 256/256 slots as documented",

@@ -11,6 +11,7 @@ was not fenced for, and any out-of-bounds or misaligned access.
 """
 
 import sys
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,8 @@ from repro.kernels.fragments import WgmmaConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
+import spmma_probe  # noqa: E402
+from sp24 import fragment_map as fm  # noqa: E402
 from sp24.common import MS  # noqa: E402
 from sp24.sweep import wgmma_configs  # noqa: E402
 
@@ -43,8 +46,9 @@ KERNEL = gluon_wgmma._wgmma_kernel
 def gpu(monkeypatch):
     """Swap the kernel for its emulated PTX."""
 
-    def use(traffic: SharedTraffic | None = None, reverse: bool = False) -> EmulatedKernel:
-        kernel = EmulatedKernel(KERNEL, mma=mma_sp_warps, traffic=traffic, reverse=reverse)
+    def use(traffic: SharedTraffic | None = None, reverse: bool = False, reading: str = "pairs") -> EmulatedKernel:
+        mma = partial(mma_sp_warps, meta_reading=reading)
+        kernel = EmulatedKernel(KERNEL, mma=mma, traffic=traffic, reverse=reverse)
         monkeypatch.setattr(gluon_wgmma, "_wgmma_kernel", kernel)
         return kernel
 
@@ -120,3 +124,23 @@ def test_split_k_gives_the_same_bits_whichever_split_finishes_last(gpu, cfg):
         assert int(split_flags(torch.device("cpu"), 1).abs().sum()) == 0
         outs.append(out)
     assert torch.equal(outs[0], outs[1])
+
+
+@pytest.mark.parametrize("reading", ["pairs", "rows"])
+def test_probe_names_the_metadata_reading_of_the_sparse_form(gpu, reading):
+    """``bench/spmma_probe.py --kernel wgmma-sparse``'s product check through the compiled sparse
+    form: it reports the reading the (emulated) hardware follows, and only that one."""
+    gpu(reading=reading)
+    assert spmma_probe.working_orders(spmma_probe.launchers("wgmma-sparse")[0], "cpu") == [reading]
+
+
+def test_fragment_map_of_the_sparse_form_matches_the_layout(gpu):
+    """The probe's slot-by-slot map through the compiled sparse form (g1t16u1c3s): each warp of
+    the warpgroup reads its A registers and metadata words where ``mma.sp`` does."""
+    gpu()
+    launch = spmma_probe.launchers("wgmma-sparse")[1]
+    values, meta = fm.value_map(launch), fm.meta_map(launch)
+    assert fm.describe(values, meta) == [
+        "A values: 256/256 slots as documented",
+        "metadata: 128/128 codes as 'pairs', 64/128 as 'rows'",
+    ]

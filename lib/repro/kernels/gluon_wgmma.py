@@ -336,6 +336,12 @@ def _wgmma_kernel(
         )
 
 
+# the order in which the sparse form's hardware reads a warp's metadata words (fragments._meta_words):
+# that of mma.sp, as the PTX ISA describes wgmma.sp; bench/spmma_probe.py --kernel wgmma-sparse
+# sets it to try the other
+SPARSE_META_ORDER = "pairs"
+
+
 @functools.cache
 def _capability(device_index: int) -> tuple[int, int]:
     return torch.cuda.get_device_capability(device_index)  # once per device: launches are host-bound
@@ -359,10 +365,10 @@ def launch_wgmma(
     if x2d.stride(1) != 1 or x2d.stride(0) % 8 or x2d.data_ptr() % 16:  # x is read in 16-byte loads
         x2d = x2d.clone(memory_format=torch.contiguous_format)
     cfg.check()
-    if cfg.sparse and w.meta_order != "pairs":
+    if cfg.sparse and w.meta_order != SPARSE_META_ORDER:
         raise ValueError(
-            f"the sparse wgmma form reads metadata words in the 'pairs' order (as mma.sp does), got a weight "
-            f"packed in {w.meta_order!r}; repack it with to_fragments(..., meta_order='pairs')"
+            f"the sparse wgmma form reads metadata words in the {SPARSE_META_ORDER!r} order (as mma.sp does), got "
+            f"a weight packed in {w.meta_order!r}; repack it with to_fragments(..., meta_order={SPARSE_META_ORDER!r})"
         )
     grid = cfg.grid(w.shape[0], x2d.shape[0])
     args = fragment_kernel_args(x2d, w, bias, out, grid, cfg.split_k, cfg.rows * cfg.T)
