@@ -356,3 +356,16 @@ def offline_compile_report(probe: str, *args: str) -> dict:
             pytest.skip("this Triton install has no ptxas or nvdisasm")  # pragma: no cover
         raise AssertionError(done.stderr[-3000:])
     return json.loads(done.stdout.splitlines()[-1])
+
+
+def assert_fragment_map_as_documented(launch) -> None:
+    """``bench/sp24/fragment_map.py`` through ``launch``: every A slot and metadata code where
+    ``fragments.py`` puts them, read as "pairs" (the other reading differs on half the codes).
+    The caller has ``bench`` on ``sys.path``."""
+    from sp24 import fragment_map as fm
+
+    values, meta = fm.value_map(launch), fm.meta_map(launch)
+    assert fm.describe(values, meta) == [
+        "A values: 256/256 slots as documented",
+        "metadata: 128/128 codes as 'pairs', 64/128 as 'rows'",
+    ]

@@ -21,6 +21,7 @@ from ptx_launch import EmulatedKernel
 from sp24_helpers import (
     SPMMA_CASES,
     assert_correct_and_conflict_free,
+    assert_fragment_map_as_documented,
     first_token_counts,
     mma_sp_warps,
     rel_err,
@@ -34,7 +35,6 @@ from repro.kernels.fragments import SpmmaConfig
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
 import spmma_probe  # noqa: E402
-from sp24 import fragment_map as fm  # noqa: E402
 from sp24.common import MS  # noqa: E402
 from sp24.sweep import spmma_configs  # noqa: E402
 
@@ -103,12 +103,7 @@ def test_probe_names_the_metadata_reading_of_the_hardware(gpu, reading):
 def test_fragment_map_of_the_compiled_kernel_matches_the_layout(gpu):
     """The probe's slot-by-slot map, run through the compiled kernel as on a GPU (r1s1u1t1)."""
     gpu()
-    launch = spmma_probe.launchers("spmma")[1]
-    values, meta = fm.value_map(launch), fm.meta_map(launch)
-    assert fm.describe(values, meta) == [
-        "A values: 256/256 slots as documented",
-        "metadata: 128/128 codes as 'pairs', 64/128 as 'rows'",
-    ]
+    assert_fragment_map_as_documented(spmma_probe.launchers("spmma")[1])
 
 
 def test_split_k_gives_the_same_bits_whichever_split_finishes_last(monkeypatch):

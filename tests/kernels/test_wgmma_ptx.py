@@ -22,6 +22,7 @@ from sp24_helpers import (
     WGMMA_CASES,
     WGMMA_SPARSE_CASES,
     assert_correct_and_conflict_free,
+    assert_fragment_map_as_documented,
     first_token_counts,
     mma_sp_warps,
     rel_err,
@@ -35,7 +36,6 @@ from repro.kernels.fragments import WgmmaConfig
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
 import spmma_probe  # noqa: E402
-from sp24 import fragment_map as fm  # noqa: E402
 from sp24.common import MS  # noqa: E402
 from sp24.sweep import wgmma_configs  # noqa: E402
 
@@ -138,9 +138,4 @@ def test_fragment_map_of_the_sparse_form_matches_the_layout(gpu):
     """The probe's slot-by-slot map through the compiled sparse form (g1t16u1c3s): each warp of
     the warpgroup reads its A registers and metadata words where ``mma.sp`` does."""
     gpu()
-    launch = spmma_probe.launchers("wgmma-sparse")[1]
-    values, meta = fm.value_map(launch), fm.meta_map(launch)
-    assert fm.describe(values, meta) == [
-        "A values: 256/256 slots as documented",
-        "metadata: 128/128 codes as 'pairs', 64/128 as 'rows'",
-    ]
+    assert_fragment_map_as_documented(spmma_probe.launchers("wgmma-sparse")[1])
