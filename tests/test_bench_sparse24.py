@@ -163,9 +163,12 @@ def test_sweep_configurations_are_valid_and_splits_keep_two_steps(kernel):
                 assert 8 * base.T >= min(m, 64) or (m <= 32 and 4 * 8 * base.T >= m)
                 assert with_splits(base, 4096, m, 4096) == [base]
                 continue
-            if kernel == "wgmma":  # a token tile of at most M (8 at the least: the MMA's width; 16
-                # for the sparse form, which needs T >= 8U), every K split at least two steps long
-                assert base.T <= max(m, 16 if base.sparse else 8) and 4096 // (32 * base.U) // base.split_k >= 2
+            if kernel == "wgmma":  # a token tile of at most M (8 at the least: the MMA's width; for
+                # the sparse form 16, or 32 with two MMA tiles: T >= 8U and >= 8GW), every K split at
+                # least two steps long
+                least = 8 * base.G * base.W if base.sparse else 8
+                assert base.T <= max(m, least, 16 if base.sparse else 8)
+                assert 4096 // (32 * base.U) // base.split_k >= 2
                 assert with_splits(base, 4096, m, 4096) == [base]
                 continue
             for n, k in SHAPES:

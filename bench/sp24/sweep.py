@@ -121,27 +121,29 @@ _CHAINED = {
 # shared memory n steps at a time, staged once per chunk, so no step moves x or fences (x's
 # movement cost more than the MMAs in the wgmma ablation); split-K makes most programs' runs one
 # chunk. Up to 16 tokens the MMA multiplies mostly padding, but the call is bound by the weight's
-# bytes, which the ring streams as ``spmma`` does. ``s``: the sparse form (``wgmma.mma_async.sp``
-# on the compressed words, x where the ring put it: no expansion, no permutation, no register
-# trip for x), 16-token tiles and up (T >= 8U), also for 1-8 tokens; rings of 4-8 stages and
-# split-K for 128-256 programs; ``w2``: each warpgroup runs two MMA tiles of 64 rows on the same
-# x (programs of 256 rows with two warpgroups); ``x<n>s``: x resident, staged once per chunk, so no
-# step fences (if the fence waits for the copies in flight, bench/fence_probe.py, a streamed ring
-# runs no step ahead across it). Mostly 128-256 rows: every program reads x for its
-# rows, so x's L2 bytes grow with the row groups; spmma's 32-row warps read 0.9 times the bytes of x
-# that they read of weight at 16 tokens on 4096x4096, 3.6 times at 64.
+# bytes, which the ring streams as ``spmma`` does.
+# ``s``: the sparse form (``wgmma.mma_async.sp`` on the compressed words, x where the ring put it:
+# no expansion, no permutation, no register trip for x), token tiles of 16 and up (T >= 8U), also
+# for 1-8 tokens; rings of 4-8 stages and split-K for 128-256 programs. ``w2``: each warpgroup runs
+# two MMA tiles of 64 rows on the same x (programs of 256 rows with two warpgroups, token tiles of
+# 32 at least, which up to 16 tokens multiply padding but read only the tokens there are).
+# ``x<n>s``: x resident, staged once per chunk, so no step fences (if the fence waits for the copies
+# in flight, bench/fence_probe.py, a streamed ring runs no step ahead across it). Mostly 128-256
+# rows: every program reads x for its rows, so x's L2 bytes grow with the row groups; spmma's
+# 32-row warps read 0.9 times the bytes of x that they read of weight at 16 tokens on 4096x4096,
+# 3.6 times at 64.
 # Dense tilings among the slowest at their token count in h200-2026-11-27d/e left to make room
 # (g2t16u4c4k2, g1t16u4c6k4, g2t32u4c4k2, g2t32u2c5k4, g1t32u4c4k4, g1t64u2k2, g1t64u2c5k2,
 # g1t64u2c4k4, g2t64u2c5k4; at 128 and 512 tokens g2t128u2c5k2, g1t64u2c5k4, g2t128u1c6k2,
-# g2t128u2c4k2). All compile for sm_90a with Triton 3.6 (fp16, and bf16 with bias)
-# within 227 KiB of shared memory, MMAs asynchronous (no C7515), without spills, except the
-# epilogues of g2w2t128 (fp16: 8 bytes with split-K 4 and 8; bf16 with bias: 44-128 bytes;
-# none in any loop)
+# g2t128u2c4k2). All compile for sm_90a with Triton 3.6 (fp16, and bf16 with bias) within 227 KiB
+# of shared memory, MMAs asynchronous (no C7515), without spills, except the epilogues of
+# g2w2t128 (fp16: 8 bytes with split-K 4 and 8; bf16 with bias: 44-128 bytes; none in any loop).
 _WGMMA = {
-    1: ("g2t16u2c6sk4", "g2t16u1c8sk4", "g2t16u2c4x16sk4",
+    1: ("g2t16u2c6sk4", "g2t16u1c8sk4", "g2t16u2c4x16sk4", "g2w2t32u2c6sk8",
         "g1t8u4k4", "g1t8u4c4k2", "g1t8u4c4k4", "g1t8u2c6k4", "g2t8u4c4k2", "g1t8u4c6k2", "g1t8u4c4x16k2",
         "g1t8u4c6x8k4"),
-    16: ("g2t16u2c6sk4", "g2t16u1c8sk4", "g2t16u2c4x16sk4", "g1t16u2c6sk4", "g1t16u1c6sk4", "g1t16u2c4sk2",
+    16: ("g2t16u2c6sk4", "g2t16u1c8sk4", "g2t16u2c4x16sk4", "g2w2t32u2c6sk8", "g2w2t32u2c4x16sk8", "g1t16u2c6sk4",
+         "g1t16u1c6sk4", "g1t16u2c4sk2",
          "g1t16u4k4", "g1t16u4c4k2", "g1t16u4c4k4", "g1t16u2c6k4", "g1t16u4c5k2", "g1t16u4c4x16k2", "g1t16u4c6x8k4"),
     32: ("g2w2t32u2c6sk8", "g2t32u2c6sk4", "g2t32u4c4sk4", "g2t32u2c6x16sk4", "g2w2t32u2c4x16sk8", "g1t32u2c6sk4",
          "g1t32u4c4sk2", "g1t32u2c5sk2",
