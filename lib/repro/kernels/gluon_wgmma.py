@@ -316,7 +316,8 @@ def _wgmma_kernel(
     if SPLIT_K == 1:
         _store_output(out, y_ptr, bias_ptr, m_out, n_out, ok, stride_ym, HAS_BIAS)
     else:
-        local = (n_out - gl.program_id(0) * ROWS) * T + (m_out - gl.program_id(1) * T)
+        # token-major, so that a warp's lanes (consecutive rows) store and load consecutive floats
+        local = (m_out - gl.program_id(1) * T) * ROWS + (n_out - gl.program_id(0) * ROWS)
         _meet_splits(
             out,
             local,
