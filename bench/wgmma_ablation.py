@@ -15,6 +15,10 @@ compiles, so each variant is its own kernel):
 - ``no_mma``: no ``wgmma`` and no waits for it (the expansion, having no user, goes too): what
   is left is the operands' movement and the loop.
 
+The sparse form (``s`` tilings, ``gluon_wgmma_sparse.py``) expands nothing, so it has ``full``,
+``no_fence`` (no fence per step: a streamed ring's, or a resident x's once per chunk) and
+``no_mma`` (no ``wgmma.sp`` and no waits) only.
+
 The variants other than ``full`` compute wrong results by design; their errors are printed to
 show which is which. Prints one line per (tiling, variant) and writes ``ablation.json`` to --out.
 
@@ -23,7 +27,7 @@ full / no_fence / no_expand / no_mma: g2t128u2 52.5 / 49.5 / 42.8 / 32.5, g2t128
 g1t64u2c4 29.6 / 26.2 / 25.8 / 19.8, g1t8u4c4k2 14.4 / 14.1 / 12.8 / 12.0. The operands' movement
 and the loop cost more than the MMA, and the MMA's time adds to theirs.
 
-    PYTHONPATH=lib python bench/wgmma_ablation.py --out DIR
+    PYTHONPATH=lib python bench/wgmma_ablation.py --out DIR [--cases dense|sparse|all]
     PYTHONPATH=lib python bench/wgmma_ablation.py --compile-only   # sm_90a, any machine
 """
 
@@ -40,9 +44,13 @@ from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 
 ROOT = Path(__file__).resolve().parents[1]
-# (tiling, tokens): register-fed and ring tilings, one program per SM or two, 8 to 128 tokens
-CASES = [("g2t128u2", 128), ("g2t128u2c4", 128), ("g1t64u2c4", 64), ("g1t8u4c4k2", 1)]
-VARIANTS = ("full", "no_fence", "no_expand", "no_mma")
+# (tiling, tokens): register-fed and ring tilings, one program per SM or two, 8 to 128 tokens;
+# the sparse form streamed and with x resident, 256-row programs, and 128 rows at 128 tokens
+CASES = {
+    "dense": [("g2t128u2", 128), ("g2t128u2c4", 128), ("g1t64u2c4", 64), ("g1t8u4c4k2", 1)],
+    "sparse": [("g2w2t64u2c6sk8", 64), ("g2w2t64u2c4x8sk8", 64), ("g2t128u2c4sk4", 128)],
+}
+VARIANTS = {"dense": ("full", "no_fence", "no_expand", "no_mma"), "sparse": ("full", "no_fence", "no_mma")}
 N = K = 4096
 
 
@@ -68,19 +76,26 @@ def _no_wait(num_outstanding: gl.constexpr, deps):
     return deps[0]
 
 
+@gluon.jit
+def _no_sparse_mma(acc, v, e, x_stage, X_RING: gl.constexpr, USE_ACC: gl.constexpr, BF16: gl.constexpr):
+    return acc
+
+
 def _ablate(variant: str) -> None:
-    """Swap the named part of ``gluon_wgmma``'s loop for a stand-in (before anything compiles)."""
-    from repro.kernels import gluon_wgmma
+    """Swap the named part of the loops of ``gluon_wgmma`` and ``gluon_wgmma_sparse`` for a
+    stand-in (before anything compiles)."""
+    from repro.kernels import gluon_wgmma, gluon_wgmma_sparse
 
     if variant == "no_fence":
-        gluon_wgmma.fence_async_shared = _no_fence
+        gluon_wgmma.fence_async_shared = gluon_wgmma_sparse.fence_async_shared = _no_fence
     elif variant == "no_expand":
         gluon_wgmma._expand = _zero_operand
     elif variant == "no_mma":
         gluon_wgmma.warpgroup_mma = _no_mma
-        gluon_wgmma.warpgroup_mma_wait = _no_wait
+        gluon_wgmma.warpgroup_mma_wait = gluon_wgmma_sparse.warpgroup_mma_wait = _no_wait
+        gluon_wgmma_sparse._wgmma_sp = _no_sparse_mma
     elif variant != "full":
-        raise ValueError(f"unknown variant {variant!r}; allowed: {', '.join(VARIANTS)}")
+        raise ValueError(f"unknown variant {variant!r}; allowed: {', '.join(VARIANTS['dense'])}")
 
 
 def _compile_only(label: str, variant: str) -> dict:
@@ -92,6 +107,12 @@ def _compile_only(label: str, variant: str) -> dict:
     kernel = compile_wgmma(WgmmaConfig.from_label(label), 90, "fp16", False)
     ptx = kernel.asm["ptx"]
     return dict(wgmma=ptx.count("wgmma.mma_async"), fences=ptx.count("fence.proxy.async"), prmt=ptx.count("prmt.b32"))
+
+
+def jobs(cases: str) -> list[tuple[str, int, str]]:
+    """(tiling, tokens, variant) for the chosen cases: "dense", "sparse" or "all"."""
+    kinds = ("dense", "sparse") if cases == "all" else (cases,)
+    return [(label, m, variant) for kind in kinds for label, m in CASES[kind] for variant in VARIANTS[kind]]
 
 
 def _time(label: str, m: int) -> dict:
@@ -134,6 +155,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path)
     ap.add_argument("--compile-only", action="store_true", help="compile the variants for sm_90a, no GPU")
+    ap.add_argument("--cases", choices=("dense", "sparse", "all"), default="all")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--label", help=argparse.SUPPRESS)
     ap.add_argument("--m", type=int, default=1, help=argparse.SUPPRESS)
@@ -141,12 +163,12 @@ def main() -> None:
     args = ap.parse_args()
     if args.child:
         return _child(args)
-    jobs = [(label, m, variant) for label, m in CASES for variant in VARIANTS]
+    todo = jobs(args.cases)
     # compile every variant in parallel first (Triton's disk cache then serves the timed runs)
     with ThreadPoolExecutor(8) as pool:
-        compiled = list(pool.map(lambda job: _run_child(*job, compile_only=True), jobs))
+        compiled = list(pool.map(lambda job: _run_child(*job, compile_only=True), todo))
     results = []
-    for (label, m, variant), report in zip(jobs, compiled):
+    for (label, m, variant), report in zip(todo, compiled):
         row = dict(label=label, m=m, n=N, k=K, variant=variant, compile=report)
         if not args.compile_only and "error" not in report:
             row |= _run_child(label, m, variant, compile_only=False)

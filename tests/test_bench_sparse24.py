@@ -267,3 +267,18 @@ def test_the_sparse_wgmma_form_can_be_left_out_of_the_sweep(monkeypatch):
     monkeypatch.setenv("REPRO_WGMMA_SPARSE", "0")
     configs = kernel_configs("wgmma", 64)
     assert configs and not any(cfg.sparse for cfg in configs)
+
+
+def test_the_ablation_times_no_expansion_variant_of_the_sparse_form():
+    """bench/wgmma_ablation.py: the sparse form expands nothing, so it has no ``no_expand``
+    variant; every tiling it names is a valid configuration of its kind."""
+    import wgmma_ablation
+
+    from repro.kernels.fragments import WgmmaConfig
+
+    sparse = wgmma_ablation.jobs("sparse")
+    assert sparse and all(WgmmaConfig.from_label(label).sparse for label, _, _ in sparse)
+    assert {variant for _, _, variant in sparse} == {"full", "no_fence", "no_mma"}
+    assert len(wgmma_ablation.jobs("all")) == len(wgmma_ablation.jobs("dense")) + len(sparse)
+    for label, _, _ in wgmma_ablation.jobs("all"):
+        WgmmaConfig.from_label(label).check()
