@@ -74,8 +74,8 @@ def launchers(kernel: str):
 
         return launch
 
-    return sparse(WgmmaConfig(G=1, T=16, U=2, stages=3, sparse=True)), sparse(WgmmaConfig(G=1, T=16, U=1, stages=3,
-                                                                                            sparse=True))
+    product = WgmmaConfig(G=1, T=16, U=2, stages=3, sparse=True)
+    return sparse(product), sparse(WgmmaConfig(G=1, T=16, U=1, stages=3, sparse=True))
 
 
 def main() -> int:

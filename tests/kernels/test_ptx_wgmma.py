@@ -355,13 +355,18 @@ MUTANTS = {
 }
 
 
-@pytest.mark.parametrize("changes, error", MUTANTS.values(), ids=MUTANTS.keys())
-def test_pipelining_bugs_are_refused(changes, error):
+def check_mutant(run, changes: dict, error: str | None) -> None:
+    """Run a kernel with ``changes``: it must be refused with ``error``, or (None) run."""
     if error is None:
-        _mutant(**changes)
+        run(**changes)
     else:
         with pytest.raises(PtxError, match=error):
-            _mutant(**changes)
+            run(**changes)
+
+
+@pytest.mark.parametrize("changes, error", MUTANTS.values(), ids=MUTANTS.keys())
+def test_pipelining_bugs_are_refused(changes, error):
+    check_mutant(_mutant, changes, error)
 
 
 def test_wgmmas_chain_on_one_accumulator_but_not_on_an_overlapping_one():

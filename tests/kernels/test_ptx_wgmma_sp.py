@@ -20,6 +20,7 @@ from sp24_helpers import _mma_sp_indices, mma_sp_warps, random_24
 from test_ptx_wgmma import (
     IMAGE_BYTES,
     a_fragment,
+    check_mutant,
     d_fragment,
     descriptor,
     from_bits,
@@ -222,11 +223,7 @@ SPARSE_MUTANTS = {
 
 @pytest.mark.parametrize("changes, error", SPARSE_MUTANTS.values(), ids=SPARSE_MUTANTS.keys())
 def test_sparse_pipelining_bugs_are_refused(changes, error):
-    if error is None:
-        _sparse_mutant(**changes)
-    else:
-        with pytest.raises(PtxError, match=error):
-            _sparse_mutant(**changes)
+    check_mutant(_sparse_mutant, changes, error)
 
 
 def test_sparse_wgmmas_chain_on_one_accumulator_sharing_a_and_metadata():

@@ -279,9 +279,6 @@ def _wgmma_kernel(
         per_split = gl.cdiv(gl.cdiv(KB, SPLIT_K), U) * U
         first = gl.program_id(2) * per_split
         end = gl.minimum(first + per_split, KB)
-    w_stream = _weight_stream(v_ptr, e_ptr, NT, KB, first, end, LV, LE)
-    x_stream = _x_stream(x_ptr, M, K, stride_xm, first, end, T, KS, LX)
-
     if SPARSE:  # wgmma.sp on the compressed words, every operand through a ring
         rings = _sparse_rings(STAGES, G, W, T, U, DTYPE, X_STEPS)
         streams = _sparse_streams(x_ptr, v_ptr, e_ptr, M, K, NT, KB, stride_xm, first, end, G, W, T, U)
@@ -291,20 +288,22 @@ def _wgmma_kernel(
             acc = _sparse_resident_loop(acc, rings, streams, end - first, X_AT, DTYPE == gl.bfloat16)
         else:
             acc = _sparse_loop(acc, rings, streams, end - first, X_AT, DTYPE == gl.bfloat16)
-    elif X_STEPS > 0:  # x resident X_STEPS steps at a time, the weight words through their ring
-        x_res = gl.allocate_shared_memory(DTYPE, [X_STEPS, T, KS], X_SMEM)
-        rings = _rings(STAGES, w_stream, x_stream, False)
-        for ahead in gl.static_range(STAGES - 1):
-            _copy_weight_words(rings, ahead, w_stream, ahead * U)
-            async_copy.commit_group()
-        acc = gl.zeros([64 * G, T], gl.float32, MMA)
-        acc = _resident_loop(acc, x_res, rings, w_stream, x_stream, end - first, A_LAYOUT, META_ROWS)
-    else:  # x a step at a time, through two MMA buffers
-        smem = (gl.allocate_shared_memory(DTYPE, [2, T, KS], X_SMEM),)
-        if STAGES > 0:  # a ring of all operands filled by cp.async, STAGES - 1 steps ahead
-            smem = smem + _rings(STAGES, w_stream, x_stream, True)
-        acc = gl.zeros([64 * G, T], gl.float32, MMA)
-        acc = _streamed_loop(acc, smem, w_stream, x_stream, end - first, AHEAD, A_LAYOUT, META_ROWS)
+    else:  # the dense form: the weight expanded in registers, x permuted to match
+        w_stream = _weight_stream(v_ptr, e_ptr, NT, KB, first, end, LV, LE)
+        x_stream = _x_stream(x_ptr, M, K, stride_xm, first, end, T, KS, LX)
+        acc = gl.zeros([ROWS, T], gl.float32, MMA)
+        if X_STEPS > 0:  # x resident X_STEPS steps at a time, the weight words through their ring
+            x_res = gl.allocate_shared_memory(DTYPE, [X_STEPS, T, KS], X_SMEM)
+            rings = _rings(STAGES, w_stream, x_stream, False)
+            for ahead in gl.static_range(STAGES - 1):
+                _copy_weight_words(rings, ahead, w_stream, ahead * U)
+                async_copy.commit_group()
+            acc = _resident_loop(acc, x_res, rings, w_stream, x_stream, end - first, A_LAYOUT, META_ROWS)
+        else:  # x a step at a time, through two MMA buffers
+            smem = (gl.allocate_shared_memory(DTYPE, [2, T, KS], X_SMEM),)
+            if STAGES > 0:  # a ring of all operands filled by cp.async, STAGES - 1 steps ahead
+                smem = smem + _rings(STAGES, w_stream, x_stream, True)
+            acc = _streamed_loop(acc, smem, w_stream, x_stream, end - first, AHEAD, A_LAYOUT, META_ROWS)
     if STAGES > 0:  # the copies issued past the end (masked: zeros) must land before the program ends
         async_copy.wait_group(0)
 
@@ -333,7 +332,7 @@ def _wgmma_kernel(
             HAS_BIAS,
             SPLIT_K,
             4 * G,
-            SPARSE and (W > 1 or T >= 128),  # large tiles: one partial sum in registers at a time
+            True,  # one partial sum in registers at a time (unrolled, tiles of 64 x 64 and up spilled)
         )
 
 
