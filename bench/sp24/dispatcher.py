@@ -118,7 +118,12 @@ def bench_dispatch(info, timer, recs, weights, log):
 
 
 def host_overhead(timer, log) -> dict:
-    """Host time per call (enqueue only) on a small layer whose GPU time is a few microseconds."""
+    """Host time per call (enqueue only) on a small layer whose GPU time is a few microseconds.
+    With ``spmma`` (what decode layers run), its launch is taken apart: Triton's own launch of
+    the kernel on arguments built beforehand, then with our ``launch()`` around it, then the whole
+    route from ``sparse24_matmul`` (a fragment-order weight: no table entry at this shape, so
+    ``spmma_default``)."""
+    from repro.kernels import gluon_sp24
     from repro.kernels.triton_sp24 import KernelConfig, launch
 
     device = timer.device
@@ -133,6 +138,17 @@ def host_overhead(timer, log) -> dict:
         "F.linear (cuBLAS), M=1": lambda: F.linear(x1, dense),
         "launch() fma kernel, M=1": lambda: launch("fma", x1, w, None, out, cfg),
         "sparse24_matmul -> fma, M=1": lambda: sparse24_matmul(x1, w),
+    }
+    if "spmma" in KERNELS:
+        frags = w.fragments()
+        spmma = dispatch.spmma_default(1).config
+        grid, args, options = gluon_sp24.spmma_call(x1, frags, None, out, spmma)
+        calls |= {
+            "spmma kernel[grid] alone, M=1": lambda: gluon_sp24._spmma_kernel[grid](*args, **options),
+            "launch() spmma kernel, M=1": lambda: launch("spmma", x1, w, None, out, spmma),
+            "sparse24_matmul -> spmma (fragment order), M=1": lambda: sparse24_matmul(x1, frags),
+        }
+    calls |= {
         "F.linear (cuBLAS), M=256": lambda: F.linear(x256, dense),
         "sparse24_matmul -> cublas, M=256": lambda: sparse24_matmul(x256, w),
     }

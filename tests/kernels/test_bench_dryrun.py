@@ -152,6 +152,17 @@ def test_precompile_compiles_every_gluon_configuration_the_run_launches(run, glu
     assert launched <= precompiled, sorted(launched - precompiled)[:3]
 
 
+def test_host_overhead_takes_the_spmma_launch_apart(run, gluon_kernels):
+    """Triton's launch alone, with our ``launch()`` around it, and the whole route: the first two
+    run the kernel on the probe's 1024-row layer (on the CPU the third takes the reference path)."""
+    _, recs, _, _ = run
+    names = ("spmma kernel[grid] alone, M=1", "launch() spmma kernel, M=1",
+             "sparse24_matmul -> spmma (fragment order), M=1")
+    assert set(names) <= set(recs[0]["info"]["host_us_per_call"])
+    probe = [call for call in gluon_kernels["spmma"].launches if call["grid"] == (1024 // 16, 1, 1)]
+    assert len(probe) >= 2
+
+
 def _rec(recs, m, method):
     return next(r for r in recs if r.get("M") == m and r["method"] == method and r.get("N") == N)
 
