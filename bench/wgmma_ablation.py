@@ -13,11 +13,18 @@ compiles, so each variant is its own kernel):
 - ``no_expand``: the A operand is zeros instead of the weight expanded by byte permutes (the
   weight's shared-memory reads go with it; its copies stay);
 - ``no_mma``: no ``wgmma`` and no waits for it (the expansion, having no user, goes too): what
-  is left is the operands' movement and the loop.
+  is left is the operands' movement and the loop;
+- ``no_barrier``: every ``bar.sync`` of the main loop (the innermost loop with the MMAs) deleted
+  from the PTX before ptxas (a stage hook, ``drop_loop_barriers``). A ring step takes two or
+  three: Triton's after each ``cp.async`` wait and before each read of a ring a ``cp.async`` has
+  just written to (it does not tell slots apart), and the kernel's own after the proxy fence.
+  With x resident (``x<n>s``) only Triton's two remain, and neither is needed: each thread reads
+  back the weight words its own warp copied. This variant compiles into a cache folder of its own
+  (its source is the full kernel's, and Triton's cache key does not see the hook).
 
 The sparse form (``s`` tilings, ``gluon_wgmma_sparse.py``) expands nothing, so it has ``full``,
-``no_fence`` (no fence per step: a streamed ring's, or a resident x's once per chunk) and
-``no_mma`` (no ``wgmma.sp`` and no waits) only.
+``no_fence`` (no fence per step: a streamed ring's, or a resident x's once per chunk),
+``no_mma`` (no ``wgmma.sp`` and no waits) and ``no_barrier`` only.
 
 The variants other than ``full`` compute wrong results by design; their errors are printed to
 show which is which. Prints one line per (tiling, variant) and writes ``ablation.json`` to --out.
@@ -35,6 +42,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -50,7 +59,8 @@ CASES = {
     "dense": [("g2t128u2", 128), ("g2t128u2c4", 128), ("g1t64u2c4", 64), ("g1t8u4c4k2", 1)],
     "sparse": [("g2w2t64u2c6sk8", 64), ("g2w2t64u2c4x8sk8", 64), ("g2t128u2c4sk4", 128)],
 }
-VARIANTS = {"dense": ("full", "no_fence", "no_expand", "no_mma"), "sparse": ("full", "no_fence", "no_mma")}
+VARIANTS = {"dense": ("full", "no_fence", "no_expand", "no_mma", "no_barrier"),
+            "sparse": ("full", "no_fence", "no_mma", "no_barrier")}
 N = K = 4096
 
 
@@ -81,6 +91,35 @@ def _no_sparse_mma(acc, v, e, x_stage, X_RING: gl.constexpr, USE_ACC: gl.constex
     return acc
 
 
+_LABEL = re.compile(r"^(\$L__BB\d+_\d+):", re.M)
+_BRANCH = re.compile(r"\bbra(?:\.uni)?\s+(\$L__BB\d+_\d+);")
+_BARRIER = re.compile(r"^\s*(?:bar\.sync|barrier\.sync(?:\.aligned)?)\s+0;\n", re.M)
+
+
+def main_loop_span(ptx: str) -> tuple[int, int]:
+    """Where the main loop lies in the PTX text: of the loops (a label, then a branch back to it),
+    the shortest that issues an MMA."""
+    labels = {m.group(1): m.start() for m in _LABEL.finditer(ptx)}
+    loops = [(labels[b.group(1)], b.end()) for b in _BRANCH.finditer(ptx)
+             if labels.get(b.group(1), len(ptx)) < b.start()]
+    with_mma = [(lo, hi) for lo, hi in loops if "wgmma.mma_async" in ptx[lo:hi]]
+    if not with_mma:
+        raise ValueError("no loop with a wgmma.mma_async in this PTX")
+    return min(with_mma, key=lambda span: span[1] - span[0])
+
+
+def drop_loop_barriers(ptx: str) -> str:
+    """The PTX without the ``bar.sync 0`` of its main loop (``main_loop_span``)."""
+    lo, hi = main_loop_span(ptx)
+    return ptx[:lo] + _BARRIER.sub("", ptx[lo:hi]) + ptx[hi:]
+
+
+def _hook_ptx_stage(backend, stages, options, language, capability) -> None:
+    """A Triton stage hook: the PTX stage's output passes through ``drop_loop_barriers``."""
+    make_ptx = stages["ptx"]
+    stages["ptx"] = lambda src, metadata: drop_loop_barriers(make_ptx(src, metadata))
+
+
 def _ablate(variant: str) -> None:
     """Swap the named part of the loops of ``gluon_wgmma`` and ``gluon_wgmma_sparse`` for a
     stand-in (before anything compiles)."""
@@ -94,6 +133,10 @@ def _ablate(variant: str) -> None:
         gluon_wgmma.warpgroup_mma = _no_mma
         gluon_wgmma.warpgroup_mma_wait = gluon_wgmma_sparse.warpgroup_mma_wait = _no_wait
         gluon_wgmma_sparse._wgmma_sp = _no_sparse_mma
+    elif variant == "no_barrier":
+        from triton import knobs
+
+        knobs.runtime.add_stages_inspection_hook = _hook_ptx_stage
     elif variant != "full":
         raise ValueError(f"unknown variant {variant!r}; allowed: {', '.join(VARIANTS['dense'])}")
 
@@ -106,7 +149,11 @@ def _compile_only(label: str, variant: str) -> dict:
 
     kernel = compile_wgmma(WgmmaConfig.from_label(label), 90, "fp16", False)
     ptx = kernel.asm["ptx"]
-    return dict(wgmma=ptx.count("wgmma.mma_async"), fences=ptx.count("fence.proxy.async"), prmt=ptx.count("prmt.b32"))
+    report = dict(wgmma=ptx.count("wgmma.mma_async"), fences=ptx.count("fence.proxy.async"), prmt=ptx.count("prmt.b32"))
+    if report["wgmma"]:  # (no_mma has no main loop to find)
+        lo, hi = main_loop_span(ptx)
+        report["loop_barriers"] = len(_BARRIER.findall(ptx[lo:hi]))
+    return report
 
 
 def jobs(cases: str) -> list[tuple[str, int, str]]:
@@ -145,7 +192,12 @@ def _child(args) -> None:
 
 def _run_child(label: str, m: int, variant: str, compile_only: bool) -> dict:
     cmd = [sys.executable, __file__, "--child", "--label", label, "--m", str(m), "--variant", variant]
-    done = subprocess.run(cmd + ["--compile-only"] * compile_only, capture_output=True, text=True, timeout=300)
+    env = dict(os.environ)
+    if variant == "no_barrier":  # the same source as "full": keep its binaries apart
+        cache = Path(env.get("TRITON_CACHE_DIR", Path.home() / ".triton" / "cache"))
+        env["TRITON_CACHE_DIR"] = str(cache / "ablation-no-barrier")
+    done = subprocess.run(cmd + ["--compile-only"] * compile_only, capture_output=True, text=True, timeout=300,
+                          env=env)
     if done.returncode:
         return dict(error=(done.stderr.strip().splitlines() or ["?"])[-1][:300])
     return json.loads(done.stdout.strip().splitlines()[-1])

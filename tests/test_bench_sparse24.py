@@ -278,7 +278,41 @@ def test_the_ablation_times_no_expansion_variant_of_the_sparse_form():
 
     sparse = wgmma_ablation.jobs("sparse")
     assert sparse and all(WgmmaConfig.from_label(label).sparse for label, _, _ in sparse)
-    assert {variant for _, _, variant in sparse} == {"full", "no_fence", "no_mma"}
+    assert {variant for _, _, variant in sparse} == {"full", "no_fence", "no_mma", "no_barrier"}
     assert len(wgmma_ablation.jobs("all")) == len(wgmma_ablation.jobs("dense")) + len(sparse)
     for label, _, _ in wgmma_ablation.jobs("all"):
         WgmmaConfig.from_label(label).check()
+
+
+_PTX = """\
+\tbar.sync \t0;
+$L__BB0_1:
+\tbar.sync \t0;
+\tcp.async.wait_group 2;
+$L__BB0_2:
+\tbar.sync \t0;
+\tfence.proxy.async.shared::cta;
+\tbarrier.sync.aligned 0;
+\t{ wgmma.mma_async.sp.sync.aligned.m64n64k32.f32.f16.f16 {%r1}, {%r2}, %rd1, %r3, 0, 1, 1, 1, 0; }
+\t@%p1 bra \t$L__BB0_2;
+\tbar.sync \t0;
+\t@%p2 bra \t$L__BB0_1;
+\t@%p3 bra \t$L__BB0_4;
+\tbar.sync \t0;
+$L__BB0_4:
+\tret;
+"""
+
+
+def test_the_ablation_drops_the_barriers_of_the_innermost_mma_loop_only():
+    """``no_barrier``: the loop is found by its branch back (not the forward branch to BB0_4),
+    the innermost one with the MMA; barriers before it, in the loop around it and after it stay."""
+    import wgmma_ablation
+
+    lo, hi = wgmma_ablation.main_loop_span(_PTX)
+    assert _PTX[lo:].startswith("$L__BB0_2:") and _PTX[:hi].endswith("bra \t$L__BB0_2;")
+    edited = wgmma_ablation.drop_loop_barriers(_PTX)
+    assert edited.count("bar.sync") == _PTX.count("bar.sync") - 1 == 4
+    assert "barrier.sync" not in edited and "fence.proxy.async" in edited and "wgmma.mma_async" in edited
+    with pytest.raises(ValueError, match="no loop with a wgmma"):
+        wgmma_ablation.main_loop_span(_PTX.replace("wgmma.mma_async", "mma.sync"))
