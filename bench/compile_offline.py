@@ -10,8 +10,9 @@ and any shared-memory traffic (there should be none inside the loop); and from t
 memory parallelism a decode-size product lives on. With ``--out`` it also writes each kernel's PTX.
 For ``wgmma``: registers, spills, shared memory, per loop iteration the ``wgmma``s, the byte
 permutes of the expansion (``prmt``) and the shared-memory accesses, whether ptxas had to
-serialize the asynchronous MMAs (its C7515 notice), which would leave nothing in flight, and
-the weight bytes a warp fetches per memory round trip, as for ``spmma``.
+serialize the asynchronous MMAs (its C7515 notice), which would leave nothing in flight, the
+CTA barriers of the main loop (``bar.sync``, whoever put them there), and the weight bytes a
+warp fetches per memory round trip, as for ``spmma``.
 This is how the kernels were checked before any GPU time was spent on them; it needs only the
 installed Triton (its bundled ``ptxas`` and ``nvdisasm``).
 """
@@ -102,9 +103,33 @@ def inspect_wgmma(cfg, arch: int = 90, dtype: str = "fp16", bias: bool = False) 
         fences=len(re.findall(r"fence\.proxy\.async", body)),
         shared_stores=len(re.findall(r"st\.shared", body)),
         shuffles=len(re.findall(r"shfl\.sync", body)),
+        barriers=loop_barriers(ptx),
         serialized="C7515" in err,
         ptx=ptx,
     )
+
+
+_LABEL = re.compile(r"^(\$L__BB\d+_\d+):", re.M)
+_BRANCH = re.compile(r"\bbra(?:\.uni)?\s+(\$L__BB\d+_\d+);")
+BARRIER = re.compile(r"^\s*(?:bar\.sync|barrier\.sync(?:\.aligned)?)\s+0;\n", re.M)
+
+
+def main_loop_span(ptx: str) -> tuple[int, int]:
+    """Where the main loop lies in the PTX text: of the loops (a label, then a branch back to it),
+    the shortest that issues an MMA."""
+    labels = {m.group(1): m.start() for m in _LABEL.finditer(ptx)}
+    loops = [(labels[b.group(1)], b.end()) for b in _BRANCH.finditer(ptx)
+             if labels.get(b.group(1), len(ptx)) < b.start()]
+    with_mma = [(lo, hi) for lo, hi in loops if "wgmma.mma_async" in ptx[lo:hi]]
+    if not with_mma:
+        raise ValueError("no loop with a wgmma.mma_async in this PTX")
+    return min(with_mma, key=lambda span: span[1] - span[0])
+
+
+def loop_barriers(ptx: str) -> int:
+    """The CTA barriers (``bar.sync 0``) of the main loop, per iteration."""
+    lo, hi = main_loop_span(ptx)
+    return len(BARRIER.findall(ptx[lo:hi]))
 
 
 def loop_body(ptx: str) -> str:
@@ -183,12 +208,13 @@ def _save_ptx(args, kernel: str, cfg, ptx: str) -> None:
 
 
 def report_wgmma(args) -> None:
-    print("config        regs spills shared  wgmma prmt shared-loads shuffles  serialized  KiB/warp/trip")
+    print("config        regs spills shared  wgmma prmt shared-loads shuffles barriers  serialized  KiB/warp/trip")
     for cfg in dict.fromkeys(cfg for m in MS for cfg in wgmma_configs(m)):
         r = inspect_wgmma(cfg, args.arch, args.dtype, args.bias)
         print(
             f"{cfg.label():12} {r['regs']:5} {r['spills']:6} {r['shared']:6} {r['wgmma']:6} {r['prmt']:4}"
-            f" {r['shared_loads']:12} {r['shuffles']:8}  {'yes (C7515)' if r['serialized'] else 'no ':11}"
+            f" {r['shared_loads']:12} {r['shuffles']:8} {r['barriers']:8}"
+            f"  {'yes (C7515)' if r['serialized'] else 'no ':11}"
             f" {r['kib_per_warp_trip']:5.1f}"
         )
         _save_ptx(args, "wgmma", cfg, r["ptx"])

@@ -15,12 +15,13 @@ compiles, so each variant is its own kernel):
 - ``no_mma``: no ``wgmma`` and no waits for it (the expansion, having no user, goes too): what
   is left is the operands' movement and the loop;
 - ``no_barrier``: every ``bar.sync`` of the main loop (the innermost loop with the MMAs) deleted
-  from the PTX before ptxas (a stage hook, ``drop_loop_barriers``). A ring step takes two or
+  from the PTX before ptxas (a stage hook, ``drop_loop_barriers``). A dense ring step takes
   three: Triton's after each ``cp.async`` wait and before each read of a ring a ``cp.async`` has
   just written to (it does not tell slots apart), and the kernel's own after the proxy fence.
-  With x resident (``x<n>s``) only Triton's two remain, and neither is needed: each thread reads
-  back the weight words its own warp copied. This variant compiles into a cache folder of its own
-  (its source is the full kernel's, and Triton's cache key does not see the hook).
+  The sparse form reads its weight words by inline assembly, which leaves a streamed step the
+  kernel's one and a resident step Triton's one before its copies into the word rings. This
+  variant compiles into a cache folder of its own (its source is the full kernel's, and
+  Triton's cache key does not see the hook).
 
 The sparse form (``s`` tilings, ``gluon_wgmma_sparse.py``) expands nothing, so it has ``full``,
 ``no_fence`` (no fence per step: a streamed ring's, or a resident x's once per chunk),
@@ -43,7 +44,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -53,6 +53,9 @@ from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+from compile_offline import BARRIER, loop_barriers, main_loop_span  # noqa: E402
+
 # (tiling, tokens): register-fed and ring tilings, one program per SM or two, 8 to 128 tokens;
 # the sparse form streamed and with x resident, 256-row programs, and 128 rows at 128 tokens
 CASES = {
@@ -91,27 +94,10 @@ def _no_sparse_mma(acc, v, e, x_stage, X_RING: gl.constexpr, USE_ACC: gl.constex
     return acc
 
 
-_LABEL = re.compile(r"^(\$L__BB\d+_\d+):", re.M)
-_BRANCH = re.compile(r"\bbra(?:\.uni)?\s+(\$L__BB\d+_\d+);")
-_BARRIER = re.compile(r"^\s*(?:bar\.sync|barrier\.sync(?:\.aligned)?)\s+0;\n", re.M)
-
-
-def main_loop_span(ptx: str) -> tuple[int, int]:
-    """Where the main loop lies in the PTX text: of the loops (a label, then a branch back to it),
-    the shortest that issues an MMA."""
-    labels = {m.group(1): m.start() for m in _LABEL.finditer(ptx)}
-    loops = [(labels[b.group(1)], b.end()) for b in _BRANCH.finditer(ptx)
-             if labels.get(b.group(1), len(ptx)) < b.start()]
-    with_mma = [(lo, hi) for lo, hi in loops if "wgmma.mma_async" in ptx[lo:hi]]
-    if not with_mma:
-        raise ValueError("no loop with a wgmma.mma_async in this PTX")
-    return min(with_mma, key=lambda span: span[1] - span[0])
-
-
 def drop_loop_barriers(ptx: str) -> str:
     """The PTX without the ``bar.sync 0`` of its main loop (``main_loop_span``)."""
     lo, hi = main_loop_span(ptx)
-    return ptx[:lo] + _BARRIER.sub("", ptx[lo:hi]) + ptx[hi:]
+    return ptx[:lo] + BARRIER.sub("", ptx[lo:hi]) + ptx[hi:]
 
 
 def _hook_ptx_stage(backend, stages, options, language, capability) -> None:
@@ -142,7 +128,6 @@ def _ablate(variant: str) -> None:
 
 
 def _compile_only(label: str, variant: str) -> dict:
-    sys.path.insert(0, str(ROOT / "bench"))
     from compile_offline import compile_wgmma
 
     from repro.kernels.fragments import WgmmaConfig
@@ -151,8 +136,7 @@ def _compile_only(label: str, variant: str) -> dict:
     ptx = kernel.asm["ptx"]
     report = dict(wgmma=ptx.count("wgmma.mma_async"), fences=ptx.count("fence.proxy.async"), prmt=ptx.count("prmt.b32"))
     if report["wgmma"]:  # (no_mma has no main loop to find)
-        lo, hi = main_loop_span(ptx)
-        report["loop_barriers"] = len(_BARRIER.findall(ptx[lo:hi]))
+        report["loop_barriers"] = loop_barriers(ptx)
     return report
 
 

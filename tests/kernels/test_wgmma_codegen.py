@@ -85,23 +85,27 @@ def test_resident_x_leaves_the_loop_nothing_to_move_but_weight_words():
 def test_sparse_form_multiplies_the_compressed_words_where_they_land(label, dtype, bias):
     """The sparse form (``wgmma.mma_async.sp``): one MMA per 32-column k-block and MMA tile, no
     expansion (no byte permutes), x never in registers (nothing stored to shared memory, nothing
-    loaded from global memory: every operand comes through the ring), one proxy fence per step,
-    the MMAs kept in flight, no spills (a two-tile split-K epilogue adds its partial sums one at
-    a time, in a loop of its own after the main one)."""
+    loaded from global memory: every operand comes through the ring), one proxy fence and one CTA
+    barrier per step (the kernel's own, after the fence: the weight words are read back by
+    inline assembly, so Triton adds none), the MMAs kept in flight, no spills (a two-tile split-K
+    epilogue adds its partial sums one at a time, in a loop of its own after the main one)."""
     r = _inspect(label, dtype, bias)
     u = int(label.split("u")[1][0])
     tiles = 2 if "w2" in label else 1
     assert r["wgmma"] == 2 * u * tiles  # two steps per loop iteration
     assert r["prmt"] == r["shared_stores"] == r["global_loads"] == 0
-    assert r["fences"] == 2 and r["shared_loads"] > 0
+    assert r["fences"] == 2 == r["barriers"] and r["shared_loads"] > 0
     assert not r["serialized"], "ptxas serialized the wgmma pipeline (C7515)"
     assert r["spills"] == 0 and r["regs"] <= 255
 
 
 def test_sparse_form_with_x_resident_fences_nothing_per_step():
     """With ``x_steps`` the sparse form stages x once per chunk: its loop fences nothing (the
-    weight words reach the MMA through registers), where the streamed ring fences every step."""
+    weight words reach the MMA through registers), where the streamed ring fences every step.
+    Its one barrier per step is Triton's, before the step's copies into the word rings (which it
+    does not tell apart from the copies of the step before)."""
     resident, streamed = _inspect("g2w2t64u2c4x8sk8", "fp16", False), _inspect("g2w2t64u2c6sk8", "fp16", False)
     assert resident["fences"] == resident["shared_stores"] == resident["global_loads"] == 0
     assert streamed["fences"] == 2 and resident["wgmma"] == streamed["wgmma"] == 8
+    assert resident["barriers"] == streamed["barriers"] == 2
     assert not resident["serialized"] and resident["spills"] == 0

@@ -69,7 +69,7 @@ def test_compiled_wgmma_matches_dense_masked_matmul(gpu, m, n, k, cfg, dtype):
 @pytest.mark.parametrize("m, n, k, cfg", WGMMA_SPARSE_CASES, ids=wgmma_case_ids(WGMMA_SPARSE_CASES))
 def test_compiled_sparse_wgmma_matches_dense_masked_matmul(gpu, m, n, k, cfg, dtype):
     """The sparse form: x is read where the descriptor points, so a wrong offset of its ring in
-    shared memory (``gluon_wgmma_sparse._x_ring_offset``) or a wrong stage gives a wrong product."""
+    shared memory (``gluon_wgmma_sparse._ring_offset``) or a wrong stage gives a wrong product."""
     kernel = gpu()
     out, ref = run_wgmma_case(m, n, k, cfg, dtype, with_bias=(m % 2 == 1), seed=m + n, device="cpu")
     assert not out.isnan().any(), "some output elements were never written"

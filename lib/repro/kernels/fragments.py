@@ -231,12 +231,12 @@ class WgmmaConfig:
             raise ValueError(
                 f"WgmmaConfig sparse with x_steps={self.x_steps}, T={self.T}, stages={self.stages}, G={self.G}, "
                 f"W={self.W}: x_steps * T must be at least 32 * stages * G * W, so that x's resident buffer is the "
-                "largest in shared memory and lies at its start (gluon_wgmma_sparse._x_ring_offset)"
+                "largest in shared memory and lies at its start (gluon_wgmma_sparse._ring_offset)"
             )
         if self.sparse and self.T < 8 * self.G * self.W:
             raise ValueError(
                 f"WgmmaConfig sparse with T={self.T}, G={self.G}, W={self.W}: T must be at least 8GW, so that x's "
-                "ring is laid out before the metadata words' (gluon_wgmma_sparse._x_ring_offset)"
+                "ring is laid out before the metadata words' (gluon_wgmma_sparse._ring_offset)"
             )
 
     def grid(self, n: int, m: int) -> tuple[int, int, int]:

@@ -18,9 +18,14 @@ Gluon has no ``wgmma.sp`` (its ``warpgroup_mma`` is dense), so the instruction i
 assembly, which needs x's shared address for the matrix descriptor. Gluon does not hand a
 buffer's address to inline assembly; the dynamic shared memory is the PTX symbol ``global_smem``
 and every buffer a constant offset into it, chosen by Triton's allocator (buffers alive together
-placed largest first, in program order among equals: ``_x_ring_offset``). The tests run every
-tiling of the sweep through the PTX emulator, which reads x wherever the descriptor points, so
-a wrong offset gives a wrong product there.
+placed largest first, in program order among equals: ``_ring_offset``). The weight words are
+read back the same way, by inline assembly at their rings' offsets, after a ``cp.async`` wait of
+its own: each thread reads only the words it copied, and Triton, seeing no shared-memory access,
+adds none of the CTA barriers it puts after its own waits and before its own reads of a ring
+just written to. A streamed step keeps one barrier (x's copies, everyone's, before the MMAs), a
+step with x resident none. The tests run every tiling of the sweep through the PTX emulator,
+which reads wherever the descriptor and the addresses point, so a wrong offset gives a wrong
+product there.
 
 Through inline assembly every operand must have the accumulator's shape ``[64G, T]`` and layout
 (the MMA's), ``pack = T / 2`` elements per thread per instance: exactly the ``T / 2`` accumulator
@@ -50,15 +55,16 @@ def _x_smem_layout(KS):
 
 
 @gluon.constexpr_function
-def _x_ring_offset(G, W, T, U, STAGES, X_STEPS):
-    """The byte offset of x's buffer in ``global_smem``. The three buffers are alive together, so
-    Triton's allocator lays them out one after another, largest first and, among equal sizes, in
-    program order (x, value words, metadata words). Per stage x takes ``64 T U`` bytes, the value
-    words ``2048 G W U`` and the metadata words ``512 G W U`` (never more than x: ``T >= 8GW``).
-    A resident x (``X_STEPS`` steps) must be the largest (``WgmmaConfig.check``)."""
-    if X_STEPS or T * 64 * U >= 2048 * G * W * U:
-        return 0
-    return STAGES * 2048 * G * W * U
+def _ring_offset(which, G, W, T, U, STAGES, X_STEPS):
+    """The byte offset in ``global_smem`` of buffer ``which`` (0: x, 1: value words, 2: metadata
+    words). The three are alive together, so Triton's allocator lays them out one after another,
+    largest first and, among equal sizes, in program order (x, value words, metadata words). Per
+    stage x takes ``64 T U`` bytes (``X_STEPS`` steps when resident), the value words ``2048 G W
+    U`` and the metadata words ``512 G W U``; x is never smaller than the metadata (``T >= 8GW``),
+    and a resident x is the largest (``WgmmaConfig.check``), so every offset is a multiple of 1024."""
+    sizes = [(X_STEPS if X_STEPS else STAGES) * 64 * T * U, STAGES * 2048 * G * W * U, STAGES * 512 * G * W * U]
+    ahead = [i for i in range(3) if sizes[i] > sizes[which] or (sizes[i] == sizes[which] and i < which)]
+    return sum(sizes[i] for i in ahead)
 
 
 @gluon.constexpr_function
@@ -100,6 +106,18 @@ def _wgmma_sp_constraints(T):
     """Outputs: the accumulator; inputs: the accumulator again (tied), A words, metadata, x offset."""
     P = T // 2
     return ",".join(["=f"] * P + [str(i) for i in range(P)] + ["r"] * (3 * P))
+
+
+@gluon.constexpr_function
+def _read_values_asm(WAIT):
+    """Wait until at most ``WAIT`` of this thread's ``cp.async`` groups are pending, then load four
+    value words from byte ``$4`` of ``global_smem`` (``pack = 4``: ``$5 .. $7`` are not read)."""
+    return ("{ .reg .b32 %w_at; " + f"cp.async.wait_group {WAIT}; "
+            "mov.u32 %w_at, global_smem; add.u32 %w_at, %w_at, $4; ld.shared.v4.b32 {$0, $1, $2, $3}, [%w_at]; }")
+
+
+_READ_META_ASM = gl.constexpr(
+    "{ .reg .b32 %m_at; mov.u32 %m_at, global_smem; add.u32 %m_at, %m_at, $1; ld.shared.b32 $0, [%m_at]; }")
 
 
 @gluon.constexpr_function
@@ -154,7 +172,7 @@ def _wgmma_sp(acc, v, e, x_stage, X_RING: gl.constexpr, USE_ACC: gl.constexpr, B
 @gluon.jit
 def _sparse_rings(STAGES: gl.constexpr, G: gl.constexpr, W: gl.constexpr, T: gl.constexpr, U: gl.constexpr,
                   DTYPE: gl.constexpr, X_STEPS: gl.constexpr):
-    """The three buffers, in the order ``_x_ring_offset`` assumes: x ``[STAGES, T, 32U]`` as the
+    """The three buffers, in the program order ``_ring_offset`` assumes: x ``[STAGES, T, 32U]`` as the
     MMA reads it (``X_STEPS`` steps of it when resident), then the rings of value words ``[STAGES,
     W, 4G, U, 32, 4]`` and metadata words ``[STAGES, W, 4G, U, 32]`` in the order of their
     registers (a warp's copies and reads touch contiguous runs)."""
@@ -206,25 +224,26 @@ def _sparse_copy(rings, stage, streams, step):
 
 
 @gluon.jit
-def _sparse_step(step, acc, rings, streams, X_RING: gl.constexpr, USE_ACC: gl.constexpr, BF16: gl.constexpr):
-    """One step: wait for its operands (this thread's copies, then, after the fence that hands them
-    to the MMA's async proxy, everyone's: the barrier), refill the slot of the step two back
-    (whose ``wgmma`` every warpgroup retired before this barrier), read the weight words and
-    issue the MMAs on x where it lies."""
+def _sparse_step(step, acc, rings, streams, X_RING: gl.constexpr, V_AT: gl.constexpr, E_AT: gl.constexpr,
+                 USE_ACC: gl.constexpr, BF16: gl.constexpr):
+    """One step: wait for this thread's copies of the step and read its weight words, hand the x
+    copies to the MMA's async proxy (the fence) and wait for everyone's (the barrier, the step's
+    only one), refill the slot of the step two back (whose ``wgmma`` every warpgroup retired
+    before this barrier) and issue the MMAs on x where it lies."""
     STAGES: gl.constexpr = rings[0].shape[0]
     T: gl.constexpr = rings[0].shape[1]
     U: gl.constexpr = rings[1].shape[3]
     turn = step // U
-    async_copy.wait_group(STAGES - 3)  # this step's group (and every older one) has landed
+    v, e = _read_words(rings, turn % STAGES, V_AT, E_AT, STAGES - 3)  # this step's group (and older) landed
     fence_async_shared()
     _cta_barrier()
     _sparse_copy(rings, (turn + STAGES - 2) % STAGES, streams, step + (STAGES - 2) * U)
-    v, e = _read_words(rings, turn % STAGES)
     return _wgmma_sp(acc, v, e, (turn % STAGES) * (T * 64 * U), X_RING, USE_ACC, BF16)
 
 
 @gluon.jit
-def _sparse_loop(acc, rings, streams, run, X_RING: gl.constexpr, BF16: gl.constexpr):
+def _sparse_loop(acc, rings, streams, run, X_RING: gl.constexpr, V_AT: gl.constexpr, E_AT: gl.constexpr,
+                 BF16: gl.constexpr):
     """The main loop of the sparse form: ``run`` k-blocks. The first step runs before the loop
     with a zero accumulator (``USE_ACC`` false; ptxas serializes every wgmma when a loop carries
     the zeros in, C7515), then two steps per iteration: their weight words are two sets of
@@ -237,22 +256,47 @@ def _sparse_loop(acc, rings, streams, run, X_RING: gl.constexpr, BF16: gl.conste
     STAGES: gl.constexpr = rings[0].shape[0]
     for ahead in gl.static_range(STAGES - 2):
         _sparse_copy(rings, ahead, streams, ahead * U)
-    acc = _sparse_step(0, acc, rings, streams, X_RING, False, BF16)
+    acc = _sparse_step(0, acc, rings, streams, X_RING, V_AT, E_AT, False, BF16)
     acc = warpgroup_mma_wait(W, deps=[acc])
     for step in range(U, run, 2 * U):
-        acc = _sparse_step(step, acc, rings, streams, X_RING, True, BF16)
+        acc = _sparse_step(step, acc, rings, streams, X_RING, V_AT, E_AT, True, BF16)
         acc = warpgroup_mma_wait(W, deps=[acc])
-        acc = _sparse_step(step + U, acc, rings, streams, X_RING, True, BF16)
+        acc = _sparse_step(step + U, acc, rings, streams, X_RING, V_AT, E_AT, True, BF16)
         acc = warpgroup_mma_wait(W, deps=[acc])
     return warpgroup_mma_wait(0, deps=[acc])
 
 
 @gluon.jit
-def _read_words(rings, stage):
-    """A step's value and metadata words, from their rings into registers."""
+def _word_offsets(G: gl.constexpr, W: gl.constexpr, U: gl.constexpr):
+    """Where a thread's value words (``[W, 4G, U, 32, 4]``, ``_word_layout``) and metadata words (its
+    slice) lie in a slot of their rings, in bytes: the rings are unswizzled and row-major."""
+    LW: gl.constexpr = _word_layout(G, W, U)
+    LE: gl.constexpr = gl.SliceLayout(4, LW)
+    v = (_index(W, 0, LW, 5) * (4 * G) + _index(4 * G, 1, LW, 5)) * U + _index(U, 2, LW, 5)
+    v = (v * 32 + _index(32, 3, LW, 5)) * 16 + _index(4, 4, LW, 5) * 4
+    e = (_index(W, 0, LE, 4) * (4 * G) + _index(4 * G, 1, LE, 4)) * U + _index(U, 2, LE, 4)
+    return v, (e * 32 + _index(32, 3, LE, 4)) * 4
+
+
+@gluon.jit
+def _read_words(rings, stage, V_AT: gl.constexpr, E_AT: gl.constexpr, WAIT: gl.constexpr):
+    """A step's value and metadata words, from ring slot ``stage`` into registers, once at most
+    ``WAIT`` of this thread's copy groups are pending. Each thread reads back only the words it
+    copied itself (the same layout), so its own wait is all it needs, and the reads and the wait
+    are inline assembly at the rings' offsets in ``global_smem`` (``V_AT``, ``E_AT``): Triton sees
+    no shared-memory access in them and adds no CTA barrier. Its own ``wait_group`` and loads
+    would bring two per step, one after the wait and one before the reads, since it does not
+    tell a ring's slots apart."""
     v_ring = rings[1]
-    LW: gl.constexpr = _word_layout(v_ring.shape[2] // 4, v_ring.shape[1], v_ring.shape[3])
-    return v_ring.index(stage).load(LW), rings[2].index(stage).load(gl.SliceLayout(4, LW))
+    W: gl.constexpr = v_ring.shape[1]
+    G: gl.constexpr = v_ring.shape[2] // 4
+    U: gl.constexpr = v_ring.shape[3]
+    v_at, e_at = _word_offsets(G, W, U)
+    v = gl.inline_asm_elementwise(_read_values_asm(WAIT), "=r,=r,=r,=r,r,r,r,r",
+                                  [v_at + (V_AT + stage * (2048 * G * W * U))], dtype=gl.int32, is_pure=False, pack=4)
+    e = gl.inline_asm_elementwise(_READ_META_ASM, "=r,r", [e_at + (E_AT + stage * (512 * G * W * U))],
+                                  dtype=gl.int32, is_pure=False, pack=1)
+    return v, e
 
 
 @gluon.jit
@@ -271,26 +315,27 @@ def _stage_x_chunk(x_res, x_stream, step):
 
 
 @gluon.jit
-def _sparse_resident_step(step, chunk, acc, rings, streams, X_RING: gl.constexpr, USE_ACC: gl.constexpr,
-                   BF16: gl.constexpr):
-    """One step with x resident (the buffer holds the steps from ``chunk``): wait for this step's
-    weight words, start copying those of the step ``stages - 1`` later (into the slot the step
-    before read: its words are in registers now), read this step's and issue the MMAs. No fence:
-    the words reach the MMA through registers."""
+def _sparse_resident_step(step, chunk, acc, rings, streams, X_RING: gl.constexpr, V_AT: gl.constexpr,
+                          E_AT: gl.constexpr, USE_ACC: gl.constexpr, BF16: gl.constexpr):
+    """One step with x resident (the buffer holds the steps from ``chunk``): wait for this thread's
+    copies of the step's weight words and read them, start copying those of the step ``stages -
+    1`` later (into the slot the step before read: its words are in registers now) and issue the
+    MMAs. No fence and no barrier: the words reach the MMA through registers, each thread's its
+    own copies."""
     x_res = rings[0]
     STAGES: gl.constexpr = rings[1].shape[0]
     U: gl.constexpr = rings[1].shape[3]
     T: gl.constexpr = x_res.shape[1]
     turn = step // U
-    async_copy.wait_group(STAGES - 2)  # this step's words (and all older ones) have landed
+    v, e = _read_words(rings, turn % STAGES, V_AT, E_AT, STAGES - 2)  # this step's words (and older) landed
     _copy_words(rings, (turn + STAGES - 1) % STAGES, streams, step + (STAGES - 1) * U)
     async_copy.commit_group()
-    v, e = _read_words(rings, turn % STAGES)
     return _wgmma_sp(acc, v, e, ((step - chunk) // U) * (T * 64 * U), X_RING, USE_ACC, BF16)
 
 
 @gluon.jit
-def _sparse_resident_loop(acc, rings, streams, run, X_RING: gl.constexpr, BF16: gl.constexpr):
+def _sparse_resident_loop(acc, rings, streams, run, X_RING: gl.constexpr, V_AT: gl.constexpr, E_AT: gl.constexpr,
+                          BF16: gl.constexpr):
     """The sparse form's main loop with x resident (``x_steps``): ``run`` k-blocks in chunks of the
     buffer's steps, each staged once (one fence per chunk, none per step), after every MMA
     reading the chunk before has finished. The weight words stream through their rings across
@@ -304,17 +349,17 @@ def _sparse_resident_loop(acc, rings, streams, run, X_RING: gl.constexpr, BF16: 
         _copy_words(rings, ahead, streams, ahead * U)
         async_copy.commit_group()
     _stage_x_chunk(rings[0], streams[2], 0)
-    acc = _sparse_resident_step(0, 0, acc, rings, streams, X_RING, False, BF16)
+    acc = _sparse_resident_step(0, 0, acc, rings, streams, X_RING, V_AT, E_AT, False, BF16)
     acc = warpgroup_mma_wait(W, deps=[acc])
-    acc = _sparse_resident_step(U, 0, acc, rings, streams, X_RING, True, BF16)
+    acc = _sparse_resident_step(U, 0, acc, rings, streams, X_RING, V_AT, E_AT, True, BF16)
     acc = warpgroup_mma_wait(W, deps=[acc])
     for chunk in range(0, run, CHUNK):
         if chunk > 0:
             acc = warpgroup_mma_wait(0, deps=[acc])  # every MMA that reads the buffer has finished
             _stage_x_chunk(rings[0], streams[2], chunk)
         for step in range(gl.maximum(chunk, 2 * U), gl.minimum(chunk + CHUNK, run), 2 * U):
-            acc = _sparse_resident_step(step, chunk, acc, rings, streams, X_RING, True, BF16)
+            acc = _sparse_resident_step(step, chunk, acc, rings, streams, X_RING, V_AT, E_AT, True, BF16)
             acc = warpgroup_mma_wait(W, deps=[acc])
-            acc = _sparse_resident_step(step + U, chunk, acc, rings, streams, X_RING, True, BF16)
+            acc = _sparse_resident_step(step + U, chunk, acc, rings, streams, X_RING, V_AT, E_AT, True, BF16)
             acc = warpgroup_mma_wait(W, deps=[acc])
     return warpgroup_mma_wait(0, deps=[acc])
