@@ -137,7 +137,7 @@ _CHAINED = {
 # g1t64u2c4k4, g2t64u2c5k4; at 128 and 512 tokens g2t128u2c5k2, g1t64u2c5k4, g2t128u1c6k2,
 # g2t128u2c4k2). All compile for sm_90a with Triton 3.6 (fp16, and bf16 with bias) within 227 KiB
 # of shared memory, MMAs asynchronous (no C7515), without spills, except the epilogues of
-# g2w2t128 (fp16: 8-20 bytes; bf16 with bias: 52-132 bytes; none in any loop).
+# g2w2t128 (fp16: 8-20 bytes; bf16 with bias: 52-128 bytes; none in any loop).
 _WGMMA = {
     1: ("g2t16u2c6sk4", "g2t16u1c8sk4", "g2t16u2c4x16sk4", "g2w2t32u2c6sk8",
         "g1t8u4k4", "g1t8u4c4k2", "g1t8u4c4k4", "g1t8u2c6k4", "g2t8u4c4k2", "g1t8u4c6k2", "g1t8u4c4x16k2",

@@ -18,12 +18,13 @@ Gluon has no ``wgmma.sp`` (its ``warpgroup_mma`` is dense), so the instruction i
 assembly, which needs x's shared address for the matrix descriptor. Gluon does not hand a
 buffer's address to inline assembly; the dynamic shared memory is the PTX symbol ``global_smem``
 and every buffer a constant offset into it, chosen by Triton's allocator (buffers alive together
-placed largest first, in program order among equals: ``_ring_offset``). The weight words are
-read back the same way, by inline assembly at their rings' offsets, after a ``cp.async`` wait of
-its own: each thread reads only the words it copied, and Triton, seeing no shared-memory access,
-adds none of the CTA barriers it puts after its own waits and before its own reads of a ring
-just written to. A streamed step keeps one barrier (x's copies, everyone's, before the MMAs), a
-step with x resident none. The tests run every tiling of the sweep through the PTX emulator,
+placed largest first, in program order among equals: ``_ring_offset``). The weight words go
+the same way: copied, waited for and read back by inline assembly at their rings' offsets
+(each thread reads only the words it copied), so Triton sees no access to their rings and adds
+none of the CTA barriers it puts after its own waits, before its reads of a ring just written to
+and before its writes to a ring written to the step before (it does not tell a ring's slots
+apart). A streamed step keeps the one barrier it needs (every thread's x copies before the
+MMAs); a step with x resident has none. The tests run every tiling of the sweep through the PTX emulator,
 which reads wherever the descriptor and the addresses point, so a wrong offset gives a wrong
 product there.
 
@@ -120,6 +121,18 @@ _READ_META_ASM = gl.constexpr(
     "{ .reg .b32 %m_at; mov.u32 %m_at, global_smem; add.u32 %m_at, %m_at, $1; ld.shared.b32 $0, [%m_at]; }")
 
 
+# Start copying 16 bytes (``$12`` of them read, the rest zero-filled) from global address ``$8`` to
+# byte ``$4`` of ``global_smem`` (``pack = 4``: one copy per four value words; its outputs are not used)
+_COPY_VALUES_ASM = gl.constexpr(
+    "{ .reg .b32 %c_at; mov.u32 %c_at, global_smem; add.u32 %c_at, %c_at, $4; "
+    "cp.async.cg.shared.global [%c_at], [$8], 16, $12; mov.b32 $0, 0; mov.b32 $1, 0; mov.b32 $2, 0; mov.b32 $3, 0; }")
+_COPY_VALUES_CONSTRAINTS = gl.constexpr("=r,=r,=r,=r,r,r,r,r,l,l,l,l,r,r,r,r")  # outputs, shared at, source, bytes
+# the same for one metadata word: 4 bytes from ``$2`` to byte ``$1``
+_COPY_META_ASM = gl.constexpr(
+    "{ .reg .b32 %c_at; mov.u32 %c_at, global_smem; add.u32 %c_at, %c_at, $1; "
+    "cp.async.ca.shared.global [%c_at], [$2], 4, 4; mov.b32 $0, 0; }")
+
+
 @gluon.constexpr_function
 def _doublings(T, U):
     """How many times ``[64G, 8U]`` doubles its columns to reach ``T``."""
@@ -206,21 +219,41 @@ def _sparse_streams(x_ptr, v_ptr, e_ptr, M, K, NT, KB, stride_xm, first, end,
 
 
 @gluon.jit
-def _copy_words(rings, stage, streams, step):
+def _copy_words(rings, stage, streams, step, V_AT: gl.constexpr, E_AT: gl.constexpr):
     """Start copying the value and metadata words of ``step`` (k-blocks past the first) into ring
-    ``stage`` (``cp.async``)."""
+    slot ``stage`` (``cp.async``), by inline assembly at the rings' offsets in ``global_smem``
+    (``V_AT``, ``E_AT``), to where ``_read_words`` reads them back: Triton, seeing no write to
+    the rings, adds no barrier before the copies (it does not tell a ring's slots apart)."""
+    v_ring = rings[1]
+    W: gl.constexpr = v_ring.shape[1]
+    G: gl.constexpr = v_ring.shape[2] // 4
+    U: gl.constexpr = v_ring.shape[3]
     v_ptrs, v_ok, kb, end = streams[0]
     e_rows, e_kb, KB = streams[1]
-    async_copy.async_copy_global_to_shared(rings[1].index(stage), v_ptrs + step * 128, mask=v_ok & (kb + step < end))
-    async_copy.async_copy_global_to_shared(rings[2].index(stage), e_rows + gl.minimum(e_kb + step, KB - 1) * 16)
+    v_at, e_at = _word_offsets(G, W, U)
+    v_bytes = gl.where(v_ok & (kb + step < end), 16, 0)  # past the weight: zeros
+    gl.inline_asm_elementwise(_COPY_VALUES_ASM, _COPY_VALUES_CONSTRAINTS,
+                              [v_at + (V_AT + stage * (2048 * G * W * U)), v_ptrs + step * 128, v_bytes],
+                              dtype=gl.int32, is_pure=False, pack=4)
+    e_src = e_rows + gl.minimum(e_kb + step, KB - 1) * 16  # clamped inside the weight: always a valid code
+    gl.inline_asm_elementwise(_COPY_META_ASM, "=r,r,l", [e_at + (E_AT + stage * (512 * G * W * U)), e_src],
+                              dtype=gl.int32, is_pure=False, pack=1)
 
 
 @gluon.jit
-def _sparse_copy(rings, stage, streams, step):
-    """Start copying every operand of ``step`` into ring ``stage``, as one ``cp.async`` group."""
-    _copy_words(rings, stage, streams, step)
+def _sparse_copy(rings, stage, streams, step, V_AT: gl.constexpr, E_AT: gl.constexpr):
+    """Start copying every operand of ``step`` into ring slot ``stage``, as one ``cp.async`` group."""
+    _copy_words(rings, stage, streams, step, V_AT, E_AT)
     _copy_x(rings[0].index(stage), streams[2], step)
     async_copy.commit_group()
+
+
+@gluon.jit
+def _keep_word_rings(rings):
+    """The word rings are copied to and read only by inline assembly: a use after the loop keeps
+    them allocated (alive with x, so laid out as ``_ring_offset`` says) until the loop is done."""
+    rings[1]._keep_alive()
+    rings[2]._keep_alive()
 
 
 @gluon.jit
@@ -237,7 +270,7 @@ def _sparse_step(step, acc, rings, streams, X_RING: gl.constexpr, V_AT: gl.const
     v, e = _read_words(rings, turn % STAGES, V_AT, E_AT, STAGES - 3)  # this step's group (and older) landed
     fence_async_shared()
     _cta_barrier()
-    _sparse_copy(rings, (turn + STAGES - 2) % STAGES, streams, step + (STAGES - 2) * U)
+    _sparse_copy(rings, (turn + STAGES - 2) % STAGES, streams, step + (STAGES - 2) * U, V_AT, E_AT)
     return _wgmma_sp(acc, v, e, (turn % STAGES) * (T * 64 * U), X_RING, USE_ACC, BF16)
 
 
@@ -255,7 +288,7 @@ def _sparse_loop(acc, rings, streams, run, X_RING: gl.constexpr, V_AT: gl.conste
     U: gl.constexpr = rings[1].shape[3]
     STAGES: gl.constexpr = rings[0].shape[0]
     for ahead in gl.static_range(STAGES - 2):
-        _sparse_copy(rings, ahead, streams, ahead * U)
+        _sparse_copy(rings, ahead, streams, ahead * U, V_AT, E_AT)
     acc = _sparse_step(0, acc, rings, streams, X_RING, V_AT, E_AT, False, BF16)
     acc = warpgroup_mma_wait(W, deps=[acc])
     for step in range(U, run, 2 * U):
@@ -263,6 +296,7 @@ def _sparse_loop(acc, rings, streams, run, X_RING: gl.constexpr, V_AT: gl.conste
         acc = warpgroup_mma_wait(W, deps=[acc])
         acc = _sparse_step(step + U, acc, rings, streams, X_RING, V_AT, E_AT, True, BF16)
         acc = warpgroup_mma_wait(W, deps=[acc])
+    _keep_word_rings(rings)
     return warpgroup_mma_wait(0, deps=[acc])
 
 
@@ -328,7 +362,7 @@ def _sparse_resident_step(step, chunk, acc, rings, streams, X_RING: gl.constexpr
     T: gl.constexpr = x_res.shape[1]
     turn = step // U
     v, e = _read_words(rings, turn % STAGES, V_AT, E_AT, STAGES - 2)  # this step's words (and older) landed
-    _copy_words(rings, (turn + STAGES - 1) % STAGES, streams, step + (STAGES - 1) * U)
+    _copy_words(rings, (turn + STAGES - 1) % STAGES, streams, step + (STAGES - 1) * U, V_AT, E_AT)
     async_copy.commit_group()
     return _wgmma_sp(acc, v, e, ((step - chunk) // U) * (T * 64 * U), X_RING, USE_ACC, BF16)
 
@@ -346,7 +380,7 @@ def _sparse_resident_loop(acc, rings, streams, run, X_RING: gl.constexpr, V_AT: 
     STAGES: gl.constexpr = rings[1].shape[0]
     CHUNK: gl.constexpr = rings[0].shape[0] * U
     for ahead in gl.static_range(STAGES - 1):
-        _copy_words(rings, ahead, streams, ahead * U)
+        _copy_words(rings, ahead, streams, ahead * U, V_AT, E_AT)
         async_copy.commit_group()
     _stage_x_chunk(rings[0], streams[2], 0)
     acc = _sparse_resident_step(0, 0, acc, rings, streams, X_RING, V_AT, E_AT, False, BF16)
@@ -362,4 +396,5 @@ def _sparse_resident_loop(acc, rings, streams, run, X_RING: gl.constexpr, V_AT: 
             acc = warpgroup_mma_wait(W, deps=[acc])
             acc = _sparse_resident_step(step + U, chunk, acc, rings, streams, X_RING, V_AT, E_AT, True, BF16)
             acc = warpgroup_mma_wait(W, deps=[acc])
+    _keep_word_rings(rings)
     return warpgroup_mma_wait(0, deps=[acc])
