@@ -3,7 +3,8 @@
 # benchmark (bench/sparse24.py). Everything lands in $OUT (default bench/results/latest):
 # spmma-probe.txt, spmma-map.json (where each fragment slot landed), the same for the sparse wgmma
 # form (wgmma-sparse-probe.txt, wgmma-sparse-map.json), fence-probe.txt, pytest.log,
-# sparse24.{json,md,log}, dispatch_<arch>.json, nvidia-smi.txt, and ncu*.txt (a profile, or why none).
+# sparse24.{json,md,log}, dispatch_<arch>.json, nvidia-smi.txt, ncu*.txt (a profile, or why none), and
+# ablation.{json,log} (the sparse form's ablation, when the budget leaves time for it).
 # Extra arguments go to bench/sparse24.py. BUDGET (s, default 540) bounds the whole script, so
 # that it ends inside one device call's limit: the benchmark gets what the probe and tests left.
 # Afterwards, on the machine with the repository: python bench/ingest_sparse24.py <fetched $OUT>.
@@ -82,4 +83,15 @@ else
       python3 bench/profile_sp24.py "$@" > "$OUT/ncu-$2.txt" 2>&1
     echo "ncu $2: exit $?"
   done
+fi
+# where the budget still allows, the sparse form's ablation (bench/wgmma_ablation.py, 12 variants,
+# about 90 s): each tiling whole, without its fences, without its MMAs and without its loop's barriers
+left=$(( ${BUDGET:-540} - (SECONDS - start) - 5 ))
+if [ "${REPRO_WGMMA_SPARSE:-1}" = "0" ] || [[ ",${REPRO_BENCH_KERNELS:-wgmma}," != *",wgmma,"* ]]; then
+  echo "ablation: skipped, the sparse wgmma form is not benchmarked" | tee "$OUT/ablation.log"
+elif [ "$left" -lt 120 ]; then
+  echo "ablation: skipped, ${left} s left of BUDGET=${BUDGET:-540}" | tee "$OUT/ablation.log"
+else
+  timeout "$left" python3 bench/wgmma_ablation.py --cases sparse --out "$OUT" > "$OUT/ablation.log" 2>&1
+  echo "ablation exit $?: $(grep -c '"us"' "$OUT/ablation.log") variants timed"
 fi

@@ -5,13 +5,13 @@
 
 RUN_DIR is what the device call left in $OUT (sparse24.json, sparse24.md, sparse24.log,
 dispatch_<arch>.json; pytest.log, spmma-probe.txt, spmma-map.json, wgmma-sparse-probe.txt,
-wgmma-sparse-map.json, fence-probe.txt, nvidia-smi.txt and ncu*.txt when present). Everything is
-checked before anything is written: the records, and every entry of the dispatch table through the
-dispatcher's own lookup. Then:
+wgmma-sparse-map.json, fence-probe.txt, nvidia-smi.txt, ablation.{json,log} and ncu*.txt when
+present). Everything is checked before anything is written: the records, and every entry of the
+dispatch table through the dispatcher's own lookup. Then:
 
 - bench/results/<gpu>-<date>.{json,md,log} and
   <gpu>-<date>-{pytest.log,spmma-probe.txt,spmma-map.json,wgmma-sparse-probe.txt,wgmma-sparse-map.json,
-  fence-probe.txt,nvidia-smi.txt,ncu*.txt};
+  fence-probe.txt,nvidia-smi.txt,wgmma-ablation.{json,log},ncu*.txt};
 - lib/repro/kernels/dispatch_<arch>.json (the table sparse24_matmul reads);
 - <stem>-speedup.png, <stem>-e2e.png (bench/plot_sparse24.py) and <stem>-summary.md (targets,
   dispatcher and end-to-end tables: bench/sp24/targets.py), which book/sparse24.md includes;
@@ -55,6 +55,8 @@ EXTRAS = {
     "wgmma-sparse-map.json": "-wgmma-sparse-map.json",
     "fence-probe.txt": "-fence-probe.txt",
     "nvidia-smi.txt": "-nvidia-smi.txt",
+    "ablation.json": "-wgmma-ablation.json",
+    "ablation.log": "-wgmma-ablation.log",
 }
 PAGE = ROOT / "book" / "sparse24.md"
 RESULT_PATH = re.compile(r"bench/results/([a-z0-9.]+(?:-[a-z0-9.]+)*-\d{4}-\d{2}-\d{2}[a-z]?)(?=[-.])")

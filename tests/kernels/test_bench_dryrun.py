@@ -247,8 +247,10 @@ def test_report_has_a_column_per_kernel_and_the_run_ingests(run, tmp_path):
     assert all(f"repro_{kernel}" in header for kernel in KERNELS)
     assert f"| {N}×{K} | 1 |" in report and f"| {N}×{K} | 128 |" in report
     (out / "spmma-probe.txt").write_text("use: pairs\n")
+    (out / "ablation.json").write_text("[]\n")  # gpu_check.sh's ablation, when the budget left time for it
     stem = ingest_sparse24.ingest(out, "2027-01-02", False, results=tmp_path / "results", kernels=tmp_path)
     assert stem == "cpu-dry-run-2027-01-02"
+    assert (tmp_path / "results" / f"{stem}-wgmma-ablation.json").read_text() == "[]\n"
     assert json.loads((tmp_path / "dispatch_sm90.json").read_text())["entries"][0]["method"] == "spmma"
     written = ingest_sparse24.regenerate(tmp_path / "results" / f"{stem}.json")
     assert {p.name for p in written} == {f"{stem}-speedup.png", f"{stem}-e2e.png", f"{stem}-summary.md"}
