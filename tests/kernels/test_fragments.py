@@ -108,6 +108,24 @@ def test_fp32_and_bad_meta_order_are_rejected():
         to_fragments(compress_24(random_24(16, 32, device="cpu")), meta_order="cols")
 
 
+def test_fragment_tensors_the_kernels_cannot_index_are_rejected():
+    """The kernels read the two tensors as dense arrays, a lane's four value words in one 16-byte
+    access: a strided view, a wrong dtype or shape, or values starting off a 16-byte boundary
+    name the field and what is needed (a fresh copy is accepted)."""
+    w = to_fragments(compress_24(random_24(32, 64, device="cpu")))
+    with pytest.raises(ValueError, match=r"values must be a contiguous int32 .* \(not contiguous\)"):
+        w.with_tensors(w.values.transpose(0, 1), w.meta)
+    with pytest.raises(ValueError, match=r"meta must be a contiguous int32 tensor \[NT, KB, 16\], got torch.int64"):
+        w.with_tensors(w.values, w.meta.long())
+    with pytest.raises(ValueError, match="they must match"):
+        w.with_tensors(w.values, w.meta[:1])
+    flat = torch.zeros(w.values.numel() + 1, dtype=torch.int32)
+    shifted = flat[1:].view(w.values.shape)  # 4 bytes past an aligned start
+    with pytest.raises(ValueError, match="16-byte boundary .* 4 bytes past"):
+        w.with_tensors(shifted, w.meta)
+    assert w.with_tensors(shifted.clone(), w.meta).values.data_ptr() % 16 == 0
+
+
 @pytest.mark.parametrize(
     "label", ["g1t64u2", "g2t8u4a2k4", "g1t128u1a3k16", "g2t128u2c5k2", "g1t64u2c4x16k4", "g1t64u2c6s", "g2t128u2c4sk2",
               "g2w2t64u2c6sk8"]

@@ -277,6 +277,29 @@ class Sparse24Fragments(CompressedWeight):
 
     layout = "fragments"
 
+    def __post_init__(self) -> None:
+        # the kernels index both tensors as dense arrays and read a lane's four value words as
+        # one 16-byte access (``spmma``'s loads, the sparse ``wgmma`` form's copies)
+        for name, t, tail in (("values", self.values, (32, 4)), ("meta", self.meta, (16,))):
+            shape_ok = t.dim() == 2 + len(tail) and tuple(t.shape[2:]) == tail
+            if t.dtype != torch.int32 or not shape_ok or not t.is_contiguous():
+                layout = "contiguous" if t.is_contiguous() else "not contiguous"
+                dims = ", ".join(map(str, tail))
+                raise ValueError(
+                    f"Sparse24Fragments.{name} must be a contiguous int32 tensor [NT, KB, {dims}], "
+                    f"got {t.dtype} {tuple(t.shape)} ({layout})"
+                )
+        if self.meta.shape[:2] != self.values.shape[:2]:
+            raise ValueError(
+                f"Sparse24Fragments: meta has {tuple(self.meta.shape[:2])} (row tiles, k-blocks), values "
+                f"{tuple(self.values.shape[:2])}; they must match"
+            )
+        if self.values.data_ptr() % 16:
+            raise ValueError(
+                "Sparse24Fragments.values must start on a 16-byte boundary (a lane's four words are read as one "
+                f"16-byte access); it starts {self.values.data_ptr() % 16} bytes past one: pass a fresh copy (.clone())"
+            )
+
     def fragments(self) -> Sparse24Fragments:
         return self
 
