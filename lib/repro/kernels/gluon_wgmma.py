@@ -284,12 +284,10 @@ def _wgmma_kernel(
         streams = _sparse_streams(x_ptr, v_ptr, e_ptr, M, K, NT, KB, stride_xm, first, end, G, W, T, U)
         acc = gl.zeros([ROWS, T], gl.float32, MMA)
         X_AT: gl.constexpr = _ring_offset(0, G, W, T, U, STAGES, X_STEPS)
-        V_AT: gl.constexpr = _ring_offset(1, G, W, T, U, STAGES, X_STEPS)
-        E_AT: gl.constexpr = _ring_offset(2, G, W, T, U, STAGES, X_STEPS)
         if X_STEPS > 0:  # x resident a chunk at a time: no fence per step
-            acc = _sparse_resident_loop(acc, rings, streams, end - first, X_AT, V_AT, E_AT, DTYPE == gl.bfloat16)
+            acc = _sparse_resident_loop(acc, rings, streams, end - first, X_AT, DTYPE == gl.bfloat16)
         else:
-            acc = _sparse_loop(acc, rings, streams, end - first, X_AT, V_AT, E_AT, DTYPE == gl.bfloat16)
+            acc = _sparse_loop(acc, rings, streams, end - first, X_AT, DTYPE == gl.bfloat16)
     else:  # the dense form: the weight expanded in registers, x permuted to match
         w_stream = _weight_stream(v_ptr, e_ptr, NT, KB, first, end, LV, LE)
         x_stream = _x_stream(x_ptr, M, K, stride_xm, first, end, T, KS, LX)

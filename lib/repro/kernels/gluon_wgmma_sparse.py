@@ -219,31 +219,25 @@ def _sparse_streams(x_ptr, v_ptr, e_ptr, M, K, NT, KB, stride_xm, first, end,
 
 
 @gluon.jit
-def _copy_words(rings, stage, streams, step, V_AT: gl.constexpr, E_AT: gl.constexpr):
+def _copy_words(rings, stage, streams, step):
     """Start copying the value and metadata words of ``step`` (k-blocks past the first) into ring
-    slot ``stage`` (``cp.async``), by inline assembly at the rings' offsets in ``global_smem``
-    (``V_AT``, ``E_AT``), to where ``_read_words`` reads them back: Triton, seeing no write to
-    the rings, adds no barrier before the copies (it does not tell a ring's slots apart)."""
-    v_ring = rings[1]
-    W: gl.constexpr = v_ring.shape[1]
-    G: gl.constexpr = v_ring.shape[2] // 4
-    U: gl.constexpr = v_ring.shape[3]
+    slot ``stage`` (``cp.async``), by inline assembly to where ``_read_words`` reads them back
+    (``_slot_addresses``): Triton, seeing no write to the rings, adds no barrier before the
+    copies (it does not tell a ring's slots apart)."""
     v_ptrs, v_ok, kb, end = streams[0]
     e_rows, e_kb, KB = streams[1]
-    v_at, e_at = _word_offsets(G, W, U)
+    v_at, e_at = _slot_addresses(rings, stage)
     v_bytes = gl.where(v_ok & (kb + step < end), 16, 0)  # past the weight: zeros
-    gl.inline_asm_elementwise(_COPY_VALUES_ASM, _COPY_VALUES_CONSTRAINTS,
-                              [v_at + (V_AT + stage * (2048 * G * W * U)), v_ptrs + step * 128, v_bytes],
+    gl.inline_asm_elementwise(_COPY_VALUES_ASM, _COPY_VALUES_CONSTRAINTS, [v_at, v_ptrs + step * 128, v_bytes],
                               dtype=gl.int32, is_pure=False, pack=4)
     e_src = e_rows + gl.minimum(e_kb + step, KB - 1) * 16  # clamped inside the weight: always a valid code
-    gl.inline_asm_elementwise(_COPY_META_ASM, "=r,r,l", [e_at + (E_AT + stage * (512 * G * W * U)), e_src],
-                              dtype=gl.int32, is_pure=False, pack=1)
+    gl.inline_asm_elementwise(_COPY_META_ASM, "=r,r,l", [e_at, e_src], dtype=gl.int32, is_pure=False, pack=1)
 
 
 @gluon.jit
-def _sparse_copy(rings, stage, streams, step, V_AT: gl.constexpr, E_AT: gl.constexpr):
+def _sparse_copy(rings, stage, streams, step):
     """Start copying every operand of ``step`` into ring slot ``stage``, as one ``cp.async`` group."""
-    _copy_words(rings, stage, streams, step, V_AT, E_AT)
+    _copy_words(rings, stage, streams, step)
     _copy_x(rings[0].index(stage), streams[2], step)
     async_copy.commit_group()
 
@@ -257,8 +251,7 @@ def _keep_word_rings(rings):
 
 
 @gluon.jit
-def _sparse_step(step, acc, rings, streams, X_RING: gl.constexpr, V_AT: gl.constexpr, E_AT: gl.constexpr,
-                 USE_ACC: gl.constexpr, BF16: gl.constexpr):
+def _sparse_step(step, acc, rings, streams, X_RING: gl.constexpr, USE_ACC: gl.constexpr, BF16: gl.constexpr):
     """One step: wait for this thread's copies of the step and read its weight words, hand the x
     copies to the MMA's async proxy (the fence) and wait for everyone's (the barrier, the step's
     only one), refill the slot of the step two back (whose ``wgmma`` every warpgroup retired
@@ -267,16 +260,15 @@ def _sparse_step(step, acc, rings, streams, X_RING: gl.constexpr, V_AT: gl.const
     T: gl.constexpr = rings[0].shape[1]
     U: gl.constexpr = rings[1].shape[3]
     turn = step // U
-    v, e = _read_words(rings, turn % STAGES, V_AT, E_AT, STAGES - 3)  # this step's group (and older) landed
+    v, e = _read_words(rings, turn % STAGES, STAGES - 3)  # this step's group (and older) landed
     fence_async_shared()
     _cta_barrier()
-    _sparse_copy(rings, (turn + STAGES - 2) % STAGES, streams, step + (STAGES - 2) * U, V_AT, E_AT)
+    _sparse_copy(rings, (turn + STAGES - 2) % STAGES, streams, step + (STAGES - 2) * U)
     return _wgmma_sp(acc, v, e, (turn % STAGES) * (T * 64 * U), X_RING, USE_ACC, BF16)
 
 
 @gluon.jit
-def _sparse_loop(acc, rings, streams, run, X_RING: gl.constexpr, V_AT: gl.constexpr, E_AT: gl.constexpr,
-                 BF16: gl.constexpr):
+def _sparse_loop(acc, rings, streams, run, X_RING: gl.constexpr, BF16: gl.constexpr):
     """The main loop of the sparse form: ``run`` k-blocks. The first step runs before the loop
     with a zero accumulator (``USE_ACC`` false; ptxas serializes every wgmma when a loop carries
     the zeros in, C7515), then two steps per iteration: their weight words are two sets of
@@ -288,48 +280,55 @@ def _sparse_loop(acc, rings, streams, run, X_RING: gl.constexpr, V_AT: gl.conste
     U: gl.constexpr = rings[1].shape[3]
     STAGES: gl.constexpr = rings[0].shape[0]
     for ahead in gl.static_range(STAGES - 2):
-        _sparse_copy(rings, ahead, streams, ahead * U, V_AT, E_AT)
-    acc = _sparse_step(0, acc, rings, streams, X_RING, V_AT, E_AT, False, BF16)
+        _sparse_copy(rings, ahead, streams, ahead * U)
+    acc = _sparse_step(0, acc, rings, streams, X_RING, False, BF16)
     acc = warpgroup_mma_wait(W, deps=[acc])
     for step in range(U, run, 2 * U):
-        acc = _sparse_step(step, acc, rings, streams, X_RING, V_AT, E_AT, True, BF16)
+        acc = _sparse_step(step, acc, rings, streams, X_RING, True, BF16)
         acc = warpgroup_mma_wait(W, deps=[acc])
-        acc = _sparse_step(step + U, acc, rings, streams, X_RING, V_AT, E_AT, True, BF16)
+        acc = _sparse_step(step + U, acc, rings, streams, X_RING, True, BF16)
         acc = warpgroup_mma_wait(W, deps=[acc])
     _keep_word_rings(rings)
     return warpgroup_mma_wait(0, deps=[acc])
 
 
 @gluon.jit
-def _word_offsets(G: gl.constexpr, W: gl.constexpr, U: gl.constexpr):
-    """Where a thread's value words (``[W, 4G, U, 32, 4]``, ``_word_layout``) and metadata words (its
-    slice) lie in a slot of their rings, in bytes: the rings are unswizzled and row-major."""
+def _slot_addresses(rings, stage):
+    """Where this thread's value words (``[W, 4G, U, 32, 4]``, ``_word_layout``) and metadata words
+    (its slice) of ring slot ``stage`` lie in ``global_smem``, in bytes: the rings' offsets
+    (``_ring_offset``, from the three buffers' shapes) plus the place in the slot (the rings are
+    unswizzled and row-major)."""
+    x_ring = rings[0]
+    v_ring = rings[1]
+    STAGES: gl.constexpr = v_ring.shape[0]
+    W: gl.constexpr = v_ring.shape[1]
+    G: gl.constexpr = v_ring.shape[2] // 4
+    U: gl.constexpr = v_ring.shape[3]
+    XS: gl.constexpr = x_ring.shape[0]  # steps of x: the ring's stages, or the resident steps
+    T: gl.constexpr = x_ring.shape[1]
+    V_AT: gl.constexpr = _ring_offset(1, G, W, T, U, STAGES, XS)
+    E_AT: gl.constexpr = _ring_offset(2, G, W, T, U, STAGES, XS)
     LW: gl.constexpr = _word_layout(G, W, U)
     LE: gl.constexpr = gl.SliceLayout(4, LW)
     v = (_index(W, 0, LW, 5) * (4 * G) + _index(4 * G, 1, LW, 5)) * U + _index(U, 2, LW, 5)
     v = (v * 32 + _index(32, 3, LW, 5)) * 16 + _index(4, 4, LW, 5) * 4
     e = (_index(W, 0, LE, 4) * (4 * G) + _index(4 * G, 1, LE, 4)) * U + _index(U, 2, LE, 4)
-    return v, (e * 32 + _index(32, 3, LE, 4)) * 4
+    e = (e * 32 + _index(32, 3, LE, 4)) * 4
+    return v + (V_AT + stage * (2048 * G * W * U)), e + (E_AT + stage * (512 * G * W * U))
 
 
 @gluon.jit
-def _read_words(rings, stage, V_AT: gl.constexpr, E_AT: gl.constexpr, WAIT: gl.constexpr):
+def _read_words(rings, stage, WAIT: gl.constexpr):
     """A step's value and metadata words, from ring slot ``stage`` into registers, once at most
     ``WAIT`` of this thread's copy groups are pending. Each thread reads back only the words it
     copied itself (the same layout), so its own wait is all it needs, and the reads and the wait
-    are inline assembly at the rings' offsets in ``global_smem`` (``V_AT``, ``E_AT``): Triton sees
-    no shared-memory access in them and adds no CTA barrier. Its own ``wait_group`` and loads
-    would bring two per step, one after the wait and one before the reads, since it does not
-    tell a ring's slots apart."""
-    v_ring = rings[1]
-    W: gl.constexpr = v_ring.shape[1]
-    G: gl.constexpr = v_ring.shape[2] // 4
-    U: gl.constexpr = v_ring.shape[3]
-    v_at, e_at = _word_offsets(G, W, U)
-    v = gl.inline_asm_elementwise(_read_values_asm(WAIT), "=r,=r,=r,=r,r,r,r,r",
-                                  [v_at + (V_AT + stage * (2048 * G * W * U))], dtype=gl.int32, is_pure=False, pack=4)
-    e = gl.inline_asm_elementwise(_READ_META_ASM, "=r,r", [e_at + (E_AT + stage * (512 * G * W * U))],
-                                  dtype=gl.int32, is_pure=False, pack=1)
+    are inline assembly (``_slot_addresses``): Triton sees no shared-memory access in them and
+    adds no CTA barrier. Its own ``wait_group`` and loads would bring two per step, one after the
+    wait and one before the reads, since it does not tell a ring's slots apart."""
+    v_at, e_at = _slot_addresses(rings, stage)
+    v = gl.inline_asm_elementwise(_read_values_asm(WAIT), "=r,=r,=r,=r,r,r,r,r", [v_at], dtype=gl.int32,
+                                  is_pure=False, pack=4)
+    e = gl.inline_asm_elementwise(_READ_META_ASM, "=r,r", [e_at], dtype=gl.int32, is_pure=False, pack=1)
     return v, e
 
 
@@ -349,8 +348,8 @@ def _stage_x_chunk(x_res, x_stream, step):
 
 
 @gluon.jit
-def _sparse_resident_step(step, chunk, acc, rings, streams, X_RING: gl.constexpr, V_AT: gl.constexpr,
-                          E_AT: gl.constexpr, USE_ACC: gl.constexpr, BF16: gl.constexpr):
+def _sparse_resident_step(step, chunk, acc, rings, streams, X_RING: gl.constexpr, USE_ACC: gl.constexpr,
+                          BF16: gl.constexpr):
     """One step with x resident (the buffer holds the steps from ``chunk``): wait for this thread's
     copies of the step's weight words and read them, start copying those of the step ``stages -
     1`` later (into the slot the step before read: its words are in registers now) and issue the
@@ -361,15 +360,14 @@ def _sparse_resident_step(step, chunk, acc, rings, streams, X_RING: gl.constexpr
     U: gl.constexpr = rings[1].shape[3]
     T: gl.constexpr = x_res.shape[1]
     turn = step // U
-    v, e = _read_words(rings, turn % STAGES, V_AT, E_AT, STAGES - 2)  # this step's words (and older) landed
-    _copy_words(rings, (turn + STAGES - 1) % STAGES, streams, step + (STAGES - 1) * U, V_AT, E_AT)
+    v, e = _read_words(rings, turn % STAGES, STAGES - 2)  # this step's words (and older) landed
+    _copy_words(rings, (turn + STAGES - 1) % STAGES, streams, step + (STAGES - 1) * U)
     async_copy.commit_group()
     return _wgmma_sp(acc, v, e, ((step - chunk) // U) * (T * 64 * U), X_RING, USE_ACC, BF16)
 
 
 @gluon.jit
-def _sparse_resident_loop(acc, rings, streams, run, X_RING: gl.constexpr, V_AT: gl.constexpr, E_AT: gl.constexpr,
-                          BF16: gl.constexpr):
+def _sparse_resident_loop(acc, rings, streams, run, X_RING: gl.constexpr, BF16: gl.constexpr):
     """The sparse form's main loop with x resident (``x_steps``): ``run`` k-blocks in chunks of the
     buffer's steps, each staged once (one fence per chunk, none per step), after every MMA
     reading the chunk before has finished. The weight words stream through their rings across
@@ -380,21 +378,21 @@ def _sparse_resident_loop(acc, rings, streams, run, X_RING: gl.constexpr, V_AT: 
     STAGES: gl.constexpr = rings[1].shape[0]
     CHUNK: gl.constexpr = rings[0].shape[0] * U
     for ahead in gl.static_range(STAGES - 1):
-        _copy_words(rings, ahead, streams, ahead * U, V_AT, E_AT)
+        _copy_words(rings, ahead, streams, ahead * U)
         async_copy.commit_group()
     _stage_x_chunk(rings[0], streams[2], 0)
-    acc = _sparse_resident_step(0, 0, acc, rings, streams, X_RING, V_AT, E_AT, False, BF16)
+    acc = _sparse_resident_step(0, 0, acc, rings, streams, X_RING, False, BF16)
     acc = warpgroup_mma_wait(W, deps=[acc])
-    acc = _sparse_resident_step(U, 0, acc, rings, streams, X_RING, V_AT, E_AT, True, BF16)
+    acc = _sparse_resident_step(U, 0, acc, rings, streams, X_RING, True, BF16)
     acc = warpgroup_mma_wait(W, deps=[acc])
     for chunk in range(0, run, CHUNK):
         if chunk > 0:
             acc = warpgroup_mma_wait(0, deps=[acc])  # every MMA that reads the buffer has finished
             _stage_x_chunk(rings[0], streams[2], chunk)
         for step in range(gl.maximum(chunk, 2 * U), gl.minimum(chunk + CHUNK, run), 2 * U):
-            acc = _sparse_resident_step(step, chunk, acc, rings, streams, X_RING, V_AT, E_AT, True, BF16)
+            acc = _sparse_resident_step(step, chunk, acc, rings, streams, X_RING, True, BF16)
             acc = warpgroup_mma_wait(W, deps=[acc])
-            acc = _sparse_resident_step(step + U, chunk, acc, rings, streams, X_RING, V_AT, E_AT, True, BF16)
+            acc = _sparse_resident_step(step + U, chunk, acc, rings, streams, X_RING, True, BF16)
             acc = warpgroup_mma_wait(W, deps=[acc])
     _keep_word_rings(rings)
     return warpgroup_mma_wait(0, deps=[acc])
