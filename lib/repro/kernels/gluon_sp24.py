@@ -25,11 +25,14 @@ Needs ``sm_80`` or newer (``mma.sp::ordered_metadata``, PTX 8.5) and fp16 or bf1
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.ampere import async_copy
 
+from . import fast_launch
 from .fragments import Sparse24Fragments, SpmmaConfig
 from .scratch import split_flags, split_workspace
 
@@ -569,12 +572,20 @@ def spmma_call(x2d: torch.Tensor, w: Sparse24Fragments, bias: torch.Tensor | Non
     launch alone (``bench/sp24/dispatcher.py``, host overhead)."""
     if x2d.stride(0) % 2 or x2d.data_ptr() % 4:  # x is read as aligned 4-byte pairs (K is even)
         x2d = x2d.clone(memory_format=torch.contiguous_format)  # a fresh, aligned copy
-    cfg.check()
+    options = _spmma_options(cfg, bias is not None, x2d.dtype == torch.bfloat16)
     grid = cfg.grid(w.shape[0], x2d.shape[0])
     args = fragment_kernel_args(x2d, w, bias, out, grid, cfg.split_k, 128 * cfg.R * cfg.W * cfg.T)
-    options = dict(
-        HAS_BIAS=bias is not None,
-        BF16=x2d.dtype == torch.bfloat16,
+    return grid, args, options
+
+
+@functools.lru_cache(maxsize=1024)
+def _spmma_options(cfg: SpmmaConfig, has_bias: bool, bf16: bool) -> dict:
+    """The kernel's constexprs and launch options for one tiling, the tiling checked once (this
+    runs on every decode call; the dict is shared, and Triton and ``fast_launch`` only read it)."""
+    cfg.check()
+    return dict(
+        HAS_BIAS=has_bias,
+        BF16=bf16,
         R=cfg.R,
         W=cfg.W,
         S=cfg.S,
@@ -589,7 +600,6 @@ def spmma_call(x2d: torch.Tensor, w: Sparse24Fragments, bias: torch.Tensor | Non
         CHAIN=cfg.chain,
         num_warps=cfg.num_warps,
     )
-    return grid, args, options
 
 
 def launch_spmma(
@@ -608,5 +618,5 @@ def launch_spmma(
     if warmup:
         _spmma_kernel.warmup(*args, grid=grid, **options)
     else:
-        _spmma_kernel[grid](*args, **options)
+        fast_launch.launch(_spmma_kernel, grid, args, options)
     return out

@@ -61,6 +61,7 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.ampere import async_copy
 from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, warpgroup_mma, warpgroup_mma_wait
 
+from . import fast_launch
 from .fragments import Sparse24Fragments, WgmmaConfig
 from .gluon_sp24 import _meet_splits, _store_output, fragment_kernel_args
 from .gluon_wgmma_operands import (
@@ -389,5 +390,5 @@ def launch_wgmma(
     if warmup:
         _wgmma_kernel.warmup(*args, grid=grid, **options)
     else:
-        _wgmma_kernel[grid](*args, **options)
+        fast_launch.launch(_wgmma_kernel, grid, args, options)
     return out

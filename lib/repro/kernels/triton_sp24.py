@@ -35,6 +35,7 @@ import torch
 import triton
 import triton.language as tl
 
+from . import fast_launch
 from .format import Sparse24Weight
 from .scratch import split_flags
 
@@ -454,5 +455,5 @@ def launch(
     if warmup:
         fn.warmup(*args, grid=grid, **options)
     else:
-        fn[grid](*args, **options)
+        fast_launch.launch(fn, grid, args, options)
     return out
