@@ -2,7 +2,7 @@
 # One device call for issue 3: probe the sparse-MMA kernel, the kernel tests on CUDA, then the
 # benchmark (bench/sparse24.py). Everything lands in $OUT (default bench/results/latest):
 # spmma-probe.txt, spmma-map.json (where each fragment slot landed), the same for the sparse wgmma
-# form (wgmma-sparse-probe.txt, wgmma-sparse-map.json), fence-probe.txt, pytest.log,
+# form (wgmma-sparse-probe.txt, wgmma-sparse-map.json), fence-probe.txt, fast-launch.log, pytest.log,
 # sparse24.{json,md,log}, dispatch_<arch>.json, nvidia-smi.txt, ncu*.txt (a profile, or why none), and
 # ablation.{json,log} (the sparse form's ablation, when the budget leaves time for it).
 # Extra arguments go to bench/sparse24.py. BUDGET (s, default 540) bounds the whole script, so
@@ -18,8 +18,10 @@ nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,clocks.mem,temperature.gpu,p
 # does the proxy fence every ring step issues wait for the cp.async copies in flight? (seconds)
 timeout 60 python3 bench/fence_probe.py > "$OUT/fence-probe.txt" 2>&1
 echo "fence probe:"; grep "cp.async" "$OUT/fence-probe.txt"
+# the probes launch each kernel through Triton's own path (fast_launch, new and first run here, is
+# tested right after them, and left off for everything after if its test fails)
 # the spmma kernel issues inline PTX: probe it in its own process (a fault poisons the context)
-timeout 120 python3 bench/spmma_probe.py --map "$OUT/spmma-map.json" > "$OUT/spmma-probe.txt" 2>&1
+REPRO_FAST_LAUNCH=0 timeout 120 python3 bench/spmma_probe.py --map "$OUT/spmma-map.json" > "$OUT/spmma-probe.txt" 2>&1
 order=$(sed -n 's/^use: //p' "$OUT/spmma-probe.txt")
 echo "spmma probe:"; tail -20 "$OUT/spmma-probe.txt"
 if [ "$order" = "pairs" ] || [ "$order" = "rows" ]; then
@@ -28,18 +30,26 @@ else
   export REPRO_BENCH_KERNELS=fma,mma,expand,wgmma  # benchmark without it (wgmma decodes the words itself)
 fi
 # the sparse wgmma form (Hopper) the same way: it should read metadata as mma.sp does ("pairs")
-timeout 120 python3 bench/spmma_probe.py --kernel wgmma-sparse --map "$OUT/wgmma-sparse-map.json" \
+REPRO_FAST_LAUNCH=0 timeout 120 python3 bench/spmma_probe.py --kernel wgmma-sparse --map "$OUT/wgmma-sparse-map.json" \
   > "$OUT/wgmma-sparse-probe.txt" 2>&1
 echo "sparse wgmma probe:"; tail -4 "$OUT/wgmma-sparse-probe.txt"
 if [ "$(sed -n 's/^use: //p' "$OUT/wgmma-sparse-probe.txt")" != "pairs" ]; then
   export REPRO_WGMMA_SPARSE=0
   echo "the sparse wgmma form does not read metadata as mma.sp here: benchmarking the dense form only"
 fi
+# compiled kernels launched again without Triton's per-call binding (lib/repro/kernels/fast_launch.py)
+# compute the same bits as Triton's launch? (seconds; its own process, before the kernel tests use it)
+timeout 120 python3 -m pytest tests/kernels/test_fast_launch.py -q -p no:cacheprovider > "$OUT/fast-launch.log" 2>&1
+echo "fast_launch tests exit $?: $(tail -1 "$OUT/fast-launch.log")"
+if grep -qE '^(FAILED|ERROR) ' "$OUT/fast-launch.log"; then
+  export REPRO_FAST_LAUNCH=0
+  echo "fast_launch failed on this GPU: every kernel launched through Triton's own path from here on"
+fi
 workers=$(python3 -c "import xdist" 2>/dev/null && echo "-n 8" || echo "")
 # the PTX-emulator tests are the CPU stand-ins for the GPU kernel tests and this benchmark, and the
 # codegen tests compile offline: no device time for them
 timeout 240 python3 -m pytest tests/kernels tests/test_pruning.py -q -p no:cacheprovider $workers \
-  --ignore-glob='tests/kernels/*ptx*' --ignore-glob='tests/kernels/*codegen*' \
+  --ignore-glob='tests/kernels/*ptx*' --ignore-glob='tests/kernels/*codegen*' --ignore=tests/kernels/test_fast_launch.py \
   --ignore=tests/kernels/test_bench_dryrun.py \
   > "$OUT/pytest.log" 2>&1
 echo "pytest exit $?: $(tail -1 "$OUT/pytest.log")"

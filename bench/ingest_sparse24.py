@@ -4,13 +4,13 @@
     python bench/ingest_sparse24.py --regenerate bench/results/<stem>.json
 
 RUN_DIR is what the device call left in $OUT (sparse24.json, sparse24.md, sparse24.log,
-dispatch_<arch>.json; pytest.log, spmma-probe.txt, spmma-map.json, wgmma-sparse-probe.txt,
+dispatch_<arch>.json; pytest.log, fast-launch.log, spmma-probe.txt, spmma-map.json, wgmma-sparse-probe.txt,
 wgmma-sparse-map.json, fence-probe.txt, nvidia-smi.txt, ablation.{json,log} and ncu*.txt when
 present). Everything is checked before anything is written: the records, and every entry of the
 dispatch table through the dispatcher's own lookup. Then:
 
 - bench/results/<gpu>-<date>.{json,md,log} and
-  <gpu>-<date>-{pytest.log,spmma-probe.txt,spmma-map.json,wgmma-sparse-probe.txt,wgmma-sparse-map.json,
+  <gpu>-<date>-{pytest.log,fast-launch.log,spmma-probe.txt,spmma-map.json,wgmma-sparse-probe.txt,wgmma-sparse-map.json,
   fence-probe.txt,nvidia-smi.txt,wgmma-ablation.{json,log},ncu*.txt};
 - lib/repro/kernels/dispatch_<arch>.json (the table sparse24_matmul reads);
 - <stem>-speedup.png, <stem>-e2e.png (bench/plot_sparse24.py) and <stem>-summary.md (targets,
@@ -49,6 +49,7 @@ from repro.kernels import dispatch  # noqa: E402
 REQUIRED = ("gpu", "N", "K", "M", "method", "status", "us", "speedup_vs_cublas")
 EXTRAS = {
     "pytest.log": "-pytest.log",
+    "fast-launch.log": "-fast-launch.log",
     "spmma-probe.txt": "-spmma-probe.txt",
     "spmma-map.json": "-spmma-map.json",
     "wgmma-sparse-probe.txt": "-wgmma-sparse-probe.txt",

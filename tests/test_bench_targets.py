@@ -15,7 +15,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 import ingest_sparse24 as ingest_mod  # noqa: E402
 from sp24.common import record  # noqa: E402
 from sp24.dispatcher import build_table  # noqa: E402
-from sp24.targets import evaluate, summary_markdown  # noqa: E402
+from sp24.targets import e2e_markdown, evaluate, summary_markdown  # noqa: E402
 
 from repro.kernels import dispatch  # noqa: E402
 
@@ -91,6 +91,21 @@ def test_a_run_without_the_dispatcher_is_not_measured_rather_than_met():
     assert {v.name: v.status for v in evaluate(run)} == dict.fromkeys(
         ("decode", "mid", "large", "memory"), "not measured"
     )
+
+
+def test_end_to_end_table_adds_the_eager_decode_through_tritons_launch_where_timed():
+    """A run that also timed the eager decode with ``fast_launch`` off gets a column for it (dense
+    has no such figure: '–'); the earlier runs, which did not, keep the table they had."""
+    run = [r for r in json.loads(H200.read_text()) if r["method"].startswith("e2e_")]
+    before = e2e_markdown(run).splitlines()
+    assert "Triton's launch" not in before[0] and len(before) == len(run) + 2
+    for r in run:
+        r["tokens_per_s_eager_triton_launch"] = None if r["method"] == "e2e_dense" else 250.0
+    after = e2e_markdown(run).splitlines()
+    assert after[0].split(" | ")[6] == "eager through Triton's launch"
+    cells = {line.split(" | ")[1]: line.split(" | ")[6] for line in after[2:]}
+    assert cells == {"dense": "–", "sparse24": "250", "sparse24_fragments": "250"}
+    assert all(len(line.split("|")) == len(after[1].split("|")) for line in after)
 
 
 def _runs() -> list[Path]:

@@ -200,17 +200,24 @@ def e2e_markdown(recs: list[dict]) -> str:
     rows = [r for r in recs if r["method"].startswith("e2e_")]
     if not rows:
         return "No end-to-end measurement in this run.\n"
+    # newer runs also time the eager decode with every kernel launched through Triton's own path
+    # (fast_launch off): a column only where the run has it
+    triton_launch = any(r.get("tokens_per_s_eager_triton_launch") for r in rows)
     lines = [
-        "| batch | model | tokens/s, CUDA graph | vs dense | tokens/s, eager | vs dense | weight MiB "
-        "| + derived copies MiB |",
-        "|---|---|---|---|---|---|---|---|",
+        "| batch | model | tokens/s, CUDA graph | vs dense | tokens/s, eager | vs dense "
+        + ("| eager through Triton's launch " if triton_launch else "")
+        + "| weight MiB | + derived copies MiB |",
+        "|---|---|---|---|---|---|" + ("---|" if triton_launch else "") + "---|---|",
     ]
     for r in rows:
         cached = r.get("cached_bytes")  # dense / fragment copies the dispatcher keeps (newer runs)
+        slow = r.get("tokens_per_s_eager_triton_launch")
         lines.append(
             f"| {r['M']} | {r['method'].removeprefix('e2e_')} | {r['tokens_per_s']:.0f} | "
             f"{r['speedup_vs_dense']:.2f}× | {r['tokens_per_s_eager']:.0f} | "
-            f"{r['speedup_vs_dense_eager']:.2f}× | {r['weight_bytes'] / 2**20:.0f} | "
+            f"{r['speedup_vs_dense_eager']:.2f}× | "
+            + ((f"{slow:.0f} | " if slow else "– | ") if triton_launch else "")
+            + f"{r['weight_bytes'] / 2**20:.0f} | "
             f"{'not recorded' if cached is None else f'{cached / 2**20:.0f}'} |"
         )
     return "\n".join(lines) + "\n"

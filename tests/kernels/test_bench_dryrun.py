@@ -153,14 +153,16 @@ def test_precompile_compiles_every_gluon_configuration_the_run_launches(run, glu
 
 
 def test_host_overhead_takes_the_spmma_launch_apart(run, gluon_kernels):
-    """Triton's launch alone, with our ``launch()`` around it, and the whole route: the first two
-    run the kernel on the probe's 1024-row layer (on the CPU the third takes the reference path)."""
+    """Triton's launch alone, through ``fast_launch``, with our ``launch()`` around it, and the
+    whole route with ``fast_launch`` on and off: the first three run the kernel on the probe's
+    1024-row layer (on the CPU the route takes the reference path)."""
     _, recs, _, _ = run
-    names = ("spmma kernel[grid] alone, M=1", "launch() spmma kernel, M=1",
-             "sparse24_matmul -> spmma (fragment order), M=1")
+    names = ("spmma kernel[grid] alone, M=1", "spmma kernel via fast_launch alone, M=1", "launch() spmma kernel, M=1",
+             "sparse24_matmul -> spmma (fragment order), M=1",
+             "sparse24_matmul -> spmma (fragment order), M=1, fast_launch off")
     assert set(names) <= set(recs[0]["info"]["host_us_per_call"])
     probe = [call for call in gluon_kernels["spmma"].launches if call["grid"] == (1024 // 16, 1, 1)]
-    assert len(probe) >= 2
+    assert len(probe) >= 3
 
 
 def _rec(recs, m, method):
