@@ -54,16 +54,6 @@ class DecoderLayer(nn.Module):
         return h + self.down_proj(F.silu(self.gate_proj(r)) * self.up_proj(r))
 
 
-def _eager_with_tritons_launch(timer, step) -> float:
-    """``timer.wall_us`` of ``step`` with ``fast_launch`` off: what re-launching compiled kernels
-    directly saves the eager decode."""
-    fast_launch.set_fast_launch(False)
-    try:
-        return timer.wall_us(step)
-    finally:
-        fast_launch.set_fast_launch(True)
-
-
 def bench_e2e(info, timer, layers: int, ctx: int, batches, log, dims=LLAMA_7B) -> list[dict]:
     """Decode steps of ``layers`` decoder layers of size ``dims`` (LLaMA-7B's unless a test asks
     for less), on ``timer.device``: dense vs SparseLinear, eager and CUDA-graph replay."""
@@ -105,7 +95,10 @@ def bench_e2e(info, timer, layers: int, ctx: int, batches, log, dims=LLAMA_7B) -
                 out = step(model)
                 eager = timer.wall_us(lambda: step(model))
                 graphed = timer.graph_us(lambda: step(model))
-                triton_launch = None if name == "dense" else _eager_with_tritons_launch(timer, lambda: step(model))
+                triton_launch = None
+                if name != "dense":  # eager again through Triton's own launch: what fast_launch saves
+                    with fast_launch.turned_off():
+                        triton_launch = timer.wall_us(lambda: step(model))
             results[name] = (out, eager, graphed, triton_launch)
         batch = []
         for (name, model), (out, eager, graphed, triton_launch) in zip(models, results.values()):

@@ -57,7 +57,7 @@ def test_arg_key_separates_every_specialization_triton_compiles_apart():
 def _captured_launch(monkeypatch, run):
     """What one launch site hands ``fast_launch.launch``: (fn, grid, args, options)."""
     calls = []
-    monkeypatch.setattr(fast_launch, "launch", lambda *call: calls.append(call))
+    monkeypatch.setattr(fast_launch, "launch", lambda *call, warmup=False: calls.append(call))
     run()
     (call,) = calls
     return call
@@ -178,6 +178,30 @@ def test_triton_path_wherever_triton_would_do_more_than_launch(toy, monkeypatch,
     assert len(through_triton) == 3 and not fast_launch._plans
 
 
+@pytest.mark.parametrize("before", [True, False])
+def test_turned_off_restores_the_setting_it_found(toy, before):
+    """The benchmark times Triton's path inside the block; a run that had it off (REPRO_FAST_LAUNCH=0
+    after a failed GPU test) must stay off afterwards."""
+    fn, _, through_triton = toy
+    x = torch.zeros(32, dtype=torch.float16)
+    fast_launch.set_fast_launch(before)
+    with fast_launch.turned_off():
+        fast_launch.launch(fn, (4,), (x, 8), {"BLOCK": 16})
+        assert not fast_launch._plans
+    assert fast_launch._state["enabled"] is before
+    fast_launch.launch(fn, (4,), (x, 8), {"BLOCK": 16})
+    assert bool(fast_launch._plans) is before and len(through_triton) == 2
+
+
+def test_warmup_only_compiles_and_keeps_no_plan(toy, monkeypatch):
+    fn, _, through_triton = toy
+    compiled = []
+    monkeypatch.setattr(fn, "warmup", lambda *args, grid, **options: compiled.append((grid, args, options)))
+    x = torch.zeros(32, dtype=torch.float16)
+    fast_launch.launch(fn, (4,), (x, 8), {"BLOCK": 16}, warmup=True)
+    assert compiled == [((4,), (x, 8), {"BLOCK": 16})] and not through_triton and not fast_launch._plans
+
+
 def test_interpreted_or_emulated_kernels_go_through_their_own_path():
     class Stand_in:
         def __init__(self):
@@ -217,12 +241,11 @@ def _products(fn):
     base = torch.randn(16 * 512 + 2, device=DEVICE, dtype=torch.float16)
     xs = [base[:512].view(1, 512), base[2 : 2 + 512].view(1, 512), base[: 3 * 512].view(3, 512),
           base[2 : 2 + 3 * 512].view(3, 512), base[: 16 * 512].view(16, 512)]
-    results = {}
-    for enabled in (True, False):
-        fast_launch.set_fast_launch(enabled)
+    fast = [fn(x, w) for x in xs for _ in range(2)]
+    with fast_launch.turned_off():
         fast_launch._plans.clear()
-        results[enabled] = [fn(x, w) for x in xs for _ in range(2)]
-    return results[True], results[False], xs, w
+        slow = [fn(x, w) for x in xs for _ in range(2)]
+    return fast, slow, xs, w
 
 
 @gpu

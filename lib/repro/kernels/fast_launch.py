@@ -23,6 +23,7 @@ rewrites the compiled code), debug mode or instrumentation. ``set_fast_launch(Fa
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -37,6 +38,18 @@ _plans: dict[tuple, _Plan] = {}
 def set_fast_launch(enabled: bool) -> None:
     """Whether ``launch`` reuses compiled kernels (on) or always goes through Triton's path."""
     _state["enabled"] = bool(enabled)
+
+
+@contextmanager
+def turned_off():
+    """Every launch inside the block through Triton's own path; afterwards the setting before it
+    (which ``REPRO_FAST_LAUNCH=0`` may have made off already)."""
+    before = _state["enabled"]
+    _state["enabled"] = False
+    try:
+        yield
+    finally:
+        _state["enabled"] = before
 
 
 @dataclass(frozen=True)
@@ -89,9 +102,13 @@ def _device_and_stream():
     return device, driver.active.get_current_stream(device)
 
 
-def launch(fn, grid: tuple, args: tuple, options: dict) -> None:
+def launch(fn, grid: tuple, args: tuple, options: dict, warmup: bool = False) -> None:
     """``fn[grid](*args, **options)``; after the first call with a given specialization, the
-    compiled kernel's launcher straight away (see the module docstring)."""
+    compiled kernel's launcher straight away (see the module docstring). ``warmup=True`` only
+    compiles (``fn.warmup``, usable under ``triton.AsyncCompileMode``)."""
+    if warmup:
+        fn.warmup(*args, grid=grid, **options)
+        return
     if not _eligible(fn, grid):
         fn[grid](*args, **options)
         return

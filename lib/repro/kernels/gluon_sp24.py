@@ -615,8 +615,5 @@ def launch_spmma(
 
     ``warmup=True`` only compiles (usable under ``triton.AsyncCompileMode``)."""
     grid, args, options = spmma_call(x2d, w, bias, out, cfg)
-    if warmup:
-        _spmma_kernel.warmup(*args, grid=grid, **options)
-    else:
-        fast_launch.launch(_spmma_kernel, grid, args, options)
+    fast_launch.launch(_spmma_kernel, grid, args, options, warmup=warmup)
     return out

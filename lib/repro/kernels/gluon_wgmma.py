@@ -387,8 +387,5 @@ def launch_wgmma(
         SPARSE=cfg.sparse,
         num_warps=cfg.num_warps,
     )
-    if warmup:
-        _wgmma_kernel.warmup(*args, grid=grid, **options)
-    else:
-        fast_launch.launch(_wgmma_kernel, grid, args, options)
+    fast_launch.launch(_wgmma_kernel, grid, args, options, warmup=warmup)
     return out

@@ -452,8 +452,5 @@ def launch(
         w.meta.stride(0),
         out.stride(0),
     )
-    if warmup:
-        fn.warmup(*args, grid=grid, **options)
-    else:
-        fast_launch.launch(fn, grid, args, options)
+    fast_launch.launch(fn, grid, args, options, warmup=warmup)
     return out
