@@ -37,20 +37,22 @@ if [ "$(sed -n 's/^use: //p' "$OUT/wgmma-sparse-probe.txt")" != "pairs" ]; then
   export REPRO_WGMMA_SPARSE=0
   echo "the sparse wgmma form does not read metadata as mma.sp here: benchmarking the dense form only"
 fi
-# compiled kernels launched again without Triton's per-call binding (lib/repro/kernels/fast_launch.py)
-# compute the same bits as Triton's launch? (seconds; its own process, before the kernel tests use it)
-timeout 120 python3 -m pytest tests/kernels/test_fast_launch.py -q -p no:cacheprovider > "$OUT/fast-launch.log" 2>&1
+# compiled kernels launched again without Triton's per-call binding (lib/repro/kernels/fast_launch.py),
+# and the dispatcher's launches bound to a layer's weight (dispatch.py): the same bits as Triton's
+# launch? (seconds; their own process, before the kernel tests use them)
+timeout 120 python3 -m pytest tests/kernels/test_fast_launch.py tests/kernels/test_bound_launch.py -q \
+  -p no:cacheprovider > "$OUT/fast-launch.log" 2>&1
 echo "fast_launch tests exit $?: $(tail -1 "$OUT/fast-launch.log")"
 if grep -qE '^(FAILED|ERROR) ' "$OUT/fast-launch.log"; then
   export REPRO_FAST_LAUNCH=0
-  echo "fast_launch failed on this GPU: every kernel launched through Triton's own path from here on"
+  echo "fast_launch or bound launches failed on this GPU: every kernel launched through Triton's own path from here on"
 fi
 workers=$(python3 -c "import xdist" 2>/dev/null && echo "-n 8" || echo "")
 # the PTX-emulator tests are the CPU stand-ins for the GPU kernel tests and this benchmark, and the
 # codegen tests compile offline: no device time for them
 timeout 240 python3 -m pytest tests/kernels tests/test_pruning.py -q -p no:cacheprovider $workers \
   --ignore-glob='tests/kernels/*ptx*' --ignore-glob='tests/kernels/*codegen*' --ignore=tests/kernels/test_fast_launch.py \
-  --ignore=tests/kernels/test_bench_dryrun.py \
+  --ignore=tests/kernels/test_bound_launch.py --ignore=tests/kernels/test_bench_dryrun.py \
   > "$OUT/pytest.log" 2>&1
 echo "pytest exit $?: $(tail -1 "$OUT/pytest.log")"
 # wgmma's sparse form (wgmma.mma_async.sp) ran on no hardware before: if its GPU test failed, time

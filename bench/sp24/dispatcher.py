@@ -121,9 +121,11 @@ def host_overhead(timer, log) -> dict:
     """Host time per call (enqueue only) on a small layer whose GPU time is a few microseconds.
     With ``spmma`` (what decode layers run), its launch is taken apart: Triton's own launch of
     the kernel on arguments built beforehand, the same through ``fast_launch`` (the compiled
-    kernel's launcher straight away), then with our ``launch()`` around it, then the whole route
-    from ``sparse24_matmul`` (a fragment-order weight: no table entry at this shape, so
-    ``spmma_default``), last that route again with ``fast_launch`` off."""
+    kernel's launcher straight away), then with our ``launch()`` around it, then the chosen
+    method's route without a bound launch (``run_choice``: the arguments built every call),
+    then the whole route from ``sparse24_matmul`` (a fragment-order weight: no table entry at
+    this shape, so ``spmma_default``; from its second call the launch bound to the weight), last
+    that route again with ``fast_launch`` off (no bound launch either)."""
     from repro.kernels import fast_launch, gluon_sp24
     from repro.kernels.triton_sp24 import KernelConfig, launch
 
@@ -143,18 +145,19 @@ def host_overhead(timer, log) -> dict:
     if "spmma" in KERNELS:
         frags = w.fragments()
         spmma = dispatch.spmma_default(1).config
-        grid, args, options = gluon_sp24.spmma_call(x1, frags, None, out, spmma)
+        kernel, grid, args, options = gluon_sp24.spmma_call(x1, frags, None, out, spmma)
 
         def spmma_through_triton():  # switching it off and back costs ~0.1 µs, inside the figure
             with fast_launch.turned_off():
                 sparse24_matmul(x1, frags)
 
         calls |= {
-            "spmma kernel[grid] alone, M=1": lambda: gluon_sp24._spmma_kernel[grid](*args, **options),
-            "spmma kernel via fast_launch alone, M=1": lambda: fast_launch.launch(
-                gluon_sp24._spmma_kernel, grid, args, options
-            ),
+            "spmma kernel[grid] alone, M=1": lambda: kernel[grid](*args, **options),
+            "spmma kernel via fast_launch alone, M=1": lambda: fast_launch.launch(kernel, grid, args, options),
             "launch() spmma kernel, M=1": lambda: launch("spmma", x1, w, None, out, spmma),
+            "run_choice -> spmma (fragment order, no bound launch), M=1": lambda: dispatch.run_choice(
+                dispatch.spmma_default(1), x1, frags, None
+            ),
             "sparse24_matmul -> spmma (fragment order), M=1": lambda: sparse24_matmul(x1, frags),
             "sparse24_matmul -> spmma (fragment order), M=1, fast_launch off": spmma_through_triton,
         }

@@ -96,7 +96,7 @@ def bench_e2e(info, timer, layers: int, ctx: int, batches, log, dims=LLAMA_7B) -
                 eager = timer.wall_us(lambda: step(model))
                 graphed = timer.graph_us(lambda: step(model))
                 triton_launch = None
-                if name != "dense":  # eager again through Triton's own launch: what fast_launch saves
+                if name != "dense":  # eager again through Triton's own launch: what our launch paths save
                     with fast_launch.turned_off():
                         triton_launch = timer.wall_us(lambda: step(model))
             results[name] = (out, eager, graphed, triton_launch)

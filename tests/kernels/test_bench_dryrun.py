@@ -121,7 +121,6 @@ def run(tmp_path_factory, gluon_kernels):
         mp.setattr(gluon_wgmma, "_wgmma_kernel", gluon_kernels["wgmma"])
         spied = timer.spy(triton_sp24.launch)
         mp.setattr(triton_sp24, "launch", spied)
-        mp.setitem(dispatch._state, "launch", spied)
         mp.setattr(dispatch, "arch_name", lambda device: INFO["arch"])  # the dispatcher asks the GPU
         mp.setattr(dispatch, "_sm_count", lambda device: INFO["sms"])
         try:
@@ -153,16 +152,18 @@ def test_precompile_compiles_every_gluon_configuration_the_run_launches(run, glu
 
 
 def test_host_overhead_takes_the_spmma_launch_apart(run, gluon_kernels):
-    """Triton's launch alone, through ``fast_launch``, with our ``launch()`` around it, and the
-    whole route with ``fast_launch`` on and off: the first three run the kernel on the probe's
-    1024-row layer (on the CPU the route takes the reference path)."""
+    """Triton's launch alone, through ``fast_launch``, with our ``launch()`` around it, the
+    chosen method's route without a bound launch, and the whole route with ``fast_launch`` on
+    and off: the first four run the kernel on the probe's 1024-row layer (on the CPU the whole
+    route takes the reference path)."""
     _, recs, _, _ = run
     names = ("spmma kernel[grid] alone, M=1", "spmma kernel via fast_launch alone, M=1", "launch() spmma kernel, M=1",
+             "run_choice -> spmma (fragment order, no bound launch), M=1",
              "sparse24_matmul -> spmma (fragment order), M=1",
              "sparse24_matmul -> spmma (fragment order), M=1, fast_launch off")
     assert set(names) <= set(recs[0]["info"]["host_us_per_call"])
     probe = [call for call in gluon_kernels["spmma"].launches if call["grid"] == (1024 // 16, 1, 1)]
-    assert len(probe) >= 3
+    assert len(probe) >= 4
 
 
 def _rec(recs, m, method):

@@ -102,34 +102,10 @@ def _toy_kernel(x_ptr, n, BLOCK: tl.constexpr, EXTRA: tl.constexpr = 3):
     pass
 
 
-class _Compiled:
-    """Stands in for a ``CompiledKernel``: records what its launcher is called with."""
-
-    function, packed_metadata = "function", ("packed",)
-
-    def __init__(self):
-        self.launches = []
-
-    def run(self, *launch_args):
-        self.launches.append(launch_args)
-
-    def launch_metadata(self, grid, stream, *args):
-        return ("metadata", grid, stream, args)
-
-
 @pytest.fixture
-def toy(monkeypatch):
-    fn = _toy_kernel if isinstance(_toy_kernel, JITFunction) else JITFunction(_toy_kernel.fn)
-    compiled, through_triton = {}, []
-
-    def run(*args, grid, warmup, **options):  # Triton's own path: compile per specialization, launch
-        key = tuple(native_specialize_impl(BaseBackend, a, False, True, True) for a in args)
-        through_triton.append(args)
-        return compiled.setdefault(key, _Compiled())
-
-    monkeypatch.setattr(fn, "run", run)
-    monkeypatch.setattr(fast_launch, "_device_and_stream", lambda: (0, "stream"))
-    return fn, compiled, through_triton
+def toy(launches):
+    """The toy kernel on the stand-ins: (fn, its compiled stand-ins, the calls through Triton)."""
+    return launches.jit(_toy_kernel), launches.compiled, launches.through_triton
 
 
 def test_second_call_launches_the_compiled_kernel_directly(toy):
@@ -141,7 +117,8 @@ def test_second_call_launches_the_compiled_kernel_directly(toy):
     assert len(through_triton) == 1
     (kernel,) = compiled.values()
     ((*launch, enter, leave, x_arg, n, block, extra),) = kernel.launches
-    assert launch == [5, 2, 1, "stream", "function", ("packed",), ("metadata", (5, 2), "stream", (x_arg, 24, 16, 3))]
+    stream = "stream 0"
+    assert launch == [5, 2, 1, stream, "function", ("packed",), ("metadata", (5, 2), stream, (x_arg, 24, 16, 3))]
     assert enter is knobs.runtime.launch_enter_hook and leave is knobs.runtime.launch_exit_hook
     assert x_arg is not x and x_arg.data_ptr() == x[8:].data_ptr() and (n, block, extra) == (24, 16, 3)
 

@@ -7,7 +7,8 @@
   Hopper's warpgroup MMA), cuBLAS or cuSPARSELt from measurements.
 - :class:`SparseLinear`: drop-in ``nn.Linear`` (``sparse_linear.py``).
 - ``fast_launch.py``: a compiled kernel launched again without Triton binding its arguments on
-  every call (the host's share of an eager decode step).
+  every call, and launches bound to a layer's weight, only x and the output given per call (the
+  host's share of an eager decode step).
 
 Importing this package needs only torch: Triton is imported when a kernel first runs on CUDA.
 """

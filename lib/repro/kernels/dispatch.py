@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 METHODS = ("fma", "mma", "expand", "spmma", "wgmma", "cublas", "torch_semi_structured")
 _TABLE_DIR = Path(__file__).parent
-_state = {"warned_cpu": False, "dense_cache": True}
+_state = {"warned_cpu": False, "dense_cache": True, "table_generation": 0}
 
 
 @dataclass(frozen=True)
@@ -92,6 +92,7 @@ def arch_name(device: torch.device) -> str:
 def use_table(table: dict | None) -> None:
     """Replace the committed table for this process (the benchmark times a fresh one); None restores."""
     _state["table_override"] = table
+    _state["table_generation"] += 1  # launches bound under the old table are not used again
     _cached_choice.cache_clear()
 
 
@@ -251,21 +252,64 @@ def run_choice(
         return F.linear(x2d, w.dense(cache=_state["dense_cache"]), bias)
     if method == "torch_semi_structured":
         return F.linear(x2d, _semi_structured(w), bias)
-    launch = _state.get("launch")
-    if launch is None:  # Triton is imported only when a kernel first runs
-        from .triton_sp24 import launch
-
-        _state["launch"] = launch
     if out is None:
         out = x2d.new_empty((x2d.shape[0], w.shape[0]))
-    return launch(method, x2d, w, bias, out, choice.config)
+    _, triton_sp24 = _kernel_modules()
+    return triton_sp24.launch(method, x2d, w, bias, out, choice.config)
+
+
+def _kernel_modules():
+    """The modules ``fast_launch`` and ``triton_sp24``, imported when a kernel first runs (so that
+    the CPU path and the cuBLAS route never import Triton)."""
+    modules = _state.get("kernel_modules")
+    if modules is None:
+        from . import fast_launch, triton_sp24
+
+        modules = _state["kernel_modules"] = (fast_launch, triton_sp24)
+    return modules
+
+
+# ----------------------------------------------------------------------------- bound launches
+#
+# A decode loop calls each layer with the same number of tokens, token after token. After the
+# first such call launches one of our kernels, the launch is kept on the weight, bound to
+# everything but x and the output (``fast_launch.BoundLaunch``), under a key of what else the
+# kernel's arguments and the choice depend on: M, x's row stride and its address modulo 16 (so
+# that a launch site that copies unaligned x copies again), the bias and the weight's values
+# (by identity: the bound arguments keep both alive, so their ids cannot be reused), and the
+# table's generation (``use_table``). The next call with that key skips the choice, the checks
+# and the argument building and hands the launcher the kept list.
+
+
+# per weight: enough for a decode loop at every batch size up to 64; a caller that passes a new
+# bias tensor every call (a new key each time) cannot make a weight keep more
+MAX_BOUND_LAUNCHES = 64
+
+
+def _launch_key(x2d: torch.Tensor, w: CompressedWeight, bias: torch.Tensor | None) -> tuple:
+    return (x2d.shape[0], x2d.stride(0), x2d.data_ptr() & 15, id(bias), id(w.values), _state["table_generation"])
+
+
+def _kernel_product(choice: Choice, x2d: torch.Tensor, w: CompressedWeight, bias, key: tuple) -> torch.Tensor:
+    """``run_choice`` for one of our kernels, keeping the launch bound under ``key``."""
+    fast_launch, triton_sp24 = _kernel_modules()
+    out = x2d.new_empty((x2d.shape[0], w.shape[0]))
+    fn, grid, args, options = triton_sp24.kernel_call(choice.method, x2d, w, bias, out, choice.config)
+    bound = fast_launch.bind(fast_launch.launch(fn, grid, args, options), grid, args, x2d, out)
+    if bound is not None:
+        launches = w._launches
+        if len(launches) >= MAX_BOUND_LAUNCHES:  # the oldest goes (and the tensors it kept alive)
+            del launches[next(iter(launches))]
+        launches[key] = bound
+    return out
 
 
 def sparse24_matmul(x: torch.Tensor, w: CompressedWeight, bias: torch.Tensor | None = None) -> torch.Tensor:
     """``x @ W.T (+ bias)`` for ``x`` of shape ``[..., K]`` and a 2:4 weight ``W`` [N, K] -> ``[..., N]``.
 
-    The hot path is kept short (one cheap test before the full input check, a cached choice per
-    M) because a decode-size product takes ~10 us on the GPU: host time is the budget.
+    The hot path is kept short (one cheap test before the full input check, then a launch kept
+    from the previous call with the same key, see above) because a decode-size product takes
+    ~10 us on the GPU: host time is the budget.
     """
     n, k = w.shape
     values = w.values
@@ -281,5 +325,20 @@ def sparse24_matmul(x: torch.Tensor, w: CompressedWeight, bias: torch.Tensor | N
     m = x2d.shape[0]
     if m == 0:
         return x.new_empty(*x.shape[:-1], n)
-    y = run_choice(_cached_choice(n, k, m, w.dtype, device, w.layout), x2d, w, bias)
+    y = _product(x2d, w, bias, device)
     return y if x.dim() == 2 else y.reshape(*x.shape[:-1], n)
+
+
+def _product(x2d: torch.Tensor, w: CompressedWeight, bias: torch.Tensor | None, device: int) -> torch.Tensor:
+    """``x2d @ W.T (+ bias)`` [M, N]: the bound launch for this key if one is kept and may run,
+    else the chosen method (binding the launch if it is one of our kernels)."""
+    key = _launch_key(x2d, w, bias)
+    bound = w._launches.get(key)
+    if bound is not None and bound.ready():
+        out = x2d.new_empty((x2d.shape[0], w.shape[0]))
+        bound(x2d, out)
+        return out
+    choice = _cached_choice(w.shape[0], w.shape[1], x2d.shape[0], w.dtype, device, w.layout)
+    if choice.method in ("cublas", "torch_semi_structured"):
+        return run_choice(choice, x2d, w, bias)
+    return _kernel_product(choice, x2d, w, bias, key)

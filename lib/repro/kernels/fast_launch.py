@@ -18,6 +18,11 @@ Triton's path wherever Triton would do more than launch: an interpreted or emula
 ``JITFunction``), a grid given as a function, pre-run hooks, a stage-inspection hook (the ablation
 rewrites the compiled code), debug mode or instrumentation. ``set_fast_launch(False)``, or
 ``REPRO_FAST_LAUNCH=0`` in the environment, turns it off.
+
+``bind`` goes one step further for a caller that launches the same kernel on the same weight
+again and again (the dispatcher, per layer): from one launch it keeps the whole argument list
+with the input and output left open (``BoundLaunch``), so that the next call skips the key too.
+The caller keys it; the switch above turns it off as well.
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ def turned_off():
 
 @dataclass(frozen=True)
 class _Plan:
+    fn: JITFunction
     kernel: object  # triton.compiler.CompiledKernel
     tail: tuple  # the values Triton binds to the parameters after the positional arguments
 
@@ -72,15 +78,21 @@ def arg_key(value) -> tuple:
 _I32, _I64 = 2**31, 2**63
 
 
-def _eligible(fn, grid) -> bool:
-    if not _state["enabled"] or callable(grid):
-        return False
-    if not isinstance(fn, JITFunction) or fn.pre_run_hooks:
+def active() -> bool:
+    """Whether a kept compiled kernel may be launched now: on, and nothing set that makes Triton
+    compile or launch otherwise (debug mode, a stage-inspection hook, instrumentation)."""
+    if not _state["enabled"]:
         return False
     runtime = knobs.runtime
     return not (
         runtime.debug or runtime.add_stages_inspection_hook is not None or knobs.compilation.instrumentation_mode
     )
+
+
+def _eligible(fn, grid) -> bool:
+    if callable(grid) or not isinstance(fn, JITFunction) or fn.pre_run_hooks:
+        return False
+    return active()
 
 
 def _tail(fn, args: tuple, options: dict) -> tuple | None:
@@ -102,16 +114,17 @@ def _device_and_stream():
     return device, driver.active.get_current_stream(device)
 
 
-def launch(fn, grid: tuple, args: tuple, options: dict, warmup: bool = False) -> None:
+def launch(fn, grid: tuple, args: tuple, options: dict, warmup: bool = False) -> _Plan | None:
     """``fn[grid](*args, **options)``; after the first call with a given specialization, the
-    compiled kernel's launcher straight away (see the module docstring). ``warmup=True`` only
-    compiles (``fn.warmup``, usable under ``triton.AsyncCompileMode``)."""
+    compiled kernel's launcher straight away (see the module docstring). Returns the plan it
+    launched or kept (for ``bind``), None where the call went Triton's way only. ``warmup=True``
+    only compiles (``fn.warmup``, usable under ``triton.AsyncCompileMode``)."""
     if warmup:
         fn.warmup(*args, grid=grid, **options)
-        return
+        return None
     if not _eligible(fn, grid):
         fn[grid](*args, **options)
-        return
+        return None
     device, stream = _device_and_stream()
     key = (fn, device, tuple(options.items()), *map(arg_key, args))
     plan = _plans.get(key)
@@ -121,9 +134,14 @@ def launch(fn, grid: tuple, args: tuple, options: dict, warmup: bool = False) ->
             kernel = kernel.result()
         tail = _tail(fn, args, options)
         if kernel is not None and tail is not None:
-            _plans[key] = _Plan(kernel, tail)
-        return
-    kernel, full = plan.kernel, (*args, *plan.tail)
+            plan = _plans[key] = _Plan(fn, kernel, tail)
+        return plan
+    _run(plan.kernel, grid, stream, (*args, *plan.tail))
+    return plan
+
+
+def _run(kernel, grid: tuple, stream, full: tuple) -> None:
+    """The compiled kernel's launcher, handed what ``JITFunction.run`` hands it."""
     size = len(grid)
     kernel.run(
         grid[0],
@@ -137,3 +155,53 @@ def launch(fn, grid: tuple, args: tuple, options: dict, warmup: bool = False) ->
         knobs.runtime.launch_exit_hook,
         *full,
     )
+
+
+class BoundLaunch:
+    """One launch with every argument fixed but the input and the output, which come per call.
+
+    A layer in a decode loop launches the same kernel on the same weight, with the same shapes,
+    token after token; only the activations and the freshly allocated output differ. ``bind``
+    records, from one launch, where those two stand in the argument list; calling the result
+    with a new input and output hands the launcher that list with them put in, skipping even
+    ``launch``'s key. The caller must key it on everything else the arguments depend on (the
+    number of tokens, the input's row stride and alignment, the bias), so that the new input
+    has the old one's specialization; the launch uses the current stream, as ``launch`` does.
+    It keeps the tensors it was bound with alive, so a kept weight or workspace cannot be freed
+    under it.
+    """
+
+    __slots__ = ("fn", "kernel", "grid", "device", "_args", "_x_at", "_out_at", "_current_device", "_current_stream")
+
+    def __init__(self, plan: _Plan, grid: tuple, args: list, x_at: tuple, out_at: tuple):
+        self.fn, self.kernel, self.grid = plan.fn, plan.kernel, grid
+        self._args, self._x_at, self._out_at = args, x_at, out_at
+        active_driver = driver.active
+        self._current_device, self._current_stream = active_driver.get_current_device, active_driver.get_current_stream
+        self.device = self._current_device()
+
+    def ready(self) -> bool:
+        """Whether it may launch now: fast launch on (``active``), no pre-run hook added to the
+        kernel since, and the device it was bound on current (the compiled kernel is loaded there)."""
+        return active() and not self.fn.pre_run_hooks and self._current_device() == self.device
+
+    def __call__(self, x: torch.Tensor, out: torch.Tensor) -> None:
+        args = self._args.copy()
+        for i in self._x_at:
+            args[i] = x
+        for i in self._out_at:
+            args[i] = out
+        _run(self.kernel, self.grid, self._current_stream(self.device), args)
+
+
+def bind(plan: _Plan | None, grid: tuple, args: tuple, x: torch.Tensor, out: torch.Tensor) -> BoundLaunch | None:
+    """The launch ``launch(fn, grid, args, ...)`` just made (``plan`` is what it returned), with
+    the positions holding ``x`` and ``out`` left open; None where there is no plan, or where
+    ``x`` or ``out`` is not among the arguments (the launch site copied it first)."""
+    if plan is None or callable(grid):
+        return None
+    x_at = tuple(i for i, a in enumerate(args) if a is x)
+    out_at = tuple(i for i, a in enumerate(args) if a is out)
+    if not x_at or not out_at:
+        return None
+    return BoundLaunch(plan, tuple(grid), [*args, *plan.tail], x_at, out_at)

@@ -65,11 +65,24 @@ def _kept_positions(keep: torch.Tensor) -> torch.Tensor:
     return chosen.sort(dim=-1).values
 
 
+class LaunchCache(dict):
+    """The dispatcher's bound launches on one weight (``dispatch.py``): state of this process
+    alone, so a copied or pickled weight starts with none (a compiled kernel neither copies
+    nor pickles, and a copy's tensors are other tensors)."""
+
+    def __deepcopy__(self, memo) -> LaunchCache:
+        return LaunchCache()
+
+    def __reduce__(self):
+        return LaunchCache, ()
+
+
 class CompressedWeight:
     """What both 2:4 layouts share (this planar one and ``fragments.Sparse24Fragments``): the
     footprint, the device, and the dense copy that the dispatcher's cuBLAS route keeps.
-    Subclasses are dataclasses with ``values``, ``meta``, ``shape``, ``dtype`` and ``_dense_cache``
-    that return their kept values and codes in natural group order from ``groups()``."""
+    Subclasses are dataclasses with ``values``, ``meta``, ``shape``, ``dtype``, ``_dense_cache`` and
+    ``_launches`` (the dispatcher's bound kernel launches on this weight, ``dispatch.py``) that
+    return their kept values and codes in natural group order from ``groups()``."""
 
     layout = ""  # "planar" or "fragments": which of our kernels can read it
 
@@ -118,6 +131,7 @@ class Sparse24Weight(CompressedWeight):
     shape: tuple[int, int]  # dense (N, K)
     _dense_cache: torch.Tensor | None = field(default=None, repr=False, compare=False)
     _fragments_cache: object = field(default=None, repr=False, compare=False)
+    _launches: LaunchCache = field(default_factory=LaunchCache, repr=False, compare=False)
 
     layout = "planar"
 

@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from .format import CompressedWeight, Sparse24Weight
+from .format import CompressedWeight, LaunchCache, Sparse24Weight
 
 ROWS = 16  # rows of an mma.sp A tile
 KBLOCK = 32  # dense K of one mma.sp
@@ -274,6 +274,7 @@ class Sparse24Fragments(CompressedWeight):
     dtype: torch.dtype  # element type packed in ``values``
     meta_order: str = "pairs"  # see _meta_words
     _dense_cache: torch.Tensor | None = field(default=None, repr=False, compare=False)
+    _launches: LaunchCache = field(default_factory=LaunchCache, repr=False, compare=False)
 
     layout = "fragments"
 

@@ -566,16 +566,16 @@ def fragment_kernel_args(x2d, w: Sparse24Fragments, bias, out, grid: tuple, spli
 
 
 def spmma_call(x2d: torch.Tensor, w: Sparse24Fragments, bias: torch.Tensor | None, out: torch.Tensor,
-               cfg: SpmmaConfig) -> tuple[tuple, tuple, dict]:
-    """What ``launch_spmma`` hands the kernel: ``(grid, args, options)``, x copied where its rows
-    are not aligned 4-byte pairs. Apart so that the benchmark can time the kernel's
-    launch alone (``bench/sp24/dispatcher.py``, host overhead)."""
+               cfg: SpmmaConfig) -> tuple[object, tuple, tuple, dict]:
+    """What ``launch_spmma`` hands ``fast_launch.launch``: ``(kernel, grid, args, options)``, x
+    copied where its rows are not aligned 4-byte pairs. Apart so that the dispatcher can bind
+    the launch and the benchmark time the kernel's launch alone."""
     if x2d.stride(0) % 2 or x2d.data_ptr() % 4:  # x is read as aligned 4-byte pairs (K is even)
         x2d = x2d.clone(memory_format=torch.contiguous_format)  # a fresh, aligned copy
     options = _spmma_options(cfg, bias is not None, x2d.dtype == torch.bfloat16)
     grid = cfg.grid(w.shape[0], x2d.shape[0])
     args = fragment_kernel_args(x2d, w, bias, out, grid, cfg.split_k, 128 * cfg.R * cfg.W * cfg.T)
-    return grid, args, options
+    return _spmma_kernel, grid, args, options
 
 
 @functools.lru_cache(maxsize=1024)
@@ -614,6 +614,5 @@ def launch_spmma(
     """Write ``x2d @ W.T (+ bias)`` into ``out`` [M, N] with the sparse-MMA kernel.
 
     ``warmup=True`` only compiles (usable under ``triton.AsyncCompileMode``)."""
-    grid, args, options = spmma_call(x2d, w, bias, out, cfg)
-    fast_launch.launch(_spmma_kernel, grid, args, options, warmup=warmup)
+    fast_launch.launch(*spmma_call(x2d, w, bias, out, cfg), warmup=warmup)
     return out

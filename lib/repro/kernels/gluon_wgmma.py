@@ -360,6 +360,14 @@ def launch_wgmma(
     """Write ``x2d @ W.T (+ bias)`` into ``out`` [M, N] with the warpgroup-MMA kernel.
 
     ``warmup=True`` only compiles (usable under ``triton.AsyncCompileMode``)."""
+    fast_launch.launch(*wgmma_call(x2d, w, bias, out, cfg), warmup=warmup)
+    return out
+
+
+def wgmma_call(x2d: torch.Tensor, w: Sparse24Fragments, bias: torch.Tensor | None, out: torch.Tensor,
+               cfg: WgmmaConfig) -> tuple[object, tuple, tuple, dict]:
+    """What ``launch_wgmma`` hands ``fast_launch.launch``: ``(kernel, grid, args, options)``, x
+    copied where its rows are not 16-byte aligned; the GPU, tiling and metadata order checked."""
     if x2d.is_cuda and _capability(x2d.get_device())[0] != 9:
         major, minor = _capability(x2d.get_device())
         raise ValueError(f"the wgmma kernel needs a Hopper GPU (sm_90), got sm_{major}{minor}; use spmma or cublas")
@@ -387,5 +395,4 @@ def launch_wgmma(
         SPARSE=cfg.sparse,
         num_warps=cfg.num_warps,
     )
-    fast_launch.launch(_wgmma_kernel, grid, args, options, warmup=warmup)
-    return out
+    return _wgmma_kernel, grid, args, options

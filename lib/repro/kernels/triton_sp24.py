@@ -419,14 +419,22 @@ def launch(
     partial sums are added with atomics (round-off-level non-determinism) and no memset is needed.
     ``warmup=True`` only compiles (usable under ``triton.AsyncCompileMode``).
     """
+    fast_launch.launch(*kernel_call(kernel, x2d, w, bias, out, cfg), warmup=warmup)
+    return out
+
+
+def kernel_call(
+    kernel: str, x2d: torch.Tensor, w: Sparse24Weight, bias: torch.Tensor | None, out: torch.Tensor, cfg
+) -> tuple[object, tuple, tuple, dict]:
+    """What ``launch`` hands ``fast_launch.launch`` for ``kernel``: ``(fn, grid, args, options)``."""
     if kernel == "spmma":  # the Gluon kernel on the sparse tensor cores, fragment-order weight
-        from .gluon_sp24 import launch_spmma
+        from .gluon_sp24 import spmma_call
 
-        return launch_spmma(x2d, w.fragments(), bias, out, cfg, warmup=warmup)
+        return spmma_call(x2d, w.fragments(), bias, out, cfg)
     if kernel == "wgmma":  # the Gluon kernel on the dense warpgroup MMA, weight expanded in registers
-        from .gluon_wgmma import launch_wgmma
+        from .gluon_wgmma import wgmma_call
 
-        return launch_wgmma(x2d, w.fragments(), bias, out, cfg, warmup=warmup)
+        return wgmma_call(x2d, w.fragments(), bias, out, cfg)
     m, k = x2d.shape
     n = w.shape[0]
     pairs = k // 8
@@ -452,5 +460,4 @@ def launch(
         w.meta.stride(0),
         out.stride(0),
     )
-    fast_launch.launch(fn, grid, args, options, warmup=warmup)
-    return out
+    return fn, grid, args, options

@@ -1,0 +1,131 @@
+"""Stand-ins for Triton's compiled kernels and the GPU driver, so that launch paths run on a CPU.
+
+``StandInLaunches`` (the fixture ``launches`` in ``conftest.py``) sends every launch
+``fast_launch`` makes to them: Triton's own path (``JITFunction.run``) records its call and
+"compiles" one ``CompiledStandIn`` per specialization; a compiled kernel's launcher records what
+it is handed; the driver reports a current device (settable) and a stream named after it.
+"""
+
+from types import SimpleNamespace
+
+import torch
+from triton import knobs
+from triton.backends.compiler import BaseBackend
+from triton.runtime.jit import JITFunction, native_specialize_impl
+
+from repro.kernels import fast_launch
+
+
+class CompiledStandIn:
+    """Stands in for a ``CompiledKernel``: records what its launcher is called with (in its own
+    list, and in ``log`` if given)."""
+
+    function, packed_metadata = "function", ("packed",)
+
+    def __init__(self, log=None, specialization=None):
+        self.launches = []
+        self.log, self.specialization = log, specialization
+
+    def run(self, *launch_args):
+        self.launches.append(launch_args)
+        if self.log is not None:
+            self.log.append(("launcher", (self, launch_args)))
+
+    def launch_metadata(self, grid, stream, *args):
+        return ("metadata", grid, stream, args)
+
+
+class FakeDriver:
+    """``driver.active`` as ``fast_launch`` uses it."""
+
+    def __init__(self):
+        self.device = 0
+
+    def get_current_device(self):
+        return self.device
+
+    def get_current_stream(self, device):
+        return f"stream {device}"
+
+
+class _CompiledFormOfInterpreted(JITFunction):
+    """An interpreted kernel's compiled form, hashed by identity: Triton's own hash would walk
+    the helpers it calls, which under the interpreter have none."""
+
+    __hash__ = object.__hash__
+
+
+class StandInLaunches:
+    def __init__(self, monkeypatch):
+        self.monkeypatch = monkeypatch
+        self.driver = FakeDriver()
+        self.through_triton = []  # (fn, args, options) of each call that went Triton's way
+        self.compiled = {}  # specialization -> CompiledStandIn
+        self.log = []  # every launch in order: ("triton", (grid, args, options)) or ("launcher", its arguments)
+        self._jits = {}
+        monkeypatch.setattr(fast_launch, "driver", SimpleNamespace(active=self.driver))
+        fast_launch._plans.clear()
+        fast_launch.set_fast_launch(True)
+
+    def specialization(self, jit, args, options) -> tuple:
+        """What Triton compiles apart: the kernel, the device, the options, each argument's
+        specialization."""
+        return (jit, self.driver.device, tuple(options.items()),
+                *(native_specialize_impl(BaseBackend, a, False, True, True) for a in args))
+
+    def jit(self, fn) -> JITFunction:
+        """``fn`` as a ``JITFunction`` (the compiled form of an interpreted kernel) whose Triton
+        path is the stand-in's."""
+        if fn in self._jits:
+            return self._jits[fn]
+        jit = fn if isinstance(fn, JITFunction) else _CompiledFormOfInterpreted(fn.fn, **fn.kwargs)
+
+        def run(*args, grid, warmup, **options):
+            key = self.specialization(jit, args, options)
+            self.through_triton.append((jit, args, options))
+            self.log.append(("triton", (grid if callable(grid) else tuple(grid), args, options)))
+            return self.compiled.setdefault(key, CompiledStandIn(self.log, key))
+
+        self.monkeypatch.setattr(jit, "run", run)
+        self._jits[fn] = jit
+        return jit
+
+
+
+def assert_launched_as_built(world: StandInLaunches, fn, grid, args, options, given) -> None:
+    """The last launch, whichever way it went, got what the launch site built for a call with the
+    tensors ``given``: Triton's path the same grid, arguments and options; a launcher the grid,
+    the current stream, the compiled kernel's handles, the launch hooks and the arguments
+    Triton's binder would bind."""
+    way, launch = world.log[-1]
+    if way == "triton":
+        assert launch[0] == tuple(grid) and same_arguments(launch[1], args, given) and launch[2] == options
+        return
+    kernel, (g0, g1, g2, stream, function, packed, metadata, enter, leave, *bound) = launch
+    jit = world.jit(fn)
+    assert kernel.specialization == world.specialization(jit, args, options), "a kernel compiled for other arguments"
+    assert (g0, g1, g2) == (*grid, *(1,) * (3 - len(grid)))
+    assert stream == f"stream {world.driver.device}" and (function, packed) == ("function", ("packed",))
+    assert metadata == ("metadata", tuple(grid), stream, tuple(bound))
+    assert enter is knobs.runtime.launch_enter_hook and leave is knobs.runtime.launch_exit_hook
+    assert same_arguments(bound, (*args, *fast_launch._tail(jit, args, options)), given)
+
+
+def same_arguments(ours, theirs, given=()) -> bool:
+    """Argument lists equal one by one. A tensor must be the very same tensor, except one the
+    launch site made itself (not among ``given``, the call's own tensors: x copied to align it,
+    each build making its own), which must hold the same values with the same strides and
+    address modulo 16."""
+    return len(ours) == len(theirs) and all(_same_argument(a, b, given) for a, b in zip(ours, theirs))
+
+
+def _same_argument(a, b, given) -> bool:
+    if not (isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor)):
+        return a == b
+    if a is b:
+        return True
+    made_by_the_site = not any(b is t for t in given)
+    return (
+        made_by_the_site and isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.stride() == b.stride()
+        and a.data_ptr() % 16 == b.data_ptr() % 16 and torch.equal(a, b)
+    )
