@@ -57,6 +57,19 @@ def test_fragment_layout_matches_linear_and_survives_to(dtype):
     assert "fragments" in repr(sparse)
 
 
+def test_forward_follows_buffers_replaced_and_a_bias_made_a_parameter():
+    """forward reads its buffers from the module's table, not through attribute lookup: buffers
+    replaced (as ``Module._apply`` does) rebuild the weight over them, and a bias replaced by a
+    parameter is the one added."""
+    lin = _pruned_linear(64, 16)
+    sparse = SparseLinear.from_linear(lin)
+    sparse._apply(torch.clone)
+    assert sparse.weight24.values is sparse.values and sparse.weight24.meta is sparse.meta
+    sparse.bias = nn.Parameter(torch.full((16,), 3.0, device=DEVICE))
+    x = torch.randn(2, 64, device=DEVICE)
+    assert rel_err(sparse(x), nn.functional.linear(x, lin.weight, sparse.bias)) < 1e-5
+
+
 def test_unknown_layout_is_rejected():
     with pytest.raises(ValueError, match="layout must be one of"):
         SparseLinear.from_linear(_pruned_linear(32, 8), layout="csr")
