@@ -1,0 +1,247 @@
+"""The host's time to launch one decode-size product of ours, measured on a machine without a GPU.
+
+    PYTHONPATH=lib python bench/host_launch.py [--calls 20000] [--out bench/results]
+
+Without CUDA graphs a decode step launches every layer's kernel one after the other, and a
+decode-size product takes about 10 µs on the GPU, so the host's time per launch sets the pace.
+This takes that time apart for a 4096×4096 weight in fragment order, with the kernel and tiling
+the committed H200 table (``dispatch_sm90.json``) picks at 1 and at 16 tokens (``spmma`` in the
+table committed with this script). Everything runs for
+real except two things: Triton's compiled kernel is a stand-in whose launcher does nothing, and
+the GPU driver a stand-in that reports device 0 and its stream. So each figure is Python's
+share of the path, the part ``fast_launch`` and the bound launches change; the launcher itself
+(argument packing, ``cuLaunchKernel``) and the GPU come on top, and the GPU run's host probe
+(``bench/sp24/dispatcher.py``) measures the whole.
+
+Rows, from the kernel outwards:
+
+- Triton's launch, ``kernel[grid](...)``, on arguments built beforehand;
+- ``fast_launch.launch`` on the same arguments;
+- the chosen method's route without a bound launch (``run_choice``: the arguments built, then
+  ``fast_launch``), the choice looked up first;
+- the whole route after ``sparse24_matmul``'s input checks (``dispatch._product``), which from
+  the second call launches the layer's bound launch;
+- the same route with fast launch off: every call through Triton's path;
+- the bound launch alone, and the output allocation every route makes.
+
+Each row is first checked to take the way it names, in a few calls with counters wrapped around
+the stand-in launcher, Triton's path and the bound launch; the timed passes run without them.
+The result is the best of three passes of ``--calls`` calls each, written to
+``cpu-host-launch.json`` and ``.md`` in ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+if os.environ.get("TRITON_INTERPRET") == "1":
+    sys.exit("host_launch.py measures Triton's compiled-kernel path: unset TRITON_INTERPRET")
+if os.environ.get("REPRO_FAST_LAUNCH") == "0":
+    sys.exit("host_launch.py compares the launch paths, fast launch among them: unset REPRO_FAST_LAUNCH")
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
+
+import torch  # noqa: E402
+import triton  # noqa: E402
+from triton.backends.compiler import GPUTarget  # noqa: E402
+from triton.runtime.driver import driver  # noqa: E402
+
+from repro.kernels import compress_24, dispatch, fast_launch, triton_sp24  # noqa: E402
+
+N = K = 4096
+TOKENS = (1, 16)
+
+
+class StandInDriver:
+    """The GPU driver as Triton's launch path and ``fast_launch`` use it: device 0, stream 0, an
+    sm_90 target."""
+
+    def get_current_device(self):
+        return 0
+
+    def get_current_stream(self, device):
+        return 0
+
+    def get_current_target(self):
+        return GPUTarget("cuda", 90, 32)
+
+
+class StandInKernel:
+    """A compiled kernel whose launcher only counts its calls."""
+
+    function, packed_metadata = 0, ()
+
+    def __init__(self):
+        self.launches = 0
+
+    def run(self, *launch_args):
+        self.launches += 1
+
+    def launch_metadata(self, grid, stream, *args):
+        return None
+
+
+def stand_in_compiler(fn, kernel: StandInKernel) -> None:
+    """Triton's path for ``fn`` as it is, except that a compile puts ``kernel`` in Triton's cache
+    under the key Triton computed. It hashes the kernel's source as a real compile does: that
+    records the globals the kernel reads, which Triton's path then checks on every launch (about
+    2.5 µs a call here; leaving it out would understate that path)."""
+
+    def do_compile(key, signature, device, constexprs, options, attrs, warmup):
+        fn.cache_key  # noqa: B018 (the source hash, for what it records)
+        fn.device_caches[device][0][key] = kernel
+        return kernel
+
+    fn._do_compile = do_compile
+
+
+@contextmanager
+def counting_ways(fn, kernel: StandInKernel):
+    """Counts, while inside, the calls that reach the launcher, those through Triton's path for
+    ``fn`` and those of a bound launch (wrappers the timed passes run without)."""
+    counts = {"launcher": 0, "triton": 0, "bound": 0}
+    run, bound_call, launcher = fn.run, fast_launch.BoundLaunch.__call__, kernel.run
+
+    def counted(way, call):
+        def counted_call(*args, **kwargs):
+            counts[way] += 1
+            return call(*args, **kwargs)
+
+        return counted_call
+
+    fn.run, kernel.run = counted("triton", run), counted("launcher", launcher)
+    fast_launch.BoundLaunch.__call__ = counted("bound", bound_call)
+    try:
+        yield counts
+    finally:
+        del fn.run, kernel.run  # the class's own again
+        fast_launch.BoundLaunch.__call__ = bound_call
+
+
+def check_way(name: str, call, way: str | None, fn, kernel: StandInKernel, calls: int = 5) -> None:
+    """Each of ``calls`` calls reaches the launcher once and takes the way the row names
+    (Triton's path, the bound launch) every time, or neither of those ever."""
+    with counting_ways(fn, kernel) as counts:
+        for _ in range(calls):
+            call()
+    if counts["launcher"] != calls:
+        raise SystemExit(f"{name}: {counts['launcher']} launches reached the launcher in {calls} calls")
+    for path in ("triton", "bound"):
+        if counts[path] != (calls if way == path else 0):
+            raise SystemExit(f"{name}: {counts[path]} of {calls} calls went the {path} way")
+
+
+def best_us(call, calls: int) -> float:
+    for _ in range(min(calls, 500)):
+        call()
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        for _ in range(calls):
+            call()
+        best = min(best, (time.perf_counter() - start) / calls * 1e6)
+    return best
+
+
+def measure(calls: int) -> list[dict]:
+    driver.set_active(StandInDriver())
+    dispatch.arch_name = lambda device: "sm90"  # the committed H200 table, as on that GPU
+    dispatch._sm_count = lambda device: 132
+    kernel = StandInKernel()
+    dense = torch.zeros(N, K, dtype=torch.float16)
+    dense[:, ::2] = 1  # 2:4 along K
+    weight = compress_24(dense).fragments()
+    rows = []
+    for m in TOKENS:
+        x = torch.randn(m, K, dtype=torch.float16)
+        out = torch.empty(m, N, dtype=torch.float16)
+        choice = dispatch.choose(weight, m)
+        if choice.method in ("cublas", "torch_semi_structured"):
+            raise SystemExit(f"the committed table picks {choice.method} at M = {m}, no kernel of ours: update TOKENS")
+        fn, grid, args, options = triton_sp24.kernel_call(choice.method, x, weight, None, out, choice.config)
+        stand_in_compiler(fn, kernel)
+        dispatch._product(x, weight, None, 0)  # the layer's first call: binds its launch
+        bound = weight._launches[dispatch._launch_key(x, weight, None)]
+        paths = {
+            "Triton's launch, kernel[grid](...)": (lambda: fn[grid](*args, **options), "triton"),
+            "fast_launch.launch": (lambda: fast_launch.launch(fn, grid, args, options), None),
+            "route without a bound launch (choice, run_choice)": (
+                lambda: dispatch.run_choice(dispatch.choose(weight, m), x, weight, None),
+                None,
+            ),
+            "route after the input checks, launch bound (_product)": (
+                lambda: dispatch._product(x, weight, None, 0),
+                "bound",
+            ),
+            "route after the input checks, fast launch off": (_turned_off(dispatch._product, x, weight), "triton"),
+            "bound launch alone": (lambda: bound(x, out), "bound"),
+        }
+        for name, (call, way) in paths.items():
+            check_way(name, call, way, fn, kernel)
+            label = f"{choice.method} {choice.config.label()}"
+            rows.append(dict(M=m, call=name, cfg=label, us=round(best_us(call, calls), 2)))
+        allocation = best_us(lambda: x.new_empty((m, N)), calls)
+        rows.append(dict(M=m, call="output allocation (x.new_empty)", cfg="", us=round(allocation, 2)))
+    return rows
+
+
+def _turned_off(product, x, weight):
+    def call():
+        with fast_launch.turned_off():
+            product(x, weight, None, 0)
+
+    return call
+
+
+def machine() -> dict:
+    return dict(
+        date=datetime.date.today().isoformat(),
+        cpu=platform.processor() or platform.machine(),
+        cpus=os.cpu_count(),
+        python=platform.python_version(),
+        torch=torch.__version__,
+        triton=triton.__version__,
+    )
+
+
+def markdown(rows: list[dict], info: dict, calls: int) -> str:
+    lines = [
+        "# Host time of one decode-size launch, Python's share (no GPU: driver and launcher stubbed)",
+        "",
+        f"{info['date']}; {info['cpu']}, {info['cpus']} CPUs; Python {info['python']}, torch {info['torch']}, "
+        f"Triton {info['triton']}. 4096×4096 fp16 weight in fragment order, the kernel and tiling the "
+        f"committed sm_90 table picks; best of 3 passes of {calls} calls. `bench/host_launch.py`.",
+        "",
+        "| M | kernel, tiling | call | µs |",
+        "|---|---|---|---|",
+    ]
+    lines += [f"| {r['M']} | {r['cfg']} | {r['call']} | {r['us']:.2f} |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=20000, help="calls per pass (3 passes, the best kept)")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    args = parser.parse_args()
+    if args.calls < 1:
+        parser.error(f"--calls must be at least 1, got {args.calls}")
+    rows = measure(args.calls)
+    info = machine()
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "cpu-host-launch.json").write_text(json.dumps(dict(info, calls=args.calls, rows=rows), indent=1))
+    report = markdown(rows, info, args.calls)
+    (args.out / "cpu-host-launch.md").write_text(report)
+    print(report)
+
+
+if __name__ == "__main__":
+    main()
