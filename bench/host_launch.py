@@ -6,12 +6,14 @@ Without CUDA graphs a decode step launches every layer's kernel one after the ot
 decode-size product takes about 10 µs on the GPU, so the host's time per launch sets the pace.
 This takes that time apart for a 4096×4096 weight in fragment order, with the kernel and tiling
 the committed H200 table (``dispatch_sm90.json``) picks at 1 and at 16 tokens (``spmma`` in the
-table committed with this script). Everything runs for
-real except two things: Triton's compiled kernel is a stand-in whose launcher does nothing, and
-the GPU driver a stand-in that reports device 0 and its stream. So each figure is Python's
-share of the path, the part ``fast_launch`` and the bound launches change; the launcher itself
-(argument packing, ``cuLaunchKernel``) and the GPU come on top, and the GPU run's host probe
-(``bench/sp24/dispatcher.py``) measures the whole.
+table committed with this script). Everything runs for real, Triton's own Python included (its
+launch path, the compiled kernel's ``launch_metadata``, the launcher's Python wrapper), except
+two things: the launcher's native part, a stand-in that calls the launch hooks as the native one
+does and launches nothing, and the GPU driver, a stand-in that reports device 0 and its stream.
+So each figure is Python's share of the path, the part ``fast_launch`` and the bound launches
+change. The native launcher (reading each argument, a driver check per tensor pointer,
+``cuLaunchKernel``) and the GPU come on top; the GPU run's host probe (``bench/sp24/dispatcher.py``)
+measures the whole.
 
 Rows, from the kernel outwards:
 
@@ -25,7 +27,8 @@ Rows, from the kernel outwards:
 - the bound launch alone, and the output allocation every route makes.
 
 Each row is first checked to take the way it names, in a few calls with counters wrapped around
-the stand-in launcher, Triton's path and the bound launch; the timed passes run without them.
+Triton's path and the bound launch, and the native launch counting its calls; the timed passes
+run without the wrappers.
 The result is the best of three passes of ``--calls`` calls each, written to
 ``cpu-host-launch.json`` and ``.md`` in ``--out``.
 """
@@ -34,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import inspect
 import json
 import os
 import platform
@@ -52,6 +56,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
 import torch  # noqa: E402
 import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
+from triton.backends.nvidia.driver import CudaLauncher  # noqa: E402
+from triton.compiler.compiler import CompiledKernel  # noqa: E402
 from triton.runtime.driver import driver  # noqa: E402
 
 from repro.kernels import compress_24, dispatch, fast_launch, triton_sp24  # noqa: E402
@@ -75,18 +81,37 @@ class StandInDriver:
 
 
 class StandInKernel:
-    """A compiled kernel whose launcher only counts its calls."""
+    """A compiled kernel as Triton's launch paths use it, with Triton's own Python parts (its
+    ``launch_metadata``, its launcher's Python wrapper) and only the native launch replaced: by
+    a stand-in that calls the launch hooks as the native one does, and counts."""
 
-    function, packed_metadata = 0, ()
+    function, packed_metadata, name, src = 0, (), "stand_in", None  # no source: no metadata function
+    module = object()  # "loaded": Triton's _init_handles returns at once
+    launch_metadata = CompiledKernel.launch_metadata
+    _init_handles = CompiledKernel._init_handles
 
     def __init__(self):
         self.launches = 0
+        launcher = object.__new__(CudaLauncher)  # its Python wrapper, around the native launch below
+        launcher.__dict__.update(
+            num_ctas=1, global_scratch_size=0, global_scratch_align=1, profile_scratch_size=0,
+            profile_scratch_align=1, launch_cooperative_grid=False, launch_pdl=False, arg_annotations=None,
+            kernel_signature=None, launch=self._native_launch,
+        )
+        self.run = launcher
 
-    def run(self, *launch_args):
+    def _native_launch(self, *launch_args):
+        metadata, enter, leave = (launch_args[i] for i in _HOOK_ARGUMENTS)
+        for hook in (enter, leave):
+            if hook is not None:
+                hook(metadata)
         self.launches += 1
 
-    def launch_metadata(self, grid, stream, *args):
-        return None
+
+# where the native launch finds the launch metadata and the enter and exit hooks: Triton 3.7
+# hands them over named, before the scratch buffers; 3.6 after them, among the kernel's arguments
+_NAMED_HOOKS = "launch_enter_hook" in inspect.signature(CudaLauncher.__call__).parameters
+_HOOK_ARGUMENTS = (8, 9, 10) if _NAMED_HOOKS else (10, 11, 12)
 
 
 def stand_in_compiler(fn, kernel: StandInKernel) -> None:
@@ -104,11 +129,11 @@ def stand_in_compiler(fn, kernel: StandInKernel) -> None:
 
 
 @contextmanager
-def counting_ways(fn, kernel: StandInKernel):
-    """Counts, while inside, the calls that reach the launcher, those through Triton's path for
-    ``fn`` and those of a bound launch (wrappers the timed passes run without)."""
-    counts = {"launcher": 0, "triton": 0, "bound": 0}
-    run, bound_call, launcher = fn.run, fast_launch.BoundLaunch.__call__, kernel.run
+def counting_ways(fn):
+    """Counts, while inside, the calls through Triton's path for ``fn`` and those of a bound
+    launch (wrappers the timed passes run without)."""
+    counts = {"triton": 0, "bound": 0}
+    run, bound_call = fn.run, fast_launch.BoundLaunch.__call__
 
     def counted(way, call):
         def counted_call(*args, **kwargs):
@@ -117,23 +142,24 @@ def counting_ways(fn, kernel: StandInKernel):
 
         return counted_call
 
-    fn.run, kernel.run = counted("triton", run), counted("launcher", launcher)
+    fn.run = counted("triton", run)
     fast_launch.BoundLaunch.__call__ = counted("bound", bound_call)
     try:
         yield counts
     finally:
-        del fn.run, kernel.run  # the class's own again
+        del fn.run  # the class's own again
         fast_launch.BoundLaunch.__call__ = bound_call
 
 
 def check_way(name: str, call, way: str | None, fn, kernel: StandInKernel, calls: int = 5) -> None:
-    """Each of ``calls`` calls reaches the launcher once and takes the way the row names
+    """Each of ``calls`` calls reaches the native launch once and takes the way the row names
     (Triton's path, the bound launch) every time, or neither of those ever."""
-    with counting_ways(fn, kernel) as counts:
+    launches = kernel.launches
+    with counting_ways(fn) as counts:
         for _ in range(calls):
             call()
-    if counts["launcher"] != calls:
-        raise SystemExit(f"{name}: {counts['launcher']} launches reached the launcher in {calls} calls")
+    if kernel.launches - launches != calls:
+        raise SystemExit(f"{name}: {kernel.launches - launches} launches reached the launcher in {calls} calls")
     for path in ("triton", "bound"):
         if counts[path] != (calls if way == path else 0):
             raise SystemExit(f"{name}: {counts[path]} of {calls} calls went the {path} way")
@@ -214,7 +240,7 @@ def machine() -> dict:
 
 def markdown(rows: list[dict], info: dict, calls: int) -> str:
     lines = [
-        "# Host time of one decode-size launch, Python's share (no GPU: driver and launcher stubbed)",
+        "# Host time of one decode-size launch, Python's share (no GPU: the driver and the native launch stubbed)",
         "",
         f"{info['date']}; {info['cpu']}, {info['cpus']} CPUs; Python {info['python']}, torch {info['torch']}, "
         f"Triton {info['triton']}. 4096×4096 fp16 weight in fragment order, the kernel and tiling the "

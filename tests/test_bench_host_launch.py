@@ -102,7 +102,7 @@ def test_a_row_that_does_not_take_the_way_it_names_stops_the_run(host_launch, wa
     class Kernel:  # a kernel whose Triton path launches the compiled stand-in (or, broken, nothing)
         def run(self, *args, **kwargs):
             if reaches_launcher:
-                kernel.run()
+                kernel.run(1, 1, 1, 0, kernel.function, kernel.packed_metadata, None, None, None)
 
     fn = Kernel()
     check = lambda: host_launch.check_way("row", lambda: fn.run(), way, fn, kernel)  # noqa: E731
@@ -111,4 +111,14 @@ def test_a_row_that_does_not_take_the_way_it_names_stops_the_run(host_launch, wa
     else:
         with pytest.raises(SystemExit, match=says):
             check()
-    assert "run" not in vars(fn) and "run" not in vars(kernel)  # the counters are gone
+    assert "run" not in vars(fn)  # the counter is gone
+
+
+def test_the_stand_in_launcher_calls_the_hooks_as_tritons_does(host_launch):
+    """Triton's launcher wrapper around the stand-in's native launch: hooks called with the
+    launch metadata, enter then exit; None skipped."""
+    kernel, seen = host_launch.StandInKernel(), []
+    kernel.run(2, 1, 1, 0, kernel.function, kernel.packed_metadata, "metadata", lambda m: seen.append(("enter", m)),
+               lambda m: seen.append(("exit", m)), 7, 8)
+    kernel.run(2, 1, 1, 0, kernel.function, kernel.packed_metadata, None, None, None, 7, 8)
+    assert seen == [("enter", "metadata"), ("exit", "metadata")] and kernel.launches == 2

@@ -92,11 +92,12 @@ class StandInLaunches:
 
 
 
-def assert_launched_as_built(world: StandInLaunches, fn, grid, args, options, given) -> None:
+def assert_launched_as_built(world: StandInLaunches, fn, grid, args, options, given, addresses=True) -> None:
     """The last launch, whichever way it went, got what the launch site built for a call with the
     tensors ``given``: Triton's path the same grid, arguments and options; a launcher the grid,
     the current stream, the compiled kernel's handles, the launch hooks and the arguments
-    Triton's binder would bind."""
+    Triton's binder would bind (a pointer as its tensor, or where ``addresses`` also as the
+    tensor's address)."""
     way, launch = world.log[-1]
     if way == "triton":
         assert launch[0] == tuple(grid) and same_arguments(launch[1], args, given) and launch[2] == options
@@ -106,26 +107,37 @@ def assert_launched_as_built(world: StandInLaunches, fn, grid, args, options, gi
     assert kernel.specialization == world.specialization(jit, args, options), "a kernel compiled for other arguments"
     assert (g0, g1, g2) == (*grid, *(1,) * (3 - len(grid)))
     assert stream == f"stream {world.driver.device}" and (function, packed) == ("function", ("packed",))
-    assert metadata == ("metadata", tuple(grid), stream, tuple(bound))
-    assert enter is knobs.runtime.launch_enter_hook and leave is knobs.runtime.launch_exit_hook
-    assert same_arguments(bound, (*args, *fast_launch._tail(jit, args, options)), given)
+    assert_hooks_as_set(metadata, enter, leave, ("metadata", tuple(grid), stream, tuple(bound)))
+    assert same_arguments(bound, (*args, *fast_launch._tail(jit, args, options)), given, addresses)
 
 
-def same_arguments(ours, theirs, given=()) -> bool:
-    """Argument lists equal one by one. A tensor must be the very same tensor, except one the
-    launch site made itself (not among ``given``, the call's own tensors: x copied to align it,
-    each build making its own), which must hold the same values with the same strides and
-    address modulo 16."""
-    return len(ours) == len(theirs) and all(_same_argument(a, b, given) for a, b in zip(ours, theirs))
+def same_arguments(ours, theirs, given=(), addresses=True) -> bool:
+    """Argument lists equal one by one. A tensor must be the very same tensor, or (``addresses``:
+    what a bound launch hands the launcher) its address, except a tensor the launch site made
+    itself (not among ``given``, the call's own tensors: x copied to align it, each build making
+    its own), which must hold the same values with the same strides and address modulo 16."""
+    return len(ours) == len(theirs) and all(_same_argument(a, b, given, addresses) for a, b in zip(ours, theirs))
 
 
-def _same_argument(a, b, given) -> bool:
+def _same_argument(a, b, given, addresses) -> bool:
     if not (isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor)):
         return a == b
     if a is b:
         return True
+    if addresses and type(a) is int and isinstance(b, torch.Tensor):
+        return a == b.data_ptr()
     made_by_the_site = not any(b is t for t in given)
     return (
         made_by_the_site and isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.stride() == b.stride()
         and a.data_ptr() % 16 == b.data_ptr() % 16 and torch.equal(a, b)
     )
+
+
+def assert_hooks_as_set(metadata, enter, leave, built) -> None:
+    """What a launcher got for the launch hooks: Triton's hooks and the metadata the kernel
+    built (``built``) where a hook is set; where none is, no hooks and no metadata."""
+    hooks = (knobs.runtime.launch_enter_hook, knobs.runtime.launch_exit_hook)
+    if fast_launch.hooks_idle(*hooks):
+        assert (metadata, enter, leave) == (None, None, None)
+    else:
+        assert metadata == built and enter is hooks[0] and leave is hooks[1]

@@ -17,6 +17,7 @@ import torch
 from launch_stand_ins import assert_launched_as_built
 from sp24_helpers import DEVICE, random_24
 from triton import knobs
+from triton.knobs import HookChain
 
 from repro.kernels import compress_24, dispatch, fast_launch, sparse24_matmul, triton_sp24
 from repro.kernels.fragments import SpmmaConfig, WgmmaConfig
@@ -67,13 +68,14 @@ class Layer:
     def product(self, x, bias="layer's"):
         return dispatch._product(x, self.w, self.bias if bias == "layer's" else bias, 0)
 
-    def assert_last_launch_is_the_sites(self, x, y, bias="layer's"):
-        """The last launch got, one by one, the arguments the launch site builds for this call."""
+    def assert_last_launch_is_the_sites(self, x, y, bias="layer's", addresses=True):
+        """The last launch got, one by one, the arguments the launch site builds for this call
+        (pointers as tensors, or where ``addresses`` as their addresses)."""
         bias = self.bias if bias == "layer's" else bias
         fn, grid, args, options = SITE_ARGUMENTS(self.choice.method, x, self.w, bias, y, self.choice.config)
         frags = self.w.fragments()
         given = (x, y, bias, self.w.values, self.w.meta, frags.values, frags.meta)
-        assert_launched_as_built(self.launches, fn, grid, args, options, given)
+        assert_launched_as_built(self.launches, fn, grid, args, options, given, addresses)
 
 
 @pytest.fixture(params=list(SITES))
@@ -84,14 +86,15 @@ def layer(request, launches, monkeypatch):
 def test_a_bound_launch_hands_the_launcher_what_the_site_builds(layer):
     """The first call goes Triton's way and binds; the next ones, on other x with the same key,
     launch the bound kernel with their own x and a fresh output."""
-    x1 = layer.x(0)
-    layer.product(x1)
+    outputs = [layer.product(layer.x(0))]  # all kept: a freed output's address could come back
     assert len(layer.launches.through_triton) == 1 and not layer.bound_calls
     for slot in (1, 2):
         x = layer.x(slot)
-        y = layer.product(x)
-        layer.assert_last_launch_is_the_sites(x, y)
+        outputs.append(layer.product(x))
+        layer.assert_last_launch_is_the_sites(x, outputs[-1])
     assert len(layer.launches.through_triton) == 1 and len(layer.bound_calls) == 2
+    kept = layer.w._launches[dispatch._launch_key(x, layer.w, layer.bias)]._kept
+    assert not any(t is x or t is outputs[0] for t in kept)  # the first call's x and output are not held
 
 
 CHANGES = ["x 8 bytes off", "x rows further apart", "another M", "another bias object", "another table",
@@ -120,6 +123,19 @@ def test_what_the_key_holds_takes_the_call_the_full_way(layer, change):
     y = layer.product(x, bias)
     assert len(layer.bound_calls) == 1
     layer.assert_last_launch_is_the_sites(x, y, bias)
+
+
+def test_a_launch_hook_sees_tensors_as_triton_hands_them(layer, monkeypatch):
+    """A profiler's launch hook gets the launch's metadata as from Triton: while one is set, the
+    call goes the full way, fast launch handing the launcher the tensors themselves."""
+    layer.product(layer.x(0))
+    chain = HookChain()
+    chain.add(lambda metadata: None)
+    monkeypatch.setattr(knobs.runtime, "launch_enter_hook", chain)
+    x = layer.x(1)
+    y = layer.product(x)
+    assert not layer.bound_calls
+    layer.assert_last_launch_is_the_sites(x, y, addresses=False)
 
 
 @pytest.mark.parametrize("why", ["turned off", "debug", "a pre-run hook", "another device"])
@@ -168,7 +184,7 @@ def test_a_weight_keeps_a_bounded_number_of_launches(launches, monkeypatch):
     for bias in kept:
         layer.product(layer.x(0), bias)
     assert len(layer.w._launches) == dispatch.MAX_BOUND_LAUNCHES
-    held = [a for bound in layer.w._launches.values() for a in bound._args if isinstance(a, torch.Tensor)]
+    held = [a for bound in layer.w._launches.values() for a in bound._kept]
     assert not any(a is first for a in held) and any(a is kept[-1] for a in held)
 
 

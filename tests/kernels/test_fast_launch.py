@@ -10,10 +10,12 @@ import pytest
 import torch
 import triton
 import triton.language as tl
+from launch_stand_ins import assert_hooks_as_set
 from sp24_helpers import DEVICE, random_24
 from triton import knobs
 from triton.backends.compiler import BaseBackend, GPUTarget
 from triton.compiler import make_backend
+from triton.knobs import HookChain
 from triton.runtime.jit import JITFunction, create_function_from_signature, native_specialize_impl
 
 from repro.kernels import compress_24, fast_launch, gluon_sp24, gluon_wgmma, sparse24_matmul, triton_sp24
@@ -108,7 +110,14 @@ def toy(launches):
     return launches.jit(_toy_kernel), launches.compiled, launches.through_triton
 
 
-def test_second_call_launches_the_compiled_kernel_directly(toy):
+@pytest.mark.parametrize("hook", [False, True], ids=["no launch hook", "a launch hook"])
+def test_second_call_launches_the_compiled_kernel_directly(toy, monkeypatch, hook):
+    """With the arguments Triton binds; the launch hooks and their metadata only where a hook
+    is set (Triton's chains of hooks are there, empty, unless a profiler adds one)."""
+    if hook:
+        chain = HookChain()
+        chain.add(lambda metadata: None)
+        monkeypatch.setattr(knobs.runtime, "launch_enter_hook", chain)
     fn, compiled, through_triton = toy
     x = torch.zeros(32, dtype=torch.float16)
     fast_launch.launch(fn, (4,), (x, 8), {"BLOCK": 16})
@@ -116,10 +125,10 @@ def test_second_call_launches_the_compiled_kernel_directly(toy):
     fast_launch.launch(fn, (5, 2), (x[8:], 24), {"BLOCK": 16})  # the same specialization
     assert len(through_triton) == 1
     (kernel,) = compiled.values()
-    ((*launch, enter, leave, x_arg, n, block, extra),) = kernel.launches
-    stream = "stream 0"
-    assert launch == [5, 2, 1, stream, "function", ("packed",), ("metadata", (5, 2), stream, (x_arg, 24, 16, 3))]
-    assert enter is knobs.runtime.launch_enter_hook and leave is knobs.runtime.launch_exit_hook
+    ((*launch, metadata, enter, leave, x_arg, n, block, extra),) = kernel.launches
+    assert launch == [5, 2, 1, "stream 0", "function", ("packed",)]
+    assert_hooks_as_set(metadata, enter, leave, ("metadata", (5, 2), "stream 0", (x_arg, 24, 16, 3)))
+    assert (metadata is None) is not hook
     assert x_arg is not x and x_arg.data_ptr() == x[8:].data_ptr() and (n, block, extra) == (24, 16, 3)
 
 

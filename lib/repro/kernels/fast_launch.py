@@ -7,7 +7,9 @@ derived on the previous call: it binds every argument against the signature, com
 specialization (a pointer's 16-byte alignment, an integer's divisibility by 16, an integer 1
 compiled as a constant), hashes those with the options into a cache key and looks the compiled
 kernel up. ``launch`` does that once per distinct specialization and afterwards calls the compiled
-kernel's launcher directly, with exactly the arguments Triton's own path passes.
+kernel's launcher directly, with the arguments Triton's own path passes; only where no launch hook
+is set (a profiler sets one) it hands over no hooks and no metadata for them, which Triton builds
+on every launch and its launcher hands to its empty chains of hooks.
 
 Its key has to separate every two calls that Triton would compile apart, or a kernel compiled for
 aligned pointers would run on unaligned ones. It keeps, per argument, at least what Triton
@@ -33,6 +35,7 @@ from dataclasses import dataclass
 
 import torch
 from triton import knobs
+from triton.knobs import HookChain
 from triton.runtime.driver import driver
 from triton.runtime.jit import JITFunction
 
@@ -140,9 +143,16 @@ def launch(fn, grid: tuple, args: tuple, options: dict, warmup: bool = False) ->
     return plan
 
 
-def _run(kernel, grid: tuple, stream, full: tuple) -> None:
-    """The compiled kernel's launcher, handed what ``JITFunction.run`` hands it."""
+def _run(kernel, grid: tuple, stream, full) -> None:
+    """The compiled kernel's launcher, handed what ``JITFunction.run`` hands it; where no launch
+    hook is set, no hooks and no metadata for them (Triton builds the metadata and has its
+    launcher call its empty chains of hooks on every launch)."""
     size = len(grid)
+    enter, leave = knobs.runtime.launch_enter_hook, knobs.runtime.launch_exit_hook
+    if hooks_idle(enter, leave):
+        metadata = enter = leave = None
+    else:
+        metadata = kernel.launch_metadata(grid, stream, *full)  # for the hooks (profilers), as Triton does
     kernel.run(
         grid[0],
         grid[1] if size > 1 else 1,
@@ -150,11 +160,17 @@ def _run(kernel, grid: tuple, stream, full: tuple) -> None:
         stream,
         kernel.function,
         kernel.packed_metadata,
-        kernel.launch_metadata(grid, stream, *full),  # for launch hooks (profilers), as Triton does
-        knobs.runtime.launch_enter_hook,
-        knobs.runtime.launch_exit_hook,
+        metadata,
+        enter,
+        leave,
         *full,
     )
+
+
+def hooks_idle(*hooks) -> bool:
+    """Whether none of ``hooks`` would call anything: each None, or Triton's chain of hooks with
+    none in it."""
+    return all(hook is None or (type(hook) is HookChain and not hook.calls) for hook in hooks)
 
 
 class BoundLaunch:
@@ -167,31 +183,52 @@ class BoundLaunch:
     ``launch``'s key. The caller must key it on everything else the arguments depend on (the
     number of tokens, the input's row stride and alignment, the bias), so that the new input
     has the old one's specialization; the launch uses the current stream, as ``launch`` does.
-    It keeps the tensors it was bound with alive, so a kept weight or workspace cannot be freed
-    under it.
+
+    Pointers go to the launcher as addresses. Handed a tensor, Triton's launcher asks it for its
+    address and has the driver check that address (``cuPointerGetAttribute``) on every launch,
+    seven times for our fragment-order kernels; handed an int, it takes it as the address. The
+    fixed tensors are resolved once here and kept alive, so a weight or workspace cannot be
+    freed under the launch; x and the output once per call, by a caller that has checked they
+    are on the weight's device. A launch hook (a profiler) is handed tensors as Triton hands
+    them, so while one is set ``ready`` says no.
     """
 
-    __slots__ = ("fn", "kernel", "grid", "device", "_args", "_x_at", "_out_at", "_current_device", "_current_stream")
+    __slots__ = ("fn", "kernel", "grid", "device", "_args", "_kept", "_x_at", "_out_at", "_current_device",
+                 "_current_stream")
 
     def __init__(self, plan: _Plan, grid: tuple, args: list, x_at: tuple, out_at: tuple):
-        self.fn, self.kernel, self.grid = plan.fn, plan.kernel, grid
-        self._args, self._x_at, self._out_at = args, x_at, out_at
+        self.fn, self.kernel, self.grid, self._x_at, self._out_at = plan.fn, plan.kernel, grid, x_at, out_at
+        per_call = set(x_at) | set(out_at)
+        self._kept = tuple(a for i, a in enumerate(args) if i not in per_call and isinstance(a, torch.Tensor))
+        self._args = [None if i in per_call else _address(a) for i, a in enumerate(args)]
         active_driver = driver.active
         self._current_device, self._current_stream = active_driver.get_current_device, active_driver.get_current_stream
         self.device = self._current_device()
 
     def ready(self) -> bool:
         """Whether it may launch now: fast launch on (``active``), no pre-run hook added to the
-        kernel since, and the device it was bound on current (the compiled kernel is loaded there)."""
-        return active() and not self.fn.pre_run_hooks and self._current_device() == self.device
+        kernel since, no launch hook set, and the device it was bound on current (the compiled
+        kernel is loaded there)."""
+        runtime = knobs.runtime
+        return (
+            active()
+            and not self.fn.pre_run_hooks
+            and hooks_idle(runtime.launch_enter_hook, runtime.launch_exit_hook)
+            and self._current_device() == self.device
+        )
 
     def __call__(self, x: torch.Tensor, out: torch.Tensor) -> None:
         args = self._args.copy()
+        x_address, out_address = x.data_ptr(), out.data_ptr()
         for i in self._x_at:
-            args[i] = x
+            args[i] = x_address
         for i in self._out_at:
-            args[i] = out
+            args[i] = out_address
         _run(self.kernel, self.grid, self._current_stream(self.device), args)
+
+
+def _address(value):
+    return value.data_ptr() if isinstance(value, torch.Tensor) else value
 
 
 def bind(plan: _Plan | None, grid: tuple, args: tuple, x: torch.Tensor, out: torch.Tensor) -> BoundLaunch | None:
