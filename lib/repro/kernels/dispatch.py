@@ -6,7 +6,8 @@ and ``wgmma`` on Hopper's dense warpgroup MMA, the weight expanded in registers)
 cuBLAS on the dense weight (``cublas``) and PyTorch's semi-structured sparsity
 (``torch_semi_structured``, cuSPARSELt). The choice comes from a table measured by
 ``bench/sparse24.py`` and committed per GPU architecture (``dispatch_sm90.json``); a lookup is a
-dict hit after the first call for a shape.
+dict hit after the first call for a shape, and from a layer's second call with the same number
+of tokens the launch itself is kept on the weight (bound launches, below).
 Shapes absent from the table use rules of thumb (``_default_choice``). A weight stored in fragment
 order (``Sparse24Fragments``) can only run ``spmma``, ``wgmma``, ``cublas`` or cuSPARSELt: where the
 table's choice is a planar-only kernel, the entry's ``fragments`` choice (the best measured of those);
@@ -299,7 +300,7 @@ def _kernel_product(choice: Choice, x2d: torch.Tensor, w: CompressedWeight, bias
     if bound is not None:
         launches = w._launches
         if len(launches) >= MAX_BOUND_LAUNCHES:  # the oldest goes (and the tensors it kept alive)
-            del launches[next(iter(launches))]
+            launches.pop(next(iter(launches), None), None)
         launches[key] = bound
     return out
 
