@@ -22,7 +22,7 @@ Rows, from the kernel outwards:
 - the chosen method's route without a bound launch (``run_choice``: the arguments built, then
   ``fast_launch``), the choice looked up first;
 - the whole route after ``sparse24_matmul``'s input checks (``dispatch._product``), which from
-  the second call launches the layer's bound launch;
+  the second call launches the layer's bound launch, with x as [M, K] and as [M, 1, K];
 - the same route with fast launch off: every call through Triton's path;
 - the bound launch alone, and the output allocation every route makes.
 
@@ -194,8 +194,10 @@ def measure(calls: int) -> list[dict]:
             raise SystemExit(f"the committed table picks {choice.method} at M = {m}, no kernel of ours: update TOKENS")
         fn, grid, args, options = triton_sp24.kernel_call(choice.method, x, weight, None, out, choice.config)
         stand_in_compiler(fn, kernel)
-        dispatch._product(x, weight, None, 0)  # the layer's first call: binds its launch
-        bound = weight._launches[dispatch._launch_key(x, weight, None)]
+        x_tokens = x.view(m, 1, K)
+        for first in (x, x_tokens):  # the layer's first calls: bind their launches
+            dispatch._product(first, weight, None, 0)
+        bound = weight._launches[dispatch._launch_key(x, weight, None)].launch
         paths = {
             "Triton's launch, kernel[grid](...)": (lambda: fn[grid](*args, **options), "triton"),
             "fast_launch.launch": (lambda: fast_launch.launch(fn, grid, args, options), None),
@@ -205,6 +207,10 @@ def measure(calls: int) -> list[dict]:
             ),
             "route after the input checks, launch bound (_product)": (
                 lambda: dispatch._product(x, weight, None, 0),
+                "bound",
+            ),
+            "the same, x as [M, 1, K] (a model's decode step)": (
+                lambda: dispatch._product(x_tokens, weight, None, 0),
                 "bound",
             ),
             "route after the input checks, fast launch off": (_turned_off(dispatch._product, x, weight), "triton"),

@@ -25,6 +25,7 @@ ROWS = (
     "fast_launch.launch",
     "route without a bound launch (choice, run_choice)",
     "route after the input checks, launch bound (_product)",
+    "the same, x as [M, 1, K] (a model's decode step)",
     "route after the input checks, fast launch off",
     "bound launch alone",
     "output allocation (x.new_empty)",

@@ -112,24 +112,32 @@ def assert_launched_as_built(world: StandInLaunches, fn, grid, args, options, gi
 
 
 def same_arguments(ours, theirs, given=(), addresses=True) -> bool:
-    """Argument lists equal one by one. A tensor must be the very same tensor, or (``addresses``:
-    what a bound launch hands the launcher) its address, except a tensor the launch site made
-    itself (not among ``given``, the call's own tensors: x copied to align it, each build making
-    its own), which must hold the same values with the same strides and address modulo 16."""
+    """Argument lists equal one by one. A tensor must be the same memory seen the same way (the
+    very tensor, or a view with its address, shape, strides and dtype), or (``addresses``: what a
+    bound launch hands the launcher) its address; except a tensor the launch site made itself
+    (not among ``given``, the call's own tensors: x copied to align it, each build making its
+    own), which must hold the same values with the same strides and address modulo 16."""
     return len(ours) == len(theirs) and all(_same_argument(a, b, given, addresses) for a, b in zip(ours, theirs))
 
 
 def _same_argument(a, b, given, addresses) -> bool:
     if not (isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor)):
         return a == b
-    if a is b:
+    if a is b or _same_view(a, b):
         return True
     if addresses and type(a) is int and isinstance(b, torch.Tensor):
         return a == b.data_ptr()
-    made_by_the_site = not any(b is t for t in given)
+    made_by_the_site = not any(_same_view(b, t) for t in given)
     return (
         made_by_the_site and isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.stride() == b.stride()
         and a.data_ptr() % 16 == b.data_ptr() % 16 and torch.equal(a, b)
+    )
+
+
+def _same_view(a, b) -> bool:
+    return (
+        isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.data_ptr() == b.data_ptr()
+        and a.shape == b.shape and a.stride() == b.stride() and a.dtype == b.dtype
     )
 
 

@@ -46,7 +46,7 @@ class Layer:
         weight = compress_24(random_24(N, K, device="cpu"))
         self.w = weight.fragments() if layout == "fragments" else weight
         self.bias = torch.randn(N, dtype=torch.float16) if with_bias else None
-        self.storage = torch.randn(4 * 16 * (K + 16) + 64, dtype=torch.float16)
+        self.storage = torch.randn(6 * 16 * (K + 16) + 64, dtype=torch.float16)
         self.launches = launches
 
         def kernel_call(*call):  # the launch site's own arguments, the kernel as a stand-in
@@ -68,13 +68,14 @@ class Layer:
     def product(self, x, bias="layer's"):
         return dispatch._product(x, self.w, self.bias if bias == "layer's" else bias, 0)
 
-    def assert_last_launch_is_the_sites(self, x, y, bias="layer's", addresses=True):
+    def assert_last_launch_is_the_sites(self, x, y, bias="layer's", addresses=True, x_given=True):
         """The last launch got, one by one, the arguments the launch site builds for this call
-        (pointers as tensors, or where ``addresses`` as their addresses)."""
+        (pointers as tensors, or where ``addresses`` as their addresses; x by value unless
+        ``x_given``)."""
         bias = self.bias if bias == "layer's" else bias
         fn, grid, args, options = SITE_ARGUMENTS(self.choice.method, x, self.w, bias, y, self.choice.config)
         frags = self.w.fragments()
-        given = (x, y, bias, self.w.values, self.w.meta, frags.values, frags.meta)
+        given = (*((x,) if x_given else ()), y, bias, self.w.values, self.w.meta, frags.values, frags.meta)
         assert_launched_as_built(self.launches, fn, grid, args, options, given, addresses)
 
 
@@ -93,7 +94,7 @@ def test_a_bound_launch_hands_the_launcher_what_the_site_builds(layer):
         outputs.append(layer.product(x))
         layer.assert_last_launch_is_the_sites(x, outputs[-1])
     assert len(layer.launches.through_triton) == 1 and len(layer.bound_calls) == 2
-    kept = layer.w._launches[dispatch._launch_key(x, layer.w, layer.bias)]._kept
+    kept = layer.w._launches[dispatch._launch_key(x, layer.w, layer.bias)].launch._kept
     assert not any(t is x or t is outputs[0] for t in kept)  # the first call's x and output are not held
 
 
@@ -146,7 +147,7 @@ def test_no_bound_launch_where_fast_launch_would_not_launch_directly(layer, monk
     elif why == "debug":
         monkeypatch.setattr(knobs.runtime, "debug", True)
     elif why == "a pre-run hook":
-        fn = next(iter(layer.w._launches.values())).fn
+        fn = next(iter(layer.w._launches.values())).launch.fn
         monkeypatch.setattr(fn, "pre_run_hooks", [lambda *args, **kwargs: None])
     else:
         layer.launches.driver.device = 1
@@ -161,6 +162,34 @@ def test_no_bound_launch_where_fast_launch_would_not_launch_directly(layer, monk
         y = layer.product(x)
         assert len(layer.bound_calls) == 1
         layer.assert_last_launch_is_the_sites(x, y)
+
+
+def _shaped_inputs(layer, copied: bool) -> list[torch.Tensor]:
+    """Three x of M tokens as [batch, tokens, K], from one storage; ``copied``: every other
+    element along K, so that the kernel, which reads rows of unit stride, gets a copy."""
+    m = layer.m
+    batch, tokens = (2, m // 2) if m > 1 else (1, 1)
+    step = 2 if copied else 1
+    size = batch * tokens * step * K
+    return [layer.storage[i * size : (i + 1) * size].view(batch, tokens, step * K)[..., ::step] for i in range(3)]
+
+
+@pytest.mark.parametrize("copied", [False, True], ids=["rows read in place", "rows copied"])
+def test_x_of_any_shape_is_bound_only_where_the_kernel_reads_it_in_place(layer, copied):
+    """x as [batch, tokens, K]: the output comes in its final shape, every launch gets what the
+    site builds for x as [M, K] rows of unit stride, and the launch is kept only where those
+    rows are x itself (a bound launch hands over x's own address)."""
+    outputs = []
+    for x in _shaped_inputs(layer, copied):
+        y = layer.product(x)
+        outputs.append(y)  # all kept: a freed output's address could come back
+        assert y.shape == (*x.shape[:-1], N) and y.is_contiguous()
+        rows = x.reshape(-1, K)
+        if copied:  # what the kernel read is a copy the dispatcher made: compared by value
+            layer.assert_last_launch_is_the_sites(rows.contiguous(), y.view(-1, N), x_given=False)
+        else:
+            layer.assert_last_launch_is_the_sites(rows, y.view(-1, N))
+    assert len(layer.bound_calls) == (0 if copied else 2) and bool(layer.w._launches) is not copied
 
 
 def test_x_the_site_copies_is_never_bound(launches, monkeypatch):
@@ -184,7 +213,7 @@ def test_a_weight_keeps_a_bounded_number_of_launches(launches, monkeypatch):
     for bias in kept:
         layer.product(layer.x(0), bias)
     assert len(layer.w._launches) == dispatch.MAX_BOUND_LAUNCHES
-    held = [a for bound in layer.w._launches.values() for a in bound._kept]
+    held = [a for kept in layer.w._launches.values() for a in kept.launch._kept]
     assert not any(a is first for a in held) and any(a is kept[-1] for a in held)
 
 
@@ -217,20 +246,22 @@ def test_bound_launches_are_not_copied_or_pickled_with_the_weight(layer):
 @pytest.mark.parametrize("with_bias", [False, True])
 def test_bound_launches_give_the_same_bits(layout, with_bias):
     """sparse24_matmul with bound launches and with every launch through Triton's path: the same
-    bits, over keys that must not share a launch (x aligned and 4 bytes off; M = 1, 3, 16)."""
+    bits, over keys that must not share a launch (x aligned and 4 bytes off; M = 1, 3, 16; x as
+    [8, 1, K], and with every other element along K, which the dispatcher copies)."""
     torch.manual_seed(0)
     w = compress_24(random_24(256, 512))
     w = w.fragments() if layout == "fragments" else w
     bias = torch.randn(256, device=DEVICE, dtype=torch.float16) if with_bias else None
     base = torch.randn(16 * 512 + 2, device=DEVICE, dtype=torch.float16)
     xs = [base[: m * 512].view(m, 512) for m in (1, 3, 16)] + [base[2 : 2 + m * 512].view(m, 512) for m in (1, 3)]
+    xs += [base[: 8 * 512].view(8, 1, 512), base[: 16 * 512].view(2, 4, 1024)[..., ::2]]  # in place; rows copied
     bound = [sparse24_matmul(x, w, bias) for x in xs for _ in range(3)]
     assert w._launches, "no launch was bound"
     with fast_launch.turned_off():
         slow = [sparse24_matmul(x, w, bias) for x in xs for _ in range(3)]
-    for y_bound, y_slow in zip(bound, slow):
-        assert torch.equal(y_bound, y_slow)
+    for x, y_bound, y_slow in zip((x for x in xs for _ in range(3)), bound, slow):
+        assert y_bound.shape == (*x.shape[:-1], 256) and torch.equal(y_bound, y_slow)
     dense = w.decompress().double()
     for x, y in zip((x for x in xs for _ in range(3)), bound):
-        ref = x.double() @ dense.T + (0 if bias is None else bias.double())
+        ref = x.double() @ dense.T + (0 if bias is None else bias.double())  # [..., 256]
         assert (y.double() - ref).abs().max() < 5e-3 * ref.abs().max()

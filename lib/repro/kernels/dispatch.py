@@ -29,6 +29,7 @@ import math
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -272,14 +273,22 @@ def _kernel_modules():
 
 # ----------------------------------------------------------------------------- bound launches
 #
-# A decode loop calls each layer with the same number of tokens, token after token. After the
-# first such call launches one of our kernels, the launch is kept on the weight, bound to
-# everything but x and the output (``fast_launch.BoundLaunch``), under a key of what else the
-# kernel's arguments and the choice depend on: M, x's row stride and its address modulo 16 (so
-# that a launch site that copies unaligned x copies again), the bias and the weight's values
-# (by identity: the bound arguments keep both alive, so their ids cannot be reused), and the
-# table's generation (``use_table``). The next call with that key skips the choice, the checks
-# and the argument building and hands the launcher the kept list.
+# A decode loop calls each layer with x of the same shape, token after token. After the first
+# such call launches one of our kernels, the launch is kept on the weight, bound to everything
+# but x and the output (``fast_launch.BoundLaunch``), under a key of what else the kernel's
+# arguments and the choice depend on: x's shape and strides (M, the row stride, and whether x
+# reached the kernel as itself or as a copy), its address modulo 16 (a launch site that copies
+# unaligned x must copy again), the bias and the weight's values by identity (the bound
+# arguments keep both alive, so their ids cannot be reused), and the table's generation
+# (``use_table``). The next call with that key skips the reshapes, the choice, the checks and
+# the argument building: it allocates the output in its final shape and hands the launcher the
+# kept list. Only a launch that read x in place is kept; where x was copied first (rows not
+# contiguous, or not aligned for the kernel), every call copies and launches again.
+
+
+class _KeptLaunch(NamedTuple):
+    launch: object  # fast_launch.BoundLaunch
+    out_shape: tuple  # the output's shape, [..., N]
 
 
 # per weight: enough for a decode loop at every batch size up to 64; a caller that passes a new
@@ -287,21 +296,23 @@ def _kernel_modules():
 MAX_BOUND_LAUNCHES = 64
 
 
-def _launch_key(x2d: torch.Tensor, w: CompressedWeight, bias: torch.Tensor | None) -> tuple:
-    return (x2d.shape[0], x2d.stride(0), x2d.data_ptr() & 15, id(bias), id(w.values), _state["table_generation"])
+def _launch_key(x: torch.Tensor, w: CompressedWeight, bias: torch.Tensor | None) -> tuple:
+    return (x.shape, x.stride(), x.data_ptr() & 15, id(bias), id(w.values), _state["table_generation"])
 
 
-def _kernel_product(choice: Choice, x2d: torch.Tensor, w: CompressedWeight, bias, key: tuple) -> torch.Tensor:
-    """``run_choice`` for one of our kernels, keeping the launch bound under ``key``."""
+def _kernel_product(choice: Choice, x2d: torch.Tensor, w: CompressedWeight, bias, keep: tuple | None) -> torch.Tensor:
+    """``run_choice`` for one of our kernels; with ``keep`` (key, output shape), the launch kept
+    bound under that key."""
     fast_launch, triton_sp24 = _kernel_modules()
     out = x2d.new_empty((x2d.shape[0], w.shape[0]))
     fn, grid, args, options = triton_sp24.kernel_call(choice.method, x2d, w, bias, out, choice.config)
     bound = fast_launch.bind(fast_launch.launch(fn, grid, args, options), grid, args, x2d, out)
-    if bound is not None:
+    if bound is not None and keep is not None:
+        key, out_shape = keep
         launches = w._launches
         if len(launches) >= MAX_BOUND_LAUNCHES:  # the oldest goes (and the tensors it kept alive)
             launches.pop(next(iter(launches), None), None)
-        launches[key] = bound
+        launches[key] = _KeptLaunch(bound, out_shape)
     return out
 
 
@@ -320,26 +331,33 @@ def sparse24_matmul(x: torch.Tensor, w: CompressedWeight, bias: torch.Tensor | N
     if device < 0:
         _warn_cpu_once()
         return reference_matmul(x, w, bias)
+    return _product(x, w, bias, device)
+
+
+def _product(x: torch.Tensor, w: CompressedWeight, bias: torch.Tensor | None, device: int) -> torch.Tensor:
+    """``x @ W.T (+ bias)`` [..., N] for checked inputs on a GPU: the launch kept for this key if
+    there is one and it may run, else the chosen method (its launch kept if it is one of ours)."""
+    key = _launch_key(x, w, bias)
+    kept = w._launches.get(key)
+    if kept is not None and kept.launch.ready():
+        out = x.new_empty(kept.out_shape)
+        kept.launch(x, out)
+        return out
+    return _chosen_product(x, w, bias, device, key)
+
+
+def _chosen_product(x: torch.Tensor, w: CompressedWeight, bias, device: int, key: tuple) -> torch.Tensor:
+    n, k = w.shape
     x2d = x if x.dim() == 2 else x.reshape(-1, k)
     if x2d.stride(-1) != 1:
         x2d = x2d.contiguous()
     m = x2d.shape[0]
+    out_shape = (*x.shape[:-1], n)
     if m == 0:
-        return x.new_empty(*x.shape[:-1], n)
-    y = _product(x2d, w, bias, device)
-    return y if x.dim() == 2 else y.reshape(*x.shape[:-1], n)
-
-
-def _product(x2d: torch.Tensor, w: CompressedWeight, bias: torch.Tensor | None, device: int) -> torch.Tensor:
-    """``x2d @ W.T (+ bias)`` [M, N]: the bound launch for this key if one is kept and may run,
-    else the chosen method (binding the launch if it is one of our kernels)."""
-    key = _launch_key(x2d, w, bias)
-    bound = w._launches.get(key)
-    if bound is not None and bound.ready():
-        out = x2d.new_empty((x2d.shape[0], w.shape[0]))
-        bound(x2d, out)
-        return out
-    choice = _cached_choice(w.shape[0], w.shape[1], x2d.shape[0], w.dtype, device, w.layout)
+        return x.new_empty(out_shape)
+    choice = _cached_choice(n, k, m, w.dtype, device, w.layout)
     if choice.method in ("cublas", "torch_semi_structured"):
-        return run_choice(choice, x2d, w, bias)
-    return _kernel_product(choice, x2d, w, bias, key)
+        y = run_choice(choice, x2d, w, bias)
+    else:  # keep the launch only where the kernel read x itself: a bound launch hands it x's address
+        y = _kernel_product(choice, x2d, w, bias, (key, out_shape) if x2d.data_ptr() == x.data_ptr() else None)
+    return y if x.dim() == 2 else y.reshape(out_shape)
