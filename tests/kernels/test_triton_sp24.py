@@ -73,12 +73,17 @@ def test_matmul_with_leading_batch_dims_and_bias(dtype):
 def test_matmul_rejects_mismatched_inputs():
     w = compress_24(random_24(16, 64))
     x = torch.randn(2, 64, dtype=torch.float16, device=DEVICE)
-    with pytest.raises(ValueError, match="shape"):
-        sparse24_matmul(torch.randn(2, 32, dtype=torch.float16, device=DEVICE), w)
+    for wrong in (torch.randn(2, 32), torch.tensor(1.0)):  # K = 32, not 64; no K at all
+        with pytest.raises(ValueError, match=r"x must have shape \[\.\.\., K=64\]"):
+            sparse24_matmul(wrong.to(dtype=torch.float16, device=DEVICE), w)
     with pytest.raises(ValueError, match="dtype"):
         sparse24_matmul(x.float(), w)
-    with pytest.raises(ValueError, match="bias"):
-        sparse24_matmul(x, w, torch.zeros(8, dtype=torch.float16, device=DEVICE))
+    for bias in (torch.zeros(8, dtype=torch.float16), torch.zeros(1, 16, dtype=torch.float16), torch.zeros(16)):
+        with pytest.raises(ValueError, match=r"bias must be a \[16\] torch.float16 tensor"):
+            sparse24_matmul(x, w, bias.to(DEVICE))
+    if DEVICE == "cuda":
+        with pytest.raises(ValueError, match="bias must be"):
+            sparse24_matmul(x, w, torch.zeros(16, dtype=torch.float16))
 
 
 def test_invalid_kernel_configs_are_rejected():

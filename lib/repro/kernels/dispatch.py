@@ -319,15 +319,21 @@ def _kernel_product(choice: Choice, x2d: torch.Tensor, w: CompressedWeight, bias
 def sparse24_matmul(x: torch.Tensor, w: CompressedWeight, bias: torch.Tensor | None = None) -> torch.Tensor:
     """``x @ W.T (+ bias)`` for ``x`` of shape ``[..., K]`` and a 2:4 weight ``W`` [N, K] -> ``[..., N]``.
 
-    The hot path is kept short (one cheap test before the full input check, then a launch kept
-    from the previous call with the same key, see above) because a decode-size product takes
-    ~10 us on the GPU: host time is the budget.
+    The hot path is kept short (cheap tests, the full input check only where one fails, then a
+    launch kept from the previous call with the same key, see above) because a decode-size
+    product takes ~10 us on the GPU: host time is the budget.
     """
     n, k = w.shape
     values = w.values
     device = values.get_device()  # -1 on CPU; an int compare is cheaper than torch.device objects
-    if bias is not None or x.shape[-1] != k or x.dtype != w.dtype or x.get_device() != device:
-        _check_inputs(x, w, bias)
+    if (
+        x.dim() == 0
+        or x.shape[-1] != k
+        or x.dtype != w.dtype
+        or x.get_device() != device
+        or (bias is not None and (bias.shape != (n,) or bias.dtype != x.dtype or bias.get_device() != device))
+    ):
+        _check_inputs(x, w, bias)  # raises, saying what is wrong
     if device < 0:
         _warn_cpu_once()
         return reference_matmul(x, w, bias)
