@@ -124,8 +124,9 @@ def host_overhead(timer, log) -> dict:
     kernel's launcher straight away), then with our ``launch()`` around it, then the chosen
     method's route without a bound launch (``run_choice``: the arguments built every call),
     then the whole route from ``sparse24_matmul`` (a fragment-order weight: no table entry at
-    this shape, so ``spmma_default``; from its second call the launch bound to the weight), last
-    that route again with ``fast_launch`` off (no bound launch either)."""
+    this shape, so ``spmma_default``; from its second call the launch bound to the weight), also
+    with x as a model's [batch, tokens, hidden], last that route again with ``fast_launch`` off
+    (no bound launch either)."""
     from repro.kernels import fast_launch, gluon_sp24
     from repro.kernels.triton_sp24 import KernelConfig, launch
 
@@ -146,6 +147,7 @@ def host_overhead(timer, log) -> dict:
         frags = w.fragments()
         spmma = dispatch.spmma_default(1).config
         kernel, grid, args, options = gluon_sp24.spmma_call(x1, frags, None, out, spmma)
+        x1_tokens = x1.view(1, 1, -1)  # a model's decode step: [batch, tokens, hidden]
 
         def spmma_through_triton():  # switching it off and back costs ~0.1 µs, inside the figure
             with fast_launch.turned_off():
@@ -159,6 +161,7 @@ def host_overhead(timer, log) -> dict:
                 dispatch.spmma_default(1), x1, frags, None
             ),
             "sparse24_matmul -> spmma (fragment order), M=1": lambda: sparse24_matmul(x1, frags),
+            "sparse24_matmul -> spmma (fragment order), x as [1, 1, K]": lambda: sparse24_matmul(x1_tokens, frags),
             "sparse24_matmul -> spmma (fragment order), M=1, fast_launch off": spmma_through_triton,
         }
     calls |= {

@@ -160,6 +160,7 @@ def test_host_overhead_takes_the_spmma_launch_apart(run, gluon_kernels):
     names = ("spmma kernel[grid] alone, M=1", "spmma kernel via fast_launch alone, M=1", "launch() spmma kernel, M=1",
              "run_choice -> spmma (fragment order, no bound launch), M=1",
              "sparse24_matmul -> spmma (fragment order), M=1",
+             "sparse24_matmul -> spmma (fragment order), x as [1, 1, K]",
              "sparse24_matmul -> spmma (fragment order), M=1, fast_launch off")
     assert set(names) <= set(recs[0]["info"]["host_us_per_call"])
     probe = [call for call in gluon_kernels["spmma"].launches if call["grid"] == (1024 // 16, 1, 1)]
