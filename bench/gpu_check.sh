@@ -40,12 +40,13 @@ fi
 # compiled kernels launched again without Triton's per-call binding (lib/repro/kernels/fast_launch.py),
 # and the dispatcher's launches bound to a layer's weight (dispatch.py): the same bits as Triton's
 # launch? (seconds; their own process, before the kernel tests use them)
-timeout 120 python3 -m pytest tests/kernels/test_fast_launch.py tests/kernels/test_bound_launch.py -q \
+timeout 150 python3 -m pytest tests/kernels/test_fast_launch.py tests/kernels/test_bound_launch.py -q \
   -p no:cacheprovider > "$OUT/fast-launch.log" 2>&1
-echo "fast_launch tests exit $?: $(tail -1 "$OUT/fast-launch.log")"
-if grep -qE '^(FAILED|ERROR) ' "$OUT/fast-launch.log"; then
+fast_rc=$?
+echo "fast_launch tests exit $fast_rc: $(tail -1 "$OUT/fast-launch.log")"
+if [ "$fast_rc" -ne 0 ]; then  # a failure, a crash or the time limit: not shown to give the same bits
   export REPRO_FAST_LAUNCH=0
-  echo "fast_launch or bound launches failed on this GPU: every kernel launched through Triton's own path from here on"
+  echo "fast_launch or bound launches not verified on this GPU: every kernel launched through Triton's own path from here on"
 fi
 workers=$(python3 -c "import xdist" 2>/dev/null && echo "-n 8" || echo "")
 # the PTX-emulator tests are the CPU stand-ins for the GPU kernel tests and this benchmark, and the

@@ -246,14 +246,16 @@ def test_bound_launches_are_not_copied_or_pickled_with_the_weight(layer):
 @pytest.mark.parametrize("with_bias", [False, True])
 def test_bound_launches_give_the_same_bits(layout, with_bias):
     """sparse24_matmul with bound launches and with every launch through Triton's path: the same
-    bits, over keys that must not share a launch (x aligned and 4 bytes off; M = 1, 3, 16; x as
+    bits, over keys that must not share a launch (x aligned and 4 bytes off; M = 1, 16; x as
     [8, 1, K], and with every other element along K, which the dispatcher copies)."""
     torch.manual_seed(0)
     w = compress_24(random_24(256, 512))
     w = w.fragments() if layout == "fragments" else w
     bias = torch.randn(256, device=DEVICE, dtype=torch.float16) if with_bias else None
     base = torch.randn(16 * 512 + 2, device=DEVICE, dtype=torch.float16)
-    xs = [base[: m * 512].view(m, 512) for m in (1, 3, 16)] + [base[2 : 2 + m * 512].view(m, 512) for m in (1, 3)]
+    # few compiles (each costs seconds of the GPU call): M = 1 is compiled in as a constant, 8 and
+    # 16 differ in divisibility by 16, and x 4 bytes off in alignment
+    xs = [base[:512].view(1, 512), base[2 : 2 + 512].view(1, 512), base[: 16 * 512].view(16, 512)]
     xs += [base[: 8 * 512].view(8, 1, 512), base[: 16 * 512].view(2, 4, 1024)[..., ::2]]  # in place; rows copied
     bound = [sparse24_matmul(x, w, bias) for x in xs for _ in range(3)]
     assert w._launches, "no launch was bound"
