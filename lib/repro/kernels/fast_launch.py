@@ -235,7 +235,7 @@ def bind(plan: _Plan | None, grid: tuple, args: tuple, x: torch.Tensor, out: tor
     """The launch ``launch(fn, grid, args, ...)`` just made (``plan`` is what it returned), with
     the positions holding ``x`` and ``out`` left open; None where there is no plan, or where
     ``x`` or ``out`` is not among the arguments (the launch site copied it first)."""
-    if plan is None or callable(grid):
+    if plan is None:  # (``launch`` keeps no plan for a grid given as a function)
         return None
     x_at = tuple(i for i, a in enumerate(args) if a is x)
     out_at = tuple(i for i, a in enumerate(args) if a is out)
