@@ -1,16 +1,18 @@
 """Turn one GPU run of bench/gpu_check.sh into committed results, the dispatch table and the page.
 
-    python bench/ingest_sparse24.py RUN_DIR [--date YYYY-MM-DD[a-z]] [--force]
+    python bench/ingest_sparse24.py RUN [--date YYYY-MM-DD[a-z]] [--force]
     python bench/ingest_sparse24.py --regenerate bench/results/<stem>.json
 
-RUN_DIR is what the device call left in $OUT (sparse24.json, sparse24.md, sparse24.log,
-dispatch_<arch>.json; pytest.log, fast-launch.log, spmma-probe.txt, spmma-map.json, wgmma-sparse-probe.txt,
-wgmma-sparse-map.json, fence-probe.txt, nvidia-smi.txt, ablation.{json,log} and ncu*.txt when
-present). Everything is checked before anything is written: the records, and every entry of the
-dispatch table through the dispatcher's own lookup. Then:
+RUN is what the device call brought back from $OUT: the archive gpu-check.tar.gz that
+bench/gpu_check.sh packs (bench/device_out.sh), the folder holding it, or a folder of the files
+themselves (sparse24.json, sparse24.md, sparse24.log, dispatch_<arch>.json; gpu-check.log,
+pytest.log, fast-launch.log, spmma-probe.txt, spmma-map.json, wgmma-sparse-probe.txt,
+wgmma-sparse-map.json, fence-probe.txt, nvidia-smi.txt, ablation.{json,log} and ncu*.txt when present).
+Everything is checked before anything is written: the records, and every entry of the dispatch
+table through the dispatcher's own lookup. Then:
 
 - bench/results/<gpu>-<date>.{json,md,log} and
-  <gpu>-<date>-{pytest.log,fast-launch.log,spmma-probe.txt,spmma-map.json,wgmma-sparse-probe.txt,wgmma-sparse-map.json,
+  <gpu>-<date>-{gpu-check.log,pytest.log,fast-launch.log,spmma-probe.txt,spmma-map.json,wgmma-sparse-probe.txt,wgmma-sparse-map.json,
   fence-probe.txt,nvidia-smi.txt,wgmma-ablation.{json,log},ncu*.txt};
 - lib/repro/kernels/dispatch_<arch>.json (the table sparse24_matmul reads);
 - <stem>-speedup.png, <stem>-e2e.png (bench/plot_sparse24.py) and <stem>-summary.md (targets,
@@ -31,6 +33,9 @@ import os
 import re
 import shutil
 import sys
+import tarfile
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -47,7 +52,9 @@ from sp24.targets import summary_markdown  # noqa: E402
 from repro.kernels import dispatch  # noqa: E402
 
 REQUIRED = ("gpu", "N", "K", "M", "method", "status", "us", "speedup_vs_cublas")
+ARCHIVE = "gpu-check.tar.gz"  # bench/device_out.sh's ARCHIVE_NAME
 EXTRAS = {
+    "gpu-check.log": "-gpu-check.log",
     "pytest.log": "-pytest.log",
     "fast-launch.log": "-fast-launch.log",
     "spmma-probe.txt": "-spmma-probe.txt",
@@ -84,6 +91,31 @@ def load_records(path: Path) -> list[dict]:
     if not any(r["method"] == "repro_dispatch" for r in recs):
         raise IngestError(f"{path}: no repro_dispatch records; the run stopped before the dispatcher part")
     return recs
+
+
+@contextmanager
+def unpacked(run: Path):
+    """The run's files as a folder: ``run`` itself, or gpu_check.sh's archive (``run``, or
+    ``run/gpu-check.tar.gz``) unpacked into a temporary folder that is removed afterwards."""
+    archive = run / ARCHIVE if run.is_dir() else run
+    if run.is_dir() and not archive.exists():
+        yield run
+        return
+    if not archive.is_file():
+        raise IngestError(f"{run} is neither a run's folder nor its archive ({ARCHIVE})")
+    with tempfile.TemporaryDirectory(prefix="ingest-") as tmp:
+        try:
+            with tarfile.open(archive, "r:gz") as tar:
+                # "data": plain files and folders inside the destination only (no links, devices,
+                # absolute paths or '..'), so an odd archive cannot write outside the folder
+                tar.extractall(tmp, filter="data")
+        except tarfile.FilterError as exc:
+            raise IngestError(f"{archive}: refused to unpack {exc}; a run's archive holds plain files only") from None
+        except (tarfile.TarError, OSError, EOFError) as exc:
+            raise IngestError(
+                f"{archive} is not a whole gzip tar archive ({exc}); was the run cut off mid-pack?"
+            ) from None
+        yield Path(tmp)
 
 
 def check_table(table: dict, arch: str, recs: list[dict]) -> None:
@@ -176,7 +208,7 @@ def ingest(
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("run_dir", type=Path, nargs="?", help="the device call's $OUT")
+    ap.add_argument("run_dir", type=Path, nargs="?", help="the device call's $OUT, or gpu-check.tar.gz in it")
     ap.add_argument("--date", default=dt.datetime.now(dt.timezone.utc).date().isoformat())
     ap.add_argument("--force", action="store_true", help="replace a result of the same GPU and date")
     ap.add_argument("--regenerate", type=Path, metavar="JSON", help="rebuild figures and summary of a committed result")
@@ -185,7 +217,8 @@ def main() -> None:
         if args.regenerate:
             json_path = args.regenerate.resolve()
         elif args.run_dir:
-            stem = ingest(args.run_dir, args.date, args.force)
+            with unpacked(args.run_dir) as run_dir:
+                stem = ingest(run_dir, args.date, args.force)
             json_path = BENCH / "results" / f"{stem}.json"
             print(f"results: bench/results/{stem}.*; dispatch table: lib/repro/kernels/")
         else:

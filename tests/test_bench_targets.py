@@ -5,6 +5,7 @@ import json
 import re
 import shutil
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -267,3 +268,49 @@ def test_the_pages_wgmma_ablation_table_is_the_committed_run():
     for label, *shown in rows:
         measured = [times[(label, v)] for v in ("full", "no_fence", "no_expand", "no_mma")]
         assert [float(x) for x in shown] == [round(t, 1) for t in measured], label
+
+
+def _pack(run_dir: Path, archive: Path) -> Path:
+    """What bench/device_out.sh leaves in $OUT: the run's folder as gpu-check.tar.gz."""
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(run_dir, arcname=".")
+    return archive
+
+
+def test_the_archive_ingests_as_its_folder_does_and_its_folder_can_be_given_too(run_dir, tmp_path):
+    (run_dir / "gpu-check.log").write_text("fence probe:\n")
+    out = tmp_path / "device-out"
+    out.mkdir()
+    archive = _pack(run_dir, out / ingest_mod.ARCHIVE)
+    for given in (archive, out):
+        with ingest_mod.unpacked(given) as unpacked_dir:
+            stem = _ingest(unpacked_dir, tmp_path, force=True)
+            kept = unpacked_dir
+        assert not kept.exists()  # the temporary folder is gone afterwards
+        results = tmp_path / "results"
+        assert (results / f"{stem}.json").read_bytes() == (run_dir / "sparse24.json").read_bytes()
+        assert (results / f"{stem}-gpu-check.log").read_text() == "fence probe:\n"
+    with ingest_mod.unpacked(run_dir) as same:  # a folder of loose files is used as it is
+        assert same == run_dir
+
+
+@pytest.mark.parametrize("damage", ["truncated", "escaping", "missing"])
+def test_a_damaged_archive_is_refused_with_the_reason_and_writes_nothing(run_dir, tmp_path, damage):
+    archive = _pack(run_dir, tmp_path / ingest_mod.ARCHIVE)
+    if damage == "truncated":  # the device call ended while a pack was being written
+        archive.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
+        message = "not a whole gzip tar archive"
+    elif damage == "escaping":  # a member that would land outside the unpacking folder
+        outside = tmp_path / "outside.txt"
+        outside.write_text("x")
+        with tarfile.open(archive, "w:gz") as tar:
+            tar.add(outside, arcname="../outside-written.txt")
+        message = "holds plain files only"
+    else:
+        archive.unlink()
+        message = "neither a run's folder nor its archive"
+    with pytest.raises(ingest_mod.IngestError, match=message):
+        with ingest_mod.unpacked(archive) as unpacked_dir:
+            _ingest(unpacked_dir, tmp_path)
+    assert not (tmp_path / "results").exists()
+    assert not (tmp_path.parent / "outside-written.txt").exists()
