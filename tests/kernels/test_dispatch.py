@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from repro.kernels import dispatch
-from repro.kernels.fragments import SpmmaConfig
+from repro.kernels.fragments import SpmmaConfig, WgmmaConfig
 from repro.kernels.triton_sp24 import KERNELS, KernelConfig
 
 FMA = dict(BM=1, BN=4, BP=64, num_warps=1, num_stages=4, split_k=1)
@@ -111,6 +111,8 @@ def test_committed_h200_table_names_only_known_methods_and_valid_configs():
         assert entry["method"] in dispatch.METHODS
         if entry["method"] == "spmma":
             SpmmaConfig(**entry["config"]).check()  # raises on unknown fields or invalid tiles
+        elif entry["method"] == "wgmma":
+            WgmmaConfig(**entry["config"]).check()
         elif entry["method"] in KERNELS:
             KernelConfig(**entry["config"])  # raises on unknown fields
         else:
