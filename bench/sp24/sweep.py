@@ -132,6 +132,13 @@ _CHAINED = {
 # rows: every program reads x for its rows, so x's L2 bytes grow with the row groups; spmma's
 # 32-row warps read 0.9 times the bytes of x that they read of weight at 16 tokens on 4096x4096,
 # 3.6 times at 64.
+# Run -f (bench/results/partial/h200-2026-11-27f) found the sparse form 1.2-2x its dense twins from
+# 16 tokens on, and a deeper ring ahead wherever both depths of a sparse tiling were timed at 64-128
+# tokens (11008x4096, 128 tokens: g2t128u2c6s 31.0 us, c4 36.0; 4096x4096, 64: g2t64u2c6sk4 15.9,
+# c4 17.4), while its profile of a 64-token tiling showed a loop waiting on memory latency with DRAM
+# at 18% of its peak. So each token count's winners there have a twin one or two stages deeper
+# (g1t16u2c8sk4, g1t32u2c8sk4, g1t64u2c8s, g1t64u2c8sk2, g1t64u4c6sk2, g2t128u2c8s, g1t128u2c8sk2),
+# and at 16 and 32 tokens one with the split of the other shapes' winner (g1t16u2c6sk8, g1t32u2c6sk2).
 # Dense tilings among the slowest at their token count in h200-2026-11-27d/e left to make room
 # (g2t16u4c4k2, g1t16u4c6k4, g2t32u4c4k2, g2t32u2c5k4, g1t32u4c4k4, g1t64u2k2, g1t64u2c5k2,
 # g1t64u2c4k4, g2t64u2c5k4; at 128 and 512 tokens g2t128u2c5k2, g1t64u2c5k4, g2t128u1c6k2,
@@ -143,19 +150,20 @@ _WGMMA = {
         "g1t8u4k4", "g1t8u4c4k2", "g1t8u4c4k4", "g1t8u2c6k4", "g2t8u4c4k2", "g1t8u4c6k2", "g1t8u4c4x16k2",
         "g1t8u4c6x8k4"),
     16: ("g2t16u2c6sk4", "g2t16u1c8sk4", "g2t16u2c4x16sk4", "g2w2t32u2c6sk8", "g2w2t32u2c4x16sk8", "g1t16u2c6sk4",
-         "g1t16u1c6sk4", "g1t16u2c4sk2",
+         "g1t16u1c6sk4", "g1t16u2c4sk2", "g1t16u2c8sk4", "g1t16u2c6sk8",
          "g1t16u4k4", "g1t16u4c4k2", "g1t16u4c4k4", "g1t16u2c6k4", "g1t16u4c5k2", "g1t16u4c4x16k2", "g1t16u4c6x8k4"),
     32: ("g2w2t32u2c6sk8", "g2t32u2c6sk4", "g2t32u4c4sk4", "g2t32u2c6x16sk4", "g2w2t32u2c4x16sk8", "g1t32u2c6sk4",
-         "g1t32u4c4sk2", "g1t32u2c5sk2",
+         "g1t32u4c4sk2", "g1t32u2c5sk2", "g1t32u2c8sk4", "g1t32u2c6sk2",
          "g1t32u2a2k2", "g1t32u4k4", "g1t32u4c4k2", "g1t32u2c5k2", "g1t32u2c6k4", "g1t32u4c5k2", "g1t32u4c4x8k4",
          "g1t32u2c6x16k4"),
     64: ("g2w2t64u2c6sk8", "g1w2t64u2c6sk4", "g2t64u2c6sk4", "g2t64u2c4sk4", "g1t64u2c6s", "g1t64u2c6sk2",
          "g2t64u2c4sk2", "g1t64u2c8sk4", "g1t64u4c4sk2", "g2t64u2c6x16sk4", "g2w2t64u2c4x8sk8",
+         "g1t64u2c8s", "g1t64u2c8sk2", "g1t64u4c6sk2",
          "g1t64u2a2", "g1t64u2c4k2", "g1t64u4c4k2", "g2t64u2c4k2", "g1t64u2c6", "g1t64u2c4", "g1t64u2c4x16k4",
          "g1t64u2c6x8k8", "g2t64u2c4x16k4"),
     128: ("g2w2t128u2c4sk8", "g2w2t128u2c4sk4", "g2t128u2c6sk2", "g2t128u2c6s", "g2t128u2c4s", "g2t128u2c4sk2",
           "g1t128u2c6sk2", "g2t64u2c6sk2", "g1t128u4c4sk2", "g2t128u2c4sk4", "g2t128u2c4x8sk4",
-          "g2w2t128u2c4x8sk8",
+          "g2w2t128u2c4x8sk8", "g2t128u2c8s", "g1t128u2c8sk2",
           "g2t128u2a2", "g2t64u2a2k2", "g2t128u2", "g2t128u2c4", "g2t64u4c4k2", "g1t128u2c4k2", "g2t64u2c4k2",
           "g2t64u2c6x8k8", "g1t64u2c4x16k4", "g2t64u2c4x16k4"),
     512: ("g2w2t128u2c4s", "g2w2t128u2c4sk2", "g2t128u2c4s", "g2t128u4c4s", "g2t128u2a2", "g2t128u2c4", "g2t128u2c5"),
