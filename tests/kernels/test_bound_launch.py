@@ -9,6 +9,7 @@ On a CUDA GPU: ``sparse24_matmul`` gives the same bits with them and without.
 """
 
 import copy
+import dataclasses
 import functools
 import pickle
 
@@ -267,3 +268,59 @@ def test_bound_launches_give_the_same_bits(layout, with_bias):
     for x, y in zip((x for x in xs for _ in range(3)), bound):
         ref = x.double() @ dense.T + (0 if bias is None else bias.double())  # [..., 256]
         assert (y.double() - ref).abs().max() < 5e-3 * ref.abs().max()
+
+
+def _table_wgmma_labels() -> list[str]:
+    """The sparse ``wgmma`` tilings the committed H200 table runs (run 2026-11-27f's)."""
+    entries = dispatch._committed_table("sm90").get("entries", [])
+    return sorted({WgmmaConfig(**e["config"]).label() for e in entries if e["method"] == "wgmma"})
+
+
+def _small_layer_table(cfg: WgmmaConfig) -> tuple[dict, int, int, int]:
+    """A table sending a small layer (two row groups, eight steps per split) at ``cfg.T`` tokens to
+    the ``wgmma`` tiling ``cfg``; returns it with the layer's N, K and M."""
+    n, k, m = 128 * cfg.G * cfg.W, 32 * cfg.U * cfg.split_k * 8, cfg.T
+    entry = dict(N=n, K=k, M=m, dtype="float16", method="wgmma", config=dataclasses.asdict(cfg))
+    return {"arch": "sm90", "entries": [entry | dict(us=1.0, speedup_vs_cublas=2.0)]}, n, k, m
+
+
+@pytest.mark.parametrize("label", _table_wgmma_labels())
+def test_the_small_layer_tables_send_each_wgmma_tiling_of_the_committed_table_its_way(label):
+    """The GPU test below relies on this: its table resolves, in both layouts, to that tiling."""
+    cfg = WgmmaConfig.from_label(label)
+    cfg.check()
+    table, n, k, m = _small_layer_table(cfg)
+    for layout in ("planar", "fragments"):
+        assert dispatch._table_choice(table, n, k, m, torch.float16, layout) == dispatch.Choice("wgmma", cfg)
+    assert k % (32 * cfg.U * cfg.split_k) == 0 and n % (64 * cfg.G * cfg.W) == 0
+
+
+@pytest.mark.skipif(
+    DEVICE != "cuda" or torch.cuda.get_device_capability()[0] != 9, reason="wgmma needs an sm_90 (Hopper) CUDA GPU"
+)
+@pytest.mark.parametrize("layout", ["planar", "fragments"])
+@pytest.mark.parametrize("label", _table_wgmma_labels())
+def test_bound_launches_of_the_tables_wgmma_tilings_give_the_same_bits(label, layout):
+    """The committed table sends 16-64 tokens to the sparse ``wgmma`` on some shapes: each of its
+    tilings through a bound launch gives the bits of Triton's own launch, and the right product,
+    on a small layer with a table that names that tiling (x aligned, and 4 bytes off)."""
+    cfg = WgmmaConfig.from_label(label)
+    table, n, k, m = _small_layer_table(cfg)
+    w = compress_24(random_24(n, k))
+    w = w.fragments() if layout == "fragments" else w
+    dispatch.use_table(table)
+    try:
+        assert dispatch.choose(w, m) == dispatch.Choice("wgmma", cfg)
+        base = torch.randn(m * k + 2, device=DEVICE, dtype=torch.float16)
+        xs = [base[: m * k].view(m, k), base[2 : 2 + m * k].view(m, k)]
+        bound = [sparse24_matmul(x, w) for x in xs for _ in range(3)]
+        assert w._launches, "no launch was bound"
+        with fast_launch.turned_off():
+            slow = [sparse24_matmul(x, w) for x in xs for _ in range(3)]
+    finally:
+        dispatch.use_table(None)
+    dense = w.decompress().double()
+    for x, y_bound, y_slow in zip((x for x in xs for _ in range(3)), bound, slow):
+        assert torch.equal(y_bound, y_slow)
+        ref = x.double() @ dense.T
+        assert (y_bound.double() - ref).abs().max() < 5e-3 * ref.abs().max()
