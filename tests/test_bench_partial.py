@@ -75,3 +75,15 @@ def test_a_folder_without_the_sweeps_records_is_refused_and_left_untouched(tmp_p
     )
     assert run.returncode != 0 and "sweep.json is missing" in run.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep.log"]
+
+
+def test_a_comparison_run_that_is_not_a_json_file_is_refused_before_anything_is_written(tmp_path):
+    folder = PARTIAL / "h200-2026-11-27f"
+    before = (folder / "summary.md").read_bytes()
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "summarize_partial.py"), str(folder), "--compare", str(tmp_path / "x")],
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode != 0 and "is not a JSON file" in run.stderr
+    assert (folder / "summary.md").read_bytes() == before
