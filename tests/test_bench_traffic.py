@@ -1,0 +1,112 @@
+"""bench/sp24/traffic.py and bench/l2_traffic.py: the bytes a wgmma tiling moves between the SMs
+and the L2, and the committed tables made from a run's records."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT / "lib"))
+
+import l2_traffic  # noqa: E402
+from sp24.traffic import timed_tilings, wgmma_traffic, x_shared_estimate  # noqa: E402
+
+from repro.kernels.fragments import WgmmaConfig  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results"
+
+
+def traffic(label, n=4096, k=4096, m=64):
+    return wgmma_traffic(WgmmaConfig.from_label(label), n, k, m)
+
+
+def test_known_answer_for_a_64_row_tiling_with_two_splits():
+    t = traffic("g1t64u2c6sk2")
+    assert t.programs == 64 * 1 * 2  # 4096 / 64 row tiles, one token group, two splits
+    assert t.weight == 4096 * 4096 * 9 / 8  # 2 bytes for every other value, 2 bits per value of metadata
+    assert t.x == 64 * 64 * 4096 * 2  # every row tile reads all 64 tokens of K
+    assert t.workspace == 2 * 128 * 64 * 64 * 4  # each program's fp32 tile stored, then read back
+    assert t.tail == 2 * 64 * 64 * 4  # the last split reads both partials
+    assert t.output == 4096 * 64 * 2
+    assert t.total == t.weight + t.x + t.workspace + t.output
+
+
+def test_split_k_moves_partials_not_weight_or_x():
+    one, four = traffic("g1t64u2c6s"), traffic("g1t64u2c6sk4")
+    assert (one.weight, one.x) == (four.weight, four.x)
+    assert one.workspace == one.tail == 0
+    assert four.workspace == 2 * four.programs * 64 * 64 * 4 and four.programs == 4 * one.programs
+
+
+def test_x_is_read_once_per_row_tile_and_the_weight_once_per_token_group():
+    assert traffic("g2t64u2c6s").x * 2 == traffic("g1t64u2c6s").x  # 128 rows per program: half the row tiles
+    assert traffic("g2w2t64u2c6sk8").x * 4 == traffic("g1t64u2c6s").x
+    two_groups = traffic("g2t64u2c6sk2", m=128)  # 128 tokens in two groups of 64
+    assert two_groups.weight == 2 * traffic("g2t128u2c6sk2", m=128).weight
+    assert two_groups.x == traffic("g2t128u2c6sk2", m=128).x
+
+
+def test_tokens_and_rows_past_the_call_move_nothing():
+    t = traffic("g1t16u2c6sk4", n=11008, m=20)  # 20 tokens: two groups of 16, the second mostly masked
+    assert t.x == -(-11008 // 64) * 20 * 4096 * 2
+    assert t.weight == 2 * 11008 * 4096 * 9 / 8
+    assert t.output == 11008 * 20 * 2
+
+
+def test_bad_input_is_refused_with_what_was_wrong():
+    with pytest.raises(ValueError, match="n, k, m >= 1"):
+        traffic("g1t64u2c6s", m=0)
+    with pytest.raises(ValueError, match="W must be 1"):
+        wgmma_traffic(WgmmaConfig(W=2, stages=4), 4096, 4096, 64)  # two MMA tiles need the sparse form
+
+
+def _records():
+    cublas = dict(N=4096, K=4096, M=64, method="cublas", us=14.0)
+    wgmma = dict(N=4096, K=4096, M=64, method="repro_wgmma", us=15.0,
+                 sweep=[["g1t64u2c6sk2", 15.0], ["g1t64u2c6", 29.0], ["g2t64u2c6sk4", "wrong"]])
+    return [cublas, wgmma, dict(wgmma, M=1, sweep=[["g1t8u4k4", 12.0]])]
+
+
+def test_timed_tilings_keep_the_sparse_forms_numbers_and_their_rate():
+    rows = timed_tilings(_records())
+    assert [r["label"] for r in rows] == ["g1t64u2c6sk2"]  # not the dense form, the failure or M = 1
+    r = rows[0]
+    assert r["rate"] == pytest.approx(r["traffic"].total / 15e-6) and r["cublas_us"] == 14.0
+    assert [r["label"] for r in timed_tilings(_records(), sparse=False)] == ["g1t64u2c6sk2", "g1t64u2c6"]
+
+
+def test_x_shared_estimate_removes_the_shared_part_of_x_at_the_same_rate():
+    row = timed_tilings(_records())[0]
+    assert x_shared_estimate(row, share=1) == pytest.approx(15.0)
+    t = row["traffic"]
+    assert x_shared_estimate(row, share=2) == pytest.approx(15.0 * (t.total - t.x / 2) / t.total)
+
+
+def _committed():
+    partial = [p / "traffic.md" for p in (RESULTS / "partial").iterdir() if (p / "traffic.md").exists()]
+    return partial + sorted(RESULTS.glob("*-traffic.md"))
+
+
+@pytest.mark.parametrize("md", _committed(), ids=lambda p: p.parent.name + "/" + p.name)
+def test_committed_traffic_tables_are_what_their_records_give(md):
+    run = md.parent if md.name == "traffic.md" else md.with_name(md.name.replace("-traffic.md", ".json"))
+    records, out, figure = l2_traffic.run_paths(run)
+    assert out == md and figure.exists()
+    assert md.read_text() == l2_traffic.summary(records, None), f"run: python bench/l2_traffic.py {run}"
+
+
+def test_committed_tables_exist():
+    assert _committed(), "bench/l2_traffic.py's table of run -f is committed"
+
+
+def test_a_folder_without_records_is_refused(tmp_path):
+    with pytest.raises(SystemExit, match="no sweep.json"):
+        l2_traffic.run_paths(tmp_path)
+    (tmp_path / "run.txt").write_text("")
+    with pytest.raises(SystemExit, match="not a run's JSON"):
+        l2_traffic.run_paths(tmp_path / "run.txt")
+    (tmp_path / "run.json").write_text('{"not": "records"}')
+    with pytest.raises(SystemExit, match="list of benchmark records"):
+        l2_traffic.summary(tmp_path / "run.json", None)
