@@ -11,7 +11,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "lib"))
 
 import l2_traffic  # noqa: E402
-from sp24.traffic import timed_tilings, wgmma_traffic, x_shared_estimate  # noqa: E402
+from sp24.traffic import rows_markdown, timed_tilings, wgmma_traffic, x_shared_estimate  # noqa: E402
 
 from repro.kernels.fragments import WgmmaConfig  # noqa: E402
 
@@ -75,6 +75,13 @@ def test_timed_tilings_keep_the_sparse_forms_numbers_and_their_rate():
     r = rows[0]
     assert r["rate"] == pytest.approx(r["traffic"].total / 15e-6) and r["cublas_us"] == 14.0
     assert [r["label"] for r in timed_tilings(_records(), sparse=False)] == ["g1t64u2c6sk2", "g1t64u2c6"]
+
+
+def test_rows_table_gives_rate_tail_and_speedup_per_token_count_and_row_tile():
+    row = timed_tilings(_records())[0]
+    line = rows_markdown([row]).splitlines()[-1]
+    rate = row["traffic"].total / 15e-6 / 1e12
+    assert line == f"| 64 | 64 | 1 | {rate:.2f} | 33 | 0.93× |"  # tail: 2 partials of 64 x 64 floats; 14 / 15
 
 
 def test_x_shared_estimate_removes_the_shared_part_of_x_at_the_same_rate():
