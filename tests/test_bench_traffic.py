@@ -101,7 +101,9 @@ def test_committed_traffic_tables_are_what_their_records_give(md):
     run = md.parent if md.name == "traffic.md" else md.with_name(md.name.replace("-traffic.md", ".json"))
     records, out, figure = l2_traffic.run_paths(run)
     assert out == md and figure.exists()
-    assert md.read_text() == l2_traffic.summary(records, None), f"run: python bench/l2_traffic.py {run}"
+    recs = l2_traffic.load_records(records)
+    generated = l2_traffic.summary(l2_traffic.sparse_tilings(recs, records), recs[0]["gpu"], records)
+    assert md.read_text() == generated, f"run: python bench/l2_traffic.py {run}"
 
 
 def test_committed_tables_exist():
@@ -116,4 +118,6 @@ def test_a_folder_without_records_is_refused(tmp_path):
         l2_traffic.run_paths(tmp_path / "run.txt")
     (tmp_path / "run.json").write_text('{"not": "records"}')
     with pytest.raises(SystemExit, match="list of benchmark records"):
-        l2_traffic.summary(tmp_path / "run.json", None)
+        l2_traffic.load_records(tmp_path / "run.json")
+    with pytest.raises(SystemExit, match="no timed tilings of the sparse wgmma form"):
+        l2_traffic.sparse_tilings([dict(N=1, K=1, M=64, method="cublas", us=1.0)], tmp_path / "run.json")

@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import os
 import statistics
+from pathlib import Path
 
 import torch
 
 from repro.kernels import dispatch
+
+ROOT = Path(__file__).resolve().parents[2]  # the repository
+
+
+def shown_path(path: Path) -> str:
+    """A path as generated tables name it: from the repository's root where it lies inside."""
+    path = path.resolve()
+    return path.relative_to(ROOT).as_posix() if path.is_relative_to(ROOT) else str(path)
+
 
 SHAPES = [(4096, 4096), (11008, 4096), (4096, 11008)]  # LLaMA-7B linears: q/k/v/o, gate/up, down
 # our kernels; $REPRO_BENCH_KERNELS (comma-separated) narrows the list, e.g. when gpu_check.sh's

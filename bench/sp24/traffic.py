@@ -26,6 +26,8 @@ from dataclasses import dataclass
 
 from repro.kernels.fragments import WgmmaConfig
 
+from .targets import _shape
+
 WEIGHT_BYTES_PER_ELEMENT = 1.125  # 2:4 values (half of K, fp16) and 2-bit positions
 X_BYTES = 2  # fp16 or bf16
 PARTIAL_BYTES = 4  # fp32 partial sums of split-K
@@ -122,7 +124,7 @@ def cases_markdown(rows: list[dict]) -> str:
         t = b["traffic"]
         cublas = f"{b['cublas_us']:.1f}" if b["cublas_us"] else "–"
         lines.append(
-            f"| {b['N']}×{b['K']} | {b['M']} | {cublas} | `{b['label']}` | {b['us']:.1f} | {b['cfg'].rows} | "
+            f"| {_shape(b['N'], b['K'])} | {b['M']} | {cublas} | `{b['label']}` | {b['us']:.1f} | {b['cfg'].rows} | "
             f"{b['cfg'].split_k} | {_mb(t.weight)} / {_mb(t.x)} / {_mb(t.workspace)} | {t.x / t.weight:.1f} | "
             f"{_tbs(b['rate'])} | {_tbs(top['rate'])} (`{top['label']}`) |"
         )
