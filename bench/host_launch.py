@@ -5,7 +5,7 @@
 Without CUDA graphs a decode step launches every layer's kernel one after the other, and a
 decode-size product takes about 10 µs on the GPU, so the host's time per launch sets the pace.
 This takes that time apart for a 4096×4096 weight in fragment order, with the kernel and tiling
-the committed H200 table (``dispatch_sm90.json``) picks at 1 and at 16 tokens (``spmma`` in the
+the committed H200 table (``dispatch_sm90_h200.json``) picks at 1 and at 16 tokens (``spmma`` in the
 table committed with this script). Everything runs for real, Triton's own Python included (its
 launch path, the compiled kernel's ``launch_metadata``, the launcher's Python wrapper), except
 two things: the launcher's native part, a stand-in that calls the launch hooks as the native one
@@ -180,6 +180,7 @@ def best_us(call, calls: int) -> float:
 def measure(calls: int) -> list[dict]:
     driver.set_active(StandInDriver())
     dispatch.arch_name = lambda device: "sm90"  # the committed H200 table, as on that GPU
+    dispatch.gpu_name = lambda device: "NVIDIA H200"
     dispatch._sm_count = lambda device: 132
     kernel = StandInKernel()
     dense = torch.zeros(N, K, dtype=torch.float16)

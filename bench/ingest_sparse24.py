@@ -14,7 +14,7 @@ table through the dispatcher's own lookup. Then:
 - bench/results/<gpu>-<date>.{json,md,log} and
   <gpu>-<date>-{gpu-check.log,pytest.log,fast-launch.log,spmma-probe.txt,spmma-map.json,wgmma-sparse-probe.txt,wgmma-sparse-map.json,
   fence-probe.txt,nvidia-smi.txt,wgmma-ablation.{json,log},ncu*.txt};
-- lib/repro/kernels/dispatch_<arch>.json (the table sparse24_matmul reads);
+- lib/repro/kernels/dispatch_<arch>_<gpu>.json (the table sparse24_matmul reads on that GPU);
 - <stem>-speedup.png, <stem>-e2e.png (bench/plot_sparse24.py) and <stem>-summary.md (targets,
   dispatcher and end-to-end tables: bench/sp24/targets.py), which book/sparse24.md includes;
 - book/sparse24.md's result paths now name <stem>. Its prose about the run is for a person to review.
@@ -46,7 +46,6 @@ sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(ROOT / "lib"))
 
 from plot_sparse24 import plot_e2e, plot_speedup  # noqa: E402
-from sp24.common import gpu_slug  # noqa: E402
 from sp24.targets import summary_markdown  # noqa: E402
 
 from repro.kernels import dispatch  # noqa: E402
@@ -166,9 +165,16 @@ def regenerate(json_path: Path) -> list[Path]:
 
 
 def point_page_at(stem: str, page: Path = PAGE) -> int:
-    """Make the page's result paths (figures, include, mentions) name ``stem``; returns how many changed."""
+    """Make the page's result paths (figures, include, mentions) of the same GPU as ``stem`` name it;
+    another GPU's stay (the page shows the newest run of each). Returns how many changed."""
     text = page.read_text()
-    new, count = RESULT_PATH.subn(f"bench/results/{stem}", text)
+    gpu = stem.split("-", 1)[0]
+
+    def same_gpu(match: re.Match) -> bool:
+        return match.group(1).split("-", 1)[0] == gpu
+
+    new = RESULT_PATH.sub(lambda m: f"bench/results/{stem}" if same_gpu(m) else m.group(0), text)
+    count = sum(map(same_gpu, RESULT_PATH.finditer(text)))
     if new != text:
         write_atomic(page, new.encode())
     return count
@@ -186,7 +192,8 @@ def ingest(
     check_table(table, info["arch"], recs)
     if not re.fullmatch(r"\d{4}-\d{2}-\d{2}[a-z]?", date):
         raise IngestError(f"--date must be YYYY-MM-DD, or that and a letter for a day's next run; got {date!r}")
-    stem = f"{gpu_slug(info['gpu'])}-{date}"
+    gpu = dispatch.gpu_key(info["gpu"])
+    stem = f"{gpu}-{date}"
     if (results / f"{stem}.json").exists() and not force:
         raise IngestError(
             f"{results / stem}.json exists; pass --force to replace it, or name this run --date {date}b"
@@ -202,7 +209,8 @@ def ingest(
     for profile in sorted(run_dir.glob("ncu*.txt")):  # Nsight Compute's reports, or why there are none
         shutil.copyfile(profile, results / f"{stem}-{profile.name}")
     write_atomic(results / f"{stem}.json", (run_dir / "sparse24.json").read_bytes())
-    write_atomic(kernels / table_path.name, table_path.read_bytes())
+    # one table per GPU: an H100 run must not replace what an H200 measured (dispatch.table_path)
+    write_atomic(kernels / f"dispatch_{info['arch']}_{gpu}.json", table_path.read_bytes())
     return stem
 
 

@@ -41,6 +41,7 @@ def _run(*args, **env_vars):
 def _committed_choice(monkeypatch, m: int):
     """What the committed sm_90 table gives a 4096x4096 fp16 weight in fragment order at M = m."""
     monkeypatch.setattr(dispatch, "arch_name", lambda device: "sm90")
+    monkeypatch.setattr(dispatch, "gpu_name", lambda device: "NVIDIA H200")
     monkeypatch.setattr(dispatch, "_sm_count", lambda device: 132)
     dispatch._cached_choice.cache_clear()
     try:

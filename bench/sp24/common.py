@@ -63,13 +63,6 @@ def gpu_info() -> dict:
     return info
 
 
-def gpu_slug(name: str) -> str:
-    for key in ("h200", "h100", "a100", "l40", "a10"):
-        if key in name.lower():
-            return key
-    return name.lower().replace(" ", "-")
-
-
 def pruned_weight(n: int, k: int, device, seed: int) -> torch.Tensor:
     """A random fp16 weight ``[n, k]`` (LLaMA-like scale) pruned 2:4 by magnitude, the same for a
     seed on every run."""

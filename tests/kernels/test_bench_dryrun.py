@@ -122,6 +122,7 @@ def run(tmp_path_factory, gluon_kernels):
         spied = timer.spy(triton_sp24.launch)
         mp.setattr(triton_sp24, "launch", spied)
         mp.setattr(dispatch, "arch_name", lambda device: INFO["arch"])  # the dispatcher asks the GPU
+        mp.setattr(dispatch, "gpu_name", lambda device: INFO["gpu"])
         mp.setattr(dispatch, "_sm_count", lambda device: INFO["sms"])
         try:
             report = sparse24.run(
@@ -255,7 +256,8 @@ def test_report_has_a_column_per_kernel_and_the_run_ingests(run, tmp_path):
     stem = ingest_sparse24.ingest(out, "2027-01-02", False, results=tmp_path / "results", kernels=tmp_path)
     assert stem == "cpu-dry-run-2027-01-02"
     assert (tmp_path / "results" / f"{stem}-wgmma-ablation.json").read_text() == "[]\n"
-    assert json.loads((tmp_path / "dispatch_sm90.json").read_text())["entries"][0]["method"] == "spmma"
+    installed = tmp_path / "dispatch_sm90_cpu-dry-run.json"  # one table per GPU (dispatch.table_path)
+    assert json.loads(installed.read_text())["entries"][0]["method"] == "spmma"
     written = ingest_sparse24.regenerate(tmp_path / "results" / f"{stem}.json")
     assert {p.name for p in written} == {f"{stem}-speedup.png", f"{stem}-e2e.png", f"{stem}-summary.md"}
     summary = (tmp_path / "results" / f"{stem}-summary.md").read_text()

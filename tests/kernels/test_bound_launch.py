@@ -271,8 +271,8 @@ def test_bound_launches_give_the_same_bits(layout, with_bias):
 
 
 def _table_wgmma_labels() -> list[str]:
-    """The sparse ``wgmma`` tilings the committed H200 table runs (run 2026-11-27f's)."""
-    entries = dispatch._committed_table("sm90").get("entries", [])
+    """The sparse ``wgmma`` tilings the committed tables run (H200: run 2026-11-27f's; H100: 2026-11-28's)."""
+    entries = [e for gpu in ("h100", "h200") for e in dispatch._committed_table("sm90", gpu).get("entries", [])]
     return sorted({WgmmaConfig(**e["config"]).label() for e in entries if e["method"] == "wgmma"})
 
 

@@ -1,4 +1,6 @@
-"""The dispatcher's table lookup, and the committed H200 table's consistency with the kernels."""
+"""The dispatcher's table lookup, and the committed tables' (H100, H200) consistency with the kernels."""
+
+import json
 
 import pytest
 import torch
@@ -61,6 +63,7 @@ def test_spmma_default_covers_m_with_at_most_two_token_programs_per_row_tile(m, 
 )
 def test_fragment_weights_only_get_methods_that_read_them(monkeypatch, layout, m, method):
     monkeypatch.setattr(dispatch, "arch_name", lambda device: "sm90")
+    monkeypatch.setattr(dispatch, "gpu_name", lambda device: "NVIDIA H200")
     monkeypatch.setattr(dispatch, "_sm_count", lambda device: 132)
     dispatch.use_table(TABLE)
     try:
@@ -80,6 +83,7 @@ def test_fragment_weights_take_the_entrys_fragments_choice_where_it_has_one(monk
     fragments = dispatch._table_choice(table, 64, 128, 1, torch.float16, "fragments")
     assert fragments == dispatch.Choice("spmma", SpmmaConfig(**spmma))
     monkeypatch.setattr(dispatch, "arch_name", lambda device: "sm90")
+    monkeypatch.setattr(dispatch, "gpu_name", lambda device: "NVIDIA H200")
     dispatch.use_table(table)
     try:
         assert dispatch._cached_choice(64, 128, 1, torch.float16, 0, "fragments") == fragments
@@ -89,6 +93,7 @@ def test_fragment_weights_take_the_entrys_fragments_choice_where_it_has_one(monk
 
 def test_unmeasured_fragment_weights_get_spmma_not_a_dense_copy(monkeypatch):
     monkeypatch.setattr(dispatch, "arch_name", lambda device: "sm90")
+    monkeypatch.setattr(dispatch, "gpu_name", lambda device: "NVIDIA H200")
     monkeypatch.setattr(dispatch, "_sm_count", lambda device: 132)
     dispatch.use_table({"entries": []})
     try:
@@ -104,9 +109,11 @@ def test_table_choice_is_none_for_unmeasured_shapes_and_dtypes():
     assert dispatch._table_choice({}, 64, 128, 1, torch.float16) is None
 
 
-def test_committed_h200_table_names_only_known_methods_and_valid_configs():
-    table = dispatch._committed_table("sm90")
-    assert table["entries"], "the committed sm90 table is empty"
+@pytest.mark.parametrize("gpu", ["h100", "h200"])
+def test_committed_tables_name_only_known_methods_and_valid_configs(gpu):
+    table = dispatch._committed_table("sm90", gpu)
+    assert table["entries"], f"the committed sm90 table of the {gpu} is empty"
+    assert dispatch.gpu_key(table["gpu"]) == gpu
     for entry in table["entries"]:
         assert entry["method"] in dispatch.METHODS
         if entry["method"] == "spmma":
@@ -119,3 +126,43 @@ def test_committed_h200_table_names_only_known_methods_and_valid_configs():
             assert entry["config"] is None
         # the rule: anything but cuBLAS must have measured >= 3% faster than cuBLAS
         assert entry["method"] == "cublas" or entry["speedup_vs_cublas"] >= 1 / 0.97
+
+
+@pytest.mark.parametrize(
+    "name, key",
+    [("NVIDIA H100 80GB HBM3", "h100"), ("NVIDIA H200", "h200"), ("NVIDIA A100-SXM4-80GB", "a100"),
+     ("NVIDIA GH200 480GB", "h200"), ("Some GPU X", "some-gpu-x")],
+)
+def test_gpu_key_is_the_short_name_tables_and_results_go_by(name, key):
+    assert dispatch.gpu_key(name) == key
+
+
+def test_a_gpus_own_table_comes_first_then_its_architectures_newest(monkeypatch, tmp_path):
+    """H100 and H200 are one architecture with different memory: each reads its own measurements;
+    a GPU of that architecture with none (an H800) reads the most recently measured; an
+    architecture without any table gets {} (rules of thumb)."""
+    for gpu, measured in (("h100", "2026-11-28"), ("h200", "2026-11-27")):
+        (tmp_path / f"dispatch_sm90_{gpu}.json").write_text(json.dumps({"gpu": gpu, "measured": measured}))
+    monkeypatch.setattr(dispatch, "_TABLE_DIR", tmp_path)
+    dispatch._committed_table.cache_clear()
+    try:
+        assert dispatch.load_table("sm90", "h200")["gpu"] == "h200"
+        assert dispatch.load_table("sm90", "h100")["gpu"] == "h100"
+        assert dispatch.load_table("sm90", "h800")["gpu"] == "h100"
+        assert dispatch.load_table("sm80", "a100") == {}
+    finally:
+        dispatch._committed_table.cache_clear()
+
+
+def test_each_gpu_dispatches_by_its_own_committed_table(monkeypatch):
+    """The two committed tables disagree where the memory does: at 128 tokens on 11008x4096 the
+    H200 (faster memory) keeps cuBLAS, the H100 runs the sparse wgmma."""
+    monkeypatch.setattr(dispatch, "arch_name", lambda device: "sm90")
+    monkeypatch.setattr(dispatch, "_sm_count", lambda device: 132)
+    picks = {}
+    for name in ("NVIDIA H200", "NVIDIA H100 80GB HBM3"):
+        monkeypatch.setattr(dispatch, "gpu_name", lambda device, name=name: name)
+        dispatch._cached_choice.cache_clear()
+        picks[name] = dispatch._cached_choice(11008, 4096, 128, torch.float16, 0, "planar").method
+    dispatch._cached_choice.cache_clear()
+    assert picks == {"NVIDIA H200": "cublas", "NVIDIA H100 80GB HBM3": "wgmma"}

@@ -5,7 +5,9 @@ the two Gluon kernels that read the weight in fragment order: ``spmma`` on the s
 and ``wgmma`` on Hopper's dense warpgroup MMA, the weight expanded in registers),
 cuBLAS on the dense weight (``cublas``) and PyTorch's semi-structured sparsity
 (``torch_semi_structured``, cuSPARSELt). The choice comes from a table measured by
-``bench/sparse24.py`` and committed per GPU architecture (``dispatch_sm90.json``); a lookup is a
+``bench/sparse24.py`` and committed per GPU (``dispatch_sm90_h200.json``, ``dispatch_sm90_h100.json``:
+one architecture, two memory systems that rank the kernels differently); a GPU without a table of
+its own uses the most recently measured one of its architecture. A lookup is a
 dict hit after the first call for a shape, and from a layer's second call with the same number
 of tokens the launch itself is kept on the weight (bound launches, below).
 Shapes absent from the table use rules of thumb (``_default_choice``). A weight stored in fragment
@@ -91,6 +93,27 @@ def arch_name(device: torch.device) -> str:
     return f"sm{major}{minor}"
 
 
+def gpu_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device)
+
+
+_GPU_KEYS = ("h200", "h100", "a100", "l40", "a10")  # longest first where one name contains another
+
+
+def gpu_key(name: str) -> str:
+    """The short name a GPU's table and results go by: "NVIDIA H100 80GB HBM3" -> "h100"."""
+    lowered = name.lower()
+    for key in _GPU_KEYS:
+        if key in lowered:
+            return key
+    return lowered.replace(" ", "-")
+
+
+def table_path(arch: str, gpu: str) -> Path:
+    """Where the committed table of one GPU lives (``gpu`` as ``gpu_key`` gives it)."""
+    return _TABLE_DIR / f"dispatch_{arch}_{gpu}.json"
+
+
 def use_table(table: dict | None) -> None:
     """Replace the committed table for this process (the benchmark times a fresh one); None restores."""
     _state["table_override"] = table
@@ -98,19 +121,21 @@ def use_table(table: dict | None) -> None:
     _cached_choice.cache_clear()
 
 
-def load_table(arch: str) -> dict:
-    """The measurements for one architecture ({} when none)."""
+def load_table(arch: str, gpu: str | None = None) -> dict:
+    """The measurements for one GPU ({} when its architecture has none)."""
     if _state.get("table_override") is not None:
         return _state["table_override"]
-    return _committed_table(arch)
+    return _committed_table(arch, gpu)
 
 
 @lru_cache(maxsize=None)
-def _committed_table(arch: str) -> dict:
-    path = _TABLE_DIR / f"dispatch_{arch}.json"
-    if not path.exists():
-        return {}
-    return json.loads(path.read_text())
+def _committed_table(arch: str, gpu: str | None = None) -> dict:
+    """The GPU's own table; else the architecture's most recently measured (a kernel that wins on
+    one memory system is a measured guess on another, better than rules of thumb); else {}."""
+    if gpu is not None and table_path(arch, gpu).exists():
+        return json.loads(table_path(arch, gpu).read_text())
+    tables = [json.loads(p.read_text()) for p in sorted(_TABLE_DIR.glob(f"dispatch_{arch}_*.json"))]
+    return max(tables, key=lambda table: table.get("measured", ""), default={})
 
 
 def _sm_count(device: torch.device) -> int:
@@ -204,7 +229,8 @@ def _cached_choice(
     n: int, k: int, m: int, dtype: torch.dtype, device_index: int, layout: str = "planar"
 ) -> Choice:
     device = torch.device("cuda", device_index)
-    choice = _table_choice(load_table(arch_name(device)), n, k, m, dtype, layout)
+    table = load_table(arch_name(device), gpu_key(gpu_name(device)))
+    choice = _table_choice(table, n, k, m, dtype, layout)
     if choice is None and layout == "fragments":
         choice = spmma_default(m)  # unmeasured: keep to the stored bytes rather than a dense copy
     if choice is None:
