@@ -145,6 +145,13 @@ _CHAINED = {
 # g2t128u2c4k2). All compile for sm_90a with Triton 3.6 (fp16, and bf16 with bias) within 227 KiB
 # of shared memory, MMAs asynchronous (no C7515), without spills, except the epilogues of
 # g2w2t128 (fp16: 8-20 bytes; bf16 with bias: 52-128 bytes; none in any loop).
+# The first H100 run (h100-2026-11-28) left 128 tokens on 4096x11008 at 1.08x of cuBLAS with
+# g1t128u2c8sk2, whose row tiles of 64 read x 64 times (180 MB of L2 traffic, bench/sp24/traffic.py);
+# programs of 128 rows read it half as often but were timed there only with a 4-stage ring
+# (g2t128u2c4sk4 40.0 us), while the deeper ring gained 20% for g2t128 without split (11008x4096:
+# c4s 39.3 us, c8s 31.4). So g2t128 with 4 splits gets the 6- and 8-stage rings, and g2t64u2c6sk2
+# (the best at 128 tokens on 4096x4096) its 8-stage twin; three dense tilings, 2-4 times slower
+# than the fastest there on both GPUs, left (g2t128u2, g2t128u2c4, g2t64u2c6x8k8).
 _WGMMA = {
     1: ("g2t16u2c6sk4", "g2t16u1c8sk4", "g2t16u2c4x16sk4", "g2w2t32u2c6sk8",
         "g1t8u4k4", "g1t8u4c4k2", "g1t8u4c4k4", "g1t8u2c6k4", "g2t8u4c4k2", "g1t8u4c6k2", "g1t8u4c4x16k2",
@@ -163,9 +170,9 @@ _WGMMA = {
          "g1t64u2c6x8k8", "g2t64u2c4x16k4"),
     128: ("g2w2t128u2c4sk8", "g2w2t128u2c4sk4", "g2t128u2c6sk2", "g2t128u2c6s", "g2t128u2c4s", "g2t128u2c4sk2",
           "g1t128u2c6sk2", "g2t64u2c6sk2", "g1t128u4c4sk2", "g2t128u2c4sk4", "g2t128u2c4x8sk4",
-          "g2w2t128u2c4x8sk8", "g2t128u2c8s", "g1t128u2c8sk2",
-          "g2t128u2a2", "g2t64u2a2k2", "g2t128u2", "g2t128u2c4", "g2t64u4c4k2", "g1t128u2c4k2", "g2t64u2c4k2",
-          "g2t64u2c6x8k8", "g1t64u2c4x16k4", "g2t64u2c4x16k4"),
+          "g2w2t128u2c4x8sk8", "g2t128u2c8s", "g1t128u2c8sk2", "g2t128u2c8sk4", "g2t128u2c6sk4", "g2t64u2c8sk2",
+          "g2t128u2a2", "g2t64u2a2k2", "g2t64u4c4k2", "g1t128u2c4k2", "g2t64u2c4k2",
+          "g1t64u2c4x16k4", "g2t64u2c4x16k4"),
     512: ("g2w2t128u2c4s", "g2w2t128u2c4sk2", "g2t128u2c4s", "g2t128u4c4s", "g2t128u2a2", "g2t128u2c4", "g2t128u2c5"),
 }
 
