@@ -30,7 +30,10 @@ METHODS = {  # method -> (label, style)
     "repro_mma": ("repro mma (4-phase dots, tensor cores)", dict(color="tab:blue", marker="^", ls="--")),
     "repro_expand": ("repro expand (expanded tile, tensor cores)", dict(color="tab:purple", marker="v", ls="--")),
     "repro_spmma": ("repro spmma (mma.sp, sparse tensor cores)", dict(color="tab:orange", marker="D", ls="--")),
-    "repro_wgmma": ("repro wgmma (expanded in registers, warpgroup MMA)", dict(color="tab:brown", marker="P", ls="--")),
+    "repro_wgmma": (
+        "repro wgmma (warpgroup MMA, sparse or on the expanded weight)",
+        dict(color="tab:brown", marker="P", ls="--"),
+    ),
     "torch_semi_structured": (
         "torch semi-structured (cuSPARSELt)",
         dict(color="tab:red", marker="x", ls=":"),

@@ -2,8 +2,8 @@
 
 Candidates: our Triton kernels (``fma`` for tiny M, ``mma`` and ``expand`` on tensor cores, and
 the two Gluon kernels that read the weight in fragment order: ``spmma`` on the sparse tensor cores
-and ``wgmma`` on Hopper's dense warpgroup MMA, the weight expanded in registers),
-cuBLAS on the dense weight (``cublas``) and PyTorch's semi-structured sparsity
+and ``wgmma`` on Hopper's warpgroup MMA, in its sparse form or dense on the weight expanded in
+registers), cuBLAS on the dense weight (``cublas``) and PyTorch's semi-structured sparsity
 (``torch_semi_structured``, cuSPARSELt). The choice comes from a table measured by
 ``bench/sparse24.py`` and committed per GPU (``dispatch_sm90_h200.json``, ``dispatch_sm90_h100.json``:
 one architecture, two memory systems that rank the kernels differently); a GPU without a table of

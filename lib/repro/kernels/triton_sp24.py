@@ -431,7 +431,7 @@ def kernel_call(
         from .gluon_sp24 import spmma_call
 
         return spmma_call(x2d, w.fragments(), bias, out, cfg)
-    if kernel == "wgmma":  # the Gluon kernel on the dense warpgroup MMA, weight expanded in registers
+    if kernel == "wgmma":  # the Gluon kernel on the warpgroup MMA (sparse form, or dense on the expanded weight)
         from .gluon_wgmma import wgmma_call
 
         return wgmma_call(x2d, w.fragments(), bias, out, cfg)
