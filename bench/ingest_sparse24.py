@@ -185,6 +185,12 @@ def ingest(
 ) -> str:
     recs = load_records(run_dir / "sparse24.json")
     info = recs[0]["info"]
+    if info.get("subset"):
+        raise IngestError(
+            f"{run_dir / 'sparse24.json'} times a subset of the cases ({info['subset']}): its dispatch table "
+            "would replace the GPU's whole table with those entries. Keep it as "
+            "bench/results/partial/<gpu>-<date>/sweep.json and run bench/summarize_partial.py on that folder"
+        )
     table_path = run_dir / f"dispatch_{info['arch']}.json"
     if not table_path.exists():
         raise IngestError(f"{table_path} is missing: the run writes dispatch_<arch>.json next to sparse24.json")

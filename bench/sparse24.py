@@ -1,6 +1,6 @@
 """Benchmark of the book's 2:4 sparse GEMM (issue 3). A benchmark, not a test; needs a CUDA GPU.
 
-    PYTHONPATH=lib python bench/sparse24.py --out DIR [--quick] [--no-e2e]
+    PYTHONPATH=lib python bench/sparse24.py --out DIR [--quick] [--no-e2e] [--shapes NxK,...] [--ms M,...]
 
 For LLaMA-7B linear shapes (N x K = 4096x4096, 11008x4096, 4096x11008) and M in MS, fp16:
 - our kernels (``repro_fma``, ``repro_mma``, ``repro_expand``, ``repro_spmma`` on the sparse
@@ -23,6 +23,11 @@ For LLaMA-7B linear shapes (N x K = 4096x4096, 11008x4096, 4096x11008) and M in 
   wgmma is benchmarked), batch 1 and 8, CUDA-graph replay and eager.
 
 Writes ``sparse24.json`` (records), ``sparse24.md`` (tables) and ``dispatch_<arch>.json`` to --out.
+``--shapes`` and ``--ms`` time a subset of the cases (a short device call for the cases a cut-off
+run left untimed): the sweep and the dispatcher only, no K sweep or end-to-end part, and the run
+marks itself a subset, which ``ingest_sparse24.py`` refuses (its table would cover only those
+cases); keep it in ``bench/results/partial/<stem>/`` as ``sweep.json`` and summarize it with
+``bench/summarize_partial.py``.
 ``run`` does the work on ``timer.device``; ``tests/kernels/test_bench_dryrun.py`` runs all of it on
 the CPU (Triton's interpreter, the PTX emulator, a stand-in timer), so that no Python error in the
 benchmark is first found in a GPU session.
@@ -52,13 +57,47 @@ from sp24.timing import Timer  # noqa: E402
 from repro.kernels import compress_24, dispatch  # noqa: E402
 
 
-def main() -> None:
+def _subset(text: str, allowed: list, parse, name: str) -> list:
+    """The comma-separated ``text`` as a subset of ``allowed`` (in ``allowed``'s order), or a usage
+    error that names what was wrong and what may be chosen."""
+    shown = ", ".join(_shown(a) for a in allowed)
+    try:
+        chosen = {parse(item.strip()) for item in text.split(",") if item.strip()}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--{name} {text!r}: expected a comma-separated list of {shown}") from None
+    unknown = chosen - set(allowed)
+    if unknown or not chosen:
+        bad = ", ".join(sorted(_shown(u) for u in unknown)) or "nothing"
+        raise argparse.ArgumentTypeError(f"--{name}: {bad} is not among the benchmark's cases; choose from {shown}")
+    return [a for a in allowed if a in chosen]
+
+
+def _shown(case) -> str:
+    return f"{case[0]}x{case[1]}" if isinstance(case, tuple) else str(case)
+
+
+def _shape(text: str) -> tuple[int, int]:
+    n, k = text.lower().replace("×", "x").split("x")
+    return int(n), int(k)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("bench/results/latest"))
     ap.add_argument("--quick", action="store_true", help="one shape, three M values")
     ap.add_argument("--no-e2e", action="store_true")
     ap.add_argument("--e2e-layers", type=int, default=4)
-    args = ap.parse_args()
+    ap.add_argument("--shapes", type=lambda t: _subset(t, SHAPES, _shape, "shapes"),
+                    help="time only these shapes, e.g. 4096x11008 (a subset run: see above)")
+    ap.add_argument("--ms", type=lambda t: _subset(t, MS, int, "ms"), help="time only these M, e.g. 64,128")
+    args = ap.parse_args(argv)
+    if args.quick and (args.shapes or args.ms):
+        ap.error("--quick picks its own cases: give it, or --shapes/--ms, not both")
+    return args
+
+
+def main() -> None:
+    args = parse_args()
     if not torch.cuda.is_available():
         sys.exit("bench/sparse24.py needs a CUDA GPU")
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -70,15 +109,20 @@ def main() -> None:
             log_file.write(msg + "\n")
             log_file.flush()
 
-        shapes, ms = (SHAPES[:1], QUICK_MS) if args.quick else (SHAPES, MS)
+        shapes, ms = (SHAPES[:1], QUICK_MS) if args.quick else (args.shapes or SHAPES, args.ms or MS)
+        subset = bool(args.shapes or args.ms)
         info = gpu_info()
+        if subset:
+            info["subset"] = f"shapes {', '.join(map(_shown, shapes))}; M {', '.join(map(str, ms))}"
         log(json.dumps(info))
-        print(run(args.out, info, Timer(), shapes, ms, log, e2e_layers=0 if args.no_e2e else args.e2e_layers))
+        e2e_layers = 0 if args.no_e2e or subset else args.e2e_layers
+        print(run(args.out, info, Timer(), shapes, ms, log, e2e_layers=e2e_layers, kscan=None if subset else KSCAN))
 
 
-def run(
-    out: Path, info: dict, timer, shapes, ms, log, e2e_layers: int = 4, e2e_dims=LLAMA_7B, kscan=(4096, (1, 4), KS)
-) -> str:
+KSCAN = (4096, (1, 4), KS)  # the K sweep's N, Ms and Ks
+
+
+def run(out: Path, info: dict, timer, shapes, ms, log, e2e_layers: int = 4, e2e_dims=LLAMA_7B, kscan=KSCAN) -> str:
     """Measure everything on ``timer.device`` and write the run's files to ``out``; returns the
     Markdown report. ``e2e_layers=0`` leaves out the end-to-end part; ``kscan`` is the
     ``(N, Ms, Ks)`` of the fixed-cost sweep (``sp24/kscan.py``), None to leave it out."""

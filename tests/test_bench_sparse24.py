@@ -316,3 +316,31 @@ def test_the_ablation_drops_the_barriers_of_the_innermost_mma_loop_only():
     assert "barrier.sync" not in edited and "fence.proxy.async" in edited and "wgmma.mma_async" in edited
     with pytest.raises(ValueError, match="no loop with a wgmma"):
         wgmma_ablation.main_loop_span(_PTX.replace("wgmma.mma_async", "mma.sync"))
+
+
+def test_a_subset_of_the_cases_is_chosen_by_name_in_the_benchmarks_order():
+    import sparse24
+
+    args = sparse24.parse_args(["--shapes", "4096x11008, 4096×4096", "--ms", "128,64"])
+    assert args.shapes == [(4096, 4096), (4096, 11008)] and args.ms == [64, 128]
+    whole = sparse24.parse_args([])
+    assert whole.shapes is None and whole.ms is None  # the whole grid, K sweep and end to end
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--shapes", "4096x4097"], "4096x4097 is not among the benchmark's cases; choose from 4096x4096, 11008x4096"),
+        (["--shapes", "big"], "expected a comma-separated list of 4096x4096"),
+        (["--ms", "3,64"], "3 is not among the benchmark's cases; choose from 1, 4, 8"),
+        (["--ms", ","], "nothing is not among"),
+        (["--quick", "--ms", "1"], "--quick picks its own cases"),
+    ],
+    ids=["unknown-shape", "not-a-shape", "unknown-m", "empty", "quick-and-subset"],
+)
+def test_cases_outside_the_grid_are_refused_with_what_may_be_chosen(argv, message, capsys):
+    import sparse24
+
+    with pytest.raises(SystemExit):
+        sparse24.parse_args(argv)
+    assert message in capsys.readouterr().err

@@ -266,6 +266,7 @@ def test_a_second_run_of_the_day_takes_a_letter_and_the_page_follows_it(run_dir,
         (lambda d: (d / "sparse24.json").write_text('[{"gpu": "x"'), "not valid JSON"),
         (lambda d: (d / "sparse24.json").unlink(), "is missing"),
         (lambda d: (d / "dispatch_sm90.json").unlink(), "dispatch_<arch>.json"),
+        (lambda d: _edit_info(d, subset="shapes 4096x11008; M 128"), "times a subset of the cases"),
         (lambda d: _edit_table(d, method="bogus"), "method must be one of"),
         (lambda d: _edit_table(d, config={"BM": 1, "nonsense": 3}), "dispatch table entry"),
         (
@@ -273,7 +274,7 @@ def test_a_second_run_of_the_day_takes_a_letter_and_the_page_follows_it(run_dir,
             "repro_dispatch",
         ),
     ],
-    ids=["truncated-json", "no-json", "no-table", "unknown-method", "bad-config", "no-dispatcher"],
+    ids=["truncated-json", "no-json", "no-table", "subset", "unknown-method", "bad-config", "no-dispatcher"],
 )
 def test_a_damaged_run_is_refused_with_the_reason_and_writes_nothing(run_dir, tmp_path, damage, message):
     damage(run_dir)
@@ -287,6 +288,13 @@ def _edit_table(run_dir, **changes):
     table = json.loads(path.read_text())
     table["entries"][0].update(changes)
     path.write_text(json.dumps(table))
+
+
+def _edit_info(run_dir, **changes):
+    path = run_dir / "sparse24.json"
+    recs = json.loads(path.read_text())
+    recs[0]["info"].update(changes)
+    path.write_text(json.dumps(recs))
 
 
 def _edit_records(run_dir, change):
