@@ -4,7 +4,7 @@
 # archive, $OUT/gpu-check.tar.gz (default OUT: bench/results/latest), as it goes: the device call
 # returns at most 8 files (bench/device_out.sh). The archive holds gpu-check.log (all this script
 # printed), spmma-probe.txt, spmma-map.json (where each fragment slot landed), the same for the
-# sparse wgmma form (wgmma-sparse-probe.txt, wgmma-sparse-map.json), fence-probe.txt,
+# sparse wgmma form (wgmma-sparse-probe.txt, wgmma-sparse-map.json), fence-probe.txt, cluster-probe.txt,
 # fast-launch.log, pytest.log, sparse24.{json,md,log}, dispatch_<arch>.json, nvidia-smi.txt,
 # ncu*.txt (a profile, or why none) and ablation.{json,log} (the sparse form's ablation, when the
 # budget leaves time for it).
@@ -25,6 +25,10 @@ run_checks() {
   # does the proxy fence every ring step issues wait for the cp.async copies in flight? (seconds)
   timeout 60 python3 bench/fence_probe.py > "$RUN/fence-probe.txt" 2>&1
   echo "fence probe:"; grep "cp.async" "$RUN/fence-probe.txt"
+  # can programs of a cluster write into each other's shared memory (what sharing x between row
+  # tiles needs; bench/cluster_probe.py)? Its own process: a fault poisons the context (seconds)
+  REPRO_FAST_LAUNCH=0 timeout 60 python3 bench/cluster_probe.py > "$RUN/cluster-probe.txt" 2>&1
+  echo "cluster probe:"; tail -3 "$RUN/cluster-probe.txt"
   # the probes launch each kernel through Triton's own path (fast_launch, new and first run here, is
   # tested right after them, and left off for everything after if its test fails)
   # the spmma kernel issues inline PTX: probe it in its own process (a fault poisons the context)
