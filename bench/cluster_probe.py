@@ -39,7 +39,7 @@ WORDS = 32 * WARPS.value  # one word per thread
 # until the partner has stored into ours (release/acquire at cluster scope), read it back.
 # Operands: $0 the word read, $1 the cluster rank; $2 the word to send, $3 the slot's byte offset
 # in the program's only shared buffer (which starts at global_smem).
-_SWAP = gl.constexpr(
+SWAP = (
     "{ .reg .b32 %slot, %remote, %peer; "
     "mov.u32 %slot, global_smem; add.u32 %slot, %slot, $3; "
     "barrier.cluster.arrive.release.aligned; barrier.cluster.wait.acquire.aligned; "
@@ -52,7 +52,7 @@ _SWAP = gl.constexpr(
 
 
 @gluon.jit
-def _swap_kernel(x_ptr, y_ptr, rank_ptr):
+def _swap_kernel(x_ptr, y_ptr, rank_ptr, ASM: gl.constexpr):
     layout: gl.constexpr = gl.BlockedLayout([1], [32], [WARPS], [0])
     offs = gl.arange(0, 32 * WARPS, layout=layout)
     pid = gl.program_id(0)
@@ -60,7 +60,7 @@ def _swap_kernel(x_ptr, y_ptr, rank_ptr):
     buffer = gl.allocate_shared_memory(gl.int32, [32 * WARPS], gl.SwizzledSharedLayout(1, 1, 1, [0]))
     buffer.store(sent * 0)  # zeroed, so a missing store shows; a buffer nothing used would be left out
     got, rank = gl.inline_asm_elementwise(
-        _SWAP, "=r,=r,r,r", [sent, offs * 4], dtype=(gl.int32, gl.int32), is_pure=False, pack=1
+        ASM, "=r,=r,r,r", [sent, offs * 4], dtype=(gl.int32, gl.int32), is_pure=False, pack=1
     )
     gl.store(y_ptr + pid * 32 * WARPS + offs, got)
     gl.store(rank_ptr + pid * 32 * WARPS + offs, rank)
@@ -92,8 +92,8 @@ def compile_for_sm90():
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon._runtime import GluonASTSource
 
-    signature = {"x_ptr": "*i32", "y_ptr": "*i32", "rank_ptr": "*i32"}
-    src = GluonASTSource(_swap_kernel, signature)
+    signature = {"x_ptr": "*i32", "y_ptr": "*i32", "rank_ptr": "*i32", "ASM": "constexpr"}
+    src = GluonASTSource(_swap_kernel, signature, constexprs={"ASM": SWAP})
     return triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": WARPS.value})
 
 
@@ -116,7 +116,7 @@ def run(clusters: int = 264) -> bool:
     x = torch.arange(programs * WORDS, dtype=torch.int32, device="cuda") + 1
     y = torch.full_like(x, -1)
     rank = torch.full_like(x, -1)
-    launch_in_clusters(_swap_kernel, clusters, 2, (x, y, rank), WARPS.value)
+    launch_in_clusters(_swap_kernel, clusters, 2, (x, y, rank, SWAP), WARPS.value)
     torch.cuda.synchronize()
     pid = torch.arange(programs, device="cuda").repeat_interleave(WORDS)
     partner = x.view(programs, WORDS)[torch.arange(programs, device="cuda") ^ 1].reshape(-1)

@@ -11,7 +11,9 @@ accumulators) is emulated here, see :meth:`Cta.op_wgmma`. Its sparse form (``wgm
 only; A from shared memory is not emulated).
 
 Execution model: one program (CTA) at a time, to its end (in launch order, or reversed: the
-order programs meet in at an atomic counter is the hardware's choice), all its threads in lock
+order programs meet in at an atomic counter is the hardware's choice), except the programs of a
+cluster (``run_grid(..., cluster=n)``), which run together, each until it waits at
+``barrier.cluster.wait`` for the others (see :class:`Cluster`); all of a program's threads in lock
 step, each register a numpy array with one entry per thread holding the raw bits. Lock step is
 stricter than the hardware, so a race-free kernel computes the same thing, and a shared-memory
 race between warps (a missing ``bar.sync``) is detected and refused rather than hidden, as is a
@@ -51,11 +53,13 @@ WIDTHS = {"pred": 1, "b8": 8, "u8": 8, "s8": 8, "b16": 16, "u16": 16, "s16": 16,
 MODIFIERS = {"rn", "lo", "wide", "param", "global", "shared", "v2", "v4", "sync", "bfly", "idx", "up", "down",
              "lt", "le", "gt", "ge", "eq", "ne", "ls", "hi", "hs", "L2"}
 # memory-order, scope and cache qualifiers of loads, atomics and fences: programs run one at a
-# time, each to its end, so every order they ask for holds here; what they guarantee between
-# programs running at once on a GPU is not tested by the emulator
+# time, each to its end (a cluster's between its barriers), so every order they ask for holds
+# here; what they guarantee between programs running at once on a GPU is not tested by the
+# emulator, except distributed shared memory against the cluster barriers (see Cluster)
 MODIFIERS |= {"cg", "relaxed", "acquire", "release", "acq_rel", "gpu"}
 MODIFIERS |= {"async", "ca", "commit_group", "wait_group"}  # cp.async (see Cta.op_cp)
 MODIFIERS |= {"aligned", "m8n8", "x1", "x2", "x4"}  # ldmatrix, stmatrix (see Cta.op_ldmatrix)
+MODIFIERS |= {"cluster", "shared::cluster", "arrive", "wait"}  # clusters (see Cluster, Cta.op_mapa)
 WGMMA_SHAPES = {f"m64n{n}k16" for n in range(8, 257, 8)}  # the fp16/bf16 shapes (see Cta.op_wgmma)
 WGMMA_SP_SHAPES = {f"m64n{n}k32" for n in range(8, 257, 8)}  # their sparse (.sp) forms
 # wgmma (dense and sparse) and fence.proxy.async
@@ -427,12 +431,68 @@ class WgmmaOp:
 MmaModel = Callable[[str, list[np.ndarray], list[np.ndarray], list[np.ndarray], np.ndarray], list[np.ndarray]]
 
 
+# a program's shared::cta addresses lie below this; in the shared::cluster window, rank r's buffer
+# starts at (r + 1) * _WINDOW (what mapa.shared::cluster returns: the offset is kept)
+_WINDOW = 1 << 24
+
+
+class Cluster:
+    """The programs of one thread-block cluster (along x), run together: each runs until it waits at
+    ``barrier.cluster.wait`` for an arrival the others have not made, then the next one runs. A wait
+    that no program can satisfy (they all wait, or those not waiting have ended) is a deadlock and
+    is refused, as is a program that ends owing the cluster an arrival others wait for.
+
+    Distributed shared memory (``mapa``, ``ld``/``st.shared::cluster``) is checked against the
+    barriers: a program may touch bytes a partner stored only after a wait that the partner's
+    store preceded an arrival for, and a partner may store into, or read, bytes a program touched
+    (or wrote) only once it has completed a wait the program arrived at after that access."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.ctas: list[Cta] = []
+
+    def join(self, cta: "Cta") -> int:
+        if len(self.ctas) == self.size:
+            raise ValueError(f"a cluster of {self.size} programs has no room for another")
+        self.ctas.append(cta)
+        return len(self.ctas) - 1
+
+    def passed(self, phase: int) -> bool:
+        """Have all programs arrived ``phase`` times?"""
+        return all(c.arrived >= phase for c in self.ctas)
+
+    def member(self, rank: int, text: str) -> "Cta":
+        if not 0 <= rank < len(self.ctas):
+            raise PtxError(f"shared::cluster address of rank {rank} in a cluster of {self.size}: {text}")
+        return self.ctas[rank]
+
+    def run(self, max_steps: int = 10_000_000) -> None:
+        if len(self.ctas) != self.size:
+            raise ValueError(f"{len(self.ctas)} programs for a cluster of {self.size}")
+        running = {c.rank: c.steps(max_steps) for c in self.ctas}
+        while running:
+            progressed = False
+            for rank, steps in list(running.items()):
+                before = self.ctas[rank].arrived, self.ctas[rank].waited
+                try:
+                    waiting_at = next(steps)
+                except StopIteration:
+                    del running[rank]
+                    progressed = True
+                    continue
+                progressed |= (self.ctas[rank].arrived, self.ctas[rank].waited) != before
+            if running and not progressed:
+                stuck = ", ".join(f"rank {r} (arrived {self.ctas[r].arrived}, waits for all to)" for r in running)
+                raise PtxError(f"cluster deadlock: {stuck}; the others arrived "
+                               f"{[c.arrived for c in self.ctas]} times: {waiting_at.text}")
+
+
 class Cta:
     """The state of one program while it runs."""
 
     def __init__(self, program: Program, nthreads: int, ctaid: tuple[int, int, int], grid: tuple[int, int, int],
                  params: dict[str, int], glob: Memory, shared: Memory, mma: MmaModel | None,
-                 traffic: SharedTraffic | None = None):
+                 traffic: SharedTraffic | None = None, cluster: Cluster | None = None):
         self.p, self.n, self.params, self.glob, self.shared, self.mma = program, nthreads, params, glob, shared, mma
         self.traffic = traffic
         tid = np.arange(nthreads, dtype=U64)
@@ -441,6 +501,23 @@ class Cta:
         for axis, c, g in zip("xyz", ctaid, grid):
             self.special[f"%ctaid.{axis}"] = c
             self.special[f"%nctaid.{axis}"] = g
+        # clusters along x (a launch without one is a cluster of one, as on the GPU)
+        self.cluster = cluster or Cluster(1)
+        self.rank = self.cluster.join(self)
+        size = self.cluster.size
+        self.special |= {"%cluster_ctarank": self.rank, "%cluster_nctarank": size, "%cluster_ctaid.x": self.rank,
+                         "%cluster_nctaid.x": size, "%clusterid.x": ctaid[0] // size, "%nclusterid.x": grid[0] // size}
+        for axis, c, g in zip("yz", ctaid[1:], grid[1:]):
+            self.special |= {f"%cluster_ctaid.{axis}": 0, f"%cluster_nctaid.{axis}": 1, f"%clusterid.{axis}": c,
+                             f"%nclusterid.{axis}": g}
+        self.arrived = self.waited = 0  # barrier.cluster arrivals and completed waits
+        # distributed shared memory, per byte of this program's buffer: the completed waits this
+        # program needs before it may touch a byte a partner stored (0: none stored), and the
+        # arrivals it had made when it last touched, or wrote, each byte (-1: never)
+        size_bytes = shared.buffers[0].size
+        self.remote_visible_after = np.zeros(size_bytes, dtype=np.int64)
+        self.local_phase = np.full(size_bytes, -1, dtype=np.int64)
+        self.local_write_phase = np.full(size_bytes, -1, dtype=np.int64)
         self.regs: dict[str, np.ndarray] = {}
         self.races = RaceCheck(shared.buffers[0].size)
         # cp.async: copies issued since the last commit, then committed groups, oldest first; each
@@ -505,6 +582,13 @@ class Cta:
 
     # the loop
     def run(self, max_steps: int = 10_000_000) -> None:
+        """Run a program alone (a cluster of one): its cluster barriers never wait."""
+        for _ in self.steps(max_steps):
+            raise PtxError("a program alone waits at barrier.cluster.wait")  # pragma: no cover (cannot happen)
+
+    def steps(self, max_steps: int = 10_000_000):
+        """Run the program, yielding while it waits at ``barrier.cluster.wait`` for the other
+        programs of its cluster (``Cluster.run`` interleaves them)."""
         pc, steps, instrs = 0, 0, self.p.instrs
         while pc < len(instrs):
             ins = self.ins = instrs[pc]
@@ -533,6 +617,13 @@ class Cta:
                 pc += 1
                 continue
             if active is not None and not active.any() and base not in ("mma", "shfl", "wgmma"):
+                pc += 1
+                continue
+            if base == "barrier" and ins.op.startswith("barrier.cluster.wait"):
+                self._check_cluster_op(ins, active)
+                while not self.cluster.passed(self.arrived):
+                    yield ins
+                self.waited = self.arrived
                 pc += 1
                 continue
             handler = getattr(self, "op_" + base, None)
@@ -756,7 +847,7 @@ class Cta:
     # memory
     def _memory_op(self, ins: Instr) -> tuple[Memory, int, int]:
         parts = ins.op.split(".")
-        space = {"global": self.glob, "shared": self.shared}.get(parts[1])
+        space = {"global": self.glob, "shared": self.shared, "shared::cta": self.shared}.get(parts[1])
         if space is None:
             raise NotImplementedError(f"PTX instruction not emulated: {ins.text}")
         vec = next((int(p[1:]) for p in parts if re.fullmatch(r"v[248]", p)), 1)
@@ -796,13 +887,42 @@ class Cta:
     def _access(self, ins: Instr, address: str, registers: str, write: bool, active=None):
         """(memory, addresses, active threads, element bytes, registers) of a load or store, after
         the alignment and race checks."""
+        on = np.ones(self.n, bool) if active is None else active
+        if ins.op.split(".")[1] == "shared::cluster":
+            return self._cluster_access(ins, self.address(address), on, registers, write)
         mem, vec, size = self._memory_op(ins)
         addr = self.address(address)
-        on = np.ones(self.n, bool) if active is None else active
         if vec > 1 and (addr[on] % (vec * size)).any():  # a vector access needs the whole vector's alignment
             raise PtxError(f"misaligned {vec * size}-byte vector {'store' if write else 'load'}: {ins.text}")
         self._track(mem, addr, on, vec * size, write, ins.text)
         return mem, addr, on, size, self._vector(registers)
+
+    def _cluster_access(self, ins: Instr, addr: np.ndarray, on: np.ndarray, registers: str, write: bool):
+        """A load or store in the cluster window: one partner's buffer per instruction (what the
+        kernels here do), checked against the cluster barriers (see ``Cluster``)."""
+        parts = ins.op.split(".")
+        vec = next((int(p[1:]) for p in parts if re.fullmatch(r"v[248]", p)), 1)
+        size = WIDTHS[self._type(ins)] // 8
+        ranks = np.unique(addr[on] // _WINDOW - 1)
+        if len(ranks) != 1:
+            raise NotImplementedError(f"shared::cluster access of several programs' buffers at once: {ins.text}")
+        target = self.cluster.member(int(ranks[0]), ins.text) if ranks[0] >= 0 else self
+        local = np.where(on, addr % _WINDOW if ranks[0] >= 0 else addr - self.shared.bases[0], 0)
+        local = local + target.shared.bases[0]
+        if (local[on] % (vec * size)).any():
+            raise PtxError(f"misaligned {vec * size}-byte shared::cluster access: {ins.text}")
+        if target is self:
+            self._track(self.shared, local, on, vec * size, write, ins.text)
+        else:
+            offsets = (local[on, None] - target.shared.bases[0] + np.arange(vec * size)).ravel()
+            target.shared._locate(local[on], vec * size)  # bounds, with the buffer's own message
+            touched = target.local_write_phase[offsets] if not write else target.local_phase[offsets]
+            if (touched >= self.waited).any():
+                raise PtxError(f"{'store into' if write else 'load of'} a partner's shared bytes it "
+                               f"{'wrote' if not write else 'touched'} with no cluster barrier between: {ins.text}")
+            if write:
+                target.remote_visible_after[offsets] = self.arrived + 1
+        return target.shared, local, on, size, self._vector(registers)
 
     def _track(self, mem: Memory, addr: np.ndarray, on: np.ndarray, nbytes: int, write: bool, text: str,
                count: bool = True) -> None:
@@ -811,6 +931,12 @@ class Cta:
                 self.traffic.add(text, addr[on], np.arange(self.n)[on], nbytes)
             offsets = addr[on, None] - mem.bases[0] + np.arange(nbytes)
             if offsets.min() >= 0 and offsets.max() < mem.buffers[0].size:  # else the access itself fails
+                if (self.remote_visible_after[offsets] > self.waited).any():
+                    raise PtxError(f"shared bytes a cluster partner stored are touched before a cluster barrier "
+                                   f"orders that store first: {text}")
+                self.local_phase[offsets] = self.arrived
+                if write:
+                    self.local_write_phase[offsets] = self.arrived
                 if self.pending[offsets].any():
                     raise PtxError(f"shared bytes at {int(offsets[self.pending[offsets] > 0][0])} are the target of a "
                                    f"cp.async not yet waited for: {text}")
@@ -941,6 +1067,38 @@ class Cta:
             raise NotImplementedError(f"proxy fence of part of the CTA: {ins.text}")
         if parts[2:] != ["async", "global"]:
             self.generic[:] = False
+
+    def _check_cluster_op(self, ins, active) -> None:
+        if active is not None and not active.all():
+            raise PtxError(f"cluster barrier under a divergent predicate: {ins.text}")
+        parts = ins.op.split(".")
+        if parts[:2] != ["barrier", "cluster"] or "aligned" not in parts:
+            raise NotImplementedError(f"PTX instruction not emulated (only barrier.cluster.*.aligned): {ins.text}")
+        if parts[2] == "wait" and self.waited == self.arrived:
+            raise PtxError(f"barrier.cluster.wait without an arrival since the last wait: {ins.text}")
+        if parts[2] == "arrive" and self.arrived > self.waited:
+            raise PtxError(f"barrier.cluster.arrive twice without a wait between: {ins.text}")
+
+    def op_barrier(self, ins, active):
+        """``barrier.cluster.arrive`` (``.release`` or ``.relaxed``); the wait is in ``steps``."""
+        self._check_cluster_op(ins, active)
+        if ins.op.split(".")[2] != "arrive":
+            raise NotImplementedError(f"PTX instruction not emulated: {ins.text}")
+        self.arrived += 1
+
+    def op_mapa(self, ins, active):
+        """``mapa.shared::cluster.u32 d, a, rank``: the address of this program's shared byte ``a``
+        in rank's buffer, in the cluster window."""
+        if ins.op not in ("mapa.shared::cluster.u32", "mapa.shared::cluster.u64"):
+            raise NotImplementedError(f"PTX instruction not emulated: {ins.text}")
+        d, a, rank = ins.args
+        offset = self.read(a).astype(np.int64) - self.shared.bases[0]
+        ranks = self.read(rank).astype(np.int64)
+        on = np.ones(self.n, bool) if active is None else active
+        if (ranks[on] >= self.cluster.size).any() or (offset[on] < 0).any() or (offset[on] >= _WINDOW).any():
+            raise PtxError(f"mapa of a rank outside the cluster of {self.cluster.size}, or not of a shared "
+                           f"address: {ins.text}")
+        self.write(d, np.where(on, (ranks + 1) * _WINDOW + offset, 0).astype(U64), active, WIDTHS[ins.op[-3:]])
 
     def op_bar(self, ins, active):  # lock step: every earlier instruction has finished in every thread
         if active is not None and not active.all():
@@ -1222,20 +1380,28 @@ class Cta:
 
 
 def run_grid(ptx: str, grid: tuple[int, ...], nthreads: int, args: list[int], glob: Memory, shared_bytes: int,
-             mma: MmaModel | None = None, reverse: bool = False, traffic: SharedTraffic | None = None) -> None:
+             mma: MmaModel | None = None, reverse: bool = False, traffic: SharedTraffic | None = None,
+             cluster: int = 1) -> None:
     """Run every program of ``grid`` on the given memory, in launch order or ``reverse``d.
     ``args`` are the kernel's runtime arguments in parameter order (addresses from ``glob.add``
     for pointers); parameters beyond them (Triton's scratch pointers) are null. ``traffic``, if
-    given, counts the shared-memory wavefronts of every access."""
+    given, counts the shared-memory wavefronts of every access. ``cluster`` > 1: the programs of
+    each run of ``cluster`` along x run together (``Cluster``), as a launch in clusters would."""
+    if cluster < 1 or grid[0] % cluster:
+        raise ValueError(f"clusters of {cluster} programs along x need a grid whose x is a multiple of it, got {grid}")
     program = parse(ptx)
     if len(args) > len(program.params):
         raise PtxError(f"{len(args)} arguments for {len(program.params)} parameters")
     params = dict(zip(program.params, list(args) + [0] * (len(program.params) - len(args))))
     grid3 = tuple(grid) + (1,) * (3 - len(grid))
     ctas = [(x, y, z) for z in range(grid3[2]) for y in range(grid3[1]) for x in range(grid3[0])]
-    for ctaid in reversed(ctas) if reverse else ctas:
-        # 1024-byte aligned, as a GPU places it: wgmma's 128-byte swizzle is a function of address bits 4-9
-        shared = Memory("shared", first=0x400)
-        # poisoned with 0xFF bytes: a read of a never-written byte shows up as NaN or garbage
-        shared.add(np.full(max(shared_bytes, 1), 0xFF, dtype=np.uint8), "shared")
-        Cta(program, nthreads, ctaid, grid3, params, glob, shared, mma, traffic).run()
+    groups = [ctas[i : i + cluster] for i in range(0, len(ctas), cluster)]
+    for group in reversed(groups) if reverse else groups:
+        together = Cluster(cluster)
+        for ctaid in group:
+            # 1024-byte aligned, as a GPU places it: wgmma's 128-byte swizzle is a function of address bits 4-9
+            shared = Memory("shared", first=0x400)
+            # poisoned with 0xFF bytes: a read of a never-written byte shows up as NaN or garbage
+            shared.add(np.full(max(shared_bytes, 1), 0xFF, dtype=np.uint8), "shared")
+            Cta(program, nthreads, ctaid, grid3, params, glob, shared, mma, traffic, together)
+        together.run()

@@ -70,11 +70,12 @@ class EmulatedKernel:
     """A drop-in for a Gluon or Triton kernel object that compiles for ``arch`` and emulates each launch."""
 
     def __init__(self, fn, mma: MmaModel | None = None, arch: int = 90, reverse: bool = False,
-                 traffic: SharedTraffic | None = None):
+                 traffic: SharedTraffic | None = None, cluster: int = 1):
         if not hasattr(fn, "params"):  # a @triton.jit kernel under TRITON_INTERPRET: its compiled form
             fn = JITFunction(fn.fn, **fn.kwargs)
         self.fn, self.mma, self.arch, self.reverse = fn, mma, arch, reverse  # reverse: programs last to first
         self.traffic = traffic  # shared-memory wavefronts of every launch, if given
+        self.cluster = cluster  # > 1: launched in clusters of that many programs along x (the grid counts programs)
         self.warmups: list[dict] = []  # what each compile-only call compiled
         self.launches: list[dict] = []  # what each launch ran, for tests to inspect
 
@@ -143,4 +144,5 @@ class EmulatedKernel:
                 addresses.append(int(value))
         divisible = [self.fn.params[i].name for (i,) in attrs]
         self.launches.append(dict(grid=grid, num_warps=num_warps, constexprs=constexprs, divisible=divisible, ptx=ptx))
-        run_grid(ptx, grid, 32 * num_warps, addresses, memory, shared, self.mma, self.reverse, self.traffic)
+        run_grid(ptx, grid, 32 * num_warps, addresses, memory, shared, self.mma, self.reverse, self.traffic,
+                 self.cluster)

@@ -55,3 +55,66 @@ def test_cluster_launch_metadata_sets_num_ctas_only():
 def test_cluster_launch_metadata_refuses_what_the_launcher_cannot_take(packed, cluster, message):
     with pytest.raises(ValueError, match=message):
         cluster_probe.cluster_metadata(packed, cluster)
+
+
+# --------------------------------------------------------------------- the probe, emulated
+import torch  # noqa: E402
+from ptx_emulator import PtxError  # noqa: E402
+from ptx_launch import EmulatedKernel  # noqa: E402
+
+CLUSTERS = 3
+FIRST_BARRIER = "barrier.cluster.arrive.release.aligned; barrier.cluster.wait.acquire.aligned; "
+
+
+def _emulate(asm: str, clusters: int = CLUSTERS, cluster: int = 2):
+    programs = clusters * cluster
+    x = torch.arange(programs * cluster_probe.WORDS, dtype=torch.int32) + 1
+    y, rank = torch.full_like(x, -1), torch.full_like(x, -1)
+    EmulatedKernel(cluster_probe._swap_kernel, cluster=cluster)[(programs,)](x, y, rank, asm, num_warps=4)
+    return x.view(programs, -1), y.view(programs, -1), rank.view(programs, -1)
+
+
+def test_each_program_reads_back_its_cluster_partners_words():
+    """What the probe checks on a GPU, on the emulator's model of a cluster: the programs run
+    together, each stores into its partner's buffer through mapa's address, and the two cluster
+    barriers order the zeroing, the stores and the reads."""
+    x, y, rank = _emulate(cluster_probe.SWAP)
+    pids = torch.arange(2 * CLUSTERS)
+    assert torch.equal(y, x[pids ^ 1])
+    assert torch.equal(rank, (pids % 2)[:, None].expand_as(rank).int())
+
+
+def test_a_store_into_the_partner_before_it_has_zeroed_its_buffer_is_a_race():
+    """Without the first barrier, the partner's zeroing and this program's store race for the same bytes."""
+    with pytest.raises(PtxError, match="cluster"):
+        _emulate(cluster_probe.SWAP.replace(FIRST_BARRIER, "", 1))
+
+
+def test_reading_the_buffer_before_the_partner_has_stored_is_a_race():
+    """Without the second barrier, a program reads its buffer while the partner may still store into it."""
+    second = cluster_probe.SWAP.rindex(FIRST_BARRIER)
+    asm = cluster_probe.SWAP[:second] + cluster_probe.SWAP[second + len(FIRST_BARRIER) :]
+    with pytest.raises(PtxError, match="no cluster barrier between"):
+        _emulate(asm)
+
+
+def test_a_barrier_only_one_program_of_the_cluster_reaches_is_a_deadlock():
+    only_rank_0 = (
+        "{ .reg .pred %p; mov.u32 $1, %cluster_ctarank; setp.ne.u32 %p, $1, 0; "
+        "@!%p barrier.cluster.arrive.aligned; @!%p barrier.cluster.wait.aligned; mov.u32 $0, $2; }"
+    )
+    with pytest.raises(PtxError, match="cluster deadlock"):
+        _emulate(only_rank_0)
+
+
+def test_a_launch_without_clusters_is_a_cluster_of_one():
+    """Every program alone: its barriers pass at once and mapa of the partner's rank is refused."""
+    with pytest.raises(PtxError, match="mapa of a rank outside the cluster of 1"):
+        _emulate(cluster_probe.SWAP, clusters=2, cluster=1)
+
+
+def test_clusters_must_tile_the_grid():
+    with pytest.raises(ValueError, match="multiple of it"):
+        EmulatedKernel(cluster_probe._swap_kernel, cluster=2)[(3,)](
+            torch.zeros(3 * 128, dtype=torch.int32), torch.zeros(3 * 128, dtype=torch.int32),
+            torch.zeros(3 * 128, dtype=torch.int32), cluster_probe.SWAP, num_warps=4)
