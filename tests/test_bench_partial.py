@@ -54,6 +54,16 @@ def test_targets_are_judged_on_what_the_tables_rule_picks_with_the_formats_bytes
     assert verdicts["memory"].status == "met"
 
 
+def test_a_subset_run_is_judged_on_the_dispatchers_own_times():
+    """``bench/sparse24.py --shapes/--ms`` keeps the dispatcher's records: the targets are judged
+    on them (here 1.45x, not the 1.5x of the table's pick), and the summary says so."""
+    recs = [_rec(1, "cublas", 30.0, 30.0), _rec(1, "repro_spmma", 20.0, 30.0), _rec(1, "repro_dispatch", 20.7, 30.0)]
+    sentence, table = sp.judged(recs)
+    assert "dispatcher's own" in sentence and "not met (0 of 1 rows)" in table
+    sentence, table = sp.judged(recs[:2])
+    assert "table's rule picks" in sentence and "| M ≤ 16: dispatcher ≥ 1.5× cuBLAS | **met** |" in table
+
+
 def test_end_to_end_lines_become_a_table_and_other_lines_are_ignored():
     output = (
         "kscan cublas  4096x1536 M=4: 9.0us\n"
