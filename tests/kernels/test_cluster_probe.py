@@ -74,14 +74,15 @@ def _emulate(asm: str, clusters: int = CLUSTERS, cluster: int = 2):
     return x.view(programs, -1), y.view(programs, -1), rank.view(programs, -1)
 
 
-def test_each_program_reads_back_its_cluster_partners_words():
+@pytest.mark.parametrize("cluster", [2, 4])
+def test_each_program_reads_back_its_cluster_partners_words(cluster):
     """What the probe checks on a GPU, on the emulator's model of a cluster: the programs run
-    together, each stores into its partner's buffer through mapa's address, and the two cluster
-    barriers order the zeroing, the stores and the reads."""
-    x, y, rank = _emulate(cluster_probe.SWAP)
-    pids = torch.arange(2 * CLUSTERS)
+    together, each stores into its partner's buffer (rank ^ 1) through mapa's address, and the
+    two cluster barriers order the zeroing, the stores and the reads."""
+    x, y, rank = _emulate(cluster_probe.SWAP, cluster=cluster)
+    pids = torch.arange(cluster * CLUSTERS)
     assert torch.equal(y, x[pids ^ 1])
-    assert torch.equal(rank, (pids % 2)[:, None].expand_as(rank).int())
+    assert torch.equal(rank, (pids % cluster)[:, None].expand_as(rank).int())
 
 
 def test_a_store_into_the_partner_before_it_has_zeroed_its_buffer_is_a_race():
