@@ -17,6 +17,9 @@ would use them:
 
 On a GPU each program stores its 128 words into its partner's buffer, and the probe checks that
 every program read back its partner's words and that ``%cluster_ctarank`` is ``program_id(0) % 2``.
+Then it times a cluster barrier (16 in a row, ``%clock64`` around them): a ring that shares x
+through a cluster barrier per step (``bench/NOTES-sparse24.md``, way (b)) pays it 32 times in a
+64-token program on 4096x4096, against the about 4 us of L2 traffic that sharing would save.
 
     PYTHONPATH=lib python bench/cluster_probe.py          # on a Hopper GPU
     PYTHONPATH=lib python bench/cluster_probe.py --ptx    # anywhere: the PTX and what ptxas says
@@ -48,6 +51,15 @@ SWAP = (
     "st.shared::cluster.b32 [%remote], $2; "
     "barrier.cluster.arrive.release.aligned; barrier.cluster.wait.acquire.aligned; "
     "ld.shared.b32 $0, [%slot]; }"
+)
+
+
+BARRIERS = 16
+# the same kernel timing BARRIERS cluster barriers in a row: $0 the cycles they took, $1 the rank
+TIMING = (
+    "{ .reg .u64 %t0, %t1; mov.u64 %t0, %clock64; "
+    + "barrier.cluster.arrive.release.aligned; barrier.cluster.wait.acquire.aligned; " * BARRIERS
+    + "mov.u64 %t1, %clock64; sub.u64 %t1, %t1, %t0; cvt.u32.u64 $0, %t1; mov.u32 $1, %cluster_ctarank; }"
 )
 
 
@@ -88,12 +100,12 @@ def launch_in_clusters(fn, clusters: int, cluster: int, args: tuple, num_warps: 
     kernel.run(clusters, 1, 1, stream, kernel.function, meta, None, None, None, *args)
 
 
-def compile_for_sm90():
+def compile_for_sm90(asm: str = SWAP):
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon._runtime import GluonASTSource
 
     signature = {"x_ptr": "*i32", "y_ptr": "*i32", "rank_ptr": "*i32", "ASM": "constexpr"}
-    src = GluonASTSource(_swap_kernel, signature, constexprs={"ASM": SWAP})
+    src = GluonASTSource(_swap_kernel, signature, constexprs={"ASM": asm})
     return triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": WARPS.value})
 
 
@@ -125,6 +137,12 @@ def run(clusters: int = 264) -> bool:
     print(f"words read back from the partner: {swapped} of {y.numel()}")
     print(f"cluster rank = program_id(0) % 2: {ranked} of {rank.numel()}")
     ok = swapped == ranked == y.numel()
+    if ok:
+        launch_in_clusters(_swap_kernel, clusters, 2, (x, y, rank, TIMING), WARPS.value)
+        torch.cuda.synchronize()
+        cycles = y.view(programs, WORDS)[:, 0].double() / BARRIERS  # thread 0 of each program
+        print(f"cluster barrier: {cycles.median().item():.0f} cycles (median over {programs} programs, "
+              f"{BARRIERS} in a row; range {cycles.min().item():.0f}-{cycles.max().item():.0f})")
     print(f"use: {'clusters' if ok else 'none'}")
     return ok
 

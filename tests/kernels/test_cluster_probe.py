@@ -17,7 +17,7 @@ import json, re, sys
 sys.path.insert(0, "bench")
 import cluster_probe
 from compile_offline import ptxas_stderr
-kernel = cluster_probe.compile_for_sm90()
+kernel = cluster_probe.compile_for_sm90(getattr(cluster_probe, sys.argv[1]))
 ptx = kernel.asm["ptx"]
 err = ptxas_stderr(ptx, 90)
 print(json.dumps(dict(
@@ -35,12 +35,18 @@ print(json.dumps(dict(
 def test_the_cluster_instructions_compile_into_a_kernel_built_for_one_cta():
     """Inline assembly carries them past Gluon, which has no cluster API in 3.6, and ptxas takes
     them for sm_90a in a kernel compiled with num_ctas=1 (so the launch alone makes the cluster)."""
-    r = offline_compile_report(PROBE)
+    r = offline_compile_report(PROBE, "SWAP")
     assert r["num_ctas"] == 1 and r["errors"] == []
     assert (r["mapa"], r["remote_stores"]) == (1, 1)
     # one barrier before the remote store (the partner's buffer is zeroed), one after (it is written)
     assert r["arrive"] == r["wait"] == 2
     assert r["regs"] < 64
+
+
+def test_the_barrier_timing_compiles_with_its_barriers_in_a_row():
+    r = offline_compile_report(PROBE, "TIMING")
+    assert r["num_ctas"] == 1 and r["errors"] == []
+    assert r["arrive"] == r["wait"] == cluster_probe.BARRIERS and r["mapa"] == 0
 
 
 def test_cluster_launch_metadata_sets_num_ctas_only():
