@@ -65,9 +65,11 @@ def _subset(text: str, allowed: list, parse, name: str) -> list:
         chosen = {parse(item.strip()) for item in text.split(",") if item.strip()}
     except ValueError:
         raise argparse.ArgumentTypeError(f"--{name} {text!r}: expected a comma-separated list of {shown}") from None
+    if not chosen:
+        raise argparse.ArgumentTypeError(f"--{name}: no case given; choose from {shown}")
     unknown = chosen - set(allowed)
-    if unknown or not chosen:
-        bad = ", ".join(sorted(_shown(u) for u in unknown)) or "nothing"
+    if unknown:
+        bad = ", ".join(sorted(_shown(u) for u in unknown))
         raise argparse.ArgumentTypeError(f"--{name}: {bad} is not among the benchmark's cases; choose from {shown}")
     return [a for a in allowed if a in chosen]
 

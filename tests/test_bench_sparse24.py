@@ -333,7 +333,7 @@ def test_a_subset_of_the_cases_is_chosen_by_name_in_the_benchmarks_order():
         (["--shapes", "4096x4097"], "4096x4097 is not among the benchmark's cases; choose from 4096x4096, 11008x4096"),
         (["--shapes", "big"], "expected a comma-separated list of 4096x4096"),
         (["--ms", "3,64"], "3 is not among the benchmark's cases; choose from 1, 4, 8"),
-        (["--ms", ","], "nothing is not among"),
+        (["--ms", ","], "--ms: no case given; choose from 1, 4, 8"),
         (["--quick", "--ms", "1"], "--quick picks its own cases"),
     ],
     ids=["unknown-shape", "not-a-shape", "unknown-m", "empty", "quick-and-subset"],

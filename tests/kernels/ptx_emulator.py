@@ -846,12 +846,15 @@ class Cta:
 
     # memory
     def _memory_op(self, ins: Instr) -> tuple[Memory, int, int]:
-        parts = ins.op.split(".")
-        space = {"global": self.glob, "shared": self.shared, "shared::cta": self.shared}.get(parts[1])
+        space = {"global": self.glob, "shared": self.shared, "shared::cta": self.shared}.get(ins.op.split(".")[1])
         if space is None:
             raise NotImplementedError(f"PTX instruction not emulated: {ins.text}")
-        vec = next((int(p[1:]) for p in parts if re.fullmatch(r"v[248]", p)), 1)
-        return space, vec, WIDTHS[self._type(ins)] // 8
+        return space, *self._vector_shape(ins)
+
+    def _vector_shape(self, ins: Instr) -> tuple[int, int]:
+        """(elements, bytes per element) of a load or store."""
+        vec = next((int(p[1:]) for p in ins.op.split(".") if re.fullmatch(r"v[248]", p)), 1)
+        return vec, WIDTHS[self._type(ins)] // 8
 
     @staticmethod
     def _vector(operand: str) -> list[str]:
@@ -900,9 +903,7 @@ class Cta:
     def _cluster_access(self, ins: Instr, addr: np.ndarray, on: np.ndarray, registers: str, write: bool):
         """A load or store in the cluster window: one partner's buffer per instruction (what the
         kernels here do), checked against the cluster barriers (see ``Cluster``)."""
-        parts = ins.op.split(".")
-        vec = next((int(p[1:]) for p in parts if re.fullmatch(r"v[248]", p)), 1)
-        size = WIDTHS[self._type(ins)] // 8
+        vec, size = self._vector_shape(ins)
         ranks = np.unique(addr[on] // _WINDOW - 1)
         if len(ranks) != 1:
             raise NotImplementedError(f"shared::cluster access of several programs' buffers at once: {ins.text}")
