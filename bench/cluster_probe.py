@@ -34,6 +34,9 @@ import triton
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
+from repro.kernels.fast_launch import cluster_metadata  # noqa: E402
+
 WARPS = gl.constexpr(4)
 WORDS = 32 * WARPS.value  # one word per thread
 
@@ -78,17 +81,6 @@ def _swap_kernel(x_ptr, y_ptr, rank_ptr, ASM: gl.constexpr):
     gl.store(rank_ptr + pid * 32 * WARPS + offs, rank)
 
 
-def cluster_metadata(packed: tuple, cluster: int) -> tuple:
-    """Triton's packed launch metadata (num_warps, num_ctas, shared) with ``num_ctas`` set to the
-    cluster size: the launcher multiplies the grid's x by it and sets the cluster dimension."""
-    num_warps, num_ctas, shared = packed
-    if num_ctas != 1:
-        raise ValueError(f"the kernel was compiled for num_ctas={num_ctas}; cluster launches need 1")
-    if cluster not in (1, 2, 4, 8):
-        raise ValueError(f"cluster of {cluster} programs: the portable sizes are 1, 2, 4 and 8")
-    return (num_warps, cluster, shared)
-
-
 def launch_in_clusters(fn, clusters: int, cluster: int, args: tuple, num_warps: int) -> None:
     """Launch ``clusters * cluster`` programs of ``fn`` in clusters of ``cluster`` (grid along x only)."""
     import torch
@@ -96,7 +88,7 @@ def launch_in_clusters(fn, clusters: int, cluster: int, args: tuple, num_warps: 
     kernel = fn.warmup(*args, grid=(clusters * cluster,), num_warps=num_warps)  # compiles, launches nothing
     kernel._init_handles()
     stream = torch.cuda.current_stream().cuda_stream
-    meta = cluster_metadata(kernel.packed_metadata, cluster)
+    meta = cluster_metadata(kernel.packed_metadata, cluster)  # what fast_launch hands a ClusterGrid's launch
     kernel.run(clusters, 1, 1, stream, kernel.function, meta, None, None, None, *args)
 
 

@@ -40,6 +40,13 @@ def test_split_k_moves_partials_not_weight_or_x():
     assert four.workspace == 2 * four.programs * 64 * 64 * 4 and four.programs == 4 * one.programs
 
 
+def test_splits_meeting_in_a_cluster_move_no_partials_through_the_l2():
+    apart, together = traffic("g2t128u2c6sk4", m=128), traffic("g2t128u2c6sk4q", m=128)
+    assert (apart.weight, apart.x, apart.output, apart.programs) == (together.weight, together.x, together.output,
+                                                                     together.programs)
+    assert together.workspace == together.tail == 0 < apart.tail
+
+
 def test_x_is_read_once_per_row_tile_and_the_weight_once_per_token_group():
     assert traffic("g2t64u2c6s").x * 2 == traffic("g1t64u2c6s").x  # 128 rows per program: half the row tiles
     assert traffic("g2w2t64u2c6sk8").x * 4 == traffic("g1t64u2c6s").x

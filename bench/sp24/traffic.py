@@ -57,13 +57,15 @@ def wgmma_traffic(cfg: WgmmaConfig, n: int, k: int, m: int) -> Traffic:
     cfg.check()
     row_tiles, token_groups, splits = cfg.grid(n, m)
     partial = cfg.rows * cfg.T * PARTIAL_BYTES  # one program's fp32 tile, stored whole
-    workspace = 2 * row_tiles * token_groups * splits * partial if splits > 1 else 0
+    # splits in a cluster meet in its shared memory (gluon_cluster.py), each adding a slice alone
+    through_l2 = splits > 1 and not cfg.cluster
+    workspace = 2 * row_tiles * token_groups * splits * partial if through_l2 else 0
     return Traffic(
         weight=token_groups * n * k * WEIGHT_BYTES_PER_ELEMENT,
         x=row_tiles * m * k * X_BYTES,
         workspace=workspace,
         output=n * m * X_BYTES,
-        tail=splits * partial if splits > 1 else 0,
+        tail=splits * partial if through_l2 else 0,
         programs=row_tiles * token_groups * splits,
     )
 

@@ -20,11 +20,15 @@ class CompiledStandIn:
     """Stands in for a ``CompiledKernel``: records what its launcher is called with (in its own
     list, and in ``log`` if given)."""
 
-    function, packed_metadata = "function", ("packed",)
+    function, packed_metadata = "function", (4, 1, 0)  # num_warps, num_ctas, shared bytes
 
     def __init__(self, log=None, specialization=None):
         self.launches = []
         self.log, self.specialization = log, specialization
+        self.loaded = False
+
+    def _init_handles(self):  # loads the kernel onto the device
+        self.loaded = True
 
     def run(self, *launch_args):
         self.launches.append(launch_args)
@@ -106,7 +110,7 @@ def assert_launched_as_built(world: StandInLaunches, fn, grid, args, options, gi
     jit = world.jit(fn)
     assert kernel.specialization == world.specialization(jit, args, options), "a kernel compiled for other arguments"
     assert (g0, g1, g2) == (*grid, *(1,) * (3 - len(grid)))
-    assert stream == f"stream {world.driver.device}" and (function, packed) == ("function", ("packed",))
+    assert stream == f"stream {world.driver.device}" and (function, packed) == ("function", (4, 1, 0))
     assert_hooks_as_set(metadata, enter, leave, ("metadata", tuple(grid), stream, tuple(bound)))
     assert same_arguments(bound, (*args, *fast_launch._tail(jit, args, options)), given, addresses)
 

@@ -511,6 +511,9 @@ class Cta:
             self.special |= {f"%cluster_ctaid.{axis}": 0, f"%cluster_nctaid.{axis}": 1, f"%clusterid.{axis}": c,
                              f"%nclusterid.{axis}": g}
         self.arrived = self.waited = 0  # barrier.cluster arrivals and completed waits
+        # the wait this program must complete before it ends: partners' accesses to its shared memory
+        # are ordered before its end only by an arrival of theirs after them that it waited for
+        self.remote_needed, self.ended = 0, False
         # distributed shared memory, per byte of this program's buffer: the completed waits this
         # program needs before it may touch a byte a partner stored (0: none stored), and the
         # arrivals it had made when it last touched, or wrote, each byte (-1: never)
@@ -611,6 +614,10 @@ class Cta:
                 if active is None or active.all():
                     if self.wgmma_open or self.wgmma_groups:
                         raise PtxError(f"the program ends with a wgmma.mma_async not yet waited for: {ins.text}")
+                    if self.waited < self.remote_needed:
+                        raise PtxError("the program ends while a cluster partner may still access its shared "
+                                       f"memory (no cluster barrier after that access): {ins.text}")
+                    self.ended = True
                     return
                 if active.any():
                     raise PtxError(f"divergent {base}: {ins.text}")
@@ -624,6 +631,7 @@ class Cta:
                 while not self.cluster.passed(self.arrived):
                     yield ins
                 self.waited = self.arrived
+                self.races.barrier()  # every thread of the cluster arrived: this program's warps too (bar.sync's order)
                 pc += 1
                 continue
             handler = getattr(self, "op_" + base, None)
@@ -921,6 +929,9 @@ class Cta:
             if (touched >= self.waited).any():
                 raise PtxError(f"{'store into' if write else 'load of'} a partner's shared bytes it "
                                f"{'wrote' if not write else 'touched'} with no cluster barrier between: {ins.text}")
+            if target.ended:
+                raise PtxError(f"access to the shared memory of a cluster partner that has ended: {ins.text}")
+            target.remote_needed = max(target.remote_needed, self.arrived + 1)
             if write:
                 target.remote_visible_after[offsets] = self.arrived + 1
         return target.shared, local, on, size, self._vector(registers)

@@ -75,14 +75,16 @@ class EmulatedKernel:
             fn = JITFunction(fn.fn, **fn.kwargs)
         self.fn, self.mma, self.arch, self.reverse = fn, mma, arch, reverse  # reverse: programs last to first
         self.traffic = traffic  # shared-memory wavefronts of every launch, if given
-        self.cluster = cluster  # > 1: launched in clusters of that many programs along x (the grid counts programs)
+        # > 1: launched in clusters of that many programs along x (the grid counts programs); a
+        # launch on a fast_launch.ClusterGrid takes its own
+        self.cluster = cluster
         self.warmups: list[dict] = []  # what each compile-only call compiled
         self.launches: list[dict] = []  # what each launch ran, for tests to inspect
 
     def __getitem__(self, grid):
         if callable(grid):
             raise NotImplementedError("EmulatedKernel takes a grid tuple, not a function of the meta-parameters")
-        return lambda *args, **kwargs: self.launch(tuple(grid), args, kwargs)
+        return lambda *args, **kwargs: self.launch(grid if hasattr(grid, "cluster") else tuple(grid), args, kwargs)
 
     def specialize(self, values: dict) -> tuple[dict, dict, dict, list]:
         """(signature, constexprs, attrs, runtime arguments) as Triton's launcher would build them."""
@@ -145,4 +147,4 @@ class EmulatedKernel:
         divisible = [self.fn.params[i].name for (i,) in attrs]
         self.launches.append(dict(grid=grid, num_warps=num_warps, constexprs=constexprs, divisible=divisible, ptx=ptx))
         run_grid(ptx, grid, 32 * num_warps, addresses, memory, shared, self.mma, self.reverse, self.traffic,
-                 self.cluster)
+                 getattr(grid, "cluster", self.cluster))

@@ -154,6 +154,17 @@ WGMMA_SPARSE_CASES = [
     (3, 64, 200, WgmmaConfig(G=1, T=16, U=1, stages=4, x_steps=8, split_k=8, sparse=True)),
 ]
 
+# a tile's K splits as one cluster, meeting in its shared memory: uneven runs, empty ones (8 splits
+# of 7 k-blocks), rows and tokens past the end, two tiles per warpgroup, x resident (apart from the
+# others: bench/gpu_check.sh tests them first, in their own process, and leaves them out if they fail)
+WGMMA_CLUSTER_CASES = [
+    (13, 70, 1000, WgmmaConfig(G=1, T=16, U=1, stages=4, split_k=2, sparse=True, cluster=True)),
+    (3, 64, 200, WgmmaConfig(G=1, T=16, U=1, stages=6, split_k=8, sparse=True, cluster=True)),
+    (100, 300, 1000, WgmmaConfig(G=2, T=128, U=2, stages=4, split_k=4, sparse=True, cluster=True)),
+    (100, 300, 1000, WgmmaConfig(G=2, W=2, T=64, U=2, stages=4, split_k=2, sparse=True, cluster=True)),
+    (29, 64, 736, WgmmaConfig(G=1, T=32, U=2, stages=3, x_steps=8, split_k=4, sparse=True, cluster=True)),
+]
+
 
 def wgmma_case_ids(cases=None) -> list[str]:
     return [f"{m}x{n}x{k}-{cfg.label()}" for m, n, k, cfg in (WGMMA_CASES if cases is None else cases)]

@@ -12,6 +12,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
 import cluster_probe  # noqa: E402
 
+from repro.kernels.fast_launch import ClusterGrid, cluster_metadata, cluster_size  # noqa: E402
+
 PROBE = """
 import json, re, sys
 sys.path.insert(0, "bench")
@@ -49,9 +51,21 @@ def test_the_barrier_timing_compiles_with_its_barriers_in_a_row():
     assert r["arrive"] == r["wait"] == cluster_probe.BARRIERS and r["mapa"] == 0
 
 
+def test_a_cluster_grid_counts_programs_and_keeps_its_cluster():
+    grid = ClusterGrid((8, 3, 1), 4)
+    assert grid == (8, 3, 1) and grid.cluster == 4 and cluster_size(grid) == 4 and cluster_size((8, 3, 1)) == 1
+
+
+@pytest.mark.parametrize("grid, cluster, message", [((6, 1, 1), 4, "multiple of the cluster"),
+                                                    ((8, 1), 2, "three axes"), ((8, 1, 1), 3, "2, 4 or 8")])
+def test_a_cluster_grid_refuses_what_cannot_be_launched(grid, cluster, message):
+    with pytest.raises(ValueError, match=message):
+        ClusterGrid(grid, cluster)
+
+
 def test_cluster_launch_metadata_sets_num_ctas_only():
-    assert cluster_probe.cluster_metadata((4, 1, 512), 2) == (4, 2, 512)
-    assert cluster_probe.cluster_metadata((8, 1, 0), 1) == (8, 1, 0)
+    assert cluster_metadata((4, 1, 512), 2) == (4, 2, 512)
+    assert cluster_metadata((8, 1, 0), 1) == (8, 1, 0)
 
 
 @pytest.mark.parametrize(
@@ -60,7 +74,7 @@ def test_cluster_launch_metadata_sets_num_ctas_only():
 )
 def test_cluster_launch_metadata_refuses_what_the_launcher_cannot_take(packed, cluster, message):
     with pytest.raises(ValueError, match=message):
-        cluster_probe.cluster_metadata(packed, cluster)
+        cluster_metadata(packed, cluster)
 
 
 # --------------------------------------------------------------------- the probe, emulated

@@ -6,6 +6,8 @@ On a CUDA GPU: the same products with it on and off, bit for bit, across special
 must not share a compiled kernel, and inside a captured CUDA graph.
 """
 
+import contextlib
+
 import pytest
 import torch
 import triton
@@ -126,10 +128,26 @@ def test_second_call_launches_the_compiled_kernel_directly(toy, monkeypatch, hoo
     assert len(through_triton) == 1
     (kernel,) = compiled.values()
     ((*launch, metadata, enter, leave, x_arg, n, block, extra),) = kernel.launches
-    assert launch == [5, 2, 1, "stream 0", "function", ("packed",)]
+    assert launch == [5, 2, 1, "stream 0", "function", (4, 1, 0)]
     assert_hooks_as_set(metadata, enter, leave, ("metadata", (5, 2), "stream 0", (x_arg, 24, 16, 3)))
     assert (metadata is None) is not hook
     assert x_arg is not x and x_arg.data_ptr() == x[8:].data_ptr() and (n, block, extra) == (24, 16, 3)
+
+
+@pytest.mark.parametrize("enabled", [True, False], ids=["fast launch on", "turned off"])
+def test_a_cluster_grid_always_goes_to_the_launcher_in_clusters(toy, enabled):
+    """Triton's own launch would run each program alone, so a ``ClusterGrid`` is compiled once
+    (warmup) and launched by the launcher with clusters along x and the cluster in the metadata,
+    even where fast launch is turned off."""
+    fn, compiled, through_triton = toy
+    x = torch.zeros(32, dtype=torch.float16)
+    with contextlib.nullcontext() if enabled else fast_launch.turned_off():
+        for _ in range(2):
+            fast_launch.launch(fn, fast_launch.ClusterGrid((8, 3, 1), 4), (x, 8), {"BLOCK": 16})
+    assert len(through_triton) == 1  # the compile
+    (kernel,) = compiled.values()
+    assert kernel.loaded and len(kernel.launches) == 2
+    assert all(launch[:6] == (2, 3, 1, "stream 0", "function", (4, 4, 0)) for launch in kernel.launches)
 
 
 @pytest.mark.parametrize(

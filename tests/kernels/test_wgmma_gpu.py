@@ -4,11 +4,14 @@ On CPU these tests are skipped; the same cases run there on the compiled PTX thr
 (``test_wgmma_ptx.py``). Tolerance as for ``spmma``: max |y - ref| / max |ref| against fp64.
 """
 
+from dataclasses import replace
+
 import pytest
 import torch
 from sp24_helpers import (
     DEVICE,
     WGMMA_CASES,
+    WGMMA_CLUSTER_CASES,
     WGMMA_SPARSE_CASES,
     random_24,
     rel_err,
@@ -41,6 +44,23 @@ def test_wgmma_sparse_matches_dense_masked_matmul(m, n, k, cfg, dtype):
     out, ref = run_wgmma_case(m, n, k, cfg, dtype, with_bias=(m % 2 == 1), seed=m + n)
     assert not out.isnan().any(), "some output elements were never written"
     assert rel_err(out, ref) < (5e-3 if dtype == torch.float16 else 2e-2)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("m, n, k, cfg", WGMMA_CLUSTER_CASES, ids=wgmma_case_ids(WGMMA_CLUSTER_CASES))
+def test_wgmma_cluster_meet_gives_the_bits_of_the_workspace_meet(m, n, k, cfg, dtype):
+    """A tile's K splits launched as one cluster, meeting in its shared memory, against the same
+    tiling meeting through the workspace: the same adds in the same order, so the same bits. Run
+    first and alone by bench/gpu_check.sh, which leaves the cluster tilings out where this fails."""
+    out, ref = run_wgmma_case(m, n, k, cfg, dtype, with_bias=(m % 2 == 1), seed=m + n)
+    apart, _ = run_wgmma_case(m, n, k, replace(cfg, cluster=False), dtype, with_bias=(m % 2 == 1), seed=m + n)
+    assert not out.isnan().any(), "some output elements were never written"
+    assert rel_err(out, ref) < (5e-3 if dtype == torch.float16 else 2e-2)
+    assert torch.equal(out, apart)
+
+
+def test_wgmma_cluster_meet_gives_the_same_bits_every_launch():
+    _check_split_k_repeats(WgmmaConfig(G=2, T=128, U=2, stages=6, split_k=4, sparse=True, cluster=True))
 
 
 def test_wgmma_reads_metadata_words_in_either_order():

@@ -11,15 +11,17 @@ was not fenced for, and any out-of-bounds or misaligned access.
 """
 
 import sys
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
 import pytest
 import torch
-from ptx_emulator import SharedTraffic
+from ptx_emulator import PtxError, SharedTraffic
 from ptx_launch import EmulatedKernel
 from sp24_helpers import (
     WGMMA_CASES,
+    WGMMA_CLUSTER_CASES,
     WGMMA_SPARSE_CASES,
     assert_correct_and_conflict_free,
     assert_fragment_map_as_documented,
@@ -75,6 +77,46 @@ def test_compiled_sparse_wgmma_matches_dense_masked_matmul(gpu, m, n, k, cfg, dt
     assert not out.isnan().any(), "some output elements were never written"
     assert rel_err(out, ref) < (5e-3 if dtype == torch.float16 else 2e-2)
     assert "wgmma.mma_async.sp" in kernel.launches[-1]["ptx"]
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("m, n, k, cfg", WGMMA_CLUSTER_CASES, ids=wgmma_case_ids(WGMMA_CLUSTER_CASES))
+def test_splits_meeting_in_a_cluster_give_the_bits_of_the_workspace_meet(gpu, m, n, k, cfg, dtype):
+    """The programs of each cluster run together in the emulator, which refuses a read of a
+    partner's shared memory that no cluster barrier orders after the partner's store, and a
+    program that ends while a partner may still read it."""
+    kernel = gpu()
+    out, ref = run_wgmma_case(m, n, k, cfg, dtype, with_bias=(m % 2 == 1), seed=m + n, device="cpu")
+    launch = kernel.launches[-1]
+    apart, _ = run_wgmma_case(m, n, k, replace(cfg, cluster=False), dtype, with_bias=(m % 2 == 1), seed=m + n,
+                              device="cpu")
+    assert not out.isnan().any(), "some output elements were never written"
+    assert rel_err(out, ref) < (5e-3 if dtype == torch.float16 else 2e-2)
+    assert torch.equal(out, apart)
+    assert launch["grid"].cluster == cfg.split_k and "ld.shared::cluster.f32" in launch["ptx"]
+
+
+_BARRIER = "barrier.cluster.arrive.release.aligned; barrier.cluster.wait.acquire.aligned;"
+
+
+@pytest.mark.parametrize(
+    "which, refusal", [(0, "no (cluster )?barrier between"), (-1, "may still access|partner that has ended")]
+)
+def test_the_cluster_meet_needs_both_its_barriers(gpu, monkeypatch, which, refusal):
+    """Without the first barrier a program reads partners' partial sums they may not have stored
+    yet; without the second it may end (its shared memory gone) while a partner still reads it."""
+    kernel = gpu()
+    compile_ = kernel.compile
+
+    def without_one_barrier(*args):
+        ptx, shared = compile_(*args)
+        at = [i for i in range(len(ptx)) if ptx.startswith(_BARRIER, i)]
+        assert len(at) == 2, "the meet has two cluster barriers"
+        return ptx[: at[which]] + ptx[at[which] + len(_BARRIER) :], shared
+
+    monkeypatch.setattr(kernel, "compile", without_one_barrier)
+    with pytest.raises(PtxError, match=refusal):
+        run_wgmma_case(13, 70, 1000, WGMMA_CLUSTER_CASES[0][3], torch.float16, with_bias=False, device="cpu")
 
 
 def test_sparse_form_refuses_weights_packed_in_the_other_metadata_order():

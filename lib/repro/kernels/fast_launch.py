@@ -25,6 +25,14 @@ rewrites the compiled code), debug mode or instrumentation. ``set_fast_launch(Fa
 again and again (the dispatcher, per layer): from one launch it keeps the whole argument list
 with the input and output left open (``BoundLaunch``), so that the next call skips the key too.
 The caller keys it; the switch above turns it off as well.
+
+A grid may be a ``ClusterGrid``: its programs run in thread-block clusters along x (the sparse
+``wgmma`` form's K splits of a tile meet in the cluster's shared memory). Triton 3.6 launches a
+kernel compiled for one CTA (``num_ctas=1``) in clusters when its launcher is handed the packed
+metadata with ``num_ctas`` set to the cluster size: it multiplies the grid's x by it and sets the
+cluster dimension, and ``program_id(0)`` then counts CTAs (``bench/cluster_probe.py`` checked this
+on an H100). Triton's own launch cannot do that, so a cluster launch always goes through the
+compiled kernel's launcher, whatever the switch says.
 """
 
 from __future__ import annotations
@@ -41,6 +49,39 @@ from triton.runtime.jit import JITFunction
 
 _state = {"enabled": os.environ.get("REPRO_FAST_LAUNCH", "1") != "0"}
 _plans: dict[tuple, _Plan] = {}
+
+
+class ClusterGrid(tuple):
+    """A launch grid ``(x, y, z)`` in programs whose runs of ``cluster`` along x are one thread-block
+    cluster each."""
+
+    def __new__(cls, grid: tuple, cluster: int):
+        if cluster not in (2, 4, 8):
+            raise ValueError(f"clusters of {cluster} programs: use 2, 4 or 8 (the portable sizes above one)")
+        if len(grid) != 3 or grid[0] % cluster:
+            raise ValueError(f"grid {tuple(grid)} for clusters of {cluster}: three axes, x a multiple of the cluster")
+        self = super().__new__(cls, grid)
+        self.cluster = cluster
+        return self
+
+    def __repr__(self) -> str:
+        return f"ClusterGrid({tuple(self)}, cluster={self.cluster})"
+
+
+def cluster_size(grid) -> int:
+    """Programs per cluster of a launch on ``grid`` (1: no clusters)."""
+    return getattr(grid, "cluster", 1)
+
+
+def cluster_metadata(packed: tuple, cluster: int) -> tuple:
+    """Triton's packed launch metadata ``(num_warps, num_ctas, shared)`` of a kernel compiled for
+    one CTA, with ``num_ctas`` set to the cluster size (see the module docstring)."""
+    num_warps, num_ctas, shared = packed
+    if num_ctas != 1:
+        raise ValueError(f"the kernel was compiled for num_ctas={num_ctas}; launches in clusters need 1")
+    if cluster not in (1, 2, 4, 8):
+        raise ValueError(f"cluster of {cluster} programs: the portable sizes are 1, 2, 4 and 8")
+    return (num_warps, cluster, shared)
 
 
 def set_fast_launch(enabled: bool) -> None:
@@ -125,6 +166,8 @@ def launch(fn, grid: tuple, args: tuple, options: dict, warmup: bool = False) ->
     if warmup:
         fn.warmup(*args, grid=grid, **options)
         return None
+    if cluster_size(grid) > 1 and isinstance(fn, JITFunction):
+        return _launch_in_clusters(fn, grid, args, options)
     if not _eligible(fn, grid):
         fn[grid](*args, **options)
         return None
@@ -143,23 +186,44 @@ def launch(fn, grid: tuple, args: tuple, options: dict, warmup: bool = False) ->
     return plan
 
 
+def _launch_in_clusters(fn, grid: ClusterGrid, args: tuple, options: dict) -> _Plan | None:
+    """``launch`` on a ``ClusterGrid``: compiled once (``warmup``), then always through the
+    launcher with the cluster in its metadata."""
+    device, stream = _device_and_stream()
+    key = (fn, device, grid.cluster, tuple(options.items()), *map(arg_key, args))
+    plan = _plans.get(key)
+    if plan is None:
+        kernel = fn.warmup(*args, grid=grid, **options)
+        if hasattr(kernel, "result"):  # a kernel that was compiled asynchronously
+            kernel = kernel.result()
+        kernel._init_handles()  # loaded onto the device (Triton's own launch does it on its first run)
+        tail = _tail(fn, args, options)
+        if tail is None:
+            raise TypeError(f"{fn.__name__}: a parameter has neither a value in the options nor a default")
+        plan = _plans[key] = _Plan(fn, kernel, tail)
+    _run(plan.kernel, grid, stream, (*args, *plan.tail))
+    return plan
+
+
 def _run(kernel, grid: tuple, stream, full) -> None:
     """The compiled kernel's launcher, handed what ``JITFunction.run`` hands it; where no launch
     hook is set, no hooks and no metadata for them (Triton builds the metadata and has its
-    launcher call its empty chains of hooks on every launch)."""
-    size = len(grid)
+    launcher call its empty chains of hooks on every launch). A ``ClusterGrid`` goes to the
+    launcher as clusters (whose grid counts them along x) and the cluster in the metadata."""
+    size, cluster = len(grid), cluster_size(grid)
     enter, leave = knobs.runtime.launch_enter_hook, knobs.runtime.launch_exit_hook
     if hooks_idle(enter, leave):
         metadata = enter = leave = None
     else:
         metadata = kernel.launch_metadata(grid, stream, *full)  # for the hooks (profilers), as Triton does
+    packed = kernel.packed_metadata if cluster == 1 else cluster_metadata(kernel.packed_metadata, cluster)
     kernel.run(
-        grid[0],
+        grid[0] // cluster,
         grid[1] if size > 1 else 1,
         grid[2] if size > 2 else 1,
         stream,
         kernel.function,
-        kernel.packed_metadata,
+        packed,
         metadata,
         enter,
         leave,
@@ -241,4 +305,5 @@ def bind(plan: _Plan | None, grid: tuple, args: tuple, x: torch.Tensor, out: tor
     out_at = tuple(i for i, a in enumerate(args) if a is out)
     if not x_at or not out_at:
         return None
-    return BoundLaunch(plan, tuple(grid), [*args, *plan.tail], x_at, out_at)
+    grid = grid if isinstance(grid, ClusterGrid) else tuple(grid)
+    return BoundLaunch(plan, grid, [*args, *plan.tail], x_at, out_at)

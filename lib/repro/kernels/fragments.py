@@ -175,7 +175,9 @@ class WgmmaConfig:
     expanding them: every operand through a ring (``stages`` >= 3, refilled ``stages - 2`` steps
     ahead; with ``x_steps``, x resident and only the weight words in the ring, ``stages - 1``
     ahead), ``T`` 16 to 128, at least ``8U`` and at least ``8GW``; with it each warpgroup may run
-    ``W`` = 2 MMA tiles of 64 rows on the same x (programs of ``64*G*W`` rows)."""
+    ``W`` = 2 MMA tiles of 64 rows on the same x (programs of ``64*G*W`` rows). ``cluster`` (sparse,
+    ``split_k`` 2, 4 or 8) runs a tile's K splits as one thread-block cluster whose partial sums
+    meet in the cluster's shared memory, no workspace (``gluon_cluster.py``)."""
 
     G: int = 1
     W: int = 1
@@ -186,6 +188,7 @@ class WgmmaConfig:
     stages: int = 0
     x_steps: int = 0
     sparse: bool = False
+    cluster: bool = False
 
     @property
     def num_warps(self) -> int:
@@ -238,27 +241,57 @@ class WgmmaConfig:
                 f"WgmmaConfig sparse with T={self.T}, G={self.G}, W={self.W}: T must be at least 8GW, so that x's "
                 "ring is laid out before the metadata words' (gluon_wgmma_sparse._ring_offset)"
             )
+        if self.cluster:
+            self._check_cluster()
+
+    def _check_cluster(self) -> None:
+        if not self.sparse or self.split_k not in (2, 4, 8):
+            raise ValueError(
+                f"WgmmaConfig cluster with sparse={self.sparse}, split_k={self.split_k}: a tile's K splits meet in "
+                "a cluster in the sparse form only, and a cluster holds 2, 4 or 8 of them"
+            )
+        if self.T < 2 * self.split_k:
+            raise ValueError(
+                f"WgmmaConfig cluster with T={self.T}, split_k={self.split_k}: each program of the cluster adds up "
+                "T / split_k of the tile's tokens, which must be at least 2"
+            )
+        ring = (self.x_steps or self.stages) * 64 * self.T * self.U + self.stages * 2560 * self.G * self.W * self.U
+        if self.cluster_partial_bytes > ring:
+            raise ValueError(
+                f"WgmmaConfig {self.label()}: the partial sum ({self.cluster_partial_bytes} bytes) must fit where "
+                f"the rings were ({ring} bytes)"
+            )
+
+    @property
+    def cluster_partial_bytes(self) -> int:
+        """Shared memory a program's fp32 partial sum takes in a cluster meet: token-major, each
+        token's rows padded by 4 floats (``gluon_cluster``: no bank conflicts as it is stored)."""
+        return 4 * self.T * (self.rows + 4)
 
     def grid(self, n: int, m: int) -> tuple[int, int, int]:
-        """Programs of a call with ``n`` output rows and ``m`` tokens: row groups, token groups, K splits."""
+        """Programs of a call with ``n`` output rows and ``m`` tokens: row groups, token groups, K splits
+        (with ``cluster`` the launch puts a tile's splits side by side along x instead)."""
         return -(-n // self.rows), -(-m // self.T), self.split_k
 
     def label(self) -> str:
         options = f"a{self.ahead}" * (self.ahead > 1) + f"c{self.stages}" * (self.stages > 0)
         options += f"x{self.x_steps}" * (self.x_steps > 0) + "s" * self.sparse
         tiles = f"w{self.W}" if self.W > 1 else ""
-        return f"g{self.G}{tiles}t{self.T}u{self.U}{options}" + (f"k{self.split_k}" if self.split_k > 1 else "")
+        split = (f"k{self.split_k}" if self.split_k > 1 else "") + "q" * self.cluster
+        return f"g{self.G}{tiles}t{self.T}u{self.U}{options}{split}"
 
     @classmethod
     def from_label(cls, label: str) -> WgmmaConfig:
         """The configuration ``label()`` names."""
-        m = re.fullmatch(r"g(\d+)(?:w(\d+))?t(\d+)u(\d+)(?:a(\d+))?(?:c(\d+))?(?:x(\d+))?(s)?(?:k(\d+))?", label)
+        m = re.fullmatch(
+            r"g(\d+)(?:w(\d+))?t(\d+)u(\d+)(?:a(\d+))?(?:c(\d+))?(?:x(\d+))?(s)?(?:k(\d+))?(q)?", label)
         if not m:
-            raise ValueError(f"not a wgmma label: {label!r} (expected g<G>[w<W>]t<T>u<U>[a<n>][c<n>][x<n>][s][k<n>])")
-        sparse = m.group(8) is not None
-        g, w, t, u, ahead, stages, x_steps, _, split = (int(x) if x and x != "s" else None for x in m.groups())
+            raise ValueError(
+                f"not a wgmma label: {label!r} (expected g<G>[w<W>]t<T>u<U>[a<n>][c<n>][x<n>][s][k<n>][q])")
+        sparse, cluster = m.group(8) is not None, m.group(10) is not None
+        g, w, t, u, ahead, stages, x_steps, _, split, _ = (int(x) if x and x not in "sq" else None for x in m.groups())
         return cls(G=g, W=w or 1, T=t, U=u, ahead=ahead or 1, stages=stages or 0, x_steps=x_steps or 0,
-                   split_k=split or 1, sparse=sparse)
+                   split_k=split or 1, sparse=sparse, cluster=cluster)
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -63,6 +63,7 @@ from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared,
 
 from . import fast_launch
 from .fragments import Sparse24Fragments, WgmmaConfig
+from .gluon_cluster import _meet_in_cluster
 from .gluon_sp24 import _meet_splits, _store_output, fragment_kernel_args
 from .gluon_wgmma_operands import (
     _copy_step,
@@ -256,6 +257,7 @@ def _wgmma_kernel(
     X_STEPS: gl.constexpr,
     META_ROWS: gl.constexpr,
     SPARSE: gl.constexpr,
+    CLUSTER: gl.constexpr,
 ):
     DTYPE: gl.constexpr = x_ptr.dtype.element_ty
     KS: gl.constexpr = 32 * U  # dense columns per step
@@ -273,16 +275,22 @@ def _wgmma_kernel(
         # no-op roundings tell it (multiple_of hints on scalar arguments do not reach cp.async)
         K = K // 8 * 8
         stride_xm = stride_xm // 8 * 8
+    if CLUSTER:  # a tile's splits are one cluster, side by side along x (gluon_cluster.py)
+        row_tile = gl.program_id(0) // SPLIT_K
+        split = gl.program_id(0) % SPLIT_K
+    else:
+        row_tile = gl.program_id(0)
+        split = gl.program_id(2)
     if SPLIT_K == 1:
         first = 0
         end = KB
     else:  # runs of whole steps
         per_split = gl.cdiv(gl.cdiv(KB, SPLIT_K), U) * U
-        first = gl.program_id(2) * per_split
+        first = split * per_split
         end = gl.minimum(first + per_split, KB)
     if SPARSE:  # wgmma.sp on the compressed words, every operand through a ring
         rings = _sparse_rings(STAGES, G, W, T, U, DTYPE, X_STEPS)
-        streams = _sparse_streams(x_ptr, v_ptr, e_ptr, M, K, NT, KB, stride_xm, first, end, G, W, T, U)
+        streams = _sparse_streams(x_ptr, v_ptr, e_ptr, M, K, NT, KB, stride_xm, row_tile, first, end, G, W, T, U)
         acc = gl.zeros([ROWS, T], gl.float32, MMA)
         X_AT: gl.constexpr = _ring_offset(0, G, W, T, U, STAGES, X_STEPS)
         if X_STEPS > 0:  # x resident a chunk at a time: no fence per step
@@ -307,7 +315,18 @@ def _wgmma_kernel(
             acc = _streamed_loop(acc, smem, w_stream, x_stream, end - first, AHEAD, A_LAYOUT, META_ROWS)
     if STAGES > 0:  # the copies issued past the end (masked: zeros) must land before the program ends
         async_copy.wait_group(0)
+    if CLUSTER:
+        _meet_in_cluster(acc, split, row_tile * ROWS, gl.program_id(1) * T, y_ptr, bias_ptr, M, N, stride_ym,
+                         HAS_BIAS, SPLIT_K, 4 * G)
+    else:
+        _store_or_meet(acc, ws_ptr, flag_ptr, y_ptr, bias_ptr, M, N, stride_ym, HAS_BIAS, SPLIT_K, G, ROWS, T)
 
+
+@gluon.jit
+def _store_or_meet(acc, ws_ptr, flag_ptr, y_ptr, bias_ptr, M, N, stride_ym, HAS_BIAS: gl.constexpr,
+                   SPLIT_K: gl.constexpr, G: gl.constexpr, ROWS: gl.constexpr, T: gl.constexpr):
+    """The program's tile into ``y``, or with ``SPLIT_K`` > 1 its partial sum to meet the other
+    splits' in the workspace (``_meet_splits``)."""
     OUT: gl.constexpr = gl.BlockedLayout([1, 1], [32, 1], [1, 4 * G], [0, 1])  # rows along lanes: coalesced
     out = gl.convert_layout(acc, OUT)
     n_out = gl.program_id(0) * ROWS + gl.expand_dims(gl.arange(0, ROWS, layout=gl.SliceLayout(1, OUT)), 1)
@@ -380,7 +399,9 @@ def wgmma_call(x2d: torch.Tensor, w: Sparse24Fragments, bias: torch.Tensor | Non
             f"a weight packed in {w.meta_order!r}; repack it with to_fragments(..., meta_order={SPARSE_META_ORDER!r})"
         )
     grid = cfg.grid(w.shape[0], x2d.shape[0])
-    args = fragment_kernel_args(x2d, w, bias, out, grid, cfg.split_k, cfg.rows * cfg.T)
+    if cfg.cluster:  # a tile's splits side by side along x, one cluster; no workspace
+        grid = fast_launch.ClusterGrid((grid[0] * grid[2], grid[1], 1), cfg.split_k)
+    args = fragment_kernel_args(x2d, w, bias, out, grid, 1 if cfg.cluster else cfg.split_k, cfg.rows * cfg.T)
     options = dict(
         HAS_BIAS=bias is not None,
         G=cfg.G,
@@ -393,6 +414,7 @@ def wgmma_call(x2d: torch.Tensor, w: Sparse24Fragments, bias: torch.Tensor | Non
         X_STEPS=cfg.x_steps,
         META_ROWS=w.meta_order == "rows",
         SPARSE=cfg.sparse,
+        CLUSTER=cfg.cluster,
         num_warps=cfg.num_warps,
     )
     return _wgmma_kernel, grid, args, options

@@ -197,7 +197,7 @@ def _sparse_rings(STAGES: gl.constexpr, G: gl.constexpr, W: gl.constexpr, T: gl.
 
 
 @gluon.jit
-def _sparse_streams(x_ptr, v_ptr, e_ptr, M, K, NT, KB, stride_xm, first, end,
+def _sparse_streams(x_ptr, v_ptr, e_ptr, M, K, NT, KB, stride_xm, row_tile, first, end,
                     G: gl.constexpr, W: gl.constexpr, T: gl.constexpr, U: gl.constexpr):
     """Where this program's first step of each operand lies, and what bounds it: value words of
     lane ``l`` are words ``4l .. 4l+3`` of their tile and k-block (masked past the weight: zeros);
@@ -207,11 +207,11 @@ def _sparse_streams(x_ptr, v_ptr, e_ptr, M, K, NT, KB, stride_xm, first, end,
     ``_x_stream``."""
     LW: gl.constexpr = _word_layout(G, W, U)
     LE: gl.constexpr = gl.SliceLayout(4, LW)
-    tile = gl.program_id(0) * (4 * G * W) + _index(W, 0, LW, 5) * (4 * G) + _index(4 * G, 1, LW, 5)
+    tile = row_tile * (4 * G * W) + _index(W, 0, LW, 5) * (4 * G) + _index(4 * G, 1, LW, 5)
     kb = first + _index(U, 2, LW, 5)
     v_ptrs = v_ptr + (tile * KB + kb).to(gl.int64) * 128 + _index(32, 3, LW, 5) * 4 + _index(4, 4, LW, 5)
     lane = _index(32, 3, LE, 4)
-    e_tile = gl.program_id(0) * (4 * G * W) + _index(W, 0, LE, 4) * (4 * G) + _index(4 * G, 1, LE, 4)
+    e_tile = row_tile * (4 * G * W) + _index(W, 0, LE, 4) * (4 * G) + _index(4 * G, 1, LE, 4)
     e_rows = e_ptr + gl.minimum(e_tile, NT - 1).to(gl.int64) * KB * 16 + (lane // 4) * 2 + lane % 2
     e_kb = first + _index(U, 2, LE, 4)
     x_stream = _x_stream(x_ptr, M, K, stride_xm, first, end, T, 32 * U, _x_layout(G, T, 32 * U))
