@@ -69,6 +69,7 @@ def compile_wgmma(cfg, arch: int, dtype: str, bias: bool, meta_rows: bool = Fals
     constants["X_STEPS"] = cfg.x_steps
     constants["META_ROWS"] = meta_rows
     constants["SPARSE"] = cfg.sparse
+    constants["CLUSTER"] = cfg.cluster
     return _compile_gluon(gluon_wgmma._wgmma_kernel, constants, cfg.num_warps, arch, dtype)
 
 
