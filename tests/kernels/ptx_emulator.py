@@ -220,13 +220,25 @@ class Instr:
     op: str  # full opcode, e.g. "ld.global.v4.b32"
     args: list[str]
     text: str  # for error messages
+    target: int | None = None  # a branch's label, resolved in the label's scope (see parse)
+
+
+# the fake address of the entry's first parameter (mov.b64 %rd, <param name>); far above global
+# memory, the shared windows and the cluster window, so no access through one lands in a buffer
+_PARAMS = 1 << 44
 
 
 @dataclass
 class Program:
     params: list[str]
     instrs: list[Instr]
-    labels: dict[str, int]
+    labels: dict[str, int]  # the labels of the function's own block (those of inner { } blocks are scoped)
+    param_bytes: dict[str, int]  # the parameters declared as byte arrays (.b8 name[N]): N
+    param_addresses: dict[str, int]  # every parameter's fake address, 128-byte aligned, none overlapping
+
+    def param_at(self, address: int) -> str | None:
+        """The parameter whose address this is, if any."""
+        return next((name for name, at in self.param_addresses.items() if at == address), None)
 
 
 def _split_args(s: str) -> list[str]:
@@ -247,14 +259,28 @@ def _split_args(s: str) -> list[str]:
     return out
 
 
+_LABEL = re.compile(r"([$\w]+):(?!:)")
+
+
 def parse(ptx: str) -> Program:
-    """The first ``.entry`` of a PTX module: its parameters, instructions and labels."""
+    """The first ``.entry`` of a PTX module: its parameters, instructions and labels.
+
+    A label is scoped to its innermost enclosing ``{ }`` block, as in PTX: inline assembly that
+    the compiler pastes several times into one function (a wait loop ``{ .reg .pred %w; L: ...;
+    @!%w bra L; }``) defines the same label once per copy, and each branch goes to the copy in its
+    own block (or, failing that, the nearest enclosing block's)."""
     text = re.sub(r"//[^\n]*", "", ptx)
     text = re.sub(r"^\s*\.(loc|file)\b[^\n]*", "", text, flags=re.MULTILINE)  # debug lines end without ";"
     entry = re.search(r"\.entry\s+(\w+)\s*\(([^)]*)\)", text)
     if not entry:
         raise PtxError("no .entry function in this PTX")
-    params = re.findall(r"\.param\s+[^,]*?(\w+)\s*(?:,|$)", entry.group(2))
+    declared = re.findall(r"\.param\s+[^,]*?(\w+)\s*(?:\[\s*(\d+)\s*\])?\s*(?:,|$)", entry.group(2))
+    params = [name for name, _ in declared]
+    param_bytes = {name: int(size) for name, size in declared if size}
+    addresses, at = {}, _PARAMS
+    for name in params:
+        addresses[name] = at
+        at += (param_bytes.get(name, 8) + 127) // 128 * 128
     start = text.index("{", entry.end())
     depth, end = 0, start
     for end in range(start, len(text)):
@@ -263,16 +289,37 @@ def parse(ptx: str) -> Program:
             break
     body = text[start + 1 : end]
     instrs: list[Instr] = []
-    labels: dict[str, int] = {}
-    for chunk in body.split(";"):
-        # an inline-asm block's braces only scope its own .reg names; in lock step, with every
-        # register written before it is read (checked), one flat namespace computes the same
-        chunk = chunk.lstrip("{} \t\n").rstrip()
-        while m := re.match(r"([$\w]+):\s*", chunk):
-            labels[m.group(1)] = len(instrs)
-            chunk = chunk[m.end() :].lstrip("{} \t\n")
-        if not chunk or chunk.startswith("."):  # .reg, .loc, .reqntid, ...: no effect here
-            if chunk.startswith(".") and not re.match(r"\.(reg|loc|reqntid|maxntid|pragma|file)\b", chunk):
+    scopes: list[int] = []  # the block of each instruction
+    parent: list[int | None] = [None]  # block -> its enclosing block (0: the function body)
+    labels: dict[tuple[int, str], int] = {}
+    stack, pos = [0], 0
+    # a block's braces stand where a statement starts; braces inside a statement are vector
+    # operands. The blocks also scope their own .reg names: in lock step, with every register
+    # written before it is read (checked), one flat namespace computes the same
+    while (pos := re.compile(r"\s*").match(body, pos).end()) < len(body):
+        if body[pos] == "{":
+            parent.append(stack[-1])
+            stack.append(len(parent) - 1)
+            pos += 1
+            continue
+        if body[pos] == "}":
+            if len(stack) == 1:
+                raise PtxError("unbalanced '}' in the function body")
+            stack.pop()
+            pos += 1
+            continue
+        if m := _LABEL.match(body, pos):
+            if (stack[-1], m.group(1)) in labels:
+                raise PtxError(f"label {m.group(1)} defined twice in one block")
+            labels[(stack[-1], m.group(1))] = len(instrs)
+            pos = m.end()
+            continue
+        stop = body.find(";", pos)
+        if stop < 0:
+            raise PtxError(f"statement without ';': {body[pos:].strip()!r}")
+        chunk, pos = body[pos:stop].strip(), stop + 1
+        if chunk.startswith("."):  # .reg, .loc, .reqntid, ...: no effect here
+            if not re.match(r"\.(reg|loc|reqntid|maxntid|pragma|file)\b", chunk):
                 raise NotImplementedError(f"PTX directive inside the body: {chunk!r}")
             continue
         guard, negate = None, False
@@ -281,7 +328,18 @@ def parse(ptx: str) -> Program:
             chunk = chunk[m.end() :]
         op, _, rest = chunk.partition(" ")
         instrs.append(Instr(guard, negate, op.strip(), _split_args(rest.strip()), chunk))
-    return Program(params, instrs, labels)
+        scopes.append(stack[-1])
+    if len(stack) != 1:
+        raise PtxError("unbalanced '{' in the function body")
+    for ins, scope in zip(instrs, scopes):
+        if ins.op.split(".")[0] == "bra":
+            while scope is not None and (scope, ins.args[0]) not in labels:
+                scope = parent[scope]
+            if scope is None:
+                raise PtxError(f"branch to a label not defined in its block or an enclosing one: {ins.text}")
+            ins.target = labels[(scope, ins.args[0])]
+    return Program(params, instrs, {name: i for (scope, name), i in labels.items() if scope == 0}, param_bytes,
+                   addresses)
 
 
 # ---------------------------------------------------------------------------------------- values
@@ -604,7 +662,7 @@ class Cta:
             base = ins.op.split(".")[0]
             if base == "bra":
                 if active is None or active.all():
-                    pc = self.p.labels[ins.args[0]]
+                    pc = ins.target
                     continue
                 if active.any():
                     raise PtxError(f"divergent branch: {ins.text}")
