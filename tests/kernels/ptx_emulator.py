@@ -36,6 +36,7 @@ hide or turn into rare wrong results.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -64,6 +65,9 @@ WGMMA_SHAPES = {f"m64n{n}k16" for n in range(8, 257, 8)}  # the fp16/bf16 shapes
 WGMMA_SP_SHAPES = {f"m64n{n}k32" for n in range(8, 257, 8)}  # their sparse (.sp) forms
 # wgmma (dense and sparse) and fence.proxy.async
 MODIFIERS |= {"fence", "mma_async", "proxy", "shared::cta", "sp"} | WGMMA_SHAPES | WGMMA_SP_SHAPES
+# mbarriers (see Cta.op_mbarrier), fence.mbarrier_init, TMA loads (see Cta._tma_load)
+MODIFIERS |= {"init", "expect_tx", "try_wait", "parity", "mbarrier_init"}
+MODIFIERS |= {"bulk", "tensor", "1d", "2d", "3d", "4d", "5d", "mbarrier::complete_tx::bytes", "multicast::cluster"}
 ATOMICS = {"add": lambda old, val: old + val, "exch": lambda old, val: val}
 
 
@@ -482,6 +486,114 @@ class WgmmaOp:
                 | dict.fromkeys(self.accumulator, "accumulator"))
 
 
+# ---------------------------------------------------------------------------------------- TMA and mbarriers
+
+
+@dataclass(frozen=True)
+class TensorMap:
+    """A tiled tensor map (what ``cuTensorMapEncodeTiled`` encodes), as the emulator's value of a
+    kernel's 128-byte ``.param``: the tensor at global address ``base`` with ``dims`` elements per
+    dimension, innermost first, ``strides_bytes`` between the elements of dimensions 1.. (the
+    innermost stride is ``elem_bytes``), copied in boxes of ``box`` elements (innermost first) and
+    laid into shared memory with a ``swizzle`` of 0, 32, 64 or 128 bytes. Checked as the driver
+    checks it: a map the driver would refuse raises ``ValueError`` here."""
+
+    base: int
+    dims: tuple[int, ...]
+    strides_bytes: tuple[int, ...]
+    box: tuple[int, ...]
+    elem_bytes: int
+    swizzle: int = 0
+
+    def __post_init__(self):
+        for name in ("dims", "strides_bytes", "box"):
+            object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
+        rank = len(self.dims)
+        if not 1 <= rank <= 5 or len(self.box) != rank or len(self.strides_bytes) != rank - 1:
+            raise ValueError(f"a tensor map has 1 to 5 dimensions, a box of as many and a stride for each but the "
+                             f"innermost: dims {self.dims}, box {self.box}, strides {self.strides_bytes}")
+        if self.elem_bytes not in (1, 2, 4, 8):
+            raise ValueError(f"elements of {self.elem_bytes} bytes (1, 2, 4 or 8)")
+        if self.swizzle not in (0, 32, 64, 128):
+            raise ValueError(f"swizzle of {self.swizzle} bytes (0, 32, 64 or 128)")
+        if self.base % 16:
+            raise ValueError(f"the tensor's base {self.base:#x} is not 16-byte aligned")
+        if any(not 1 <= d <= 1 << 32 for d in self.dims):
+            raise ValueError(f"dimensions {self.dims} (1 to 2^32 elements each)")
+        if any(s % 16 or not 0 < s < 1 << 40 for s in self.strides_bytes):
+            raise ValueError(f"strides {self.strides_bytes} bytes (positive multiples of 16, below 2^40)")
+        if any(not 1 <= b <= 256 for b in self.box):
+            raise ValueError(f"box {self.box} (1 to 256 elements per dimension)")
+        row = self.box[0] * self.elem_bytes
+        if row % 16:
+            raise ValueError(f"the box's inner extent is {row} bytes, not a multiple of 16")
+        if self.swizzle and row > self.swizzle:
+            raise ValueError(f"the box's inner extent of {row} bytes is wider than its {self.swizzle}-byte swizzle")
+
+    @property
+    def box_bytes(self) -> int:
+        """What a copy of one box signals to its mbarrier, zero-filled elements included."""
+        return int(np.prod(self.box)) * self.elem_bytes
+
+    def read_box(self, glob: Memory, coords: list[int]) -> np.ndarray:
+        """The box at element ``coords`` (innermost first, may be negative), as bytes in shared
+        memory's order before the swizzle (row-major, innermost fastest): elements outside the
+        tensor read as zero, the others are checked against ``glob``'s buffers."""
+        grid = np.indices(self.box[::-1]).reshape(len(self.box), -1)[::-1]  # [dimension, element], innermost first
+        pos = grid + np.array(coords, dtype=np.int64)[:, None]
+        inside = ((pos >= 0) & (pos < np.array(self.dims, dtype=np.int64)[:, None])).all(0)
+        strides = np.array((self.elem_bytes, *self.strides_bytes), dtype=np.int64)
+        values = np.zeros(pos.shape[1], dtype=U64)
+        if inside.any():
+            values[inside] = glob.load(self.base + (pos[:, inside] * strides[:, None]).sum(0), self.elem_bytes)
+        return values.astype("<u8").view(np.uint8).reshape(-1, 8)[:, : self.elem_bytes].ravel()
+
+    def shared_addresses(self, dst: int) -> np.ndarray:
+        """The shared address of each byte of a box written at ``dst``: row-major, then the
+        swizzle by address (the 16-byte chunk within a row of the pattern XORed with the row:
+        bits 4-6, 4-5 or 4 with bits 7-9, 7-8 or 7, for 128, 64 or 32 bytes), as ``wgmma`` reads it."""
+        addr = dst + np.arange(self.box_bytes, dtype=np.int64)
+        if self.swizzle:
+            addr ^= ((addr >> 7) & (self.swizzle // 16 - 1)) << 4
+        return addr
+
+
+_NEVER = np.iinfo(np.int64).max  # a byte touched since the last release that covers it
+_TMA_COPIES = itertools.count(1)  # the idents of TMA copies
+
+
+@dataclass
+class MBarrier:
+    """The state of one initialized mbarrier (the emulator keeps it beside the 8 shared bytes,
+    which ordinary loads and stores may then not touch)."""
+
+    count: int  # arrivals each phase expects
+    pending: int  # arrivals still missing in the current phase
+    init_thread: int  # the thread that initialized it (a fence.mbarrier_init of that thread publishes it)
+    init_warps: int  # the warps that initialized it (bit mask): others need a bar.sync after the init
+    init_syncs: int  # the CTA's barriers (bar.sync, cluster waits) completed before the init
+    clock: np.ndarray  # the releases of the current phase's arrivals, per cluster rank
+    tx: int = 0  # transaction count of the current phase (complete_tx may precede expect_tx: negative)
+    phase: int = 0  # phases completed
+    done_clock: np.ndarray | None = None  # the releases of every completed phase's arrivals (a wait acquires)
+    fenced: int | None = None  # the CTA's cluster arrivals before the fence.mbarrier_init that published it
+
+
+@dataclass
+class TmaCopy:
+    """The bytes one TMA wrote into one CTA (eagerly, at issue), pending until that CTA observes
+    the mbarrier phase its complete_tx belonged to."""
+
+    ident: int  # > 0, the mark of its bytes in the destination's ``tma_pending``
+    issuer: int  # cluster rank
+    dest: int
+    barrier: int  # shared offset of the mbarrier
+    phase: int  # the phase of that mbarrier it completes into
+    offsets: np.ndarray
+    observers: int = 0  # warps (bit mask) of the destination that observed the phase
+    observed_release: int | None = None  # the destination's first release after it observed the phase
+
+
 # ---------------------------------------------------------------------------------------- execution
 
 # (opcode, A, B, C registers, metadata register) -> D registers, every warp at once; raw bits, one
@@ -531,18 +643,17 @@ class Cluster:
         while running:
             progressed = False
             for rank, steps in list(running.items()):
-                before = self.ctas[rank].arrived, self.ctas[rank].waited
+                before = self.ctas[rank].executed  # a program that resumes and waits again at once made none
                 try:
-                    waiting_at = next(steps)
+                    next(steps)
                 except StopIteration:
                     del running[rank]
                     progressed = True
                     continue
-                progressed |= (self.ctas[rank].arrived, self.ctas[rank].waited) != before
+                progressed |= self.ctas[rank].executed != before
             if running and not progressed:
-                stuck = ", ".join(f"rank {r} (arrived {self.ctas[r].arrived}, waits for all to)" for r in running)
-                raise PtxError(f"cluster deadlock: {stuck}; the others arrived "
-                               f"{[c.arrived for c in self.ctas]} times: {waiting_at.text}")
+                stuck = "; ".join(self.ctas[r].waiting_for for r in running)
+                raise PtxError(f"{'cluster ' if self.size > 1 else ''}deadlock: {stuck}")
 
 
 class Cta:
@@ -599,6 +710,32 @@ class Cta:
         self.touched: set[str] | None = None  # None: no wgmma.fence yet
         self.generic = np.zeros(shared.buffers[0].size, dtype=bool)
         self.ins: Instr | None = None  # the instruction running, for error messages
+        self.nwarps = (nthreads + 31) // 32
+        self.all_warps = (1 << self.nwarps) - 1
+        # mbarriers (see op_mbarrier) by shared offset; their bytes, which nothing else may touch
+        self.mbarriers: dict[int, MBarrier] = {}
+        self.barrier_bytes = np.zeros(size_bytes, dtype=bool)
+        # TMA copies into this program's shared memory that not all its warps have observed (by
+        # ident), the ident on each byte they wrote (0: none), and the copies it multicast into
+        # partners, until it ends (see _may_end)
+        self.tma_copies: dict[int, TmaCopy] = {}
+        self.tma_pending = np.zeros(size_bytes, dtype=np.int64)
+        self.tma_issued: list[TmaCopy] = []
+        # releases and acquires between the programs of the cluster, a vector clock: entry r counts
+        # the releases of rank r this program has acquired (its own entry, its own releases). Per
+        # shared byte, the first own release that orders the warp accesses to it since the last
+        # one before whatever acquires it (_NEVER: none yet; 0: never touched); the highest own
+        # release acquired back (through an mbarrier); per partner, the release that ordered its
+        # latest remote arrival on an mbarrier here; the clock each cluster arrival released
+        self.clock = np.zeros(size, dtype=np.int64)
+        self.touch_release = np.zeros(size_bytes, dtype=np.int64)
+        self.acquired_own = 0
+        self.remote_arrivals = np.zeros(size, dtype=np.int64)
+        self.arrival_clocks: list[np.ndarray] = []
+        self.release_arrivals: list[int] = []  # the cluster arrivals (numbers) that release (not .relaxed)
+        self.syncs = 0  # CTA barriers completed (bar.sync, barrier.cluster.wait)
+        self.executed = 0  # instructions started: a program that waits and starts none made no progress
+        self.waiting_for = ""  # what the program waits for, for a deadlock's message
 
     # operands
     def read(self, operand: str) -> np.ndarray:
@@ -616,6 +753,8 @@ class Cta:
             raise PtxError(f"read of register {operand} before any write")
         if operand == "global_smem":
             return np.full(self.n, self.shared.bases[0], dtype=U64)
+        if operand in self.p.param_addresses:  # mov.b64 %rd, <param>: its (fake) address, see Program
+            return np.full(self.n, self.p.param_addresses[operand], dtype=U64)
         if re.fullmatch(r"0[fF][0-9a-fA-F]{8}", operand):
             return np.full(self.n, int(operand[2:], 16), dtype=U64)
         if re.fullmatch(r"-?(0[xX][0-9a-fA-F]+|\d+)", operand):
@@ -645,15 +784,17 @@ class Cta:
     def run(self, max_steps: int = 10_000_000) -> None:
         """Run a program alone (a cluster of one): its cluster barriers never wait."""
         for _ in self.steps(max_steps):
-            raise PtxError("a program alone waits at barrier.cluster.wait")  # pragma: no cover (cannot happen)
+            raise PtxError(f"deadlock: {self.waiting_for}")  # nobody else can arrive
 
     def steps(self, max_steps: int = 10_000_000):
         """Run the program, yielding while it waits at ``barrier.cluster.wait`` for the other
-        programs of its cluster (``Cluster.run`` interleaves them)."""
+        programs of its cluster, or at ``mbarrier.try_wait`` for a phase to complete
+        (``Cluster.run`` interleaves them)."""
         pc, steps, instrs = 0, 0, self.p.instrs
         while pc < len(instrs):
             ins = self.ins = instrs[pc]
             steps += 1
+            self.executed += 1
             if steps > max_steps:
                 raise PtxError("the kernel ran more than max_steps instructions (an endless loop?)")
             active = None
@@ -670,11 +811,7 @@ class Cta:
                 continue
             if base == "ret" or base == "exit":
                 if active is None or active.all():
-                    if self.wgmma_open or self.wgmma_groups:
-                        raise PtxError(f"the program ends with a wgmma.mma_async not yet waited for: {ins.text}")
-                    if self.waited < self.remote_needed:
-                        raise PtxError("the program ends while a cluster partner may still access its shared "
-                                       f"memory (no cluster barrier after that access): {ins.text}")
+                    self._may_end(ins)
                     self.ended = True
                     return
                 if active.any():
@@ -687,13 +824,24 @@ class Cta:
             if base == "barrier" and ins.op.startswith("barrier.cluster.wait"):
                 self._check_cluster_op(ins, active)
                 while not self.cluster.passed(self.arrived):
+                    self.waiting_for = (f"rank {self.rank} waits at barrier.cluster.wait for every program's arrival "
+                                        f"{self.arrived} (they arrived {[c.arrived for c in self.cluster.ctas]} "
+                                        f"times): {ins.text}")
                     yield ins
                 self.waited = self.arrived
+                for cta in self.cluster.ctas:  # what each released at that arrival
+                    self._acquire(cta.arrival_clocks[self.waited - 1])
                 self.races.barrier()  # every thread of the cluster arrived: this program's warps too (bar.sync's order)
+                self._synced()
                 pc += 1
                 continue
             handler = getattr(self, "op_" + base, None)
             unknown = {p for p in ins.op.split(".")[1:] if p not in MODIFIERS | ATOMICS.keys() and p not in WIDTHS}
+            if base == "mbarrier" and ins.op.split(".")[1] == "try_wait" and not unknown:
+                while not self._mbarrier_try_wait(ins, active):  # never spins: waits for the others to complete it
+                    yield ins
+                pc += 1
+                continue
             if handler is None or (unknown and base != "mma"):  # mma: the model checks its own opcode
                 raise NotImplementedError(f"PTX instruction not emulated: {ins.text}")
             handler(ins, active)
@@ -931,6 +1079,8 @@ class Cta:
         if ins.op.startswith("ld.param"):
             d, src = ins.args
             name = src.strip("[] ")
+            if isinstance(self.params[name], TensorMap):
+                raise NotImplementedError(f"ld.param of a tensor-map parameter (only its address is used): {ins.text}")
             self.write(d, np.full(self.n, self.params[name] & MASKS[64], dtype=U64), active, WIDTHS[self._type(ins)])
             return
         mem, addr, on, size, dests = self._access(ins, ins.args[1], ins.args[0], write=False, active=active)
@@ -983,6 +1133,11 @@ class Cta:
         else:
             offsets = (local[on, None] - target.shared.bases[0] + np.arange(vec * size)).ravel()
             target.shared._locate(local[on], vec * size)  # bounds, with the buffer's own message
+            if target.barrier_bytes[offsets].any():
+                raise PtxError(f"shared::cluster access to the bytes of a partner's mbarrier: {ins.text}")
+            if target.tma_pending[offsets].any():
+                raise PtxError(f"shared::cluster access to a partner's bytes that a TMA copy writes, before the "
+                               f"partner observed its completion and passed a CTA barrier: {ins.text}")
             touched = target.local_write_phase[offsets] if not write else target.local_phase[offsets]
             if (touched >= self.waited).any():
                 raise PtxError(f"{'store into' if write else 'load of'} a partner's shared bytes it "
@@ -1010,6 +1165,11 @@ class Cta:
                 if self.pending[offsets].any():
                     raise PtxError(f"shared bytes at {int(offsets[self.pending[offsets] > 0][0])} are the target of a "
                                    f"cp.async not yet waited for: {text}")
+                if self.barrier_bytes[offsets].any():
+                    raise PtxError(f"ordinary access to the bytes of an mbarrier at shared byte "
+                                   f"{int(offsets[self.barrier_bytes[offsets]][0])}: {text}")
+                self._tma_landed(offsets, (np.arange(self.n)[on] // 32)[:, None], text)
+                self.touch_release[offsets] = _NEVER
                 if write:
                     self._unread_by_wgmma(offsets, text)
                     self.generic[offsets] = True
@@ -1062,6 +1222,9 @@ class Cta:
         op = ins.op.split(".")
         if op[:2] != ["cp", "async"]:
             raise NotImplementedError(f"PTX instruction not emulated: {ins.text}")
+        if op[2] == "bulk":
+            self._tma_load(ins, active)
+            return
         if op[2] == "commit_group":
             self.groups.append(self.open_group)
             self.open_group = []
@@ -1072,6 +1235,7 @@ class Cta:
                 for offsets, data, warps in self.groups.pop(0):
                     np.subtract.at(self.pending, offsets.ravel(), 1)
                     self.races.access(offsets, warps, True, ins.text)
+                    self.touch_release[offsets] = _NEVER
                     self.shared.buffers[0][offsets] = data
                     self.generic[offsets] = True  # cp.async writes through the generic proxy
             return
@@ -1095,6 +1259,9 @@ class Cta:
             data[read] = np.stack(words, 1).view(np.uint8).reshape(-1, size)
         offsets = dst_addr[:, None] - self.shared.bases[0] + np.arange(size)
         self._unread_by_wgmma(offsets, ins.text)
+        if self.barrier_bytes[offsets].any() or self.tma_pending[offsets].any():
+            raise PtxError(f"cp.async into the bytes of an mbarrier or of a TMA copy not yet observed: {ins.text}")
+        self.touch_release[offsets] = _NEVER
         warps = np.arange(self.n)[on] // 32
         # the copy may write as soon as it is issued: no other warp may have read or written
         # these bytes since the last barrier (it counts as written again when it lands)
@@ -1129,6 +1296,9 @@ class Cta:
         makes the shared-memory writes of the generic proxy visible to the async proxy, which
         ``wgmma`` reads through; run by the whole CTA, in lock step after every earlier write."""
         parts = ins.op.split(".")
+        if parts[1] == "mbarrier_init":
+            self._fence_mbarrier_init(ins, active)
+            return
         if parts[1] != "proxy":
             return
         if parts[2:] not in (["async"], ["async", "shared::cta"], ["async", "global"]):
@@ -1155,6 +1325,11 @@ class Cta:
         if ins.op.split(".")[2] != "arrive":
             raise NotImplementedError(f"PTX instruction not emulated: {ins.text}")
         self.arrived += 1
+        if "relaxed" in ins.op.split("."):
+            self.arrival_clocks.append(self.clock.copy())
+        else:  # every thread arrives (aligned): all the program's accesses so far
+            self.release_arrivals.append(self.arrived)
+            self.arrival_clocks.append(self._release(np.ones(self.nwarps, bool)))
 
     def op_mapa(self, ins, active):
         """``mapa.shared::cluster.u32 d, a, rank``: the address of this program's shared byte ``a``
@@ -1170,10 +1345,361 @@ class Cta:
                            f"address: {ins.text}")
         self.write(d, np.where(on, (ranks + 1) * _WINDOW + offset, 0).astype(U64), active, WIDTHS[ins.op[-3:]])
 
+    def op_cvta(self, ins, active):
+        """``cvta.param.u64``: a parameter's address as a generic address (the same fake number)."""
+        if ins.op != "cvta.param.u64":
+            raise NotImplementedError(f"PTX instruction not emulated: {ins.text}")
+        d, a = ins.args
+        self.write(d, self.read(a), active, 64)
+
+    # releases and acquires between programs (see Cluster and op_mbarrier)
+    def _warps(self, on: np.ndarray) -> np.ndarray:
+        """Which warps (bool per warp) have an active thread."""
+        return np.bincount(np.flatnonzero(on) // 32, minlength=self.nwarps) > 0
+
+    def _release(self, warps: np.ndarray) -> np.ndarray:
+        """A release by threads of ``warps`` (an mbarrier arrive, a cluster arrive): it orders before
+        whatever acquires it every shared access of this program before its last CTA barrier, and
+        those of these warps since (a wgmma's reads, once retired, count as its warpgroup's); the
+        clock the arrival carries."""
+        self.clock[self.rank] += 1
+        open_ = np.flatnonzero(self.touch_release == _NEVER)
+        if len(open_):
+            groups = np.array([warps[g : g + 4].any() for g in range(0, self.nwarps, 4)])
+            writer, reader = self.races.writer[open_], self.races.reader[open_]
+            covered = (writer == -1) | ((writer >= 0) & warps[np.maximum(writer, 0)])
+            covered &= ((reader == -1) | ((reader >= 0) & warps[np.maximum(reader, 0)]) | ((reader == -2) & warps.all())
+                        | ((reader <= -3) & groups[np.clip(-3 - reader, 0, len(groups) - 1)]))
+            self.touch_release[open_[covered]] = self.clock[self.rank]
+        return self.clock.copy()
+
+    def _acquire(self, clock: np.ndarray) -> None:
+        """An acquire of the releases ``clock`` counts (an mbarrier phase observed, a cluster wait)."""
+        self.acquired_own = max(self.acquired_own, int(clock[self.rank]))
+        np.maximum(self.clock, clock, out=self.clock)
+
+    def _synced(self) -> None:
+        """A CTA barrier: the TMA bytes that any warp had observed are now visible to every warp."""
+        self.syncs += 1
+        for copy in [c for c in self.tma_copies.values() if c.observers]:
+            self._retire(copy)
+
+    def _retire(self, copy: TmaCopy) -> None:
+        mine = copy.offsets[self.tma_pending[copy.offsets] == copy.ident]
+        self.tma_pending[mine] = 0
+        del self.tma_copies[copy.ident]
+
+    def _tma_landed(self, offsets: np.ndarray, warps: np.ndarray, text: str) -> None:
+        """Shared bytes a TMA copy wrote may be touched by a warp only once it observed the mbarrier
+        phase the copy completed into, or another warp did before a CTA barrier since. ``offsets``
+        and ``warps`` (the warp touching each) broadcast together."""
+        marks = self.tma_pending[offsets]
+        if not marks.any():
+            return
+        idents, inverse = np.unique(marks, return_inverse=True)
+        seen = np.array([-1 if i == 0 else self.tma_copies[i].observers for i in idents], dtype=np.int64)
+        visible = (seen[inverse].reshape(marks.shape) >> warps) & 1
+        if not visible.all():
+            at = np.broadcast_to(offsets, visible.shape)[visible == 0][0]
+            copy = self.tma_copies[int(self.tma_pending[at])]
+            raise PtxError(f"shared byte {int(at)} is written by a TMA copy (issued by rank {copy.issuer}) whose "
+                           f"mbarrier phase this warp has not observed (mbarrier.try_wait): {text}")
+
+    def _may_end(self, ins: Instr) -> None:
+        """What must hold when a program ends (``ret``/``exit``, see :class:`Cluster`)."""
+        if self.wgmma_open or self.wgmma_groups:
+            raise PtxError(f"the program ends with a wgmma.mma_async not yet waited for: {ins.text}")
+        if self.waited < self.remote_needed:
+            raise PtxError("the program ends while a cluster partner may still access its shared "
+                           f"memory (no cluster barrier after that access): {ins.text}")
+        for copy in self.tma_copies.values():
+            if not copy.observers:
+                raise PtxError(f"the program ends while a TMA copy (issued by rank {copy.issuer}) into its shared "
+                               f"memory is in flight: it never observed the mbarrier phase the copy completes into "
+                               f"(mbarrier.try_wait): {ins.text}")
+        for copy in self.tma_issued:
+            if copy.observed_release is None:
+                raise PtxError(f"the program ends while its TMA multicast into rank {copy.dest} may still be in "
+                               f"flight: rank {copy.dest} has not observed its mbarrier phase complete: {ins.text}")
+            if self.clock[copy.dest] < copy.observed_release:
+                raise PtxError(f"the program ends while its TMA multicast into rank {copy.dest} may still be in "
+                               f"flight: nothing rank {copy.dest} released after it observed the copy's mbarrier "
+                               f"phase was acquired here (no cluster barrier after it): {ins.text}")
+        late = np.flatnonzero(self.clock < self.remote_arrivals)
+        if len(late):
+            raise PtxError(f"the program ends while a remote mbarrier arrival of rank {late[0]} on its shared memory "
+                           f"is not ordered before its end (no cluster barrier, or wait, after it): {ins.text}")
+
+    # mbarriers
+    def _barrier_target(self, addr: int, window: bool, ins: Instr) -> tuple["Cta", int]:
+        """(program, shared offset) of an mbarrier address: a shared::cta address of this program,
+        or, for ``window``, also a shared::cluster address from ``mapa`` (any rank, this one too)."""
+        target, offset = self, addr - self.shared.bases[0]
+        if window and addr >= _WINDOW:
+            target, offset = self.cluster.member(addr // _WINDOW - 1, ins.text), addr % _WINDOW
+        if offset % 8 or not 0 <= offset <= target.shared.buffers[0].size - 8:
+            raise PtxError(f"mbarrier address {addr:#x} is not an 8-byte aligned shared address inside the "
+                           f"{target.shared.buffers[0].size} bytes of shared memory: {ins.text}")
+        return target, offset
+
+    def _barrier(self, target: "Cta", offset: int, warps: int, ins: Instr) -> MBarrier:
+        """The mbarrier at ``offset`` of ``target``, for threads of ``warps`` (bit mask) of this
+        program: initialized, its init ordered before this use (by a CTA barrier, here; by
+        fence.mbarrier_init and a cluster barrier, from a partner), the program not ended."""
+        if target.ended:
+            raise PtxError(f"use of an mbarrier of rank {target.rank}, a cluster partner that has ended: {ins.text}")
+        bar = target.mbarriers.get(offset)
+        if bar is None:
+            raise PtxError(f"no mbarrier initialized at shared offset {offset} of rank {target.rank}: {ins.text}")
+        if target is self and warps & ~bar.init_warps and self.syncs == bar.init_syncs:
+            raise PtxError(f"mbarrier at shared offset {offset} used by a warp that did not initialize it, with no "
+                           f"CTA barrier (bar.sync) since its init: {ins.text}")
+        if target is not self:
+            if bar.fenced is None:
+                raise PtxError(f"remote use of rank {target.rank}'s mbarrier at shared offset {offset}, whose init no "
+                               f"fence.mbarrier_init.release.cluster of the initializing thread follows: {ins.text}")
+            after = [a for a in target.release_arrivals if a > bar.fenced]
+            if not after or self.waited < after[0]:
+                raise PtxError(f"remote use of rank {target.rank}'s mbarrier at shared offset {offset} with no cluster "
+                               f"barrier (arrive.release there after its fence.mbarrier_init, wait.acquire here) "
+                               f"ordering its init before: {ins.text}")
+        return bar
+
+    @staticmethod
+    def _complete(bar: MBarrier) -> None:
+        """Complete the current phase if every arrival is in and every expected byte has come."""
+        if bar.pending == 0 and bar.tx == 0:
+            bar.done_clock = bar.clock if bar.done_clock is None else np.maximum(bar.done_clock, bar.clock)
+            bar.clock = np.zeros_like(bar.clock)
+            bar.phase += 1
+            bar.pending = bar.count
+
+    def op_mbarrier(self, ins, active):
+        """``mbarrier.init.shared::cta.b64 [a], count``; ``mbarrier.arrive[.expect_tx].shared::cta.b64 _,
+        [a][, tx]`` (each active thread arrives once, after adding ``tx`` to the tx-count); the remote
+        ``mbarrier.arrive[.expect_tx].release.cluster.shared::cluster.b64 _, [a][, tx]`` on the
+        barrier of the rank ``a`` (from ``mapa``) names. ``.shared`` stands for ``.shared::cta``, as
+        Triton writes it. ``try_wait`` waits in :meth:`steps` (see :meth:`_mbarrier_try_wait`)."""
+        parts = ins.op.split(".")
+        on = np.ones(self.n, bool) if active is None else active
+        if parts[1] == "init":
+            if parts[2:] not in (["shared::cta", "b64"], ["shared", "b64"]) or len(ins.args) != 2:
+                raise NotImplementedError(f"PTX instruction not emulated: {ins.text}")
+            addr, count = self.address(ins.args[0]), self.read(ins.args[1])
+            for t in np.flatnonzero(on):
+                self._mbarrier_init(int(addr[t]), int(count[t] & U64(MASKS[32])), int(t), ins)
+            return
+        rest = parts[2:]
+        expect = rest[:1] == ["expect_tx"]
+        rest = rest[expect:]
+        rest = rest[rest[:1] == ["release"]:]
+        cluster_scope = rest[:1] == ["cluster"]
+        rest = rest[cluster_scope:]
+        if parts[1] != "arrive" or rest not in (["shared::cta", "b64"], ["shared", "b64"], ["shared::cluster", "b64"]) \
+                or ins.args[:1] != ["_"] or len(ins.args) != 2 + expect:
+            raise NotImplementedError(f"PTX instruction not emulated: {ins.text}")
+        addr = self.address(ins.args[1])
+        tx = self.read(ins.args[2]) & U64(MASKS[32]) if expect else None
+        clock = self._release(self._warps(on))
+        for t in np.flatnonzero(on):
+            target, offset = self._barrier_target(int(addr[t]), rest[0] == "shared::cluster", ins)
+            bar = self._barrier(target, offset, 1 << (t // 32), ins)
+            if target is not self:
+                if not cluster_scope:
+                    raise PtxError(f"remote mbarrier arrive without .release.cluster (a release at CTA scope does "
+                                   f"not order anything for a partner): {ins.text}")
+                target.remote_arrivals[self.rank] = max(target.remote_arrivals[self.rank], self.clock[self.rank])
+            if expect:
+                if tx[t] >= 1 << 20:
+                    raise PtxError(f"expect_tx of {int(tx[t])} bytes (the tx-count holds up to 2^20 - 1): {ins.text}")
+                bar.tx += int(tx[t])
+            if bar.pending == 0:
+                raise PtxError(f"arrival on the mbarrier at shared offset {offset} of rank {target.rank} beyond the "
+                               f"{bar.count} its phase expects (the phase still waits for {bar.tx} bytes): {ins.text}")
+            bar.pending -= 1
+            np.maximum(bar.clock, clock, out=bar.clock)
+            self._complete(bar)
+
+    def _mbarrier_init(self, addr: int, count: int, thread: int, ins: Instr) -> None:
+        """One thread's ``mbarrier.init``: phase 0, expecting ``count`` arrivals."""
+        _, offset = self._barrier_target(addr, False, ins)
+        if not 1 <= count < 1 << 20:
+            raise PtxError(f"mbarrier.init with a count of {count} (1 to 2^20 - 1): {ins.text}")
+        old = self.mbarriers.get(offset)
+        if old is None and self.barrier_bytes[offset : offset + 8].any():
+            raise PtxError(f"mbarrier.init at shared offset {offset} overlaps another mbarrier: {ins.text}")
+        if old is not None and (old.pending != old.count or old.tx or any(
+                c.barrier == offset and not c.observers for c in self.tma_copies.values())):
+            raise PtxError(f"mbarrier.init at shared offset {offset} while its current phase has arrivals, or TMA "
+                           f"bytes, in flight: {ins.text}")
+        at = np.arange(offset, offset + 8)
+        if self.pending[at].any() or self.tma_pending[at].any() or self.wgmma_reading[at].any():
+            raise PtxError(f"mbarrier.init over shared bytes a copy or a wgmma in flight uses: {ins.text}")
+        self.mbarriers[offset] = MBarrier(count, count, thread, 1 << (thread // 32), self.syncs,
+                                          np.zeros(self.cluster.size, dtype=np.int64))
+        self.barrier_bytes[at] = True
+
+    def _fence_mbarrier_init(self, ins: Instr, active) -> None:
+        """``fence.mbarrier_init.release.cluster``: the mbarrier inits of the fencing threads before
+        it become visible to the cluster with their next cluster arrive.release (see :meth:`_barrier`)."""
+        if ins.op != "fence.mbarrier_init.release.cluster":
+            raise NotImplementedError(f"PTX instruction not emulated: {ins.text}")
+        on = np.ones(self.n, bool) if active is None else active
+        for bar in self.mbarriers.values():
+            if bar.fenced is None and on[bar.init_thread]:
+                bar.fenced = self.arrived
+
+    def _mbarrier_try_wait(self, ins: Instr, active) -> bool:
+        """``mbarrier.try_wait.parity.shared::cta.b64 p, [a], parity``: true once the phase of that
+        parity has completed (the barrier's completed phases ``% 2 != parity``); the same barrier
+        and parity in every active thread, so the same answer. When false, the program waits here
+        (``steps`` yields) until a partner completes the phase, instead of spinning; true makes the
+        observed phase's TMA bytes visible to the waiting warps and acquires its arrivals' releases."""
+        parts = ins.op.split(".")
+        if parts[2:] not in (["parity", "shared::cta", "b64"], ["parity", "shared", "b64"]) or len(ins.args) != 3:
+            raise NotImplementedError(f"PTX instruction not emulated: {ins.text}")
+        d, address, parity = ins.args
+        on = np.ones(self.n, bool) if active is None else active
+        addr, par = self.address(address)[on], self.read(parity)[on] & U64(MASKS[32])
+        if (addr != addr[0]).any() or (par != par[0]).any():
+            raise PtxError(f"mbarrier.try_wait on different barriers or parities across the threads: {ins.text}")
+        if par[0] > 1:
+            raise PtxError(f"mbarrier.try_wait.parity with parity {int(par[0])} (0 or 1): {ins.text}")
+        _, offset = self._barrier_target(int(addr[0]), False, ins)
+        warps = sum(1 << int(w) for w in np.flatnonzero(self._warps(on)))
+        bar = self._barrier(self, offset, warps, ins)
+        if bar.phase % 2 == par[0]:
+            self.waiting_for = (f"rank {self.rank} waits for phase {bar.phase} (parity {int(par[0])}) of the mbarrier "
+                                f"at shared offset {offset} to complete ({bar.pending} of {bar.count} arrivals and "
+                                f"a tx-count of {bar.tx} bytes missing): {ins.text}")
+            return False
+        if bar.phase:  # parity 1 before any phase completed: the phase "before" the first, nothing to observe
+            self._acquire(bar.done_clock)
+            for copy in list(self.tma_copies.values()):
+                if copy.barrier == offset and copy.phase < bar.phase:
+                    if copy.observed_release is None:
+                        copy.observed_release = int(self.clock[self.rank]) + 1  # this program's next release
+                    copy.observers |= warps
+                    if copy.observers == self.all_warps:
+                        self._retire(copy)
+        self.write(d, np.ones(self.n, bool), active, 1)
+        return True
+
+    # TMA
+    def _tma_load(self, ins: Instr, active) -> None:
+        """``cp.async.bulk.tensor.Nd.shared::cluster.global.mbarrier::complete_tx::bytes[.multicast::cluster]
+        [dst], [map, {c0, ..}], [mbar][, cta-mask]``, each active thread's own: the box of the tensor
+        map (a kernel parameter's address) at element coordinates ``c`` (innermost first, signed),
+        written at shared offset ``dst`` of this program, or of every rank in ``cta-mask``, then
+        complete_tx of the box's bytes on the mbarrier at offset ``mbar`` there.
+
+        Written at issue (one legal schedule), checked first: every destination exists and has not
+        ended; its mbarrier is initialized and, in a partner, published (see :meth:`_barrier`); the
+        bytes hold no mbarrier, no copy in flight (cp.async, or a TMA copy nobody observed yet), no
+        operand of a wgmma not yet waited for, and no warp access that the destination has not
+        released to this program (in a partner: an mbarrier arrive or cluster barrier of theirs
+        after it that this program acquired; here: one this program acquired back, unless only the
+        issuing warp touched them since the last CTA barrier). The bytes then stay pending in each
+        destination until it observes the phase (:meth:`_mbarrier_try_wait`)."""
+        parts = ins.op.split(".")
+        dims = re.fullmatch(r"([1-5])d", parts[4]) if len(parts) > 4 else None
+        multicast = parts[8:] == ["multicast::cluster"]
+        if parts[2:4] != ["bulk", "tensor"] or not dims or parts[5:8] != ["shared::cluster", "global",
+                                                                          "mbarrier::complete_tx::bytes"] \
+                or parts[8:] not in ([], ["multicast::cluster"]) or len(ins.args) != 3 + multicast:
+            raise NotImplementedError(f"PTX instruction not emulated: {ins.text}")
+        source = re.fullmatch(r"\[\s*([%\w]+)\s*,\s*\{(.*)\}\s*\]", ins.args[1])
+        rank = int(dims.group(1))
+        if not source or len(_split_args(source.group(2))) != rank:
+            raise PtxError(f"a {rank}d tensor copy takes [map, {{{rank} coordinates}}]: {ins.text}")
+        coords = [self._int(c, "s32") for c in _split_args(source.group(2))]
+        maps, dst, bars = self.read(source.group(1)), self.address(ins.args[0]), self.address(ins.args[2])
+        masks = self.read(ins.args[3]) & U64(0xFFFF) if multicast else None
+        base, size = self.shared.bases[0], self.shared.buffers[0].size
+        for t in np.flatnonzero(np.ones(self.n, bool) if active is None else active):
+            name = self.p.param_at(int(maps[t]))
+            tmap = self.params.get(name) if name else None
+            if not isinstance(tmap, TensorMap):
+                raise PtxError(f"the tensor map operand {int(maps[t]):#x} is not the address of a tensor-map "
+                               f"parameter: {ins.text}")
+            if len(tmap.dims) != rank:
+                raise PtxError(f"a {rank}d copy of a {len(tmap.dims)}-dimensional tensor map: {ins.text}")
+            offset = [self._own_shared(int(a[t]), ins) for a in (dst, bars)]
+            align = 1024 if tmap.swizzle == 128 else 128
+            if (base + offset[0]) % align:
+                raise PtxError(f"TMA destination {base + offset[0]:#x} is not {align}-byte aligned: {ins.text}")
+            targets = [self]
+            if multicast:
+                mask = int(masks[t])
+                if not mask or mask >> self.cluster.size:
+                    raise PtxError(f"multicast cta-mask {mask:#x} is empty or names a rank outside the cluster of "
+                                   f"{self.cluster.size}: {ins.text}")
+                targets = [self.cluster.ctas[r] for r in range(self.cluster.size) if mask >> r & 1]
+            offsets = tmap.shared_addresses(base + offset[0]) - base
+            if offsets.max() >= size:
+                raise PtxError(f"a TMA box of {tmap.box_bytes} bytes at shared offset {offset[0]} reaches outside the "
+                               f"{size} bytes of shared memory: {ins.text}")
+            data = tmap.read_box(self.glob, [int(c[t]) for c in coords])
+            for target in targets:  # every destination checked before any is written
+                self._tma_may_write(target, offsets, offset[1], int(t) // 32, ins)
+            for target in targets:
+                self._tma_write(target, offsets, data, offset[1], tmap.box_bytes)
+
+    def _own_shared(self, addr: int, ins: Instr) -> int:
+        """The offset of a shared::cluster address that must be this program's own (shared::cta)."""
+        if addr >= _WINDOW:
+            if addr // _WINDOW - 1 != self.rank:
+                raise NotImplementedError(f"TMA copy into another program's shared memory other than by multicast: "
+                                          f"{ins.text}")
+            return addr % _WINDOW
+        return addr - self.shared.bases[0]
+
+    def _tma_may_write(self, target: "Cta", offsets: np.ndarray, barrier: int, warp: int, ins: Instr) -> None:
+        """Refuse a TMA copy into ``target`` that could race with what it holds (see :meth:`_tma_load`)."""
+        where = "" if target is self else f" of rank {target.rank}"
+        self._barrier(target, barrier, 1 << warp, ins)
+        for busy, what in ((target.barrier_bytes[offsets], "hold an mbarrier"),
+                           (target.pending[offsets] > 0, "are the target of a cp.async not yet waited for"),
+                           (target.wgmma_reading[offsets] > 0, "are read by a wgmma.mma_async not yet waited for")):
+            if busy.any():
+                raise PtxError(f"TMA copy into shared bytes{where} that {what} (byte {int(offsets[busy][0])}): "
+                               f"{ins.text}")
+        marks = target.tma_pending[offsets]
+        for ident in np.unique(marks[marks > 0]):
+            copy = target.tma_copies[int(ident)]
+            if not copy.observers:
+                raise PtxError(f"TMA copy into shared bytes{where} that an earlier TMA copy (issued by rank "
+                               f"{copy.issuer}) writes, whose mbarrier phase nobody has waited for: {ins.text}")
+        if target is self:  # another warp's accesses since the last CTA barrier need a release acquired back
+            writer, reader = self.races.writer[offsets], self.races.reader[offsets]
+            other = ((writer >= 0) & (writer != warp)) | ((reader >= 0) & (reader != warp)) | (reader == -2)
+            other |= (reader <= -3) & (-3 - reader != warp // 4)
+            unordered = other & (self.touch_release[offsets] > self.acquired_own)
+        else:
+            unordered = target.touch_release[offsets] > self.clock[target.rank]
+        if unordered.any():
+            raise PtxError(f"TMA copy into shared bytes{where} (byte {int(offsets[unordered][0])}) that rank "
+                           f"{target.rank}'s warps touched with no release of theirs acquired here since (no "
+                           f"mbarrier wait for the slot to be consumed?): {ins.text}")
+
+    def _tma_write(self, target: "Cta", offsets: np.ndarray, data: np.ndarray, barrier: int, nbytes: int) -> None:
+        """Write a TMA copy's bytes into ``target`` and signal complete_tx on its mbarrier."""
+        target.shared.buffers[0][offsets] = data
+        target.generic[offsets] = False  # written through the async proxy: a wgmma reads them with no proxy fence
+        bar = target.mbarriers[barrier]
+        copy = TmaCopy(next(_TMA_COPIES), self.rank, target.rank, barrier, bar.phase, offsets)
+        target.tma_copies[copy.ident] = copy
+        target.tma_pending[offsets] = copy.ident
+        if target is not self:
+            self.tma_issued.append(copy)
+        bar.tx -= nbytes
+        self._complete(bar)
+
     def op_bar(self, ins, active):  # lock step: every earlier instruction has finished in every thread
         if active is not None and not active.all():
             raise PtxError(f"barrier under a divergent predicate: {ins.text}")
         self.races.barrier()
+        self._synced()
 
     def op_shfl(self, ins, active):
         # shfl.sync.<mode>.b32 d, a, b, c, membermask; only full warps and c = 31 (one segment of 32)
@@ -1235,6 +1761,7 @@ class Cta:
                     for group, offsets in enumerate(op.reads):
                         np.subtract.at(self.wgmma_reading, offsets, 1)
                         self.races.async_read_done(offsets, group)
+                        self.touch_release[offsets] = _NEVER
             self.wgmma_owned = {}
             for op in self.wgmma_open + [op for group in self.wgmma_groups for op in group]:
                 self.wgmma_owned |= op.roles()
@@ -1306,7 +1833,7 @@ class Cta:
                 a_values = _halves_to_f64(self._shared_halves(a_offsets), ty)  # [64, 16]
                 offsets = np.concatenate([a_offsets.ravel(), b_offsets.ravel()])
             offsets = np.unique(offsets[:, None] + np.arange(2))
-            self._wgmma_reads_settled(ins, offsets)
+            self._wgmma_reads_settled(ins, offsets, group)
             reads.append(offsets)
             old = None
             if self._uniform(use_d[threads], ins, "scale-d"):
@@ -1327,6 +1854,7 @@ class Cta:
             out[threads] = _from_f32(acc.astype(np.float32))
         for offsets in reads:
             np.add.at(self.wgmma_reading, offsets, 1)
+            self.touch_release[offsets] = _NEVER
         for i, reg in enumerate(accumulator):
             self.regs[reg] = out[:, i].copy()
         op = WgmmaOp(accumulator, a_registers, reads, metadata)
@@ -1436,12 +1964,17 @@ class Cta:
         buf = self.shared.buffers[0]
         return buf[offsets].astype(np.uint16) | (buf[offsets + 1].astype(np.uint16) << 8)
 
-    def _wgmma_reads_settled(self, ins: Instr, offsets: np.ndarray) -> None:
-        """The shared bytes a wgmma reads: landed (no cp.async pending), fenced for the async
-        proxy since the last generic write, and not written by a warp since the last barrier."""
+    def _wgmma_reads_settled(self, ins: Instr, offsets: np.ndarray, group: int) -> None:
+        """The shared bytes a wgmma of warpgroup ``group`` reads: landed (no cp.async pending, no
+        TMA copy that one of its warps has not observed), fenced for the async proxy since the last
+        generic write (TMA copies write through the async proxy), and not written by a warp since
+        the last barrier."""
         if self.pending[offsets].any():
             raise PtxError(f"shared bytes at {int(offsets[self.pending[offsets] > 0][0])} are the target of a "
                            f"cp.async not yet waited for: {ins.text}")
+        if self.barrier_bytes[offsets].any():
+            raise PtxError(f"wgmma operand over the bytes of an mbarrier: {ins.text}")
+        self._tma_landed(offsets[:, None], np.arange(4 * group, min(4 * group + 4, self.nwarps))[None, :], ins.text)
         if self.generic[offsets].any():
             raise PtxError(f"shared bytes at {int(offsets[self.generic[offsets]][0])} were written (st.shared, "
                            f"stmatrix or cp.async) with no fence.proxy.async before the wgmma that reads them: "
@@ -1449,12 +1982,13 @@ class Cta:
         self.races.async_read(offsets, ins.text)
 
 
-def run_grid(ptx: str, grid: tuple[int, ...], nthreads: int, args: list[int], glob: Memory, shared_bytes: int,
+def run_grid(ptx: str, grid: tuple[int, ...], nthreads: int, args: list, glob: Memory, shared_bytes: int,
              mma: MmaModel | None = None, reverse: bool = False, traffic: SharedTraffic | None = None,
              cluster: int = 1) -> None:
     """Run every program of ``grid`` on the given memory, in launch order or ``reverse``d.
     ``args`` are the kernel's runtime arguments in parameter order (addresses from ``glob.add``
-    for pointers); parameters beyond them (Triton's scratch pointers) are null. ``traffic``, if
+    for pointers, a :class:`TensorMap` for a 128-byte ``.b8`` parameter); parameters beyond them
+    (Triton's scratch pointers) are null. ``traffic``, if
     given, counts the shared-memory wavefronts of every access. ``cluster`` > 1: the programs of
     each run of ``cluster`` along x run together (``Cluster``), as a launch in clusters would."""
     if cluster < 1 or grid[0] % cluster:
@@ -1462,7 +1996,13 @@ def run_grid(ptx: str, grid: tuple[int, ...], nthreads: int, args: list[int], gl
     program = parse(ptx)
     if len(args) > len(program.params):
         raise PtxError(f"{len(args)} arguments for {len(program.params)} parameters")
-    params = dict(zip(program.params, list(args) + [0] * (len(program.params) - len(args))))
+    params = {}
+    for name, value in zip(program.params, list(args) + [0] * (len(program.params) - len(args))):
+        if (program.param_bytes.get(name) == 128) != isinstance(value, TensorMap):
+            size = program.param_bytes.get(name)
+            raise PtxError(f"parameter {name} ({f'.b8 [{size}]' if size else 'a scalar'}) given {value!r}: a "
+                           f"TensorMap goes with a 128-byte parameter, and only there")
+        params[name] = value
     grid3 = tuple(grid) + (1,) * (3 - len(grid))
     ctas = [(x, y, z) for z in range(grid3[2]) for y in range(grid3[1]) for x in range(grid3[0])]
     groups = [ctas[i : i + cluster] for i in range(0, len(ctas), cluster)]

@@ -10,7 +10,8 @@ host ``TensorDescriptor``, launched through ``EmulatedKernel`` as Triton's launc
 
 import numpy as np
 import pytest
-from ptx_emulator import Memory, PtxError, parse, run_grid
+from ptx_emulator import Memory, PtxError, TensorMap, parse, run_grid
+from test_ptx_wgmma import a_fragment, d_fragment
 
 # ---------------------------------------------------------------------------------------- parsing
 
@@ -77,3 +78,251 @@ def test_parameters_declared_as_byte_arrays_have_addresses():
     at = list(program.param_addresses.values())
     assert all(a % 128 == 0 for a in at) and at[1] >= at[0] + 128 and at[2] >= at[1] + 8
     assert program.param_at(at[1]) == "loops_param_1" and program.param_at(at[1] + 4) is None
+
+
+# ---------------------------------------------------------------------------------------- one program
+
+def tensor_map(memory: Memory, x: np.ndarray, box: tuple[int, ...], swizzle: int) -> TensorMap:
+    """A tensor map of the numpy array ``x`` (mapped into ``memory``), innermost dimension first."""
+    base = memory.add(x.view(np.uint8).ravel(), "x")
+    return TensorMap(base, x.shape[::-1], x.strides[::-1][1:], box, x.itemsize, swizzle)
+
+
+def swizzled(linear: np.ndarray, swizzle: int) -> np.ndarray:
+    """Bytes laid out row-major (``linear``) as a 1024-byte aligned TMA destination holds them."""
+    out = np.empty_like(linear)
+    at = np.arange(linear.size)
+    out[at ^ (((at >> 7) & (swizzle // 16 - 1)) << 4) if swizzle else at] = linear
+    return out
+
+
+ONE = """
+.version 8.7
+.target sm_90a
+.address_size 64
+.extern .shared .align 16 .b8 global_smem[];
+.visible .entry one(
+    .param .align 64 .b8 one_param_0[128],
+    .param .u64 .ptr .global .align 1 one_param_1,
+    .param .u32 one_param_2,
+    .param .u32 one_param_3,
+    .param .u64 .ptr .global .align 1 one_param_4
+)
+.reqntid 128
+{{
+    .reg .pred %p<8>;
+    .reg .b16 %rs<4>;
+    .reg .b32 %r<48>;
+    .reg .b64 %rd<16>;
+    mov.b64 %rd1, one_param_0;
+    cvta.param.u64 %rd2, %rd1;
+    ld.param.b64 %rd3, [one_param_1];
+    ld.param.b32 %r6, [one_param_2];
+    ld.param.b32 %r7, [one_param_3];
+    mov.u32 %r2, %tid.x;
+    setp.eq.u32 %p1, %r2, 0;
+    mov.u32 %r3, global_smem;
+    add.u32 %r1, %r3, {bar};
+    @%p1 mbarrier.init.shared::cta.b64 [%r1], 1;
+    bar.sync 0;
+    @%p1 mbarrier.arrive.expect_tx.shared::cta.b64 _, [%r1], {nbytes};
+    @%p1 cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%r3], [%rd2, {{%r6, %r7}}], [%r1];
+    mov.u32 %r4, 0;
+    {{ .reg .pred %w; WAIT: mbarrier.try_wait.parity.shared::cta.b64 %w, [%r1], %r4; @!%w bra WAIT; }}
+{after}
+    ret;
+}}
+"""
+
+# every thread copies 16 bytes of shared memory at a time out to the output (chunk %r8; %r15
+# counts the rounds, the same in every thread: the branch is uniform)
+COPY_OUT = """
+    mov.u32 %r8, %r2;
+    mov.u32 %r15, 0;
+COPY:
+    setp.lt.u32 %p3, %r8, {chunks};
+    shl.b32 %r9, %r8, 4;
+    add.u32 %r10, %r3, %r9;
+    @%p3 ld.shared.v4.b32 {{%r11, %r12, %r13, %r14}}, [%r10];
+    mul.wide.u32 %rd4, %r8, 16;
+    add.s64 %rd5, %rd3, %rd4;
+    @%p3 st.global.v4.b32 [%rd5], {{%r11, %r12, %r13, %r14}};
+    add.u32 %r8, %r8, 128;
+    add.u32 %r15, %r15, 128;
+    setp.lt.u32 %p2, %r15, {chunks};
+    @%p2 bra COPY;
+"""
+
+
+def one_ptx(nbytes: int) -> str:
+    return ONE.format(bar=nbytes, nbytes=nbytes, after=COPY_OUT.format(chunks=nbytes // 16))
+
+
+def load_one(x: np.ndarray, box: tuple[int, ...], swizzle: int, coords: tuple[int, int], ptx: str | None = None,
+             out_bytes: int | None = None, extra: np.ndarray | None = None) -> np.ndarray:
+    """One program TMA-loads the box at ``coords`` (innermost first) and, unless ``ptx`` does
+    something else, copies its shared memory out: the bytes, as laid out in shared memory.
+    ``extra``: the last parameter's buffer."""
+    memory = Memory("global")
+    tmap = tensor_map(memory, x, box, swizzle)
+    nbytes = tmap.box_bytes
+    out = np.zeros(out_bytes or nbytes, dtype=np.uint8)
+    args = [tmap, memory.add(out, "out"), coords[0] & 0xFFFFFFFF, coords[1] & 0xFFFFFFFF]
+    if extra is not None:
+        args.append(memory.add(extra.view(np.uint8).ravel(), "extra"))
+    run_grid(ptx or one_ptx(nbytes), (1,), 128, args, memory, nbytes + 64)
+    return out
+
+
+def test_a_box_outside_the_tensor_reads_zeros():
+    x = (np.arange(10 * 24, dtype=np.float16) + 1).reshape(10, 24)
+    out = load_one(x, (16, 8), 0, (16, -3)).view(np.float16).reshape(8, 16)
+    expected = np.zeros((8, 16), np.float16)
+    expected[3:, :8] = x[0:5, 16:24]  # rows -3..4 and columns 16..31 of a [10, 24] tensor
+    np.testing.assert_array_equal(out, expected)
+
+
+@pytest.mark.parametrize("swizzle", [32, 64, 128])
+def test_swizzle_by_address(swizzle):
+    """Chunk c (16 bytes) of row r of a box lands at chunk c ^ (row of the swizzle pattern): for
+    128 bytes, rows of 64 fp16 values, chunk c of row r at c ^ (r % 8)."""
+    cols = swizzle // 2
+    x = np.random.default_rng(swizzle).standard_normal((64, cols)).astype(np.float16)
+    out = load_one(x, (cols, 64), swizzle, (0, 0)).view(np.float16).reshape(64, cols)
+    if swizzle == 128:  # by hand, element by element
+        expected = np.empty_like(x)
+        for r in range(64):
+            for c in range(cols):
+                expected[r, 8 * ((c // 8) ^ (r % 8)) + c % 8] = x[r, c]
+        np.testing.assert_array_equal(out, expected)
+    np.testing.assert_array_equal(out.view(np.uint8).ravel(), swizzled(x.view(np.uint8).ravel(), swizzle))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(base=8), "not 16-byte aligned"),
+    (dict(strides_bytes=(72,)), "multiples of 16"),
+    (dict(box=(64, 300)), "1 to 256"),
+    (dict(box=(64, 0)), "1 to 256"),
+    (dict(box=(4, 8)), "not a multiple of 16"),
+    (dict(box=(128, 8), swizzle=128), "wider than its 128-byte swizzle"),
+    (dict(box=(64, 8), swizzle=64), "wider than its 64-byte swizzle"),
+    (dict(swizzle=16), "swizzle of 16"),
+    (dict(elem_bytes=3), "elements of 3 bytes"),
+    (dict(box=(64,)), "as many"),
+    (dict(dims=(64, 0)), "dimensions"),
+])
+def test_tensor_maps_the_driver_would_refuse(kwargs, message):
+    fields = dict(base=1 << 20, dims=(64, 32), strides_bytes=(128,), box=(64, 8), elem_bytes=2, swizzle=0) | kwargs
+    with pytest.raises(ValueError, match=message):
+        TensorMap(**fields)
+
+
+WAIT_ONE = "{ .reg .pred %w; WAIT: mbarrier.try_wait.parity.shared::cta.b64 %w, [%r1], %r4; @!%w bra WAIT; }"
+EXPECT_ONE = "@%p1 mbarrier.arrive.expect_tx.shared::cta.b64 _, [%r1], 4096;"
+TMA_ONE = ("@%p1 cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes "
+           "[%r3], [%rd2, {%r6, %r7}], [%r1];")
+MULTICAST_ONE = TMA_ONE.replace("bytes [%r3]", "bytes.multicast::cluster [%r3]").replace("[%r1];", "[%r1], %rs1;")
+AFTER_WAIT = "mov.u32 %r8, %r2;"  # the first instruction after the wait
+
+# four chained wgmma m64n64k16, A from registers (16 words per thread, k-block by k-block), B the
+# box [64 n, 64 k] just loaded (K-major, 128-byte swizzle: 8-row groups 1024 bytes apart, each
+# k-block 32 bytes further along the rows); the accumulator stored per thread
+WGMMA_ON_THE_BOX = """
+    .reg .b32 %d<32>;
+    ld.param.b64 %rd6, [one_param_4];
+    mul.wide.u32 %rd7, %r2, 64;
+    add.s64 %rd8, %rd6, %rd7;
+    ld.global.v4.b32 {{%r20, %r21, %r22, %r23}}, [%rd8];
+    ld.global.v4.b32 {{%r24, %r25, %r26, %r27}}, [%rd8+16];
+    ld.global.v4.b32 {{%r28, %r29, %r30, %r31}}, [%rd8+32];
+    ld.global.v4.b32 {{%r32, %r33, %r34, %r35}}, [%rd8+48];
+{zeros}
+    shr.u32 %r16, %r3, 4;
+    cvt.u64.u32 %rd9, %r16;
+    or.b64 %rd10, %rd9, {layout};
+    add.s64 %rd11, %rd10, 2;
+    add.s64 %rd12, %rd10, 4;
+    add.s64 %rd13, %rd10, 6;
+    wgmma.fence.sync.aligned;
+    wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 {acc}, {{%r20, %r21, %r22, %r23}}, %rd10, 1, 1, 1, 0;
+    wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 {acc}, {{%r24, %r25, %r26, %r27}}, %rd11, 1, 1, 1, 0;
+    wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 {acc}, {{%r28, %r29, %r30, %r31}}, %rd12, 1, 1, 1, 0;
+    wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 {acc}, {{%r32, %r33, %r34, %r35}}, %rd13, 1, 1, 1, 0;
+    wgmma.commit_group.sync.aligned;
+    wgmma.wait_group.sync.aligned 0;
+    mul.wide.u32 %rd14, %r2, 128;
+    add.s64 %rd15, %rd3, %rd14;
+{stores}
+"""
+
+
+def wgmma_on_the_box_ptx() -> str:
+    acc = "{" + ", ".join(f"%d{i}" for i in range(32)) + "}"
+    after = WGMMA_ON_THE_BOX.format(
+        zeros="\n".join(f"    mov.b32 %d{i}, 0;" for i in range(32)), layout=(1024 >> 4) << 32 | 1 << 62, acc=acc,
+        stores="\n".join(f"    st.global.b32 [%rd15+{4 * i}], %d{i};" for i in range(32)))
+    return ONE.format(bar=8192, nbytes=8192, after=after)
+
+
+def test_what_wgmma_reads_through_a_swizzled_descriptor_is_the_box():
+    """A [64, 64] fp16 box loaded with the 128-byte swizzle is the K-major B operand a 128-byte
+    swizzle descriptor describes: the product is A @ box.T. TMA writes through the async proxy, so
+    the wgmma reads it after the mbarrier wait with no fence.proxy.async; without the wait the
+    bytes are still in flight."""
+    rng = np.random.default_rng(7)
+    a, box = rng.standard_normal((64, 64)).astype(np.float16), rng.standard_normal((64, 64)).astype(np.float16)
+    words = np.concatenate([a_fragment(a[:, 16 * kb : 16 * kb + 16]) for kb in range(4)], 1)  # [128, 16]
+    ptx = wgmma_on_the_box_ptx()
+    out = load_one(box, (64, 64), 128, (0, 0), ptx, out_bytes=128 * 128, extra=words).view(np.float32).reshape(128, 32)
+    d = np.full((64, 64), np.nan)
+    for t, reg, row, col in d_fragment(64):
+        d[row, col] = out[t, reg]
+    np.testing.assert_allclose(d, a.astype(np.float64) @ box.astype(np.float64).T, rtol=1e-5, atol=1e-5)
+    with pytest.raises(PtxError, match="has not observed"):
+        load_one(box, (64, 64), 128, (0, 0), ptx.replace(WAIT_ONE, ""), out_bytes=128 * 128, extra=words)
+
+
+ONE_PROGRAM_BUGS = {
+    "read before the wait": ([(WAIT_ONE, "")], "has not observed"),
+    # the copy has completed phase 0 (the emulator lands it at issue): parity 1 waits for phase 1
+    "wrong parity": ([("mov.u32 %r4, 0;", "mov.u32 %r4, 1;")], "deadlock: rank 0 waits for phase 1 \\(parity 1\\)"),
+    "too few bytes expected": ([("_, [%r1], 4096;", "_, [%r1], 2048;")],
+                               "deadlock: rank 0 waits for phase 0 \\(parity 0\\).*tx-count of -2048"),
+    "two arrivals": ([("setp.eq.u32 %p1, %r2, 0;", "setp.lt.u32 %p1, %r2, 2;")], "beyond the 1 its phase expects"),
+    "init in flight": ([(EXPECT_ONE, EXPECT_ONE + "\n@%p1 mbarrier.init.shared::cta.b64 [%r1], 1;")], "in flight"),
+    "misaligned box": ([("add.u32 %r1, %r3, 4096;", "add.u32 %r1, %r3, 4096;\n    add.u32 %r10, %r3, 128;"),
+                        ("[%r3], [%rd2", "[%r10], [%rd2")], "not 1024-byte aligned"),
+    "init unseen by other warps": ([("bar.sync 0;\n    @%p1 mbarrier.arrive", "@%p1 mbarrier.arrive")],
+                                   "did not initialize it"),
+    "store into the barrier": ([(AFTER_WAIT, "st.shared.b32 [%r1], %r2;\n" + AFTER_WAIT)], "bytes of an mbarrier"),
+    "parity per thread": ([("mov.u32 %r4, 0;", "and.b32 %r4, %r2, 1;")], "different barriers or parities"),
+    "not a tensor map": ([("[%rd2, {%r6", "[%rd3, {%r6")], "not the address of a tensor-map parameter"),
+    "multicast outside the cluster": ([(TMA_ONE, "mov.u16 %rs1, 3;\n    " + MULTICAST_ONE)],
+                                      "outside the cluster of 1"),
+    "copy over a copy in flight": ([(TMA_ONE, TMA_ONE + "\n    " + TMA_ONE), ("_, [%r1], 4096;", "_, [%r1], 8192;")],
+                                   "nobody has waited for"),
+    "ld.param of the map": ([(AFTER_WAIT, "ld.param.b64 %rd6, [one_param_0];\n" + AFTER_WAIT)],
+                            "ld.param of a tensor-map"),
+}
+
+
+@pytest.mark.parametrize("edits, message", ONE_PROGRAM_BUGS.values(), ids=ONE_PROGRAM_BUGS.keys())
+def test_one_program_refusals(edits, message):
+    x = np.arange(32 * 64, dtype=np.float16).reshape(32, 64)
+    ptx = one_ptx(4096)
+    for old, new in edits:
+        assert old in ptx
+        ptx = ptx.replace(old, new)
+    error = NotImplementedError if message.startswith("ld.param") else PtxError
+    with pytest.raises(error, match=message):
+        load_one(x, (64, 32), 128, (0, 0), ptx)
+
+
+def test_tensor_maps_go_with_128_byte_parameters_only():
+    memory = Memory("global")
+    x = np.zeros((32, 64), np.float16)
+    tmap = tensor_map(memory, x, (64, 32), 128)
+    with pytest.raises(PtxError, match="one_param_1 \\(a scalar\\) given TensorMap"):
+        run_grid(one_ptx(4096), (1,), 128, [tmap, tmap], memory, 8192)
+    with pytest.raises(PtxError, match="one_param_0 \\(.b8 \\[128\\]\\) given 0"):
+        run_grid(one_ptx(4096), (1,), 128, [0], memory, 8192)
