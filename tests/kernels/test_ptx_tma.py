@@ -326,3 +326,290 @@ def test_tensor_maps_go_with_128_byte_parameters_only():
         run_grid(one_ptx(4096), (1,), 128, [tmap, tmap], memory, 8192)
     with pytest.raises(PtxError, match="one_param_0 \\(.b8 \\[128\\]\\) given 0"):
         run_grid(one_ptx(4096), (1,), 128, [0], memory, 8192)
+
+
+# ---------------------------------------------------------------------------------------- a cluster of two
+
+PAIR = """
+.version 8.7
+.target sm_90a
+.address_size 64
+.extern .shared .align 16 .b8 global_smem[];
+.visible .entry pair(
+    .param .align 64 .b8 pair_param_0[128],
+    .param .u64 .ptr .global .align 1 pair_param_1
+)
+.reqntid 128
+{
+    .reg .pred %p<8>;
+    .reg .b16 %rs<4>;
+    .reg .b32 %r<48>;
+    .reg .b64 %rd<16>;
+    mov.b64 %rd1, pair_param_0;
+    cvta.param.u64 %rd2, %rd1;
+    ld.param.b64 %rd3, [pair_param_1];
+    mov.u32 %r2, %tid.x;
+    setp.eq.u32 %p1, %r2, 0;
+    mov.u32 %r5, %cluster_ctarank;
+    mov.u32 %r3, global_smem;
+    add.u32 %r1, %r3, 8192;
+    @%p1 mbarrier.init.shared::cta.b64 [%r1], 1;
+    @%p1 fence.mbarrier_init.release.cluster;
+    barrier.cluster.arrive.release.aligned;
+    barrier.cluster.wait.acquire.aligned;
+    @%p1 mbarrier.arrive.expect_tx.shared::cta.b64 _, [%r1], 8192;
+    shl.b32 %r6, %r5, 12;
+    add.u32 %r7, %r3, %r6;
+    shl.b32 %r8, %r5, 5;
+    mov.u32 %r9, 0;
+    mov.u16 %rs1, 3;
+    @%p1 cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes.multicast::cluster
+        [%r7], [%rd2, {%r9, %r8}], [%r1], %rs1;
+    mov.u32 %r4, 0;
+    { .reg .pred %w; WAIT: mbarrier.try_wait.parity.shared::cta.b64 %w, [%r1], %r4; @!%w bra WAIT; }
+    mov.u32 %r16, %ctaid.x;
+    mul.wide.u32 %rd4, %r16, 8192;
+    add.s64 %rd3, %rd3, %rd4;
+    mov.u32 %r8, %r2;
+    mov.u32 %r15, 0;
+COPY:
+    shl.b32 %r9, %r8, 4;
+    add.u32 %r10, %r3, %r9;
+    ld.shared.v4.b32 {%r11, %r12, %r13, %r14}, [%r10];
+    mul.wide.u32 %rd4, %r8, 16;
+    add.s64 %rd5, %rd3, %rd4;
+    st.global.v4.b32 [%rd5], {%r11, %r12, %r13, %r14};
+    add.u32 %r8, %r8, 128;
+    add.u32 %r15, %r15, 128;
+    setp.lt.u32 %p2, %r15, 512;
+    @%p2 bra COPY;
+    barrier.cluster.arrive.release.aligned;
+    barrier.cluster.wait.acquire.aligned;
+    ret;
+}
+"""
+CLUSTER_BARRIER = "barrier.cluster.arrive.release.aligned;\n    barrier.cluster.wait.acquire.aligned;\n"
+LAST_BARRIER = CLUSTER_BARRIER + "    ret;"
+
+
+def run_pair(ptx: str, x: np.ndarray, clusters: int = 1, reverse: bool = False) -> np.ndarray:
+    """Every program of each cluster of two loads half of the [64, 64] fp16 tile, rows 32 r.., and
+    multicasts it to both; each copies the whole tile out of its shared memory: [program, bytes]."""
+    memory = Memory("global")
+    tmap = tensor_map(memory, x, (64, 32), 128)
+    out = np.zeros((2 * clusters, 8192), dtype=np.uint8)
+    run_grid(ptx, (2 * clusters,), 128, [tmap, memory.add(out.ravel(), "out")], memory, 8192 + 64, cluster=2,
+             reverse=reverse)
+    return out
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_two_programs_multicast_halves_of_one_tile_into_each_other(reverse):
+    x = np.random.default_rng(1).standard_normal((64, 64)).astype(np.float16)
+    out = run_pair(PAIR, x, clusters=2, reverse=reverse)
+    expected = swizzled(x.view(np.uint8).ravel(), 128)
+    for program in range(4):
+        np.testing.assert_array_equal(out[program], expected)
+        np.testing.assert_array_equal(swizzled(out[program], 128).view(np.float16).reshape(64, 64), x)
+
+
+@pytest.mark.parametrize("old, new, message", [
+    ("@%p1 fence.mbarrier_init.release.cluster;", "", "no fence.mbarrier_init"),
+    # a relaxed arrive does not release the init
+    ("barrier.cluster.arrive.release.aligned;", "barrier.cluster.arrive.relaxed.aligned;", "no cluster barrier"),
+    # rank 0 multicasts into rank 1 before rank 1 has even started
+    (CLUSTER_BARRIER + "    @%p1 mbarrier", "@%p1 mbarrier", "no mbarrier initialized at shared offset 8192 of rank 1"),
+    # rank 0 ends while its copy into rank 1 is in flight (rank 1 has not even waited)
+    (LAST_BARRIER, "ret;", "ends while its TMA multicast into rank 1 may still be in flight"),
+])
+def test_two_programs_need_their_barriers(old, new, message):
+    assert old in PAIR
+    with pytest.raises(PtxError, match=message):
+        run_pair(PAIR.replace(old, new, 1), np.zeros((64, 64), np.float16))
+
+
+# ---------------------------------------------------------------------------------------- a pipelined ring
+
+# Two slots of a [16, 64] fp16 tile (2048 bytes each, 128-byte swizzle); round i uses slot s = i % 2,
+# for the k = i // 2-th time. Each program of the pair produces half of every round's tile (rows
+# 16 i + 8 rank ..) into slot s of both programs: it waits until both programs have consumed
+# the slot's previous tile (empty[s], two arrivals a phase, parity of phase k - 1: the first
+# wait passes at once), expects the whole tile's bytes on its full[s] and multicasts its half.
+# Then it consumes: waits for full[s] (phase k), copies the slot out, and after a CTA barrier
+# (every warp has read it) arrives on its own empty[s] and, remotely, on the partner's.
+RING = """
+.version 8.7
+.target sm_90a
+.address_size 64
+.extern .shared .align 16 .b8 global_smem[];
+.visible .entry ring(
+    .param .align 64 .b8 ring_param_0[128],
+    .param .u64 .ptr .global .align 1 ring_param_1,
+    .param .u32 ring_param_2
+)
+.reqntid 128
+{
+    .reg .pred %p<8>;
+    .reg .b16 %rs<4>;
+    .reg .b32 %r<64>;
+    .reg .b64 %rd<16>;
+    mov.b64 %rd1, ring_param_0;
+    cvta.param.u64 %rd2, %rd1;
+    ld.param.b64 %rd3, [ring_param_1];
+    ld.param.b32 %r30, [ring_param_2];        // rounds
+    mov.u32 %r2, %tid.x;
+    setp.eq.u32 %p1, %r2, 0;
+    mov.u32 %r3, %cluster_ctarank;
+    xor.b32 %r4, %r3, 1;                      // the partner
+    mov.u32 %r5, global_smem;
+    add.u32 %r6, %r5, 4096;                   // full[0], full[1], empty[0], empty[1]
+    add.u32 %r7, %r6, 8;
+    add.u32 %r8, %r6, 16;
+    add.u32 %r9, %r6, 24;
+    @%p1 mbarrier.init.shared::cta.b64 [%r6], 1;
+    @%p1 mbarrier.init.shared::cta.b64 [%r7], 1;
+    @%p1 mbarrier.init.shared::cta.b64 [%r8], 2;
+    @%p1 mbarrier.init.shared::cta.b64 [%r9], 2;
+    @%p1 fence.mbarrier_init.release.cluster;
+    barrier.cluster.arrive.release.aligned;
+    barrier.cluster.wait.acquire.aligned;
+    mov.u16 %rs1, 3;                          // multicast into both
+    mov.u32 %r10, 0;                          // round i
+ROUND:
+    and.b32 %r11, %r10, 1;                    // slot s
+    shr.u32 %r12, %r10, 1;
+    and.b32 %r13, %r12, 1;                    // parity of phase k of full[s]
+    xor.b32 %r14, %r13, 1;                    // parity of phase k - 1 of empty[s]
+    shl.b32 %r15, %r11, 3;
+    add.u32 %r16, %r6, %r15;                  // full[s]
+    add.u32 %r17, %r8, %r15;                  // empty[s]
+    { .reg .pred %w; WAIT: mbarrier.try_wait.parity.shared::cta.b64 %w, [%r17], %r14; @!%w bra WAIT; }
+    @%p1 mbarrier.arrive.expect_tx.shared::cta.b64 _, [%r16], 2048;
+    shl.b32 %r18, %r11, 11;
+    shl.b32 %r19, %r3, 10;
+    add.u32 %r20, %r18, %r19;
+    add.u32 %r21, %r5, %r20;                  // this program's half of slot s
+    shl.b32 %r22, %r10, 4;
+    shl.b32 %r23, %r3, 3;
+    add.u32 %r24, %r22, %r23;                 // its first row
+    mov.u32 %r25, 0;
+    @%p1 cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes.multicast::cluster
+        [%r21], [%rd2, {%r25, %r24}], [%r16], %rs1;
+    { .reg .pred %w; WAIT: mbarrier.try_wait.parity.shared::cta.b64 %w, [%r16], %r13; @!%w bra WAIT; }
+    shl.b32 %r26, %r2, 4;
+    add.u32 %r27, %r5, %r18;
+    add.u32 %r28, %r27, %r26;
+    ld.shared.v4.b32 {%r40, %r41, %r42, %r43}, [%r28];
+    mov.u32 %r44, %ctaid.x;
+    mad.lo.u32 %r29, %r44, %r30, %r10;        // program * rounds + i
+    mul.wide.u32 %rd4, %r29, 2048;
+    add.s64 %rd5, %rd3, %rd4;
+    mul.wide.u32 %rd6, %r2, 16;
+    add.s64 %rd7, %rd5, %rd6;
+    st.global.v4.b32 [%rd7], {%r40, %r41, %r42, %r43};
+    bar.sync 0;
+    mapa.shared::cluster.u32 %r31, %r17, %r4;
+    @%p1 mbarrier.arrive.shared::cta.b64 _, [%r17];
+    @%p1 mbarrier.arrive.release.cluster.shared::cluster.b64 _, [%r31];
+    add.u32 %r10, %r10, 1;
+    setp.lt.u32 %p2, %r10, %r30;
+    @%p2 bra ROUND;
+    barrier.cluster.arrive.release.aligned;
+    barrier.cluster.wait.acquire.aligned;
+    ret;
+}
+"""
+EMPTY_WAIT = "{ .reg .pred %w; WAIT: mbarrier.try_wait.parity.shared::cta.b64 %w, [%r17], %r14; @!%w bra WAIT; }"
+FULL_WAIT = "{ .reg .pred %w; WAIT: mbarrier.try_wait.parity.shared::cta.b64 %w, [%r16], %r13; @!%w bra WAIT; }"
+ROUNDS = 5
+
+
+def run_ring(ptx: str, x: np.ndarray, clusters: int = 1) -> np.ndarray:
+    """The ring over the rounds of ``x`` [16 ROUNDS, 64] fp16: each program's copy of every
+    round's tile as its slot held it, [program, round, 2048 bytes]."""
+    memory = Memory("global")
+    tmap = tensor_map(memory, x, (64, 8), 128)
+    out = np.zeros((2 * clusters, ROUNDS, 2048), dtype=np.uint8)
+    run_grid(ptx, (2 * clusters,), 128, [tmap, memory.add(out.ravel(), "out"), ROUNDS], memory, 4096 + 64, cluster=2)
+    return out
+
+
+def test_a_ring_of_two_slots_shared_by_a_pair():
+    x = np.random.default_rng(2).standard_normal((16 * ROUNDS, 64)).astype(np.float16)
+    out = run_ring(RING, x, clusters=2)
+    for i in range(ROUNDS):
+        expected = swizzled(x[16 * i : 16 * i + 16].view(np.uint8).ravel(), 128)
+        for program in range(4):
+            np.testing.assert_array_equal(out[program, i], expected)
+
+
+RING_BUGS = {
+    # the producer overwrites a slot its partner has not consumed: nothing orders the partner's
+    # reads of the slot before the copy
+    "no empty wait": ([(EMPTY_WAIT, "")], "touched with no release of theirs acquired here"),
+    "read before the full wait": ([(FULL_WAIT, "")], "has not observed"),
+    # waits for the phase of the empty barrier that its own arrival (after the copy) completes
+    "wrong empty parity": ([(EMPTY_WAIT, EMPTY_WAIT.replace("%r14", "%r13"))],
+                           "cluster deadlock: rank 0 waits for phase 0 \\(parity 0\\) of the mbarrier at shared offset "
+                           "4112 .*2 of 2 arrivals.*; rank 1 waits for phase 0"),
+    # parity 1 before the first phase completes passes at once: the slot is read before the partner's half lands
+    "wrong full parity": ([(FULL_WAIT, FULL_WAIT.replace("%r13", "%r14"))], "has not observed"),
+    "no fence.mbarrier_init": ([("@%p1 fence.mbarrier_init.release.cluster;", "")], "no fence.mbarrier_init"),
+    # a CTA barrier orders the init for this program's warps, but rank 0 runs ahead into rank 1
+    "no first cluster barrier": ([(CLUSTER_BARRIER + "    mov.u16", "bar.sync 0;\n    mov.u16")],
+                                 "no mbarrier initialized at shared offset 4096 of rank 1"),
+    "no barrier at all after the init": ([(CLUSTER_BARRIER + "    mov.u16", "mov.u16")],
+                                         "used by a warp that did not initialize it"),
+    "a relaxed first arrive": ([("barrier.cluster.arrive.release.aligned;", "barrier.cluster.arrive.relaxed.aligned;")],
+                               "no cluster barrier"),
+    # warp 0 arrives for the CTA before the other warps' reads of the slot are ordered before it
+    "no CTA barrier before the arrivals": ([("bar.sync 0;\n    mapa", "mapa")], "touched with no release of theirs"),
+    "remote arrive at CTA scope": ([(".release.cluster.shared::cluster", ".shared::cluster")],
+                                   "without .release.cluster"),
+    "no final cluster barrier": ([(LAST_BARRIER, "ret;")], "ends while"),
+}
+
+
+@pytest.mark.parametrize("edits, message", RING_BUGS.values(), ids=RING_BUGS.keys())
+def test_ring_synchronization_bugs_are_refused(edits, message):
+    ptx = RING
+    for old, new in edits:
+        assert old in ptx
+        ptx = ptx.replace(old, new, 1)
+    with pytest.raises(PtxError, match=message):
+        run_ring(ptx, np.zeros((16 * ROUNDS, 64), np.float16))
+
+
+# the producer's tail, instead of the final cluster barrier: wait on both empty barriers for the
+# phases the next two rounds would wait for, which the partner's last arrivals complete (what
+# CUTLASS does so that no program ends while a partner may still arrive on its barriers)
+PRODUCER_TAIL = """mov.u32 %r50, 0;
+TAIL:
+    and.b32 %r11, %r10, 1;
+    shr.u32 %r12, %r10, 1;
+    and.b32 %r13, %r12, 1;
+    xor.b32 %r14, %r13, 1;
+    shl.b32 %r15, %r11, 3;
+    add.u32 %r17, %r8, %r15;
+    { .reg .pred %w; WAIT: mbarrier.try_wait.parity.shared::cta.b64 %w, [%r17], %r14; @!%w bra WAIT; }
+    add.u32 %r10, %r10, 1;
+    add.u32 %r50, %r50, 1;
+    setp.lt.u32 %p3, %r50, ROUNDS_LEFT;
+    @%p3 bra TAIL;
+    ret;"""
+
+
+@pytest.mark.parametrize("rounds", [2, 1])
+def test_a_producer_tail_may_end_the_ring(rounds):
+    """Waiting for the partner to consume both slots orders its last remote arrivals and its
+    observations of this program's copies before the end; waiting for one slot does not."""
+    x = np.random.default_rng(3).standard_normal((16 * ROUNDS, 64)).astype(np.float16)
+    ptx = RING.replace(LAST_BARRIER, PRODUCER_TAIL.replace("ROUNDS_LEFT", str(rounds)))
+    if rounds == 1:
+        with pytest.raises(PtxError, match="ends while"):
+            run_ring(ptx, x)
+        return
+    out = run_ring(ptx, x)
+    for i in range(ROUNDS):
+        np.testing.assert_array_equal(out[:, i], np.stack([swizzled(x[16 * i : 16 * i + 16].view(np.uint8).ravel(),
+                                                                    128)] * 2))
