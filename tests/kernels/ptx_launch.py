@@ -7,7 +7,10 @@ so the real Python launcher around it (grids, strides, argument order) is exerci
 compile uses the specialization Triton's launcher would pick for these arguments: integers equal
 to 1 become constants (unless ``do_not_specialize``), integers and data pointers divisible by 16
 are marked so. CPU tensors are mapped into the emulator's memory in place, so what the kernel
-stores lands in them.
+stores lands in them. A Gluon host ``TensorDescriptor`` is passed as Triton's launcher passes it
+(``make_tensordesc_arg`` of its NVIDIA driver): the tensor map (here a ``ptx_emulator.TensorMap``
+of the mapped tensor), then each entry of its shape (i32) and of its strides (i64, elements),
+the parameters the compiler gives such an argument.
 """
 
 from __future__ import annotations
@@ -19,8 +22,9 @@ from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import torch
-from ptx_emulator import Memory, MmaModel, SharedTraffic, run_grid
+from ptx_emulator import Memory, MmaModel, SharedTraffic, TensorMap, run_grid
 from triton.backends.compiler import BaseBackend
+from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 from triton.runtime.jit import JITFunction, native_specialize_impl
 
 POINTER_TYPES = {torch.float16: "*fp16", torch.bfloat16: "*bf16", torch.float32: "*fp32", torch.int32: "*i32"}
@@ -66,6 +70,23 @@ def _byte_offset(t: torch.Tensor) -> int:
     return t.data_ptr() - t.untyped_storage().data_ptr()
 
 
+def tensordesc_signature(desc: TensorDescriptor) -> str:
+    """Triton's type of a host tensor descriptor argument, as its launcher specializes it."""
+    return f"tensordesc<{POINTER_TYPES[desc.base.dtype][1:]}[{', '.join(map(str, desc.block_shape))}],{desc.layout}>"
+
+
+def tensor_map(desc: TensorDescriptor, address: int) -> TensorMap:
+    """The tensor map Triton's launcher encodes for ``desc`` (whose tensor is at ``address``):
+    Triton's dimensions are outermost first, a TensorMap's innermost first. What the emulator does
+    not model is refused: NaN padding, fp32 rounded to tf32, fp4 padding, a transposed layout."""
+    layout = desc.layout
+    if desc.padding != "zero" or getattr(desc, "round_f32_to_tf32", False) or layout.fp4_padded or layout.transposed:
+        raise NotImplementedError(f"tensor descriptor not emulated (only zero padding, untransposed): {desc}")
+    elem = desc.base.element_size()
+    return TensorMap(address, tuple(reversed(desc.shape)), tuple(int(s) * elem for s in reversed(desc.strides[:-1])),
+                     tuple(reversed(desc.block_shape)), elem, layout.swizzle_byte_width)
+
+
 class EmulatedKernel:
     """A drop-in for a Gluon or Triton kernel object that compiles for ``arch`` and emulates each launch."""
 
@@ -93,6 +114,10 @@ class EmulatedKernel:
             value = values[p.name]
             if p.is_constexpr:
                 signature[p.name], constexprs[p.name] = "constexpr", value
+                continue
+            if isinstance(value, TensorDescriptor):
+                signature[p.name] = tensordesc_signature(value)
+                runtime.append(value)
                 continue
             if isinstance(value, torch.Tensor):
                 # BaseBackend.get_tensor_specialization: "D" when the address is 16-byte aligned
@@ -134,14 +159,20 @@ class EmulatedKernel:
     def launch(self, grid: tuple, args: tuple, kwargs: dict) -> None:
         num_warps, constexprs, attrs, runtime, ptx, shared = self._compile_for(args, kwargs)
         memory, mapped, addresses = Memory("global"), {}, []
+
+        def address(tensor: torch.Tensor) -> int:
+            if tensor.device.type != "cpu":
+                raise ValueError(f"the emulator runs on CPU tensors, got one on {tensor.device}")
+            storage = tensor.untyped_storage().data_ptr()
+            if storage not in mapped:  # aliases (bias_ptr = out) share one buffer
+                mapped[storage] = memory.add(_storage_bytes(tensor), f"arg{len(mapped)}")
+            return mapped[storage] + _byte_offset(tensor)
+
         for value in runtime:
-            if isinstance(value, torch.Tensor):
-                if value.device.type != "cpu":
-                    raise ValueError(f"the emulator runs on CPU tensors, got one on {value.device}")
-                storage = value.untyped_storage().data_ptr()
-                if storage not in mapped:  # aliases (bias_ptr = out) share one buffer
-                    mapped[storage] = memory.add(_storage_bytes(value), f"arg{len(mapped)}")
-                addresses.append(mapped[storage] + _byte_offset(value))
+            if isinstance(value, TensorDescriptor):  # make_tensordesc_arg: the map, the shape, the strides
+                addresses += [tensor_map(value, address(value.base)), *map(int, value.shape), *map(int, value.strides)]
+            elif isinstance(value, torch.Tensor):
+                addresses.append(address(value))
             else:
                 addresses.append(int(value))
         divisible = [self.fn.params[i].name for (i,) in attrs]

@@ -8,10 +8,19 @@ an unpublished barrier, an early end) the emulator must refuse. Last, a Gluon ke
 host ``TensorDescriptor``, launched through ``EmulatedKernel`` as Triton's launcher would.
 """
 
+import re
+
 import numpy as np
 import pytest
+import torch
 from ptx_emulator import Memory, PtxError, TensorMap, parse, run_grid
+from ptx_launch import EmulatedKernel, tensor_map, tensordesc_signature
 from test_ptx_wgmma import a_fragment, d_fragment
+from triton.backends.compiler import BaseBackend
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+from triton.runtime.jit import native_specialize_impl
 
 # ---------------------------------------------------------------------------------------- parsing
 
@@ -82,7 +91,7 @@ def test_parameters_declared_as_byte_arrays_have_addresses():
 
 # ---------------------------------------------------------------------------------------- one program
 
-def tensor_map(memory: Memory, x: np.ndarray, box: tuple[int, ...], swizzle: int) -> TensorMap:
+def numpy_map(memory: Memory, x: np.ndarray, box: tuple[int, ...], swizzle: int) -> TensorMap:
     """A tensor map of the numpy array ``x`` (mapped into ``memory``), innermost dimension first."""
     base = memory.add(x.view(np.uint8).ravel(), "x")
     return TensorMap(base, x.shape[::-1], x.strides[::-1][1:], box, x.itemsize, swizzle)
@@ -164,7 +173,7 @@ def load_one(x: np.ndarray, box: tuple[int, ...], swizzle: int, coords: tuple[in
     something else, copies its shared memory out: the bytes, as laid out in shared memory.
     ``extra``: the last parameter's buffer."""
     memory = Memory("global")
-    tmap = tensor_map(memory, x, box, swizzle)
+    tmap = numpy_map(memory, x, box, swizzle)
     nbytes = tmap.box_bytes
     out = np.zeros(out_bytes or nbytes, dtype=np.uint8)
     args = [tmap, memory.add(out, "out"), coords[0] & 0xFFFFFFFF, coords[1] & 0xFFFFFFFF]
@@ -321,7 +330,7 @@ def test_one_program_refusals(edits, message):
 def test_tensor_maps_go_with_128_byte_parameters_only():
     memory = Memory("global")
     x = np.zeros((32, 64), np.float16)
-    tmap = tensor_map(memory, x, (64, 32), 128)
+    tmap = numpy_map(memory, x, (64, 32), 128)
     with pytest.raises(PtxError, match="one_param_1 \\(a scalar\\) given TensorMap"):
         run_grid(one_ptx(4096), (1,), 128, [tmap, tmap], memory, 8192)
     with pytest.raises(PtxError, match="one_param_0 \\(.b8 \\[128\\]\\) given 0"):
@@ -396,7 +405,7 @@ def run_pair(ptx: str, x: np.ndarray, clusters: int = 1, reverse: bool = False) 
     """Every program of each cluster of two loads half of the [64, 64] fp16 tile, rows 32 r.., and
     multicasts it to both; each copies the whole tile out of its shared memory: [program, bytes]."""
     memory = Memory("global")
-    tmap = tensor_map(memory, x, (64, 32), 128)
+    tmap = numpy_map(memory, x, (64, 32), 128)
     out = np.zeros((2 * clusters, 8192), dtype=np.uint8)
     run_grid(ptx, (2 * clusters,), 128, [tmap, memory.add(out.ravel(), "out")], memory, 8192 + 64, cluster=2,
              reverse=reverse)
@@ -528,7 +537,7 @@ def run_ring(ptx: str, x: np.ndarray, clusters: int = 1) -> np.ndarray:
     """The ring over the rounds of ``x`` [16 ROUNDS, 64] fp16: each program's copy of every
     round's tile as its slot held it, [program, round, 2048 bytes]."""
     memory = Memory("global")
-    tmap = tensor_map(memory, x, (64, 8), 128)
+    tmap = numpy_map(memory, x, (64, 8), 128)
     out = np.zeros((2 * clusters, ROUNDS, 2048), dtype=np.uint8)
     run_grid(ptx, (2 * clusters,), 128, [tmap, memory.add(out.ravel(), "out"), ROUNDS], memory, 4096 + 64, cluster=2)
     return out
@@ -613,3 +622,78 @@ def test_a_producer_tail_may_end_the_ring(rounds):
     for i in range(ROUNDS):
         np.testing.assert_array_equal(out[:, i], np.stack([swizzled(x[16 * i : 16 * i + 16].view(np.uint8).ravel(),
                                                                     128)] * 2))
+
+
+# ---------------------------------------------------------------------------------------- a Gluon kernel
+
+# One thread initializes the mbarrier at byte 2048 of the dynamic shared memory, expects the box's
+# 2048 bytes and copies the box at (column 0, row $1) to byte 0; every thread waits. The tensor map
+# is the kernel's first parameter, named after the Python function.
+_TMA_BOX_ASM = gl.constexpr("""{
+    .reg .b32 %tb_tile, %tb_bar, %tb_t, %tb_zero;
+    .reg .b64 %tb_map;
+    .reg .pred %tb_leader, %tb_done;
+    mov.u32 %tb_tile, global_smem;
+    add.u32 %tb_bar, %tb_tile, 2048;
+    mov.u32 %tb_t, %tid.x;
+    setp.eq.u32 %tb_leader, %tb_t, 0;
+    @%tb_leader mbarrier.init.shared::cta.b64 [%tb_bar], 1;
+    bar.sync 0;
+    @%tb_leader mbarrier.arrive.expect_tx.shared::cta.b64 _, [%tb_bar], 2048;
+    mov.b64 %tb_map, tma_box_kernel_param_0;
+    cvta.param.u64 %tb_map, %tb_map;
+    mov.u32 %tb_zero, 0;
+    @%tb_leader cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes
+        [%tb_tile], [%tb_map, {%tb_zero, $1}], [%tb_bar];
+    TB_WAIT:
+    mbarrier.try_wait.parity.shared::cta.b64 %tb_done, [%tb_bar], %tb_zero;
+    @!%tb_done bra TB_WAIT;
+    mov.u32 $0, 0;
+}""")
+
+
+@gluon.jit
+def tma_box_kernel(desc, out_ptr, row0):
+    """out [16, 64] = the box of ``desc`` at row ``row0``, TMA-loaded by inline assembly into the
+    first 16 rows of the only shared buffer (its row 16 holds the mbarrier) and read back by Gluon
+    through the descriptor's own swizzled layout."""
+    buf = gl.allocate_shared_memory(gl.float16, [32, 64], desc.layout)
+    one: gl.constexpr = gl.BlockedLayout([1], [32], [4], [0])
+    gl.inline_asm_elementwise(_TMA_BOX_ASM, "=r,r", [gl.full([128], row0, gl.int32, one)], dtype=gl.int32,
+                              is_pure=False, pack=1)
+    blocked: gl.constexpr = gl.BlockedLayout([1, 8], [4, 8], [4, 1], [1, 0])
+    tile = buf.slice(0, 16).load(blocked)
+    rows = gl.arange(0, 16, layout=gl.SliceLayout(1, blocked))[:, None]
+    cols = gl.arange(0, 64, layout=gl.SliceLayout(0, blocked))[None, :]
+    gl.store(out_ptr + rows * 64 + cols, tile)
+
+
+@pytest.mark.parametrize("row0", [8, 32])
+def test_a_gluon_kernel_loads_a_box_through_a_host_tensor_descriptor(row0):
+    """Launched as Triton's launcher launches it: the descriptor becomes the tensor map, its shape
+    and its strides; the box lands where Gluon's NVMMA layout reads it (rows past the tensor's 40
+    read as zeros)."""
+    x = torch.randn(40, 64, generator=torch.Generator().manual_seed(row0)).half()
+    desc = TensorDescriptor.from_tensor(x, [16, 64], gl.NVMMASharedLayout(128, 16, 2))
+    out = torch.full((16, 64), float("nan"), dtype=torch.float16)
+    kernel = EmulatedKernel(tma_box_kernel)
+    kernel[(1,)](desc, out, row0, num_warps=4)
+    expected = torch.zeros(16, 64, dtype=torch.float16)
+    expected[: min(16, 40 - row0)] = x[row0 : row0 + 16]
+    assert torch.equal(out, expected)
+    ptx = kernel.launches[-1]["ptx"]
+    # the map, its shape (i32) and strides (i64) outermost first, then out_ptr and row0
+    declared = re.findall(r"\.param (?:\.align \d+ )?(\.\w+).*?tma_box_kernel_param_(\d+)(\[128\])?", ptx)
+    assert declared[:7] == [(".b8", "0", "[128]"), (".u32", "1", ""), (".u32", "2", ""), (".u64", "3", ""),
+                            (".u64", "4", ""), (".u64", "5", ""), (".u32", "6", "")]
+    assert parse(ptx).param_bytes == {"tma_box_kernel_param_0": 128}
+
+
+def test_the_launcher_specializes_a_descriptor_as_triton_does():
+    x = torch.zeros(64, 32, dtype=torch.bfloat16)
+    desc = TensorDescriptor.from_tensor(x, [8, 32], gl.NVMMASharedLayout(64, 16, 2))
+    assert tensordesc_signature(desc) == native_specialize_impl(BaseBackend, desc, False, True, True)[0]
+    tmap = tensor_map(desc, 1 << 20)
+    assert (tmap.dims, tmap.strides_bytes, tmap.box, tmap.elem_bytes, tmap.swizzle) == ((32, 64), (64,), (32, 8), 2, 64)
+    with pytest.raises(NotImplementedError, match="zero padding"):
+        tensor_map(TensorDescriptor.from_tensor(x, [8, 32], gl.NVMMASharedLayout(64, 16, 2), padding="nan"), 1 << 20)
