@@ -1,25 +1,26 @@
 """A small interpreter for the PTX that Triton generates, so a GPU kernel can be run on a CPU.
 
 Only the instructions our compiled kernels use are implemented (integer and fp32 arithmetic,
-predicates, conversions, global/shared loads and stores, ``cp.async``, ``ldmatrix``, ``stmatrix``, atomics,
-fences, warp shuffles, barriers, branches); any other instruction raises ``NotImplementedError``
-naming it, so the emulator never guesses. Warp-wide matrix instructions (``mma.sp``) are delegated
-to a model passed in by the caller; Hopper's warpgroup MMA (``wgmma``, fp16/bf16 inputs, fp32
-accumulators) is emulated here, see :meth:`Cta.op_wgmma`. Its sparse form (``wgmma.mma_async.sp``,
-2:4-sparse A in registers, m64nNk32) is computed through that same ``mma.sp`` model, one
-``mma.sp.m16n8k32`` per warp and 8-column block of B (sparsity selector 0, unscaled, K-major B
-only; A from shared memory is not emulated).
+predicates, conversions, global/shared loads and stores, ``cp.async``, ``ldmatrix``, ``stmatrix``,
+atomics, fences, warp shuffles, barriers, branches, mbarriers, TMA tensor loads); any other
+instruction raises ``NotImplementedError`` naming it, so the emulator never guesses. Warp-wide
+matrix instructions (``mma.sp``) are delegated to a model passed in by the caller; Hopper's
+warpgroup MMA (``wgmma``, fp16/bf16 inputs, fp32 accumulators) is emulated here, see
+:meth:`Cta.op_wgmma`. Its sparse form (``wgmma.mma_async.sp``, 2:4-sparse A in registers,
+m64nNk32) is computed through that same ``mma.sp`` model, one ``mma.sp.m16n8k32`` per warp and
+8-column block of B (sparsity selector 0, unscaled, K-major B only; A from shared memory is not
+emulated).
 
 Execution model: one program (CTA) at a time, to its end (in launch order, or reversed: the
 order programs meet in at an atomic counter is the hardware's choice), except the programs of a
 cluster (``run_grid(..., cluster=n)``), which run together, each until it waits at
-``barrier.cluster.wait`` for the others (see :class:`Cluster`); all of a program's threads in lock
-step, each register a numpy array with one entry per thread holding the raw bits. Lock step is
-stricter than the hardware, so a race-free kernel computes the same thing, and a shared-memory
-race between warps (a missing ``bar.sync``) is detected and refused rather than hidden, as is a
-read of shared bytes an unfinished ``cp.async`` targets. Branches must be uniform across the CTA
-(Triton's loops are), otherwise the emulator refuses. Every global or shared access
-of an active thread is checked against the buffers it was given (bounds and alignment), so an
+``barrier.cluster.wait`` or ``mbarrier.try_wait`` for the others (see :class:`Cluster`); all of a
+program's threads in lock step, each register a numpy array with one entry per thread holding
+the raw bits. Lock step is stricter than the hardware, so a race-free kernel computes the same
+thing, and a shared-memory race between warps (a missing ``bar.sync``) is detected and refused
+rather than hidden, as is a read of shared bytes an unfinished ``cp.async`` targets. Branches
+must be uniform across the CTA (Triton's loops are), otherwise the emulator refuses. Every global
+or shared access of an active thread is checked against the buffers it was given (bounds and alignment), so an
 out-of-bounds read that a GPU would silently allow is an error here; reading a register that was
 never written is an error too. Given a :class:`SharedTraffic`, it also counts the passes of the
 shared-memory banks each access takes, against the passes its bytes need: bank conflicts cost
@@ -32,6 +33,19 @@ sparse form's metadata register or the shared bytes it reads), as are a register
 the last ``wgmma.fence`` and shared bytes written by ordinary stores or ``cp.async`` with no
 ``fence.proxy.async`` before the wgmma reads them. These are the pipelining bugs a GPU would
 hide or turn into rare wrong results.
+
+Hopper's bulk tensor copies (TMA, ``cp.async.bulk.tensor``, one program's or multicast to several
+of its cluster) and the mbarriers they complete are emulated in the same spirit (see
+:class:`TensorMap`, :meth:`Cta.op_mbarrier`, :meth:`Cta._tma_load`). A copy is written when it is
+issued (one legal schedule), and its bytes stay pending in each destination until that program
+observes, by ``mbarrier.try_wait``, the phase the copy completed into: reading them before, a
+second copy into them, or a copy into bytes a warp may still read (a wgmma in flight, or accesses
+that no release of the destination's, acquired by the issuer, orders before the copy) is refused.
+``try_wait`` does not spin: while its phase has not completed the program waits there and its
+cluster partners run, and a wait nobody can end is a deadlock, as for ``barrier.cluster.wait``.
+A partner's mbarrier may be used remotely (an arrive, a multicast's complete_tx) only once its
+init is published by ``fence.mbarrier_init`` and a cluster barrier. What a program owes its
+partners when it ends is in :class:`Cluster`.
 """
 
 from __future__ import annotations
@@ -615,7 +629,26 @@ class Cluster:
     Distributed shared memory (``mapa``, ``ld``/``st.shared::cluster``) is checked against the
     barriers: a program may touch bytes a partner stored only after a wait that the partner's
     store preceded an arrival for, and a partner may store into, or read, bytes a program touched
-    (or wrote) only once it has completed a wait the program arrived at after that access."""
+    (or wrote) only once it has completed a wait the program arrived at after that access.
+
+    mbarriers and TMA copies are checked with a vector clock per program: an mbarrier arrive or a
+    cluster arrive (not ``.relaxed``) releases, observing an mbarrier phase complete or completing
+    a cluster wait acquires what the arrivals released. A release by some warps orders the
+    program's shared accesses before its last CTA barrier and those warps' since (so one thread's
+    arrive after a ``bar.sync`` speaks for the whole CTA). A TMA copy into a partner's bytes needs
+    every warp access to them ordered before it by such a release of the partner's that the issuer
+    acquired (the consumer's arrive on the producer's "empty" barrier, which the producer waits for).
+
+    A program may end (``ret``) only when
+    (1) every TMA copy into its shared memory has been observed (a ``try_wait`` saw its phase complete);
+    (2) for every multicast it issued into a partner, the partner has observed it and afterwards
+    released something this program acquired (a final cluster barrier, or a producer tail that waits
+    on its "empty" barriers for the partner's last arrivals), so that no copy of its may still be
+    writing into a partner;
+    (3) every remote mbarrier arrive a partner made on it is ordered before its end by a release of
+    that partner's it acquired (the arrive itself counts once a wait observed its phase).
+    A remote operation on a program that has ended (remote arrive, multicast, ``shared::cluster``
+    access) is refused, whenever it comes."""
 
     def __init__(self, size: int):
         self.size = size
@@ -1636,7 +1669,7 @@ class Cta:
                                    f"{self.cluster.size}: {ins.text}")
                 targets = [self.cluster.ctas[r] for r in range(self.cluster.size) if mask >> r & 1]
             offsets = tmap.shared_addresses(base + offset[0]) - base
-            if offsets.max() >= size:
+            if offsets.min() < 0 or offsets.max() >= size:
                 raise PtxError(f"a TMA box of {tmap.box_bytes} bytes at shared offset {offset[0]} reaches outside the "
                                f"{size} bytes of shared memory: {ins.text}")
             data = tmap.read_box(self.glob, [int(c[t]) for c in coords])
