@@ -765,7 +765,6 @@ class Cta:
         self.acquired_own = 0
         self.remote_arrivals = np.zeros(size, dtype=np.int64)
         self.arrival_clocks: list[np.ndarray] = []
-        self.release_arrivals: list[int] = []  # the cluster arrivals (numbers) that release (not .relaxed)
         self.syncs = 0  # CTA barriers completed (bar.sync, barrier.cluster.wait)
         self.executed = 0  # instructions started: a program that waits and starts none made no progress
         self.waiting_for = ""  # what the program waits for, for a deadlock's message
@@ -1361,7 +1360,6 @@ class Cta:
         if "relaxed" in ins.op.split("."):
             self.arrival_clocks.append(self.clock.copy())
         else:  # every thread arrives (aligned): all the program's accesses so far
-            self.release_arrivals.append(self.arrived)
             self.arrival_clocks.append(self._release(np.ones(self.nwarps, bool)))
 
     def op_mapa(self, ins, active):
@@ -1491,11 +1489,12 @@ class Cta:
             if bar.fenced is None:
                 raise PtxError(f"remote use of rank {target.rank}'s mbarrier at shared offset {offset}, whose init no "
                                f"fence.mbarrier_init.release.cluster of the initializing thread follows: {ins.text}")
-            after = [a for a in target.release_arrivals if a > bar.fenced]
-            if not after or self.waited < after[0]:
+            # the fence releases the init; any cluster arrive after it (.relaxed too: Gluon's
+            # sync_cluster_init and CUTLASS arrive relaxed) carries it to a wait here
+            if self.waited <= bar.fenced:
                 raise PtxError(f"remote use of rank {target.rank}'s mbarrier at shared offset {offset} with no cluster "
-                               f"barrier (arrive.release there after its fence.mbarrier_init, wait.acquire here) "
-                               f"ordering its init before: {ins.text}")
+                               f"barrier (an arrive there after its fence.mbarrier_init, a wait here) ordering its "
+                               f"init before: {ins.text}")
         return bar
 
     @staticmethod
@@ -1574,7 +1573,8 @@ class Cta:
 
     def _fence_mbarrier_init(self, ins: Instr, active) -> None:
         """``fence.mbarrier_init.release.cluster``: the mbarrier inits of the fencing threads before
-        it become visible to the cluster with their next cluster arrive.release (see :meth:`_barrier`)."""
+        it become visible to a partner once it waits for this program's next cluster arrive, even a
+        ``.relaxed`` one (the fence is the release; see :meth:`_barrier`)."""
         if ins.op != "fence.mbarrier_init.release.cluster":
             raise NotImplementedError(f"PTX instruction not emulated: {ins.text}")
         on = np.ones(self.n, bool) if active is None else active
