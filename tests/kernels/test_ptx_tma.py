@@ -702,3 +702,61 @@ def test_the_launcher_specializes_a_descriptor_as_triton_does():
     assert (tmap.dims, tmap.strides_bytes, tmap.box, tmap.elem_bytes, tmap.swizzle) == ((32, 64), (64,), (32, 8), 2, 64)
     with pytest.raises(NotImplementedError, match="zero padding"):
         tensor_map(TensorDescriptor.from_tensor(x, [8, 32], gl.NVMMASharedLayout(64, 16, 2), padding="nan"), 1 << 20)
+
+
+# after the pair's tile has landed, each program's wgmma reads its first 8 rows (B of an m64n8k16,
+# A zeros); then, after a cluster barrier, each multicasts its half again, into the partner only,
+# expecting the partner's half on its own barrier (phase 1). Where the wgmma is waited for decides
+# whether the partner's copy may overwrite what it reads: before the cluster barrier, or at the end
+# (in flight while the partner's copy comes).
+PAIR_WGMMA_TAIL = """    .reg .b32 %d<4>;
+    mov.b32 %r20, 0;
+    mov.b32 %r21, 0;
+    mov.b32 %r22, 0;
+    mov.b32 %r23, 0;
+    shr.u32 %r16, %r3, 4;
+    cvt.u64.u32 %rd9, %r16;
+    or.b64 %rd10, %rd9, LAYOUT;
+    wgmma.fence.sync.aligned;
+    wgmma.mma_async.sync.aligned.m64n8k16.f32.f16.f16 {%d0, %d1, %d2, %d3}, {%r20, %r21, %r22, %r23}, %rd10, 0, 1, 1, 0;
+    wgmma.commit_group.sync.aligned;
+    WAIT_BEFORE_BARRIER
+    barrier.cluster.arrive.release.aligned;
+    barrier.cluster.wait.acquire.aligned;
+    @%p1 mbarrier.arrive.expect_tx.shared::cta.b64 _, [%r1], 4096;
+    xor.b32 %r17, %r5, 1;
+    shl.b32 %r18, 1, %r17;
+    cvt.u16.u32 %rs2, %r18;
+    @%p1 cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes.multicast::cluster
+        [%r7], [%rd2, {%r9, %r8}], [%r1], %rs2;
+    mov.u32 %r4, 1;
+    { .reg .pred %w; WAIT: mbarrier.try_wait.parity.shared::cta.b64 %w, [%r1], %r4; @!%w bra WAIT; }
+    WAIT_AT_THE_END
+    barrier.cluster.arrive.release.aligned;
+    barrier.cluster.wait.acquire.aligned;
+    ret;
+}
+"""
+
+
+@pytest.mark.parametrize("retired", [True, False])
+def test_a_partners_copy_may_not_overwrite_what_a_wgmma_in_flight_reads(retired):
+    wait = "wgmma.wait_group.sync.aligned 0;"
+    tail = PAIR_WGMMA_TAIL.replace("LAYOUT", str((1024 >> 4) << 32 | 1 << 62))
+    tail = tail.replace("WAIT_BEFORE_BARRIER", wait if retired else "")
+    tail = tail.replace("WAIT_AT_THE_END", "" if retired else wait)
+    ptx = PAIR[: PAIR.index("    mov.u32 %r16, %ctaid.x;")] + tail
+    x = np.random.default_rng(4).standard_normal((64, 64)).astype(np.float16)
+    if not retired:
+        with pytest.raises(PtxError, match="into shared bytes of rank [01] that are read by a wgmma.mma_async not yet"):
+            run_pair(ptx, x)
+        return
+    run_pair(ptx, x)  # no fence.proxy.async needed either: TMA writes through the async proxy
+
+
+def test_a_multicast_into_a_partner_that_has_ended_is_refused():
+    """Rank 1 publishes its barrier and ends at once; rank 0's copy into it comes too late."""
+    ptx = PAIR.replace("    @%p1 mbarrier.arrive.expect_tx", "    setp.eq.u32 %p3, %r5, 1;\n    @%p3 bra END;\n"
+                       "    @%p1 mbarrier.arrive.expect_tx").replace("    ret;\n}", "END:\n    ret;\n}")
+    with pytest.raises(PtxError, match="rank 1, a cluster partner that has ended"):
+        run_pair(ptx, np.zeros((64, 64), np.float16))
