@@ -253,6 +253,7 @@ class Program:
     labels: dict[str, int]  # the labels of the function's own block (those of inner { } blocks are scoped)
     param_bytes: dict[str, int]  # the parameters declared as byte arrays (.b8 name[N]): N
     param_addresses: dict[str, int]  # every parameter's fake address, 128-byte aligned, none overlapping
+    bare_registers: frozenset[str] = frozenset()  # registers declared without "%" (Triton's "complete")
 
     def param_at(self, address: int) -> str | None:
         """The parameter whose address this is, if any."""
@@ -310,6 +311,7 @@ def parse(ptx: str) -> Program:
     scopes: list[int] = []  # the block of each instruction
     parent: list[int | None] = [None]  # block -> its enclosing block (0: the function body)
     labels: dict[tuple[int, str], int] = {}
+    bare: set[str] = set()
     stack, pos = [0], 0
     # a block's braces stand where a statement starts; braces inside a statement are vector
     # operands. The blocks also scope their own .reg names: in lock step, with every register
@@ -339,13 +341,15 @@ def parse(ptx: str) -> Program:
         if chunk.startswith("."):  # .reg, .loc, .reqntid, ...: no effect here
             if not re.match(r"\.(reg|loc|reqntid|maxntid|pragma|file)\b", chunk):
                 raise NotImplementedError(f"PTX directive inside the body: {chunk!r}")
+            if m := re.match(r"\.reg\s+(?:\.v\d\s+)?\.\w+\s+(.*)", chunk, re.DOTALL):
+                bare |= {name for name in _split_args(m.group(1)) if re.fullmatch(r"[A-Za-z_$][\w$]*", name)}
             continue
         guard, negate = None, False
-        if m := re.match(r"@(!?)(%\w+)\s+", chunk):
+        if m := re.match(r"@(!?)(%?[\w$]+)\s+", chunk):
             negate, guard = m.group(1) == "!", m.group(2)
             chunk = chunk[m.end() :]
-        op, _, rest = chunk.partition(" ")
-        instrs.append(Instr(guard, negate, op.strip(), _split_args(rest.strip()), chunk))
+        op, rest = re.match(r"(\S+)\s*(.*)", chunk, re.DOTALL).groups()  # the opcode ends at any white space
+        instrs.append(Instr(guard, negate, op, _split_args(rest.strip()), chunk))
         scopes.append(stack[-1])
     if len(stack) != 1:
         raise PtxError("unbalanced '{' in the function body")
@@ -357,7 +361,7 @@ def parse(ptx: str) -> Program:
                 raise PtxError(f"branch to a label not defined in its block or an enclosing one: {ins.text}")
             ins.target = labels[(scope, ins.args[0])]
     return Program(params, instrs, {name: i for (scope, name), i in labels.items() if scope == 0}, param_bytes,
-                   addresses)
+                   addresses, frozenset(bare))
 
 
 # ---------------------------------------------------------------------------------------- values
@@ -772,7 +776,7 @@ class Cta:
     # operands
     def read(self, operand: str) -> np.ndarray:
         operand = operand.strip()
-        if operand.startswith("%"):
+        if operand.startswith("%") or operand in self.p.bare_registers:
             if operand in self.regs:
                 if self.wgmma_owned.get(operand) == "accumulator":
                     raise PtxError(f"read of {operand}, the accumulator of a wgmma.mma_async not yet waited for "
@@ -1376,6 +1380,28 @@ class Cta:
                            f"address: {ins.text}")
         self.write(d, np.where(on, (ranks + 1) * _WINDOW + offset, 0).astype(U64), active, WIDTHS[ins.op[-3:]])
 
+    def op_elect(self, ins, active):
+        """``elect.sync d|p, membermask``: in each warp, the lowest active lane of the (uniform)
+        mask leads: ``p`` is true for it alone, ``d`` (or the sink ``_``) gets its lane."""
+        d, p = (ins.args[0].split("|") + [""])[:2]
+        if ins.op != "elect.sync" or not p or len(ins.args) != 2:
+            raise NotImplementedError(f"PTX instruction not emulated: {ins.text}")
+        mask = self.read(ins.args[1]) & U64(MASKS[32])
+        if (mask != mask[0]).any():
+            raise PtxError(f"elect.sync with a membermask that differs between threads: {ins.text}")
+        on = np.ones(self.n, bool) if active is None else active
+        lane = np.arange(self.n) % 32
+        member = on & ((int(mask[0]) >> lane) & 1).astype(bool)
+        leader, lead_lane = np.zeros(self.n, bool), np.zeros(self.n, dtype=U64)
+        for w in range(self.nwarps):
+            lanes = np.flatnonzero(member[32 * w : 32 * w + 32])
+            if len(lanes):
+                leader[32 * w + lanes[0]] = True
+                lead_lane[32 * w : 32 * w + 32] = lanes[0]
+        if d.strip() != "_":
+            self.write(d.strip(), lead_lane, active, 32)
+        self.write(p.strip(), leader, active, 1)
+
     def op_cvta(self, ins, active):
         """``cvta.param.u64``: a parameter's address as a generic address (the same fake number)."""
         if ins.op != "cvta.param.u64":
@@ -1621,7 +1647,8 @@ class Cta:
     # TMA
     def _tma_load(self, ins: Instr, active) -> None:
         """``cp.async.bulk.tensor.Nd.shared::cluster.global.mbarrier::complete_tx::bytes[.multicast::cluster]
-        [dst], [map, {c0, ..}], [mbar][, cta-mask]``, each active thread's own: the box of the tensor
+        [dst], [map, {c0, ..}], [mbar][, cta-mask]`` (or ``.shared::cta`` without multicast, as Triton
+        writes it), each active thread's own: the box of the tensor
         map (a kernel parameter's address) at element coordinates ``c`` (innermost first, signed),
         written at shared offset ``dst`` of this program, or of every rank in ``cta-mask``, then
         complete_tx of the box's bytes on the mbarrier at offset ``mbar`` there.
@@ -1637,8 +1664,9 @@ class Cta:
         parts = ins.op.split(".")
         dims = re.fullmatch(r"([1-5])d", parts[4]) if len(parts) > 4 else None
         multicast = parts[8:] == ["multicast::cluster"]
-        if parts[2:4] != ["bulk", "tensor"] or not dims or parts[5:8] != ["shared::cluster", "global",
-                                                                          "mbarrier::complete_tx::bytes"] \
+        space = parts[5] if len(parts) > 5 else ""  # .shared::cta (what Triton writes) only for its own
+        if parts[2:4] != ["bulk", "tensor"] or not dims or parts[6:8] != ["global", "mbarrier::complete_tx::bytes"] \
+                or space not in ("shared::cluster", "shared::cta") or (multicast and space == "shared::cta") \
                 or parts[8:] not in ([], ["multicast::cluster"]) or len(ins.args) != 3 + multicast:
             raise NotImplementedError(f"PTX instruction not emulated: {ins.text}")
         source = re.fullmatch(r"\[\s*([%\w]+)\s*,\s*\{(.*)\}\s*\]", ins.args[1])

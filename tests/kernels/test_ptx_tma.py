@@ -19,6 +19,7 @@ from test_ptx_wgmma import a_fragment, d_fragment
 from triton.backends.compiler import BaseBackend
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 from triton.runtime.jit import native_specialize_impl
 
@@ -760,3 +761,40 @@ def test_a_multicast_into_a_partner_that_has_ended_is_refused():
                        "    @%p1 mbarrier.arrive.expect_tx").replace("    ret;\n}", "END:\n    ret;\n}")
     with pytest.raises(PtxError, match="rank 1, a cluster partner that has ended"):
         run_pair(ptx, np.zeros((64, 64), np.float16))
+
+
+@gluon.jit
+def gluon_tma_kernel(desc, out_ptr, row0):
+    """out [32, 64] = two boxes of ``desc`` at rows ``row0`` and ``row0 + 16``, loaded by Gluon's
+    own TMA and mbarrier API one after the other on one mbarrier (phases 0 and 1: Triton pastes
+    its wait loop, label and all, twice) and read back through the descriptor's layout."""
+    a = gl.allocate_shared_memory(gl.float16, [16, 64], desc.layout)
+    b = gl.allocate_shared_memory(gl.float16, [16, 64], desc.layout)
+    bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+    mbarrier.init(bar, count=1)
+    mbarrier.expect(bar, 16 * 64 * 2)
+    tma.async_copy_global_to_shared(desc, [row0, 0], bar, a)
+    mbarrier.wait(bar, 0)
+    mbarrier.expect(bar, 16 * 64 * 2)
+    tma.async_copy_global_to_shared(desc, [row0 + 16, 0], bar, b)
+    mbarrier.wait(bar, 1)
+    blocked: gl.constexpr = gl.BlockedLayout([1, 8], [4, 8], [4, 1], [1, 0])
+    rows = gl.arange(0, 16, layout=gl.SliceLayout(1, blocked))[:, None]
+    cols = gl.arange(0, 64, layout=gl.SliceLayout(0, blocked))[None, :]
+    gl.store(out_ptr + rows * 64 + cols, a.load(blocked))
+    gl.store(out_ptr + (rows + 16) * 64 + cols, b.load(blocked))
+
+
+def test_gluons_own_tma_and_mbarriers_agree():
+    """What Triton emits for Gluon's TMA (elect.sync picks the issuing thread, the wait loop's
+    predicate is a register named without %) gives the boxes, zero-filled past the tensor."""
+    x = torch.randn(40, 64, generator=torch.Generator().manual_seed(5)).half()
+    desc = TensorDescriptor.from_tensor(x, [16, 64], gl.NVMMASharedLayout(128, 16, 2))
+    out = torch.full((32, 64), float("nan"), dtype=torch.float16)
+    kernel = EmulatedKernel(gluon_tma_kernel)
+    kernel[(1,)](desc, out, 16, num_warps=4)
+    expected = torch.zeros(32, 64, dtype=torch.float16)
+    expected[:24] = x[16:]
+    assert torch.equal(out, expected)
+    ptx = kernel.launches[-1]["ptx"]
+    assert "elect.sync" in ptx and len(re.findall(r"^\s*(\w+):\s*$", ptx, re.MULTILINE)) >= 2
