@@ -20,9 +20,9 @@ the raw bits. Lock step is stricter than the hardware, so a race-free kernel com
 thing, and a shared-memory race between warps (a missing ``bar.sync``) is detected and refused
 rather than hidden, as is a read of shared bytes an unfinished ``cp.async`` targets. Branches
 must be uniform across the CTA (Triton's loops are), otherwise the emulator refuses. Every global
-or shared access of an active thread is checked against the buffers it was given (bounds and alignment), so an
-out-of-bounds read that a GPU would silently allow is an error here; reading a register that was
-never written is an error too. Given a :class:`SharedTraffic`, it also counts the passes of the
+or shared access of an active thread is checked against the buffers it was given (bounds and
+alignment), so an out-of-bounds read that a GPU would silently allow is an error here; reading a
+register that was never written is an error too. Given a :class:`SharedTraffic`, it also counts the passes of the
 shared-memory banks each access takes, against the passes its bytes need: bank conflicts cost
 time, not correctness, so they are measured rather than refused.
 
@@ -44,8 +44,9 @@ that no release of the destination's, acquired by the issuer, orders before the 
 ``try_wait`` does not spin: while its phase has not completed the program waits there and its
 cluster partners run, and a wait nobody can end is a deadlock, as for ``barrier.cluster.wait``.
 A partner's mbarrier may be used remotely (an arrive, a multicast's complete_tx) only once its
-init is published by ``fence.mbarrier_init`` and a cluster barrier. What a program owes its
-partners when it ends is in :class:`Cluster`.
+init is published by ``fence.mbarrier_init`` and a cluster barrier after it (whose arrive may be
+``.relaxed``: the fence is the release). What a program owes its partners when it ends is in
+:class:`Cluster`.
 """
 
 from __future__ import annotations
@@ -818,7 +819,8 @@ class Cta:
 
     # the loop
     def run(self, max_steps: int = 10_000_000) -> None:
-        """Run a program alone (a cluster of one): its cluster barriers never wait."""
+        """Run a program alone (a cluster of one): its cluster barriers never wait, and an
+        mbarrier wait that is not over at once never will be (nobody else can arrive)."""
         for _ in self.steps(max_steps):
             raise PtxError(f"deadlock: {self.waiting_for}")  # nobody else can arrive
 
@@ -1201,10 +1203,11 @@ class Cta:
                 if self.pending[offsets].any():
                     raise PtxError(f"shared bytes at {int(offsets[self.pending[offsets] > 0][0])} are the target of a "
                                    f"cp.async not yet waited for: {text}")
-                if self.barrier_bytes[offsets].any():
+                if self.mbarriers and self.barrier_bytes[offsets].any():
                     raise PtxError(f"ordinary access to the bytes of an mbarrier at shared byte "
                                    f"{int(offsets[self.barrier_bytes[offsets]][0])}: {text}")
-                self._tma_landed(offsets, (np.arange(self.n)[on] // 32)[:, None], text)
+                if self.tma_copies:
+                    self._tma_landed(offsets, (np.arange(self.n)[on] // 32)[:, None], text)
                 self.touch_release[offsets] = _NEVER
                 if write:
                     self._unread_by_wgmma(offsets, text)
