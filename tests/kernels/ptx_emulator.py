@@ -1537,7 +1537,9 @@ class Cta:
 
     def op_mbarrier(self, ins, active):
         """``mbarrier.init.shared::cta.b64 [a], count``; ``mbarrier.arrive[.expect_tx].shared::cta.b64 _,
-        [a][, tx]`` (each active thread arrives once, after adding ``tx`` to the tx-count); the remote
+        [a][, tx]`` (each active thread arrives once, after adding ``tx`` to the tx-count) and
+        ``mbarrier.arrive.shared::cta.b64 _, [a], n`` (``n`` arrivals at once, as Gluon's ``arrive``
+        with a count writes it); the remote
         ``mbarrier.arrive[.expect_tx].release.cluster.shared::cluster.b64 _, [a][, tx]`` on the
         barrier of the rank ``a`` (from ``mapa``) names. ``.shared`` stands for ``.shared::cta``, as
         Triton writes it. ``try_wait`` waits in :meth:`steps` (see :meth:`_mbarrier_try_wait`)."""
@@ -1557,10 +1559,13 @@ class Cta:
         cluster_scope = rest[:1] == ["cluster"]
         rest = rest[cluster_scope:]
         if parts[1] != "arrive" or rest not in (["shared::cta", "b64"], ["shared", "b64"], ["shared::cluster", "b64"]) \
-                or ins.args[:1] != ["_"] or len(ins.args) != 2 + expect:
+                or ins.args[:1] != ["_"] or len(ins.args) not in (2, 3):
             raise NotImplementedError(f"PTX instruction not emulated: {ins.text}")
         addr = self.address(ins.args[1])
+        if expect and len(ins.args) != 3:
+            raise PtxError(f"mbarrier.arrive.expect_tx without its transaction count: {ins.text}")
         tx = self.read(ins.args[2]) & U64(MASKS[32]) if expect else None
+        counts = self.read(ins.args[2]) & U64(MASKS[32]) if len(ins.args) == 3 and not expect else None
         clock = self._release(self._warps(on))
         for t in np.flatnonzero(on):
             target, offset = self._barrier_target(int(addr[t]), rest[0] == "shared::cluster", ins)
@@ -1574,10 +1579,14 @@ class Cta:
                 if tx[t] >= 1 << 20:
                     raise PtxError(f"expect_tx of {int(tx[t])} bytes (the tx-count holds up to 2^20 - 1): {ins.text}")
                 bar.tx += int(tx[t])
-            if bar.pending == 0:
+            n = 1 if counts is None else int(counts[t])
+            if not 1 <= n < 1 << 20:
+                raise PtxError(f"mbarrier.arrive with a count of {n} (1 to 2^20 - 1): {ins.text}")
+            if bar.pending < n:
                 raise PtxError(f"arrival on the mbarrier at shared offset {offset} of rank {target.rank} beyond the "
-                               f"{bar.count} its phase expects (the phase still waits for {bar.tx} bytes): {ins.text}")
-            bar.pending -= 1
+                               f"{bar.count} its phase expects ({bar.pending} missing, the phase waits for {bar.tx} "
+                               f"bytes): {ins.text}")
+            bar.pending -= n
             np.maximum(bar.clock, clock, out=bar.clock)
             self._complete(bar)
 

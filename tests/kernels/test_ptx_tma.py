@@ -299,6 +299,8 @@ ONE_PROGRAM_BUGS = {
     "too few bytes expected": ([("_, [%r1], 4096;", "_, [%r1], 2048;")],
                                "deadlock: rank 0 waits for phase 0 \\(parity 0\\).*tx-count of -2048"),
     "two arrivals": ([("setp.eq.u32 %p1, %r2, 0;", "setp.lt.u32 %p1, %r2, 2;")], "beyond the 1 its phase expects"),
+    "an arrival counting two": ([(EXPECT_ONE, EXPECT_ONE + "\n    @%p1 mbarrier.arrive.shared::cta.b64 _, [%r1], 2;")],
+                                "beyond the 1 its phase expects \\(0 missing"),
     "init in flight": ([(EXPECT_ONE, EXPECT_ONE + "\n@%p1 mbarrier.init.shared::cta.b64 [%r1], 1;")], "in flight"),
     "misaligned box": ([("add.u32 %r1, %r3, 4096;", "add.u32 %r1, %r3, 4096;\n    add.u32 %r10, %r3, 128;"),
                         ("[%r3], [%rd2", "[%r10], [%rd2")], "not 1024-byte aligned"),
@@ -798,3 +800,47 @@ def test_gluons_own_tma_and_mbarriers_agree():
     assert torch.equal(out, expected)
     ptx = kernel.launches[-1]["ptx"]
     assert "elect.sync" in ptx and len(re.findall(r"^\s*(\w+):\s*$", ptx, re.MULTILINE)) >= 2
+
+
+COUNTED = """
+.version 8.7
+.target sm_90a
+.address_size 64
+.extern .shared .align 16 .b8 global_smem[];
+.visible .entry counted(
+    .param .u64 .ptr .global .align 1 counted_param_0
+)
+.reqntid 64
+{
+    .reg .pred %p<4>;
+    .reg .b32 %r<8>;
+    .reg .b64 %rd<4>;
+    ld.param.b64 %rd1, [counted_param_0];
+    mov.u32 %r2, %tid.x;
+    setp.eq.u32 %p1, %r2, 0;
+    setp.eq.u32 %p2, %r2, 32;
+    mov.u32 %r1, global_smem;
+    @%p1 mbarrier.init.shared::cta.b64 [%r1], 5;
+    bar.sync 0;
+    @%p1 mbarrier.arrive.shared::cta.b64 _, [%r1], 3;
+    @%p2 mbarrier.arrive.shared::cta.b64 _, [%r1], 2;
+    mov.u32 %r4, 0;
+    { .reg .pred complete; waitLoop: mbarrier.try_wait.parity.shared::cta.b64 complete, [%r1], %r4;
+      @!complete bra.uni waitLoop; }
+    @%p1 st.global.b32 [%rd1], %r2;
+    ret;
+}
+"""
+
+
+def test_an_arrive_may_count_several_arrivals():
+    """Gluon's ``mbarrier.arrive(bar, count=n)``: one thread's arrive counts ``n``; with the other
+    warp's two the phase of five completes (the wait loop as Triton writes it: its predicate a
+    register named without %)."""
+    memory = Memory("global")
+    out = np.full(1, -1, dtype=np.int32)
+    run_grid(COUNTED, (1,), 64, [memory.add(out.view(np.uint8), "out")], memory, 64)
+    assert out[0] == 0
+    with pytest.raises(PtxError, match="deadlock: rank 0 waits for phase 0 \\(parity 0\\).*1 of 5 arrivals"):
+        run_grid(COUNTED.replace("_, [%r1], 2;", "_, [%r1], 1;"), (1,), 64, [memory.add(out.view(np.uint8), "o")],
+                 memory, 64)
