@@ -1621,15 +1621,17 @@ class Cta:
                 bar.fenced = self.arrived
 
     def _mbarrier_try_wait(self, ins: Instr, active) -> bool:
-        """``mbarrier.try_wait.parity.shared::cta.b64 p, [a], parity``: true once the phase of that
+        """``mbarrier.try_wait.parity[.acquire.cluster].shared::cta.b64 p, [a], parity[, hint]``
+        (the emulator's acquire is at cluster scope either way): true once the phase of that
         parity has completed (the barrier's completed phases ``% 2 != parity``); the same barrier
         and parity in every active thread, so the same answer. When false, the program waits here
         (``steps`` yields) until a partner completes the phase, instead of spinning; true makes the
         observed phase's TMA bytes visible to the waiting warps and acquires its arrivals' releases."""
-        parts = ins.op.split(".")
-        if parts[2:] not in (["parity", "shared::cta", "b64"], ["parity", "shared", "b64"]) or len(ins.args) != 3:
+        parts = [p for p in ins.op.split(".") if p not in ("acquire", "cluster")]  # .acquire.cluster: as default
+        if parts[2:] not in (["parity", "shared::cta", "b64"], ["parity", "shared", "b64"]) \
+                or len(ins.args) not in (3, 4):
             raise NotImplementedError(f"PTX instruction not emulated: {ins.text}")
-        d, address, parity = ins.args
+        d, address, parity = ins.args[:3]  # a fourth, the suspend-time hint, changes nothing: it never times out
         on = np.ones(self.n, bool) if active is None else active
         addr, par = self.address(address)[on], self.read(parity)[on] & U64(MASKS[32])
         if (addr != addr[0]).any() or (par != par[0]).any():

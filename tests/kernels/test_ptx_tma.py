@@ -552,9 +552,16 @@ def run_ring(ptx: str, x: np.ndarray, clusters: int = 1) -> np.ndarray:
     return out
 
 
-def test_a_ring_of_two_slots_shared_by_a_pair():
+@pytest.mark.parametrize("empty_wait", ["default", "acquire.cluster"])
+def test_a_ring_of_two_slots_shared_by_a_pair(empty_wait):
+    """Also with the empty wait acquiring at cluster scope, with a suspend-time hint (it never times out)."""
     x = np.random.default_rng(2).standard_normal((16 * ROUNDS, 64)).astype(np.float16)
-    out = run_ring(RING, x, clusters=2)
+    ptx = RING
+    if empty_wait != "default":
+        ptx = ptx.replace(EMPTY_WAIT, EMPTY_WAIT.replace("parity.shared::cta", "parity.acquire.cluster.shared::cta")
+                          .replace("%r14;", "%r14, 1000000;"))
+        assert ptx != RING
+    out = run_ring(ptx, x, clusters=2)
     for i in range(ROUNDS):
         expected = swizzled(x[16 * i : 16 * i + 16].view(np.uint8).ravel(), 128)
         for program in range(4):
