@@ -169,7 +169,8 @@ def one_ptx(nbytes: int) -> str:
 
 
 def load_one(x: np.ndarray, box: tuple[int, ...], swizzle: int, coords: tuple[int, int], ptx: str | None = None,
-             out_bytes: int | None = None, extra: np.ndarray | None = None) -> np.ndarray:
+             out_bytes: int | None = None, extra: np.ndarray | None = None,
+             shared: int | None = None) -> np.ndarray:
     """One program TMA-loads the box at ``coords`` (innermost first) and, unless ``ptx`` does
     something else, copies its shared memory out: the bytes, as laid out in shared memory.
     ``extra``: the last parameter's buffer."""
@@ -180,7 +181,7 @@ def load_one(x: np.ndarray, box: tuple[int, ...], swizzle: int, coords: tuple[in
     args = [tmap, memory.add(out, "out"), coords[0] & 0xFFFFFFFF, coords[1] & 0xFFFFFFFF]
     if extra is not None:
         args.append(memory.add(extra.view(np.uint8).ravel(), "extra"))
-    run_grid(ptx or one_ptx(nbytes), (1,), 128, args, memory, nbytes + 64)
+    run_grid(ptx or one_ptx(nbytes), (1,), 128, args, memory, shared or nbytes + 64)
     return out
 
 
@@ -851,3 +852,16 @@ def test_an_arrive_may_count_several_arrivals():
     with pytest.raises(PtxError, match="deadlock: rank 0 waits for phase 0 \\(parity 0\\).*1 of 5 arrivals"):
         run_grid(COUNTED.replace("_, [%r1], 2;", "_, [%r1], 1;"), (1,), 64, [memory.add(out.view(np.uint8), "o")],
                  memory, 64)
+
+
+def test_each_active_thread_issues_its_own_copy():
+    """Threads 0 and 1 each copy a box (rows 16 t ..) to shared offset 2048 t, on one barrier
+    expecting both."""
+    x = np.random.default_rng(6).standard_normal((32, 64)).astype(np.float16)
+    ptx = ONE.format(bar=4096, nbytes=4096, after=COPY_OUT.format(chunks=256))
+    per_thread = TMA_ONE.replace("@%p1", "@%p4").replace("[%r3], [%rd2, {%r6, %r7}]", "[%r31], [%rd2, {%r6, %r33}]")
+    ptx = ptx.replace(TMA_ONE, "setp.lt.u32 %p4, %r2, 2;\n    shl.b32 %r30, %r2, 11;\n    add.u32 %r31, %r3, %r30;\n"
+                      "    shl.b32 %r32, %r2, 4;\n    add.u32 %r33, %r7, %r32;\n    " + per_thread)
+    assert "@%p4 cp.async.bulk.tensor" in ptx
+    out = load_one(x, (64, 16), 128, (0, 0), ptx, out_bytes=4096, shared=4096 + 64)
+    np.testing.assert_array_equal(out, swizzled(x.view(np.uint8).ravel(), 128))
