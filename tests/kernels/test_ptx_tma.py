@@ -341,6 +341,63 @@ def test_tensor_maps_go_with_128_byte_parameters_only():
         run_grid(one_ptx(4096), (1,), 128, [0], memory, 8192)
 
 
+COUNTED = """
+.version 8.7
+.target sm_90a
+.address_size 64
+.extern .shared .align 16 .b8 global_smem[];
+.visible .entry counted(
+    .param .u64 .ptr .global .align 1 counted_param_0
+)
+.reqntid 64
+{
+    .reg .pred %p<4>;
+    .reg .b32 %r<8>;
+    .reg .b64 %rd<4>;
+    ld.param.b64 %rd1, [counted_param_0];
+    mov.u32 %r2, %tid.x;
+    setp.eq.u32 %p1, %r2, 0;
+    setp.eq.u32 %p2, %r2, 32;
+    mov.u32 %r1, global_smem;
+    @%p1 mbarrier.init.shared::cta.b64 [%r1], 5;
+    bar.sync 0;
+    @%p1 mbarrier.arrive.shared::cta.b64 _, [%r1], 3;
+    @%p2 mbarrier.arrive.shared::cta.b64 _, [%r1], 2;
+    mov.u32 %r4, 0;
+    { .reg .pred complete; waitLoop: mbarrier.try_wait.parity.shared::cta.b64 complete, [%r1], %r4;
+      @!complete bra.uni waitLoop; }
+    @%p1 st.global.b32 [%rd1], %r2;
+    ret;
+}
+"""
+
+
+def test_an_arrive_may_count_several_arrivals():
+    """Gluon's ``mbarrier.arrive(bar, count=n)``: one thread's arrive counts ``n``; with the other
+    warp's two the phase of five completes (the wait loop as Triton writes it: its predicate a
+    register named without %)."""
+    memory = Memory("global")
+    out = np.full(1, -1, dtype=np.int32)
+    run_grid(COUNTED, (1,), 64, [memory.add(out.view(np.uint8), "out")], memory, 64)
+    assert out[0] == 0
+    with pytest.raises(PtxError, match="deadlock: rank 0 waits for phase 0 \\(parity 0\\).*1 of 5 arrivals"):
+        run_grid(COUNTED.replace("_, [%r1], 2;", "_, [%r1], 1;"), (1,), 64, [memory.add(out.view(np.uint8), "o")],
+                 memory, 64)
+
+
+def test_each_active_thread_issues_its_own_copy():
+    """Threads 0 and 1 each copy a box (rows 16 t ..) to shared offset 2048 t, on one barrier
+    expecting both."""
+    x = np.random.default_rng(6).standard_normal((32, 64)).astype(np.float16)
+    ptx = ONE.format(bar=4096, nbytes=4096, after=COPY_OUT.format(chunks=256))
+    per_thread = TMA_ONE.replace("@%p1", "@%p4").replace("[%r3], [%rd2, {%r6, %r7}]", "[%r31], [%rd2, {%r6, %r33}]")
+    ptx = ptx.replace(TMA_ONE, "setp.lt.u32 %p4, %r2, 2;\n    shl.b32 %r30, %r2, 11;\n    add.u32 %r31, %r3, %r30;\n"
+                      "    shl.b32 %r32, %r2, 4;\n    add.u32 %r33, %r7, %r32;\n    " + per_thread)
+    assert "@%p4 cp.async.bulk.tensor" in ptx
+    out = load_one(x, (64, 16), 128, (0, 0), ptx, out_bytes=4096, shared=4096 + 64)
+    np.testing.assert_array_equal(out, swizzled(x.view(np.uint8).ravel(), 128))
+
+
 # ---------------------------------------------------------------------------------------- a cluster of two
 
 PAIR = """
@@ -445,6 +502,64 @@ def test_two_programs_need_their_barriers(old, new, message):
     assert old in PAIR
     with pytest.raises(PtxError, match=message):
         run_pair(PAIR.replace(old, new, 1), np.zeros((64, 64), np.float16))
+
+
+# after the pair's tile has landed, each program's wgmma reads its first 8 rows (B of an m64n8k16,
+# A zeros); then, after a cluster barrier, each multicasts its half again, into the partner only,
+# expecting the partner's half on its own barrier (phase 1). Where the wgmma is waited for decides
+# whether the partner's copy may overwrite what it reads: before the cluster barrier, or at the end
+# (in flight while the partner's copy comes).
+PAIR_WGMMA_TAIL = """    .reg .b32 %d<4>;
+    mov.b32 %r20, 0;
+    mov.b32 %r21, 0;
+    mov.b32 %r22, 0;
+    mov.b32 %r23, 0;
+    shr.u32 %r16, %r3, 4;
+    cvt.u64.u32 %rd9, %r16;
+    or.b64 %rd10, %rd9, LAYOUT;
+    wgmma.fence.sync.aligned;
+    wgmma.mma_async.sync.aligned.m64n8k16.f32.f16.f16 {%d0, %d1, %d2, %d3}, {%r20, %r21, %r22, %r23}, %rd10, 0, 1, 1, 0;
+    wgmma.commit_group.sync.aligned;
+    WAIT_BEFORE_BARRIER
+    barrier.cluster.arrive.release.aligned;
+    barrier.cluster.wait.acquire.aligned;
+    @%p1 mbarrier.arrive.expect_tx.shared::cta.b64 _, [%r1], 4096;
+    xor.b32 %r17, %r5, 1;
+    shl.b32 %r18, 1, %r17;
+    cvt.u16.u32 %rs2, %r18;
+    @%p1 cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes.multicast::cluster
+        [%r7], [%rd2, {%r9, %r8}], [%r1], %rs2;
+    mov.u32 %r4, 1;
+    { .reg .pred %w; WAIT: mbarrier.try_wait.parity.shared::cta.b64 %w, [%r1], %r4; @!%w bra WAIT; }
+    WAIT_AT_THE_END
+    barrier.cluster.arrive.release.aligned;
+    barrier.cluster.wait.acquire.aligned;
+    ret;
+}
+"""
+
+
+@pytest.mark.parametrize("retired", [True, False])
+def test_a_partners_copy_may_not_overwrite_what_a_wgmma_in_flight_reads(retired):
+    wait = "wgmma.wait_group.sync.aligned 0;"
+    tail = PAIR_WGMMA_TAIL.replace("LAYOUT", str((1024 >> 4) << 32 | 1 << 62))
+    tail = tail.replace("WAIT_BEFORE_BARRIER", wait if retired else "")
+    tail = tail.replace("WAIT_AT_THE_END", "" if retired else wait)
+    ptx = PAIR[: PAIR.index("    mov.u32 %r16, %ctaid.x;")] + tail
+    x = np.random.default_rng(4).standard_normal((64, 64)).astype(np.float16)
+    if not retired:
+        with pytest.raises(PtxError, match="into shared bytes of rank [01] that are read by a wgmma.mma_async not yet"):
+            run_pair(ptx, x)
+        return
+    run_pair(ptx, x)  # no fence.proxy.async needed either: TMA writes through the async proxy
+
+
+def test_a_multicast_into_a_partner_that_has_ended_is_refused():
+    """Rank 1 publishes its barrier and ends at once; rank 0's copy into it comes too late."""
+    ptx = PAIR.replace("    @%p1 mbarrier.arrive.expect_tx", "    setp.eq.u32 %p3, %r5, 1;\n    @%p3 bra END;\n"
+                       "    @%p1 mbarrier.arrive.expect_tx").replace("    ret;\n}", "END:\n    ret;\n}")
+    with pytest.raises(PtxError, match="rank 1, a cluster partner that has ended"):
+        run_pair(ptx, np.zeros((64, 64), np.float16))
 
 
 # ---------------------------------------------------------------------------------------- a pipelined ring
@@ -706,6 +821,8 @@ def test_a_gluon_kernel_loads_a_box_through_a_host_tensor_descriptor(row0):
 
 
 def test_the_launcher_specializes_a_descriptor_as_triton_does():
+    """The signature Triton's own specialization gives, and the tensor map: dimensions, strides
+    (bytes) and box innermost first, the layout's swizzle."""
     x = torch.zeros(64, 32, dtype=torch.bfloat16)
     desc = TensorDescriptor.from_tensor(x, [8, 32], gl.NVMMASharedLayout(64, 16, 2))
     assert tensordesc_signature(desc) == native_specialize_impl(BaseBackend, desc, False, True, True)[0]
@@ -713,64 +830,6 @@ def test_the_launcher_specializes_a_descriptor_as_triton_does():
     assert (tmap.dims, tmap.strides_bytes, tmap.box, tmap.elem_bytes, tmap.swizzle) == ((32, 64), (64,), (32, 8), 2, 64)
     with pytest.raises(NotImplementedError, match="zero padding"):
         tensor_map(TensorDescriptor.from_tensor(x, [8, 32], gl.NVMMASharedLayout(64, 16, 2), padding="nan"), 1 << 20)
-
-
-# after the pair's tile has landed, each program's wgmma reads its first 8 rows (B of an m64n8k16,
-# A zeros); then, after a cluster barrier, each multicasts its half again, into the partner only,
-# expecting the partner's half on its own barrier (phase 1). Where the wgmma is waited for decides
-# whether the partner's copy may overwrite what it reads: before the cluster barrier, or at the end
-# (in flight while the partner's copy comes).
-PAIR_WGMMA_TAIL = """    .reg .b32 %d<4>;
-    mov.b32 %r20, 0;
-    mov.b32 %r21, 0;
-    mov.b32 %r22, 0;
-    mov.b32 %r23, 0;
-    shr.u32 %r16, %r3, 4;
-    cvt.u64.u32 %rd9, %r16;
-    or.b64 %rd10, %rd9, LAYOUT;
-    wgmma.fence.sync.aligned;
-    wgmma.mma_async.sync.aligned.m64n8k16.f32.f16.f16 {%d0, %d1, %d2, %d3}, {%r20, %r21, %r22, %r23}, %rd10, 0, 1, 1, 0;
-    wgmma.commit_group.sync.aligned;
-    WAIT_BEFORE_BARRIER
-    barrier.cluster.arrive.release.aligned;
-    barrier.cluster.wait.acquire.aligned;
-    @%p1 mbarrier.arrive.expect_tx.shared::cta.b64 _, [%r1], 4096;
-    xor.b32 %r17, %r5, 1;
-    shl.b32 %r18, 1, %r17;
-    cvt.u16.u32 %rs2, %r18;
-    @%p1 cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes.multicast::cluster
-        [%r7], [%rd2, {%r9, %r8}], [%r1], %rs2;
-    mov.u32 %r4, 1;
-    { .reg .pred %w; WAIT: mbarrier.try_wait.parity.shared::cta.b64 %w, [%r1], %r4; @!%w bra WAIT; }
-    WAIT_AT_THE_END
-    barrier.cluster.arrive.release.aligned;
-    barrier.cluster.wait.acquire.aligned;
-    ret;
-}
-"""
-
-
-@pytest.mark.parametrize("retired", [True, False])
-def test_a_partners_copy_may_not_overwrite_what_a_wgmma_in_flight_reads(retired):
-    wait = "wgmma.wait_group.sync.aligned 0;"
-    tail = PAIR_WGMMA_TAIL.replace("LAYOUT", str((1024 >> 4) << 32 | 1 << 62))
-    tail = tail.replace("WAIT_BEFORE_BARRIER", wait if retired else "")
-    tail = tail.replace("WAIT_AT_THE_END", "" if retired else wait)
-    ptx = PAIR[: PAIR.index("    mov.u32 %r16, %ctaid.x;")] + tail
-    x = np.random.default_rng(4).standard_normal((64, 64)).astype(np.float16)
-    if not retired:
-        with pytest.raises(PtxError, match="into shared bytes of rank [01] that are read by a wgmma.mma_async not yet"):
-            run_pair(ptx, x)
-        return
-    run_pair(ptx, x)  # no fence.proxy.async needed either: TMA writes through the async proxy
-
-
-def test_a_multicast_into_a_partner_that_has_ended_is_refused():
-    """Rank 1 publishes its barrier and ends at once; rank 0's copy into it comes too late."""
-    ptx = PAIR.replace("    @%p1 mbarrier.arrive.expect_tx", "    setp.eq.u32 %p3, %r5, 1;\n    @%p3 bra END;\n"
-                       "    @%p1 mbarrier.arrive.expect_tx").replace("    ret;\n}", "END:\n    ret;\n}")
-    with pytest.raises(PtxError, match="rank 1, a cluster partner that has ended"):
-        run_pair(ptx, np.zeros((64, 64), np.float16))
 
 
 @gluon.jit
@@ -807,61 +866,4 @@ def test_gluons_own_tma_and_mbarriers_agree():
     expected[:24] = x[16:]
     assert torch.equal(out, expected)
     ptx = kernel.launches[-1]["ptx"]
-    assert "elect.sync" in ptx and len(re.findall(r"^\s*(\w+):\s*$", ptx, re.MULTILINE)) >= 2
-
-
-COUNTED = """
-.version 8.7
-.target sm_90a
-.address_size 64
-.extern .shared .align 16 .b8 global_smem[];
-.visible .entry counted(
-    .param .u64 .ptr .global .align 1 counted_param_0
-)
-.reqntid 64
-{
-    .reg .pred %p<4>;
-    .reg .b32 %r<8>;
-    .reg .b64 %rd<4>;
-    ld.param.b64 %rd1, [counted_param_0];
-    mov.u32 %r2, %tid.x;
-    setp.eq.u32 %p1, %r2, 0;
-    setp.eq.u32 %p2, %r2, 32;
-    mov.u32 %r1, global_smem;
-    @%p1 mbarrier.init.shared::cta.b64 [%r1], 5;
-    bar.sync 0;
-    @%p1 mbarrier.arrive.shared::cta.b64 _, [%r1], 3;
-    @%p2 mbarrier.arrive.shared::cta.b64 _, [%r1], 2;
-    mov.u32 %r4, 0;
-    { .reg .pred complete; waitLoop: mbarrier.try_wait.parity.shared::cta.b64 complete, [%r1], %r4;
-      @!complete bra.uni waitLoop; }
-    @%p1 st.global.b32 [%rd1], %r2;
-    ret;
-}
-"""
-
-
-def test_an_arrive_may_count_several_arrivals():
-    """Gluon's ``mbarrier.arrive(bar, count=n)``: one thread's arrive counts ``n``; with the other
-    warp's two the phase of five completes (the wait loop as Triton writes it: its predicate a
-    register named without %)."""
-    memory = Memory("global")
-    out = np.full(1, -1, dtype=np.int32)
-    run_grid(COUNTED, (1,), 64, [memory.add(out.view(np.uint8), "out")], memory, 64)
-    assert out[0] == 0
-    with pytest.raises(PtxError, match="deadlock: rank 0 waits for phase 0 \\(parity 0\\).*1 of 5 arrivals"):
-        run_grid(COUNTED.replace("_, [%r1], 2;", "_, [%r1], 1;"), (1,), 64, [memory.add(out.view(np.uint8), "o")],
-                 memory, 64)
-
-
-def test_each_active_thread_issues_its_own_copy():
-    """Threads 0 and 1 each copy a box (rows 16 t ..) to shared offset 2048 t, on one barrier
-    expecting both."""
-    x = np.random.default_rng(6).standard_normal((32, 64)).astype(np.float16)
-    ptx = ONE.format(bar=4096, nbytes=4096, after=COPY_OUT.format(chunks=256))
-    per_thread = TMA_ONE.replace("@%p1", "@%p4").replace("[%r3], [%rd2, {%r6, %r7}]", "[%r31], [%rd2, {%r6, %r33}]")
-    ptx = ptx.replace(TMA_ONE, "setp.lt.u32 %p4, %r2, 2;\n    shl.b32 %r30, %r2, 11;\n    add.u32 %r31, %r3, %r30;\n"
-                      "    shl.b32 %r32, %r2, 4;\n    add.u32 %r33, %r7, %r32;\n    " + per_thread)
-    assert "@%p4 cp.async.bulk.tensor" in ptx
-    out = load_one(x, (64, 16), 128, (0, 0), ptx, out_bytes=4096, shared=4096 + 64)
-    np.testing.assert_array_equal(out, swizzled(x.view(np.uint8).ravel(), 128))
+    assert "elect.sync" in ptx and ptx.count("waitLoop:") == 2  # one label, one per pasted block
