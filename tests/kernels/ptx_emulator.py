@@ -151,15 +151,22 @@ class Memory:
                 self.buffers[b][off[sel] + i] = ((value[sel] >> U64(8 * i)) & U64(0xFF)).astype(np.uint8)
 
 
+def wgmma_groups(reader: np.ndarray) -> np.ndarray:
+    """The mask of warpgroups whose wgmmas read each byte (``RaceCheck.reader``; 0: none)."""
+    return np.where(reader <= -3, -2 - reader, 0)
+
+
 class RaceCheck:
     """Shared-memory accesses between two barriers: a byte one warp wrote may not be read or
     written by another warp, and a byte one warp read may not be written by another. Lock step
     would hide such a missing barrier; here it is an error. A warpgroup's ``wgmma`` reads its
-    operands for all four warps at once, and finishes reading them at the wait that retires it."""
+    operands for all four warps at once, and finishes reading them at the wait that retires it; the
+    warpgroups of a CTA may read the same bytes (a shared B operand), so a byte read by wgmmas
+    holds the mask of their warpgroups."""
 
     def __init__(self, size: int):
         self.writer = np.full(size, -1)  # warp that wrote the byte since the last barrier
-        self.reader = np.full(size, -1)  # warp that read it (-2: several, -3 - g: a wgmma of warpgroup g)
+        self.reader = np.full(size, -1)  # warp that read it (-2: several, -2 - m: wgmmas of the warpgroups in mask m)
 
     def barrier(self) -> None:
         self.writer[:] = -1
@@ -172,7 +179,7 @@ class RaceCheck:
         if write:
             reader = self.reader[offsets]
             clash |= (reader == -2) | ((reader >= 0) & (reader != warps))
-            clash |= (reader <= -3) & (-3 - reader != warps // 4)  # a wgmma of another warpgroup read it
+            clash |= (wgmma_groups(reader) & ~(1 << (warps // 4))) != 0  # a wgmma of another warpgroup read it
         if clash.any():
             raise PtxError(f"shared-memory race at byte {int(offsets[clash][0])} (no barrier between warps): {text}")
         if write:
@@ -193,8 +200,8 @@ class RaceCheck:
     def async_read_done(self, offsets: np.ndarray, group: int) -> None:
         """The wgmma of warpgroup ``group`` finished reading ``offsets``: its own warps waited for
         that and may overwrite them; any other warp needs a barrier first."""
-        seen, tag = self.reader[offsets], -3 - group
-        self.reader[offsets] = np.where((seen == -1) | (seen == tag), tag, -2)
+        seen, bit = self.reader[offsets], 1 << group
+        self.reader[offsets] = np.where((seen == -1) | (seen <= -3), -2 - (wgmma_groups(seen) | bit), -2)
 
 
 class SharedTraffic:
@@ -767,6 +774,7 @@ class Cta:
         # latest remote arrival on an mbarrier here; the clock each cluster arrival released
         self.clock = np.zeros(size, dtype=np.int64)
         self.touch_release = np.zeros(size_bytes, dtype=np.int64)
+        self.wgmma_released = np.zeros(size_bytes, dtype=np.int64)  # warpgroups that released since a wgmma read
         self.acquired_own = 0
         self.remote_arrivals = np.zeros(size, dtype=np.int64)
         self.arrival_clocks: list[np.ndarray] = []
@@ -1425,11 +1433,14 @@ class Cta:
         self.clock[self.rank] += 1
         open_ = np.flatnonzero(self.touch_release == _NEVER)
         if len(open_):
-            groups = np.array([warps[g : g + 4].any() for g in range(0, self.nwarps, 4)])
+            arriving = sum(1 << (g // 4) for g in range(0, self.nwarps, 4) if warps[g : g + 4].any())
             writer, reader = self.races.writer[open_], self.races.reader[open_]
+            # a byte several warpgroups' wgmmas read is released once each of them has released
+            self.wgmma_released[open_] |= arriving
+            read_by = wgmma_groups(reader)
             covered = (writer == -1) | ((writer >= 0) & warps[np.maximum(writer, 0)])
             covered &= ((reader == -1) | ((reader >= 0) & warps[np.maximum(reader, 0)]) | ((reader == -2) & warps.all())
-                        | ((reader <= -3) & groups[np.clip(-3 - reader, 0, len(groups) - 1)]))
+                        | ((read_by > 0) & (read_by & ~self.wgmma_released[open_] == 0)))
             self.touch_release[open_[covered]] = self.clock[self.rank]
         return self.clock.copy()
 
@@ -1748,7 +1759,7 @@ class Cta:
         if target is self:  # another warp's accesses since the last CTA barrier need a release acquired back
             writer, reader = self.races.writer[offsets], self.races.reader[offsets]
             other = ((writer >= 0) & (writer != warp)) | ((reader >= 0) & (reader != warp)) | (reader == -2)
-            other |= (reader <= -3) & (-3 - reader != warp // 4)
+            other |= (wgmma_groups(reader) & ~(1 << (warp // 4))) != 0
             unordered = other & (self.touch_release[offsets] > self.acquired_own)
         else:
             unordered = target.touch_release[offsets] > self.clock[target.rank]
@@ -1837,6 +1848,7 @@ class Cta:
                         np.subtract.at(self.wgmma_reading, offsets, 1)
                         self.races.async_read_done(offsets, group)
                         self.touch_release[offsets] = _NEVER
+                        self.wgmma_released[offsets] = 0
             self.wgmma_owned = {}
             for op in self.wgmma_open + [op for group in self.wgmma_groups for op in group]:
                 self.wgmma_owned |= op.roles()
