@@ -35,6 +35,7 @@ from sp24.sass import disassemble, main_loop, round_trips  # noqa: E402
 from sp24.sweep import spmma_configs, wgmma_configs  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.experimental.gluon._runtime import GluonASTSource  # noqa: E402
+from triton.experimental.gluon.language import NVMMASharedLayout  # noqa: E402
 
 from repro.kernels import gluon_sp24, gluon_wgmma  # noqa: E402
 
@@ -42,11 +43,15 @@ from repro.kernels import gluon_sp24, gluon_wgmma  # noqa: E402
 ALIGNED = ("x_ptr", "v_ptr", "e_ptr", "bias_ptr", "y_ptr", "ws_ptr", "flag_ptr", "N", "K", "stride_xm", "stride_ym")
 
 
-def _compile_gluon(kernel, constants: dict, num_warps: int, arch: int, dtype: str):
-    """Compile a fragment-order kernel (both take the same runtime arguments) with the launcher's
-    specialization for the LLaMA shapes."""
+def _compile_gluon(kernel, constants: dict, num_warps: int, arch: int, dtype: str, x_box: tuple | None = None):
+    """Compile a fragment-order kernel (all take the same runtime arguments, the pair form a TMA
+    descriptor of x, boxes ``x_box``, before them) with the launcher's specialization for the LLaMA shapes."""
     scalars = ("M", "N", "K", "NT", "KB", "stride_xm", "stride_ym")
-    signature = {"x_ptr": f"*{dtype}", "v_ptr": "*i32", "e_ptr": "*i32", "bias_ptr": f"*{dtype}", "y_ptr": f"*{dtype}"}
+    signature = {}
+    if x_box:
+        layout = NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16, rank=2)
+        signature["x_desc"] = f"tensordesc<{dtype}[{x_box[0]}, {x_box[1]}],{layout}>"
+    signature |= {"x_ptr": f"*{dtype}", "v_ptr": "*i32", "e_ptr": "*i32", "bias_ptr": f"*{dtype}", "y_ptr": f"*{dtype}"}
     signature |= {"ws_ptr": "*fp32", "flag_ptr": "*i32"}
     signature |= {name: "i32" for name in scalars}
     signature |= {name: "constexpr" for name in constants}
@@ -64,6 +69,10 @@ def compile_config(cfg, arch: int, dtype: str, bias: bool):
 
 
 def compile_wgmma(cfg, arch: int, dtype: str, bias: bool, meta_rows: bool = False):
+    if cfg.pair:  # its own kernel: x's TMA descriptor first, fewer constants
+        constants = dict(HAS_BIAS=bias, G=cfg.G, W=cfg.W, T=cfg.T, U=cfg.U, SPLIT_K=cfg.split_k, STAGES=cfg.stages)
+        return _compile_gluon(gluon_wgmma._wgmma_pair_kernel, constants, cfg.num_warps, arch, dtype,
+                              (cfg.T // 2, gluon_wgmma.BOX_COLUMNS))
     constants = dict(HAS_BIAS=bias, G=cfg.G, W=cfg.W, T=cfg.T, U=cfg.U, SPLIT_K=cfg.split_k, AHEAD=cfg.ahead)
     constants["STAGES"] = cfg.stages
     constants["X_STEPS"] = cfg.x_steps
@@ -88,7 +97,9 @@ def inspect_wgmma(cfg, arch: int = 90, dtype: str = "fp16", bias: bool = False) 
     start = ptx.find("Inner Loop Header")
     body = ptx[start : ptx.find("wgmma.wait_group.sync.aligned 0", start)]  # the loop, up to the last wait
     err = ptxas_stderr(ptx, arch)
-    trips = round_trips(main_loop(disassemble(kernel.asm["cubin"])))  # per iteration: two steps
+    # per iteration (two steps); the pair form's barrier waits are loops of their own in the machine
+    # code, and its loop loads nothing from global memory into registers (global_loads says so)
+    trips = 0.0 if cfg.pair else round_trips(main_loop(disassemble(kernel.asm["cubin"])))
     # a warp's weight bytes (576 per k-block) per round trip its loop waits for
     steps = in_flight(2, trips, cfg.stages - 1 if cfg.stages else None)
     return dict(
@@ -102,6 +113,7 @@ def inspect_wgmma(cfg, arch: int = 90, dtype: str = "fp16", bias: bool = False) 
         shared_loads=len(re.findall(r"ld\.shared|ldmatrix", body)),
         global_loads=len(re.findall(r"ld\.global", body)),
         fences=len(re.findall(r"fence\.proxy\.async", body)),
+        tma_loads=len(re.findall(r"cp\.async\.bulk\.tensor", body)),
         shared_stores=len(re.findall(r"st\.shared", body)),
         shuffles=len(re.findall(r"shfl\.sync", body)),
         barriers=loop_barriers(ptx),

@@ -166,8 +166,34 @@ WGMMA_CLUSTER_CASES = [
 ]
 
 
+# x shared by the two row tiles of a cluster pair (TMA multicast): an odd count of row tiles (a last
+# program past the weight), tokens past the end, K past a step (a short last step) and past 64
+# columns of it, a ring deeper than the loop, U = 4 (two boxes a step), two warpgroups, two MMA
+# tiles per warpgroup, split-K with uneven and empty runs (apart from the others, as the cluster meet)
+WGMMA_PAIR_CASES = [
+    (13, 70, 200, WgmmaConfig(G=1, T=16, U=2, stages=3, sparse=True, pair=True)),
+    (29, 130, 736, WgmmaConfig(G=1, T=32, U=2, stages=4, sparse=True, pair=True)),
+    (16, 128, 128, WgmmaConfig(G=1, T=16, U=2, stages=8, sparse=True, pair=True)),
+    (100, 130, 1000, WgmmaConfig(G=2, T=64, U=4, stages=3, split_k=3, sparse=True, pair=True)),
+    (40, 200, 736, WgmmaConfig(G=1, W=2, T=32, U=2, stages=4, sparse=True, pair=True)),
+    (3, 64, 200, WgmmaConfig(G=1, T=16, U=2, stages=6, split_k=8, sparse=True, pair=True)),
+    # two warpgroups read each slot, and each releases it for itself: the refill waits for both
+    (40, 256, 1024, WgmmaConfig(G=2, T=32, U=2, stages=3, sparse=True, pair=True)),
+]
+
+
 def wgmma_case_ids(cases=None) -> list[str]:
     return [f"{m}x{n}x{k}-{cfg.label()}" for m, n, k, cfg in (WGMMA_CASES if cases is None else cases)]
+
+
+def assert_wgmma_bits_of(m, n, k, cfg, apart, dtype, device=DEVICE):
+    """``cfg`` writes every output element, right to the tolerance, and with the very bits of the
+    tiling ``apart`` (the same adds in the same order); ``cfg`` runs last."""
+    same, _ = run_wgmma_case(m, n, k, apart, dtype, with_bias=(m % 2 == 1), seed=m + n, device=device)
+    out, ref = run_wgmma_case(m, n, k, cfg, dtype, with_bias=(m % 2 == 1), seed=m + n, device=device)
+    assert not out.isnan().any(), "some output elements were never written"
+    assert rel_err(out, ref) < (5e-3 if dtype == torch.float16 else 2e-2)
+    assert torch.equal(out, same)
 
 
 def run_wgmma_case(m, n, k, cfg, dtype, with_bias, meta_order=None, seed=0, device=DEVICE):

@@ -22,9 +22,11 @@ from ptx_launch import EmulatedKernel
 from sp24_helpers import (
     WGMMA_CASES,
     WGMMA_CLUSTER_CASES,
+    WGMMA_PAIR_CASES,
     WGMMA_SPARSE_CASES,
     assert_correct_and_conflict_free,
     assert_fragment_map_as_documented,
+    assert_wgmma_bits_of,
     first_token_counts,
     mma_sp_warps,
     rel_err,
@@ -41,18 +43,21 @@ import spmma_probe  # noqa: E402
 from sp24.common import MS  # noqa: E402
 from sp24.sweep import wgmma_configs  # noqa: E402
 
-KERNEL = gluon_wgmma._wgmma_kernel
+KERNEL, PAIR_KERNEL = gluon_wgmma._wgmma_kernel, gluon_wgmma._wgmma_pair_kernel
 
 
 @pytest.fixture
 def gpu(monkeypatch):
-    """Swap the kernel for its emulated PTX."""
+    """Swap the kernels for their emulated PTX; returns the main one, or with ``pair`` the pair form's."""
 
-    def use(traffic: SharedTraffic | None = None, reverse: bool = False, reading: str = "pairs") -> EmulatedKernel:
+    def use(traffic: SharedTraffic | None = None, reverse: bool = False, reading: str = "pairs",
+            pair: bool = False) -> EmulatedKernel:
         mma = partial(mma_sp_warps, meta_reading=reading)
         kernel = EmulatedKernel(KERNEL, mma=mma, traffic=traffic, reverse=reverse)
+        pair_kernel = EmulatedKernel(PAIR_KERNEL, mma=mma, traffic=traffic, reverse=reverse)
         monkeypatch.setattr(gluon_wgmma, "_wgmma_kernel", kernel)
-        return kernel
+        monkeypatch.setattr(gluon_wgmma, "_wgmma_pair_kernel", pair_kernel)
+        return pair_kernel if pair else kernel
 
     return use
 
@@ -86,13 +91,8 @@ def test_splits_meeting_in_a_cluster_give_the_bits_of_the_workspace_meet(gpu, m,
     partner's shared memory that no cluster barrier orders after the partner's store, and a
     program that ends while a partner may still read it."""
     kernel = gpu()
-    out, ref = run_wgmma_case(m, n, k, cfg, dtype, with_bias=(m % 2 == 1), seed=m + n, device="cpu")
+    assert_wgmma_bits_of(m, n, k, cfg, replace(cfg, cluster=False), dtype, device="cpu")
     launch = kernel.launches[-1]
-    apart, _ = run_wgmma_case(m, n, k, replace(cfg, cluster=False), dtype, with_bias=(m % 2 == 1), seed=m + n,
-                              device="cpu")
-    assert not out.isnan().any(), "some output elements were never written"
-    assert rel_err(out, ref) < (5e-3 if dtype == torch.float16 else 2e-2)
-    assert torch.equal(out, apart)
     assert launch["grid"].cluster == cfg.split_k and "ld.shared::cluster.f32" in launch["ptx"]
 
 
@@ -117,6 +117,67 @@ def test_the_cluster_meet_needs_both_its_barriers(gpu, monkeypatch, which, refus
     monkeypatch.setattr(kernel, "compile", without_one_barrier)
     with pytest.raises(PtxError, match=refusal):
         run_wgmma_case(13, 70, 1000, WGMMA_CLUSTER_CASES[0][3], torch.float16, with_bias=False, device="cpu")
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("m, n, k, cfg", WGMMA_PAIR_CASES, ids=wgmma_case_ids(WGMMA_PAIR_CASES))
+def test_x_shared_by_a_pair_gives_the_bits_of_the_tiles_apart(gpu, m, n, k, cfg, dtype):
+    """The two programs of each pair run together in the emulator, x landing by TMA multicast in
+    both: it refuses a read of x before the barrier phase that brings it has been waited for, a
+    copy into a slot whose earlier bytes a partner has not finished with, and a program that ends
+    while its partner may still take what it sent."""
+    kernel = gpu(pair=True)
+    assert_wgmma_bits_of(m, n, k, cfg, replace(cfg, pair=False), dtype, device="cpu")
+    launch = kernel.launches[-1]
+    assert launch["grid"].cluster == 2 and ".multicast::cluster" in launch["ptx"]
+
+
+_EMPTY_WAIT = "mbarrier.arrive.release.cluster.shared::cluster.b64 _, [%r_peer]"
+
+
+def _drop_slot_waits(ptx: str) -> str:
+    """The refill's wait for the slot's release by both programs (the wait block right after each
+    release block) taken out."""
+    out, at = [], 0
+    while (rel := ptx.find(_EMPTY_WAIT, at)) >= 0:
+        wait = ptx.index("PAIR_WAIT:", rel)
+        lo, hi = ptx.rfind("{", 0, wait), ptx.index("}", wait) + 1
+        out.append(ptx[at:lo])
+        at = hi
+    return "".join(out) + ptx[at:]
+
+
+@pytest.mark.parametrize(
+    "mutation, refusal",
+    [
+        ("no slot wait", "read by a wgmma.mma_async not yet waited for"),
+        ("no final cluster wait", "ends while its TMA multicast into rank 1 may still be in flight"),
+        ("no release", "cluster deadlock"),
+    ],
+)
+def test_x_shared_by_a_pair_needs_its_barriers(gpu, monkeypatch, mutation, refusal):
+    """Without waiting for the partner's release, a program's multicast overwrites x the partner's
+    MMAs may still read; without the last cluster barrier a program may end with its copies into
+    the partner in flight; without the releases no slot is ever refilled."""
+    kernel = gpu(pair=True)
+    compile_ = kernel.compile
+
+    def mutated(*args):
+        ptx, shared = compile_(*args)
+        if mutation == "no slot wait":
+            ptx = _drop_slot_waits(ptx)
+        elif mutation == "no final cluster wait":
+            at = ptx.rindex("barrier.cluster.wait.acquire.aligned;")
+            ptx = ptx[:at] + ptx[at + len("barrier.cluster.wait.acquire.aligned;"):]
+        else:
+            ptx = ptx.replace("@%r_lead mbarrier.arrive.release.cluster.shared::cluster.b64 _, [%r_mine];", "")
+            ptx = ptx.replace("@%r_lead " + _EMPTY_WAIT + ";", "")
+        return ptx, shared
+
+    monkeypatch.setattr(kernel, "compile", mutated)
+    with pytest.raises(PtxError, match=refusal):
+        run_wgmma_case(64, 128, 2048, WgmmaConfig(G=1, T=64, U=2, stages=3, sparse=True, pair=True), torch.float16,
+                       with_bias=False, device="cpu")
 
 
 def test_sparse_form_refuses_weights_packed_in_the_other_metadata_order():

@@ -33,16 +33,21 @@ metadata with ``num_ctas`` set to the cluster size: it multiplies the grid's x b
 cluster dimension, and ``program_id(0)`` then counts CTAs (``bench/cluster_probe.py`` checked this
 on an H100). Triton's own launch cannot do that, so a cluster launch always goes through the
 compiled kernel's launcher, whatever the switch says.
+
+An argument may be a Gluon ``TensorDescriptor`` (the pair form's x, ``gluon_pair.py``): Triton
+compiles for its element type, box and layout, and its launcher encodes the TMA tensor map from
+it on every call, so the key keeps those and a bound launch makes it again around each call's x.
 """
 
 from __future__ import annotations
 
 import os
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from triton import knobs
+from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 from triton.knobs import HookChain
 from triton.runtime.driver import driver
 from triton.runtime.jit import JITFunction
@@ -116,6 +121,8 @@ def arg_key(value) -> tuple:
         return 1 if value == 1 else (value % 16 == 0, -_I32 <= value < _I32, -_I64 <= value < _I64)
     if kind is torch.Tensor or isinstance(value, torch.Tensor):
         return (value.dtype, value.data_ptr() % 16 == 0)
+    if kind is TensorDescriptor:  # compiled for its element type, box and shared layout; encoded per call
+        return (kind, value.base.dtype, tuple(value.block_shape), str(value.layout), value.padding)
     return (kind, value)  # bool, float, None, ...: the value itself
 
 
@@ -248,6 +255,9 @@ class BoundLaunch:
     number of tokens, the input's row stride and alignment, the bias), so that the new input
     has the old one's specialization; the launch uses the current stream, as ``launch`` does.
 
+    A TMA descriptor of x goes with the new x as its base (the launcher reads the base's address
+    and the descriptor's own shape and strides, which the key fixes).
+
     Pointers go to the launcher as addresses. Handed a tensor, Triton's launcher asks it for its
     address and has the driver check that address (``cuPointerGetAttribute``) on every launch,
     seven times for our fragment-order kernels; handed an int, it takes it as the address. The
@@ -257,11 +267,12 @@ class BoundLaunch:
     them, so while one is set ``ready`` says no.
     """
 
-    __slots__ = ("fn", "kernel", "grid", "device", "_args", "_kept", "_x_at", "_out_at", "_current_device",
-                 "_current_stream")
+    __slots__ = ("fn", "kernel", "grid", "device", "_args", "_kept", "_x_at", "_out_at", "_desc_at",
+                 "_current_device", "_current_stream")
 
-    def __init__(self, plan: _Plan, grid: tuple, args: list, x_at: tuple, out_at: tuple):
+    def __init__(self, plan: _Plan, grid: tuple, args: list, x_at: tuple, out_at: tuple, desc_at: tuple = ()):
         self.fn, self.kernel, self.grid, self._x_at, self._out_at = plan.fn, plan.kernel, grid, x_at, out_at
+        self._desc_at = desc_at  # TMA descriptors of x: made again around each call's x
         per_call = set(x_at) | set(out_at)
         self._kept = tuple(a for i, a in enumerate(args) if i not in per_call and isinstance(a, torch.Tensor))
         self._args = [None if i in per_call else _address(a) for i, a in enumerate(args)]
@@ -288,6 +299,8 @@ class BoundLaunch:
             args[i] = x_address
         for i in self._out_at:
             args[i] = out_address
+        for i in self._desc_at:
+            args[i] = replace(args[i], base=x)
         _run(self.kernel, self.grid, self._current_stream(self.device), args)
 
 
@@ -303,7 +316,8 @@ def bind(plan: _Plan | None, grid: tuple, args: tuple, x: torch.Tensor, out: tor
         return None
     x_at = tuple(i for i, a in enumerate(args) if a is x)
     out_at = tuple(i for i, a in enumerate(args) if a is out)
+    desc_at = tuple(i for i, a in enumerate(args) if isinstance(a, TensorDescriptor) and a.base is x)
     if not x_at or not out_at:
         return None
     grid = grid if isinstance(grid, ClusterGrid) else tuple(grid)
-    return BoundLaunch(plan, grid, [*args, *plan.tail], x_at, out_at)
+    return BoundLaunch(plan, grid, [*args, *plan.tail], x_at, out_at, desc_at)

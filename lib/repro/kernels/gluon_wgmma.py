@@ -60,10 +60,12 @@ from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.ampere import async_copy
 from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, warpgroup_mma, warpgroup_mma_wait
+from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from . import fast_launch
 from .fragments import Sparse24Fragments, WgmmaConfig
 from .gluon_cluster import _meet_in_cluster
+from .gluon_pair import BOX_COLUMNS, _barriers_at, _pair_loop, cluster_arrive, cluster_wait
 from .gluon_sp24 import _meet_splits, _store_output, fragment_kernel_args
 from .gluon_wgmma_operands import (
     _copy_step,
@@ -281,13 +283,7 @@ def _wgmma_kernel(
     else:
         row_tile = gl.program_id(0)
         split = gl.program_id(2)
-    if SPLIT_K == 1:
-        first = 0
-        end = KB
-    else:  # runs of whole steps
-        per_split = gl.cdiv(gl.cdiv(KB, SPLIT_K), U) * U
-        first = split * per_split
-        end = gl.minimum(first + per_split, KB)
+    first, end = _split_run(split, KB, SPLIT_K, U)
     if SPARSE:  # wgmma.sp on the compressed words, every operand through a ring
         rings = _sparse_rings(STAGES, G, W, T, U, DTYPE, X_STEPS)
         streams = _sparse_streams(x_ptr, v_ptr, e_ptr, M, K, NT, KB, stride_xm, row_tile, first, end, G, W, T, U)
@@ -320,6 +316,45 @@ def _wgmma_kernel(
                          HAS_BIAS, SPLIT_K, 4 * G)
     else:
         _store_or_meet(acc, ws_ptr, flag_ptr, y_ptr, bias_ptr, M, N, stride_ym, HAS_BIAS, SPLIT_K, G, ROWS, T)
+
+
+@gluon.jit
+def _split_run(split, KB, SPLIT_K: gl.constexpr, U: gl.constexpr):
+    """The k-blocks ``[first, end)`` of K split ``split``: runs of whole steps."""
+    if SPLIT_K == 1:
+        first = 0
+        end = KB
+    else:
+        per_split = gl.cdiv(gl.cdiv(KB, SPLIT_K), U) * U
+        first = split * per_split
+        end = gl.minimum(first + per_split, KB)
+    return first, end
+
+
+@gluon.jit(do_not_specialize=["M"])
+def _wgmma_pair_kernel(
+    x_desc,  # TMA tensor map of x [M, K], boxes of [T / 2, 64]: read only by inline assembly (gluon_pair.py)
+    x_ptr, v_ptr, e_ptr, bias_ptr, y_ptr, ws_ptr, flag_ptr, M, N, K, NT, KB, stride_xm, stride_ym,  # as _wgmma_kernel's
+    HAS_BIAS: gl.constexpr, G: gl.constexpr, W: gl.constexpr, T: gl.constexpr, U: gl.constexpr,
+    SPLIT_K: gl.constexpr, STAGES: gl.constexpr,
+):
+    """The sparse form with x shared by the two row tiles of a cluster pair (``WgmmaConfig.pair``,
+    ``gluon_pair.py``); the same arguments as ``_wgmma_kernel`` after the descriptor."""
+    DTYPE: gl.constexpr = x_ptr.dtype.element_ty
+    ROWS: gl.constexpr = 64 * G * W
+    first, end = _split_run(gl.program_id(2), KB, SPLIT_K, U)
+    rings = _sparse_rings(STAGES, G, W, T, U, DTYPE, 0)
+    streams = _sparse_streams(x_ptr, v_ptr, e_ptr, M, K, NT, KB, stride_xm, gl.program_id(0), first, end, G, W, T, U)
+    X_AT: gl.constexpr = _ring_offset(0, G, W, T, U, STAGES, 0)
+    BAR_AT: gl.constexpr = _barriers_at(G, W, T, U, STAGES)
+    bars = gl.allocate_shared_memory(gl.int64, [2 * STAGES], gl.SwizzledSharedLayout(1, 1, 1, [0]))
+    acc = gl.zeros([ROWS, T], gl.float32, _mma_layout(G, T))
+    acc = _pair_loop(acc, rings, streams, first, end - first, K, X_AT, BAR_AT, DTYPE == gl.bfloat16)
+    bars._keep_alive()
+    async_copy.wait_group(0)  # the word copies issued past the end (masked: zeros) land before the program ends
+    cluster_arrive(4 * G)  # this program has taken every copy its partner multicast into it
+    _store_or_meet(acc, ws_ptr, flag_ptr, y_ptr, bias_ptr, M, N, stride_ym, HAS_BIAS, SPLIT_K, G, ROWS, T)
+    cluster_wait(4 * G)  # and its partner every copy this program multicast: now it may end
 
 
 @gluon.jit
@@ -399,6 +434,8 @@ def wgmma_call(x2d: torch.Tensor, w: Sparse24Fragments, bias: torch.Tensor | Non
             f"a weight packed in {w.meta_order!r}; repack it with to_fragments(..., meta_order={SPARSE_META_ORDER!r})"
         )
     grid = cfg.grid(w.shape[0], x2d.shape[0])
+    if cfg.pair:
+        return _pair_call(x2d, w, bias, out, cfg, grid)
     if cfg.cluster:  # a tile's splits side by side along x, one cluster; no workspace
         grid = fast_launch.ClusterGrid((grid[0] * grid[2], grid[1], 1), cfg.split_k)
     args = fragment_kernel_args(x2d, w, bias, out, grid, 1 if cfg.cluster else cfg.split_k, cfg.rows * cfg.T)
@@ -418,3 +455,14 @@ def wgmma_call(x2d: torch.Tensor, w: Sparse24Fragments, bias: torch.Tensor | Non
         num_warps=cfg.num_warps,
     )
     return _wgmma_kernel, grid, args, options
+
+
+def _pair_call(x2d, w, bias, out, cfg: WgmmaConfig, grid: tuple) -> tuple[object, tuple, tuple, dict]:
+    """``wgmma_call`` for ``cfg.pair``: row tiles two by two as clusters, x's TMA descriptor first."""
+    grid = fast_launch.ClusterGrid(grid, 2)
+    layout = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16, rank=2)
+    x_desc = TensorDescriptor.from_tensor(x2d, [cfg.T // 2, BOX_COLUMNS], layout)
+    args = (x_desc, *fragment_kernel_args(x2d, w, bias, out, grid, cfg.split_k, cfg.rows * cfg.T))
+    options = dict(HAS_BIAS=bias is not None, G=cfg.G, W=cfg.W, T=cfg.T, U=cfg.U, SPLIT_K=cfg.split_k,
+                   STAGES=cfg.stages, num_warps=cfg.num_warps)
+    return _wgmma_pair_kernel, grid, args, options
