@@ -159,14 +159,16 @@ _CHAINED = {
 # g1t32u2a2k2, g1t32u4c5k2, g1t32u2c6x16k4; at 64 g1t64u2a2, g1t64u2c4x16k4, g1t64u2c4, g1t64u2c6x8k8;
 # at 128 g2t128u2a2, g1t64u2c4x16k4, g2t64u2c4x16k4, g1t128u2c4k2, g2t64u2a2k2).
 # Session 21: x shared by the two row tiles of a cluster pair through TMA multicast (label suffix m;
-# gluon_pair.py), twins of the fastest workspace tilings at 32-128 tokens in h100-2026-11-28c, where
-# x crosses the L2 once per row tile: 64 times on 4096x4096 with 64-row tiles.
+# gluon_pair.py), twins of the fastest workspace tilings at 16-128 tokens in h100-2026-11-28c, where
+# x crosses the L2 once per row tile: 64 times on 4096x4096 with 64-row tiles (at 16 tokens 8 MB
+# against the weight's 18.9, at 128 tokens 67 MB).
 _WGMMA = {
     1: ("g2t16u2c6sk4", "g2t16u1c8sk4", "g2t16u2c4x16sk4", "g2w2t32u2c6sk8", "g1t8u4k4", "g1t8u4c4k2", "g1t8u4c4k4",
         "g1t8u2c6k4", "g2t8u4c4k2", "g1t8u4c6k2", "g1t8u4c4x16k2", "g1t8u4c6x8k4"),
     16: ("g2t16u2c6sk4", "g2t16u1c8sk4", "g2t16u2c4x16sk4", "g2w2t32u2c6sk8", "g2w2t32u2c4x16sk8", "g1t16u2c6sk4",
          "g1t16u1c6sk4", "g1t16u2c4sk2", "g1t16u2c8sk4", "g1t16u2c6sk8", "g1t16u4k4", "g1t16u4c4k2", "g1t16u4c4k4",
-         "g1t16u2c6k4", "g1t16u4c5k2", "g1t16u2c6sk4q", "g1t16u2c8sk4q", "g2t16u2c6sk4q"),
+         "g1t16u2c6k4", "g1t16u4c5k2", "g1t16u2c6sk4q", "g1t16u2c8sk4q", "g2t16u2c6sk4q", "g1t16u2c6sk4m",
+         "g1t16u2c8sk4m"),
     32: ("g2w2t32u2c6sk8", "g2t32u2c6sk4", "g2t32u4c4sk4", "g2t32u2c6x16sk4", "g2w2t32u2c4x16sk8", "g1t32u2c6sk4",
          "g1t32u4c4sk2", "g1t32u2c5sk2", "g1t32u2c8sk4", "g1t32u2c6sk2", "g1t32u4k4", "g1t32u4c4k2", "g1t32u2c5k2",
          "g1t32u2c6k4", "g1t32u4c4x8k4", "g1t32u2c6sk4q", "g1t32u2c8sk4q", "g2t32u2c6sk4q", "g1t32u4c4sk2m",
