@@ -44,7 +44,7 @@ ALIGNED = ("x_ptr", "v_ptr", "e_ptr", "bias_ptr", "y_ptr", "ws_ptr", "flag_ptr",
 
 
 def _compile_gluon(kernel, constants: dict, num_warps: int, arch: int, dtype: str, x_box: tuple | None = None):
-    """Compile a fragment-order kernel (all take the same runtime arguments, the pair form a TMA
+    """Compile a fragment-order kernel (all take the same runtime arguments, the shared-x form a TMA
     descriptor of x, boxes ``x_box``, before them) with the launcher's specialization for the LLaMA shapes."""
     scalars = ("M", "N", "K", "NT", "KB", "stride_xm", "stride_ym")
     signature = {}
@@ -69,10 +69,11 @@ def compile_config(cfg, arch: int, dtype: str, bias: bool):
 
 
 def compile_wgmma(cfg, arch: int, dtype: str, bias: bool, meta_rows: bool = False):
-    if cfg.pair:  # its own kernel: x's TMA descriptor first, fewer constants
-        constants = dict(HAS_BIAS=bias, G=cfg.G, W=cfg.W, T=cfg.T, U=cfg.U, SPLIT_K=cfg.split_k, STAGES=cfg.stages)
-        return _compile_gluon(gluon_wgmma._wgmma_pair_kernel, constants, cfg.num_warps, arch, dtype,
-                              (cfg.T // 2, gluon_wgmma.BOX_COLUMNS))
+    if cfg.share > 1:  # its own kernel: x's TMA descriptor first, fewer constants
+        constants = dict(HAS_BIAS=bias, G=cfg.G, W=cfg.W, T=cfg.T, U=cfg.U, SPLIT_K=cfg.split_k, STAGES=cfg.stages,
+                         SHARE=cfg.share)
+        return _compile_gluon(gluon_wgmma._wgmma_shared_x_kernel, constants, cfg.num_warps, arch, dtype,
+                              (cfg.T // cfg.share, gluon_wgmma.BOX_COLUMNS))
     constants = dict(HAS_BIAS=bias, G=cfg.G, W=cfg.W, T=cfg.T, U=cfg.U, SPLIT_K=cfg.split_k, AHEAD=cfg.ahead)
     constants["STAGES"] = cfg.stages
     constants["X_STEPS"] = cfg.x_steps
@@ -97,9 +98,9 @@ def inspect_wgmma(cfg, arch: int = 90, dtype: str = "fp16", bias: bool = False) 
     start = ptx.find("Inner Loop Header")
     body = ptx[start : ptx.find("wgmma.wait_group.sync.aligned 0", start)]  # the loop, up to the last wait
     err = ptxas_stderr(ptx, arch)
-    # per iteration (two steps); the pair form's barrier waits are loops of their own in the machine
+    # per iteration (two steps); the shared-x form's barrier waits are loops of their own in the machine
     # code, and its loop loads nothing from global memory into registers (global_loads says so)
-    trips = 0.0 if cfg.pair else round_trips(main_loop(disassemble(kernel.asm["cubin"])))
+    trips = 0.0 if cfg.share > 1 else round_trips(main_loop(disassemble(kernel.asm["cubin"])))
     # a warp's weight bytes (576 per k-block) per round trip its loop waits for
     steps = in_flight(2, trips, cfg.stages - 1 if cfg.stages else None)
     return dict(

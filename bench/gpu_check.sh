@@ -5,7 +5,7 @@
 # returns at most 8 files (bench/device_out.sh). The archive holds gpu-check.log (all this script
 # printed), spmma-probe.txt, spmma-map.json (where each fragment slot landed), the same for the
 # sparse wgmma form (wgmma-sparse-probe.txt, wgmma-sparse-map.json), fence-probe.txt, cluster-probe.txt,
-# fast-launch.log, cluster-tests.log, pair-tests.log, pytest.log, sparse24.{json,md,log}, dispatch_<arch>.json, nvidia-smi.txt,
+# fast-launch.log, cluster-tests.log, shared-x-tests.log, pytest.log, sparse24.{json,md,log}, dispatch_<arch>.json, nvidia-smi.txt,
 # ncu*.txt (a profile, or why none) and ablation.{json,log} (the sparse form's ablation, when the
 # budget leaves time for it).
 # Extra arguments go to bench/sparse24.py. BUDGET (s, default 540) bounds the whole script, so
@@ -73,7 +73,7 @@ run_checks() {
   # first, in their own process and time limit (a fault poisons the context, a barrier that never
   # completes would hang); where they fail, the benchmark leaves those tilings out
   isolated_gpu_tests cluster cluster REPRO_WGMMA_CLUSTER  # a tile's K splits as one cluster (gluon_cluster.py)
-  isolated_gpu_tests pair shared_x REPRO_WGMMA_PAIR  # x shared by a pair through TMA multicast (gluon_pair.py)
+  isolated_gpu_tests shared-x shared_x REPRO_WGMMA_SHARED_X  # x shared by row tiles, TMA multicast (gluon_shared_x.py)
   workers=$(python3 -c "import xdist" 2>/dev/null && echo "-n 8" || echo "")
   # the PTX-emulator tests are the CPU stand-ins for the GPU kernel tests and this benchmark, and the
   # codegen tests compile offline (the cluster probe's tests do both; the probe itself ran above):

@@ -158,8 +158,9 @@ _CHAINED = {
 # the H100 (h100-2026-11-28) left to make room (at 16 g1t16u4c4x16k2, g1t16u4c6x8k4; at 32
 # g1t32u2a2k2, g1t32u4c5k2, g1t32u2c6x16k4; at 64 g1t64u2a2, g1t64u2c4x16k4, g1t64u2c4, g1t64u2c6x8k8;
 # at 128 g2t128u2a2, g1t64u2c4x16k4, g2t64u2c4x16k4, g1t128u2c4k2, g2t64u2a2k2).
-# Session 21: x shared by the two row tiles of a cluster pair through TMA multicast (label suffix m;
-# gluon_pair.py), twins of the fastest workspace tilings at 16-128 tokens in h100-2026-11-28c, where
+# Session 21: x shared by the row tiles of a cluster through TMA multicast (label suffix m2 for pairs,
+# m4 for four; gluon_shared_x.py), twins of the fastest workspace tilings at 16-128 tokens in
+# h100-2026-11-28c (four only at 64-128: clusters of four large programs ran slower in v20), where
 # x crosses the L2 once per row tile: 64 times on 4096x4096 with 64-row tiles (at 16 tokens 8 MB
 # against the weight's 18.9, at 128 tokens 67 MB). To make room, tilings 1.4-1.9x slower than the
 # fastest at their token count on every shape in both h100-2026-11-28c and the H200's run -f left (at
@@ -170,22 +171,22 @@ _WGMMA = {
         "g1t8u2c6k4", "g2t8u4c4k2", "g1t8u4c6k2", "g1t8u4c4x16k2", "g1t8u4c6x8k4"),
     16: ("g2t16u2c6sk4", "g2t16u1c8sk4", "g2t16u2c4x16sk4", "g2w2t32u2c6sk8", "g2w2t32u2c4x16sk8", "g1t16u2c6sk4",
          "g1t16u1c6sk4", "g1t16u2c4sk2", "g1t16u2c8sk4", "g1t16u2c6sk8", "g1t16u4k4", "g1t16u4c4k2", "g1t16u4c4k4",
-         "g1t16u2c6k4", "g1t16u4c5k2", "g1t16u2c6sk4q", "g1t16u2c8sk4q", "g2t16u2c6sk4q", "g1t16u2c6sk4m",
-         "g1t16u2c8sk4m"),
+         "g1t16u2c6k4", "g1t16u4c5k2", "g1t16u2c6sk4q", "g1t16u2c8sk4q", "g2t16u2c6sk4q", "g1t16u2c6sk4m2",
+         "g1t16u2c8sk4m2"),
     32: ("g2w2t32u2c6sk8", "g2t32u2c6sk4", "g2t32u4c4sk4", "g2t32u2c6x16sk4", "g2w2t32u2c4x16sk8", "g1t32u2c6sk4",
          "g1t32u4c4sk2", "g1t32u2c5sk2", "g1t32u2c8sk4", "g1t32u2c6sk2", "g1t32u4k4", "g1t32u4c4k2", "g1t32u2c5k2",
-         "g1t32u2c6k4", "g1t32u4c4x8k4", "g1t32u2c6sk4q", "g1t32u2c8sk4q", "g2t32u2c6sk4q", "g1t32u4c4sk2m",
-         "g1t32u2c6sk4m"),
+         "g1t32u2c6k4", "g1t32u4c4x8k4", "g1t32u2c6sk4q", "g1t32u2c8sk4q", "g2t32u2c6sk4q", "g1t32u4c4sk2m2",
+         "g1t32u2c6sk4m2"),
     64: ("g2w2t64u2c6sk8", "g1w2t64u2c6sk4", "g2t64u2c6sk4", "g2t64u2c4sk4", "g1t64u2c6s", "g1t64u2c6sk2",
          "g2t64u2c4sk2", "g1t64u2c8sk4", "g1t64u4c4sk2", "g2t64u2c6x16sk4", "g2w2t64u2c4x8sk8", "g1t64u2c8s",
-         "g1t64u2c8sk2", "g1t64u4c6sk2", "g1t64u2c4k2", "g1t64u4c4k2", "g2t64u2c4x16k4",
-         "g1t64u4c6sk2q", "g1t64u2c6sk2q", "g2t64u2c6sk4q", "g2w2t64u2c6sk8q", "g1t64u2c6sm", "g1t64u2c8sm",
-         "g1t64u4c6sk2m", "g1t64u2c6sk2m"),
+         "g1t64u2c8sk2", "g1t64u4c6sk2", "g1t64u2c4k2", "g1t64u4c4k2", "g2t64u2c4x16k4", "g1t64u4c6sk2q",
+         "g1t64u2c6sk2q", "g2t64u2c6sk4q", "g2w2t64u2c6sk8q", "g1t64u2c6sm2", "g1t64u2c8sm2", "g1t64u4c6sk2m2",
+         "g1t64u2c6sk2m2", "g1t64u2c6sm4", "g1t64u4c6sk2m4"),
     128: ("g2w2t128u2c4sk8", "g2w2t128u2c4sk4", "g2t128u2c6sk2", "g2t128u2c6s", "g2t128u2c4s", "g1t128u2c6sk2",
           "g2t64u2c6sk2", "g1t128u4c4sk2", "g2t128u2c4sk4", "g2t128u2c4x8sk4", "g2t128u2c8s", "g1t128u2c8sk2",
           "g2t128u2c8sk4", "g2t128u2c6sk4", "g2t64u2c8sk2", "g1t128u2c6sk2q", "g2t64u2c6sk2q", "g2t128u2c6sk4q",
-          "g2t128u2c8sk4q", "g1t128u2c4sk4q", "g2w2t128u2c4sk4q", "g1t128u2c6sk2m", "g1t128u2c8sk2m", "g2t64u2c6sk2m",
-          "g2t128u2c6sm", "g1t64u2c6sm", "g2t128u2c6sk2m"),
+          "g2t128u2c8sk4q", "g1t128u2c4sk4q", "g2w2t128u2c4sk4q", "g1t128u2c6sk2m2", "g1t128u2c8sk2m2",
+          "g2t64u2c6sk2m2", "g2t128u2c6sm2", "g1t64u2c6sm2", "g2t128u2c6sk2m2", "g1t128u2c6sk2m4", "g2t64u2c6sk2m4"),
     512: ("g2w2t128u2c4s", "g2w2t128u2c4sk2", "g2t128u2c4s", "g2t128u4c4s", "g2t128u2c4"),
 }
 
@@ -203,8 +204,8 @@ def wgmma_configs(m: int):
         configs = [cfg for cfg in configs if not cfg.sparse]
     if os.environ.get("REPRO_WGMMA_CLUSTER", "1") == "0":  # gpu_check.sh: the cluster meet failed its GPU test
         configs = [cfg for cfg in configs if not cfg.cluster]
-    if os.environ.get("REPRO_WGMMA_PAIR", "1") == "0":  # gpu_check.sh: x shared by a pair failed its GPU test
-        configs = [cfg for cfg in configs if not cfg.pair]
+    if os.environ.get("REPRO_WGMMA_SHARED_X", "1") == "0":  # gpu_check.sh: x shared by a pair failed its GPU test
+        configs = [cfg for cfg in configs if cfg.share == 1]
     return configs
 
 

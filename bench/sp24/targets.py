@@ -248,8 +248,8 @@ def summary_markdown(recs: list[dict], source: str) -> str:
         "`wgmma` `g<G>[w<W>]t<T>u<U>[a<n>][c<n>][x<n>][s][k<n>][q][m]`, G warpgroups, W MMA tiles per "
         "warpgroup, T tokens, U k-blocks per step, `a<n>` loads n steps ahead, `c<n>` a cp.async ring of n "
         "stages, the weight words (and from run 2026-11-27e x too), `x<n>` x resident n steps at a time, `s` the "
-        "sparse form (`wgmma.sp`), `k<n>` K splits, `q` the splits meeting in a cluster, `m` x shared by a pair "
-        "of row tiles (see `WgmmaConfig`):",
+        "sparse form (`wgmma.sp`), `k<n>` K splits, `q` the splits meeting in a cluster, `m<n>` x shared by n "
+        "row tiles (see `WgmmaConfig`):",
         chosen_markdown(recs),
         f"Rates of the dispatcher: effective bandwidth counts the 2:4 format's bytes (56.25% of dense) "
         f"plus activations, whatever method ran (measured copy bandwidth: {info['copy_gbps']:.0f} GB/s); "

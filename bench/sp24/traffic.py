@@ -6,8 +6,8 @@ byte it reads comes through the L2, and much of it more than once:
 - **weight**: the 2:4 words (1.125 bytes per weight, metadata included), read once per token
   group;
 - **x**: all ``M`` tokens of K, read again by *every* row tile (``N / rows`` times: only one of
-  those reads comes from DRAM, the rest hit the L2), or with ``pair`` by every pair of row tiles
-  (one TMA multicast feeds both, ``gluon_pair.py``);
+  those reads comes from DRAM, the rest hit the L2), or with ``share`` once per that many row tiles
+  (one TMA multicast feeds them all, ``gluon_shared_x.py``);
 - **workspace**: with split-K, every program stores an fp32 partial tile and the split that
   arrives last reads all of its tile's partials back (``_meet_splits``), so each partial crosses
   twice; **tail** is what that last split reads before it can store, which no other program
@@ -63,7 +63,7 @@ def wgmma_traffic(cfg: WgmmaConfig, n: int, k: int, m: int) -> Traffic:
     workspace = 2 * row_tiles * token_groups * splits * partial if through_l2 else 0
     return Traffic(
         weight=token_groups * n * k * WEIGHT_BYTES_PER_ELEMENT,
-        x=row_tiles // (2 if cfg.pair else 1) * m * k * X_BYTES,
+        x=row_tiles // cfg.share * m * k * X_BYTES,
         workspace=workspace,
         output=n * m * X_BYTES,
         tail=splits * partial if through_l2 else 0,
@@ -156,7 +156,7 @@ def rows_markdown(rows: list[dict]) -> str:
 def x_shared_estimate(row: dict, share: int = 2) -> float:
     """The time, in µs, that ``row``'s tiling would take if x were read once per ``share`` row
     tiles and the call moved its bytes at the rate it reached: an extrapolation of the traffic
-    model, not a measurement (the pair form, ``gluon_pair.py``, shares x between two row tiles:
+    model, not a measurement (the shared-x form, ``gluon_shared_x.py``, shares x between row tiles:
     its timed rows say whether the rate held)."""
     t = row["traffic"]
     return (t.total - t.x * (1 - 1 / share)) / row["rate"] * 1e6

@@ -166,19 +166,22 @@ WGMMA_CLUSTER_CASES = [
 ]
 
 
-# x shared by the two row tiles of a cluster pair (TMA multicast): an odd count of row tiles (a last
+# x shared by the row tiles of a cluster (TMA multicast), pairs: an odd count of row tiles (a last
 # program past the weight), tokens past the end, K past a step (a short last step) and past 64
 # columns of it, a ring deeper than the loop, U = 4 (two boxes a step), two warpgroups, two MMA
 # tiles per warpgroup, split-K with uneven and empty runs (apart from the others, as the cluster meet)
-WGMMA_PAIR_CASES = [
-    (13, 70, 200, WgmmaConfig(G=1, T=16, U=2, stages=3, sparse=True, pair=True)),
-    (29, 130, 736, WgmmaConfig(G=1, T=32, U=2, stages=4, sparse=True, pair=True)),
-    (16, 128, 128, WgmmaConfig(G=1, T=16, U=2, stages=8, sparse=True, pair=True)),
-    (100, 130, 1000, WgmmaConfig(G=2, T=64, U=4, stages=3, split_k=3, sparse=True, pair=True)),
-    (40, 200, 736, WgmmaConfig(G=1, W=2, T=32, U=2, stages=4, sparse=True, pair=True)),
-    (3, 64, 200, WgmmaConfig(G=1, T=16, U=2, stages=6, split_k=8, sparse=True, pair=True)),
+WGMMA_SHARED_X_CASES = [
+    (13, 70, 200, WgmmaConfig(G=1, T=16, U=2, stages=3, sparse=True, share=2)),
+    (29, 130, 736, WgmmaConfig(G=1, T=32, U=2, stages=4, sparse=True, share=2)),
+    (16, 128, 128, WgmmaConfig(G=1, T=16, U=2, stages=8, sparse=True, share=2)),
+    (100, 130, 1000, WgmmaConfig(G=2, T=64, U=4, stages=3, split_k=3, sparse=True, share=2)),
+    (40, 200, 736, WgmmaConfig(G=1, W=2, T=32, U=2, stages=4, sparse=True, share=2)),
+    (3, 64, 200, WgmmaConfig(G=1, T=16, U=2, stages=6, split_k=8, sparse=True, share=2)),
     # two warpgroups read each slot, and each releases it for itself: the refill waits for both
-    (40, 256, 1024, WgmmaConfig(G=2, T=32, U=2, stages=3, sparse=True, pair=True)),
+    (40, 256, 1024, WgmmaConfig(G=2, T=32, U=2, stages=3, sparse=True, share=2)),
+    # clusters of four: three programs past the weight, then two warpgroups with split-K and U = 4
+    (40, 320, 1024, WgmmaConfig(G=1, T=32, U=2, stages=3, sparse=True, share=4)),
+    (100, 256, 1000, WgmmaConfig(G=2, T=64, U=4, stages=3, split_k=2, sparse=True, share=4)),
 ]
 
 

@@ -109,7 +109,7 @@ def gluon_kernels():
     """The Gluon kernels as their emulated PTX (they record what they compiled and launched)."""
     return dict(spmma=EmulatedKernel(gluon_sp24._spmma_kernel, mma=mma_sp_warps),
                 wgmma=EmulatedKernel(gluon_wgmma._wgmma_kernel, mma=mma_sp_warps),
-                wgmma_pair=EmulatedKernel(gluon_wgmma._wgmma_pair_kernel, mma=mma_sp_warps))
+                wgmma_shared_x=EmulatedKernel(gluon_wgmma._wgmma_shared_x_kernel, mma=mma_sp_warps))
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +120,7 @@ def run(tmp_path_factory, gluon_kernels):
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(gluon_sp24, "_spmma_kernel", gluon_kernels["spmma"])
         mp.setattr(gluon_wgmma, "_wgmma_kernel", gluon_kernels["wgmma"])
-        mp.setattr(gluon_wgmma, "_wgmma_pair_kernel", gluon_kernels["wgmma_pair"])
+        mp.setattr(gluon_wgmma, "_wgmma_shared_x_kernel", gluon_kernels["wgmma_shared_x"])
         spied = timer.spy(triton_sp24.launch)
         mp.setattr(triton_sp24, "launch", spied)
         mp.setattr(dispatch, "arch_name", lambda device: INFO["arch"])  # the dispatcher asks the GPU
@@ -136,7 +136,7 @@ def run(tmp_path_factory, gluon_kernels):
     return out, json.loads((out / "sparse24.json").read_text()), lines, report
 
 
-@pytest.mark.parametrize("name", ["spmma", "wgmma", "wgmma_pair"])
+@pytest.mark.parametrize("name", ["spmma", "wgmma", "wgmma_shared_x"])
 def test_precompile_compiles_every_gluon_configuration_the_run_launches(run, gluon_kernels, name):
     """On the GPU the precompile runs the compiles in 16 threads; a configuration it misses is
     compiled in the middle of the sweep, one at a time, on the device's clock (split-K counts

@@ -31,8 +31,8 @@ SITES = {
     "spmma M=1": ("spmma", SpmmaConfig(R=1, S=2, U=2, T=1), 1, False, "fragments"),
     "spmma split-K M=16 bias, planar": ("spmma", SpmmaConfig.from_label("r1w2s2u2t2pxk2"), 16, True, "planar"),
     "wgmma M=16": ("wgmma", WgmmaConfig.from_label("g1t16u2c4k2"), 16, False, "fragments"),
-    # x shared by a cluster pair: a TMA descriptor of x made again around each call's x
-    "wgmma pair M=16 bias": ("wgmma", WgmmaConfig.from_label("g1t16u2c4sm"), 16, True, "fragments"),
+    # x shared by a cluster's row tiles: a TMA descriptor of x made again around each call's x
+    "wgmma shared x M=16 bias": ("wgmma", WgmmaConfig.from_label("g1t16u2c4sm2"), 16, True, "fragments"),
     "fma M=1 bias": ("fma", KernelConfig(BM=1, BN=16, BP=16, num_warps=1, num_stages=2), 1, True, "planar"),
     "mma split-K M=4 bias": ("mma", KernelConfig(BM=16, BN=16, BP=16, num_warps=1, num_stages=2, split_k=2), 4,
                              True, "planar"),
@@ -45,7 +45,7 @@ class Layer:
 
     def __init__(self, launches, monkeypatch, site):
         method, cfg, self.m, with_bias, layout = SITES[site]
-        self.in_clusters = getattr(cfg, "pair", False) or getattr(cfg, "cluster", False)
+        self.in_clusters = getattr(cfg, "share", 1) > 1 or getattr(cfg, "cluster", False)
         self.choice = dispatch.Choice(method, cfg)
         weight = compress_24(random_24(N, K, device="cpu"))
         self.w = weight.fragments() if layout == "fragments" else weight

@@ -130,7 +130,7 @@ def test_fragment_tensors_the_kernels_cannot_index_are_rejected():
 
 @pytest.mark.parametrize(
     "label", ["g1t64u2", "g2t8u4a2k4", "g1t128u1a3k16", "g2t128u2c5k2", "g1t64u2c4x16k4", "g1t64u2c6s", "g2t128u2c4sk2",
-              "g2w2t64u2c6sk8", "g1t128u2c6sk2q", "g1t128u2c6sk2m", "g2w2t64u4c4sm"]
+              "g2w2t64u2c6sk8", "g1t128u2c6sk2q", "g1t128u2c6sk2m2", "g2w2t64u4c4sm2", "g1t64u2c6sk2m4"]
 )
 def test_wgmma_labels_round_trip(label):
     cfg = WgmmaConfig.from_label(label)
@@ -157,10 +157,12 @@ def test_wgmma_labels_round_trip(label):
         (dict(W=2, stages=4), "W must be 1, or 2 MMA tiles per warpgroup in the sparse form"),
         (dict(W=3, stages=4, sparse=True), "W must be 1, or 2"),
         (dict(G=2, W=2, T=16, U=1, stages=4, sparse=True), "at least 8GW"),
-        (dict(T=64, U=2, stages=4, pair=True), "pair with sparse=False"),
-        (dict(T=16, U=1, stages=4, sparse=True, pair=True), "U 2 or 4"),
-        (dict(T=32, U=2, stages=4, x_steps=8, sparse=True, pair=True), "x streamed"),
-        (dict(T=32, U=2, stages=4, split_k=2, sparse=True, cluster=True, pair=True), "cluster off"),
+        (dict(T=64, U=2, stages=4, share=2), "share=2 with sparse=False"),
+        (dict(T=64, U=2, stages=4, sparse=True, share=3), "share must be 1 \\(off\\), or 2 or 4"),
+        (dict(T=16, U=2, stages=4, sparse=True, share=4), "T >= 8 \\* share"),
+        (dict(T=16, U=1, stages=4, sparse=True, share=2), "U 2 or 4"),
+        (dict(T=32, U=2, stages=4, x_steps=8, sparse=True, share=2), "x streamed"),
+        (dict(T=32, U=2, stages=4, split_k=2, sparse=True, cluster=True, share=2), "cluster off"),
     ],
 )
 def test_bad_wgmma_configurations_name_the_field_and_what_is_allowed(fields, message):
@@ -170,12 +172,13 @@ def test_bad_wgmma_configurations_name_the_field_and_what_is_allowed(fields, mes
         WgmmaConfig.from_label("r1s4u4t1")
 
 
-def test_a_pair_of_row_tiles_is_launched_whole():
-    """x shared by two row tiles: an odd count of row tiles gets a last program past the weight
-    (its rows masked), so that every program has its partner."""
-    cfg = WgmmaConfig(G=1, T=32, U=2, stages=4, split_k=2, sparse=True, pair=True)
+def test_row_tiles_sharing_x_are_launched_whole_clusters():
+    """x shared by ``share`` row tiles: the row tiles are rounded up to a multiple of it, the last
+    programs past the weight (their rows masked), so that every program has its partners."""
+    cfg = WgmmaConfig(G=1, T=32, U=2, stages=4, split_k=2, sparse=True, share=2)
     assert cfg.grid(3 * 64, 40) == (4, 2, 2) and cfg.grid(4 * 64, 40) == (4, 2, 2)
-    assert replace(cfg, pair=False).grid(3 * 64, 40) == (3, 2, 2)
+    assert replace(cfg, share=4).grid(5 * 64, 40) == (8, 2, 2) and replace(cfg, share=4).grid(8 * 64, 40) == (8, 2, 2)
+    assert replace(cfg, share=1).grid(3 * 64, 40) == (3, 2, 2)
 
 
 def test_footprint_matches_the_planar_format():

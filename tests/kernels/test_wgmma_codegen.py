@@ -12,7 +12,7 @@ import pytest
 from sp24_helpers import offline_compile_report
 
 from repro.kernels.fragments import WgmmaConfig
-from repro.kernels.gluon_pair import _barriers_at
+from repro.kernels.gluon_shared_x import _barriers_at
 
 pytest.importorskip("triton.experimental.gluon")
 
@@ -114,19 +114,22 @@ def test_sparse_form_with_x_resident_fences_nothing_per_step():
     assert not resident["serialized"] and resident["spills"] == 0
 
 
-@pytest.mark.parametrize("label, dtype, bias", [("g1t64u2c6sm", "fp16", False), ("g1t128u4c4sk2m", "bf16", True)])
-def test_pair_form_loads_x_by_tma_with_no_fence_and_no_barrier_per_step(label, dtype, bias):
-    """x shared by a cluster pair (``gluon_pair.py``): each step's x comes by one TMA multicast per
-    64 columns, issued by the program itself, so the loop neither fences (the TMA and the MMA both
+@pytest.mark.parametrize(
+    "label, dtype, bias",
+    [("g1t64u2c6sm2", "fp16", False), ("g1t128u4c4sk2m2", "bf16", True), ("g2t64u2c4sm4", "fp16", False)],
+)
+def test_shared_x_loads_x_by_tma_with_no_fence_and_no_barrier_per_step(label, dtype, bias):
+    """x shared by the row tiles of a cluster (``gluon_shared_x.py``): each step's x comes by one TMA
+    multicast per 64 columns from each program, so the loop neither fences (the TMA and the MMA both
     work in the async proxy) nor waits at a CTA barrier (the mbarriers say when x has landed and
     when a slot is free), where the streamed twin does both every step; the MMAs stay in flight."""
-    pair, twin = _inspect(label, dtype, bias), _inspect(label[:-1], dtype, bias)
+    shared, twin = _inspect(label, dtype, bias), _inspect(label[:-2], dtype, bias)
     u = int(label.split("u")[1][0])
-    assert pair["tma_loads"] == 2 * u // 2 and twin["tma_loads"] == 0  # per iteration: two steps
-    assert pair["fences"] == pair["barriers"] == pair["global_loads"] == pair["shared_stores"] == 0
-    assert twin["fences"] == 2 == twin["barriers"] and pair["wgmma"] == twin["wgmma"] == 2 * u
-    assert not pair["serialized"] and pair["spills"] == 0 and pair["regs"] <= twin["regs"]
-    # the barriers are the last bytes Triton allocates, where gluon_pair's assembly looks for them
+    assert shared["tma_loads"] == 2 * u // 2 and twin["tma_loads"] == 0  # per iteration: two steps
+    assert shared["fences"] == shared["barriers"] == shared["global_loads"] == shared["shared_stores"] == 0
+    assert twin["fences"] == 2 == twin["barriers"] and shared["wgmma"] == twin["wgmma"] == 2 * u
+    assert not shared["serialized"] and shared["spills"] == 0 and shared["regs"] <= twin["regs"]
+    # the barriers are the last bytes Triton allocates, where gluon_shared_x's assembly looks for them
     # (the emulator refuses any other write to an mbarrier's bytes, so an offset inside a ring fails there)
     cfg = WgmmaConfig.from_label(label)
-    assert pair["shared"] == _barriers_at(cfg.G, cfg.W, cfg.T, cfg.U, cfg.stages) + 16 * cfg.stages
+    assert shared["shared"] == _barriers_at(cfg.G, cfg.W, cfg.T, cfg.U, cfg.stages) + 16 * cfg.stages

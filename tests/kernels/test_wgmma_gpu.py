@@ -12,7 +12,7 @@ from sp24_helpers import (
     DEVICE,
     WGMMA_CASES,
     WGMMA_CLUSTER_CASES,
-    WGMMA_PAIR_CASES,
+    WGMMA_SHARED_X_CASES,
     WGMMA_SPARSE_CASES,
     assert_wgmma_bits_of,
     random_24,
@@ -59,20 +59,21 @@ def test_wgmma_cluster_meet_gives_the_bits_of_the_workspace_meet(m, n, k, cfg, d
 
 # every case in fp16, the first in bf16 too (the emulator runs all of them in both): each case is
 # two compiles, and bench/gpu_check.sh runs these on the device's clock before the benchmark
-PAIR_GPU_CASES = [(*case, torch.float16) for case in WGMMA_PAIR_CASES] + [(*WGMMA_PAIR_CASES[0], torch.bfloat16)]
+SHARED_X_GPU_CASES = [(*case, torch.float16) for case in WGMMA_SHARED_X_CASES]
+SHARED_X_GPU_CASES.append((*WGMMA_SHARED_X_CASES[0], torch.bfloat16))
 
 
-@pytest.mark.parametrize("m, n, k, cfg, dtype", PAIR_GPU_CASES,
-                         ids=[f"{m}x{n}x{k}-{cfg.label()}-{str(d)[6:]}" for m, n, k, cfg, d in PAIR_GPU_CASES])
+@pytest.mark.parametrize("m, n, k, cfg, dtype", SHARED_X_GPU_CASES,
+                         ids=[f"{m}x{n}x{k}-{cfg.label()}-{str(d)[6:]}" for m, n, k, cfg, d in SHARED_X_GPU_CASES])
 def test_wgmma_shared_x_gives_the_bits_of_the_tiles_apart(m, n, k, cfg, dtype):
-    """x shared by a pair of row tiles through TMA multicast, against the same tiling with each
+    """x shared by row tiles through TMA multicast, against the same tiling with each
     tile loading its own x: the same products in the same order, so the same bits. Run first and
-    alone by bench/gpu_check.sh, which leaves the pair tilings out where this fails."""
-    assert_wgmma_bits_of(m, n, k, cfg, replace(cfg, pair=False), dtype)
+    alone by bench/gpu_check.sh, which leaves the shared-x tilings out where this fails."""
+    assert_wgmma_bits_of(m, n, k, cfg, replace(cfg, share=1), dtype)
 
 
 def test_wgmma_shared_x_gives_the_same_bits_every_launch():
-    _check_split_k_repeats(WgmmaConfig(G=1, T=128, U=2, stages=6, split_k=2, sparse=True, pair=True))
+    _check_split_k_repeats(WgmmaConfig(G=1, T=128, U=2, stages=6, split_k=2, sparse=True, share=2))
 
 
 def test_wgmma_cluster_meet_gives_the_same_bits_every_launch():

@@ -22,7 +22,7 @@ from ptx_launch import EmulatedKernel
 from sp24_helpers import (
     WGMMA_CASES,
     WGMMA_CLUSTER_CASES,
-    WGMMA_PAIR_CASES,
+    WGMMA_SHARED_X_CASES,
     WGMMA_SPARSE_CASES,
     assert_correct_and_conflict_free,
     assert_fragment_map_as_documented,
@@ -43,21 +43,21 @@ import spmma_probe  # noqa: E402
 from sp24.common import MS  # noqa: E402
 from sp24.sweep import wgmma_configs  # noqa: E402
 
-KERNEL, PAIR_KERNEL = gluon_wgmma._wgmma_kernel, gluon_wgmma._wgmma_pair_kernel
+KERNEL, SHARED_X_KERNEL = gluon_wgmma._wgmma_kernel, gluon_wgmma._wgmma_shared_x_kernel
 
 
 @pytest.fixture
 def gpu(monkeypatch):
-    """Swap the kernels for their emulated PTX; returns the main one, or with ``pair`` the pair form's."""
+    """Swap the kernels for their emulated PTX; returns the main one, or with ``shared_x`` the shared-x form's."""
 
     def use(traffic: SharedTraffic | None = None, reverse: bool = False, reading: str = "pairs",
-            pair: bool = False) -> EmulatedKernel:
+            shared_x: bool = False) -> EmulatedKernel:
         mma = partial(mma_sp_warps, meta_reading=reading)
         kernel = EmulatedKernel(KERNEL, mma=mma, traffic=traffic, reverse=reverse)
-        pair_kernel = EmulatedKernel(PAIR_KERNEL, mma=mma, traffic=traffic, reverse=reverse)
+        shared_x_kernel = EmulatedKernel(SHARED_X_KERNEL, mma=mma, traffic=traffic, reverse=reverse)
         monkeypatch.setattr(gluon_wgmma, "_wgmma_kernel", kernel)
-        monkeypatch.setattr(gluon_wgmma, "_wgmma_pair_kernel", pair_kernel)
-        return pair_kernel if pair else kernel
+        monkeypatch.setattr(gluon_wgmma, "_wgmma_shared_x_kernel", shared_x_kernel)
+        return shared_x_kernel if shared_x else kernel
 
     return use
 
@@ -120,16 +120,16 @@ def test_the_cluster_meet_needs_both_its_barriers(gpu, monkeypatch, which, refus
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("m, n, k, cfg", WGMMA_PAIR_CASES, ids=wgmma_case_ids(WGMMA_PAIR_CASES))
-def test_x_shared_by_a_pair_gives_the_bits_of_the_tiles_apart(gpu, m, n, k, cfg, dtype):
-    """The two programs of each pair run together in the emulator, x landing by TMA multicast in
-    both: it refuses a read of x before the barrier phase that brings it has been waited for, a
-    copy into a slot whose earlier bytes a partner has not finished with, and a program that ends
-    while its partner may still take what it sent."""
-    kernel = gpu(pair=True)
-    assert_wgmma_bits_of(m, n, k, cfg, replace(cfg, pair=False), dtype, device="cpu")
+@pytest.mark.parametrize("m, n, k, cfg", WGMMA_SHARED_X_CASES, ids=wgmma_case_ids(WGMMA_SHARED_X_CASES))
+def test_x_shared_by_a_cluster_gives_the_bits_of_the_tiles_apart(gpu, m, n, k, cfg, dtype):
+    """The programs of each cluster run together in the emulator, x landing by TMA multicast in
+    all of them: it refuses a read of x before the barrier phase that brings it has been waited
+    for, a copy into a slot whose earlier bytes a partner has not finished with, and a program
+    that ends while a partner may still take what it sent."""
+    kernel = gpu(shared_x=True)
+    assert_wgmma_bits_of(m, n, k, cfg, replace(cfg, share=1), dtype, device="cpu")
     launch = kernel.launches[-1]
-    assert launch["grid"].cluster == 2 and ".multicast::cluster" in launch["ptx"]
+    assert launch["grid"].cluster == cfg.share and ".multicast::cluster" in launch["ptx"]
 
 
 _EMPTY_WAIT = "mbarrier.arrive.release.cluster.shared::cluster.b64 _, [%r_peer]"
@@ -155,11 +155,11 @@ def _drop_slot_waits(ptx: str) -> str:
         ("no release", "cluster deadlock"),
     ],
 )
-def test_x_shared_by_a_pair_needs_its_barriers(gpu, monkeypatch, mutation, refusal):
+def test_x_shared_by_a_cluster_needs_its_barriers(gpu, monkeypatch, mutation, refusal):
     """Without waiting for the partner's release, a program's multicast overwrites x the partner's
     MMAs may still read; without the last cluster barrier a program may end with its copies into
     the partner in flight; without the releases no slot is ever refilled."""
-    kernel = gpu(pair=True)
+    kernel = gpu(shared_x=True)
     compile_ = kernel.compile
 
     def mutated(*args):
@@ -170,13 +170,12 @@ def test_x_shared_by_a_pair_needs_its_barriers(gpu, monkeypatch, mutation, refus
             at = ptx.rindex("barrier.cluster.wait.acquire.aligned;")
             ptx = ptx[:at] + ptx[at + len("barrier.cluster.wait.acquire.aligned;"):]
         else:
-            ptx = ptx.replace("@%r_lead mbarrier.arrive.release.cluster.shared::cluster.b64 _, [%r_mine];", "")
             ptx = ptx.replace("@%r_lead " + _EMPTY_WAIT + ";", "")
         return ptx, shared
 
     monkeypatch.setattr(kernel, "compile", mutated)
     with pytest.raises(PtxError, match=refusal):
-        run_wgmma_case(64, 128, 2048, WgmmaConfig(G=1, T=64, U=2, stages=3, sparse=True, pair=True), torch.float16,
+        run_wgmma_case(64, 128, 2048, WgmmaConfig(G=1, T=64, U=2, stages=3, sparse=True, share=2), torch.float16,
                        with_bias=False, device="cpu")
 
 

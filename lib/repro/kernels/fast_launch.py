@@ -34,7 +34,7 @@ cluster dimension, and ``program_id(0)`` then counts CTAs (``bench/cluster_probe
 on an H100). Triton's own launch cannot do that, so a cluster launch always goes through the
 compiled kernel's launcher, whatever the switch says.
 
-An argument may be a Gluon ``TensorDescriptor`` (the pair form's x, ``gluon_pair.py``): Triton
+An argument may be a Gluon ``TensorDescriptor`` (the shared-x form's x, ``gluon_shared_x.py``): Triton
 compiles for its element type, box and layout, and its launcher encodes the TMA tensor map from
 it on every call, so the key keeps those and a bound launch makes it again around each call's x.
 """

@@ -177,9 +177,9 @@ class WgmmaConfig:
     ahead), ``T`` 16 to 128, at least ``8U`` and at least ``8GW``; with it each warpgroup may run
     ``W`` = 2 MMA tiles of 64 rows on the same x (programs of ``64*G*W`` rows). ``cluster`` (sparse,
     ``split_k`` 2, 4 or 8) runs a tile's K splits as one thread-block cluster whose partial sums
-    meet in the cluster's shared memory, no workspace (``gluon_cluster.py``). ``pair`` (sparse,
-    x streamed, ``U`` 2 or 4, ``T`` >= 16) runs the row tiles two by two as clusters whose programs
-    load x once between them, by TMA multicast (``gluon_pair.py``)."""
+    meet in the cluster's shared memory, no workspace (``gluon_cluster.py``). ``share`` = 2 or 4
+    (sparse, x streamed, ``U`` 2 or 4, ``T`` >= 8 share) runs the row tiles that many at a time as
+    clusters whose programs load x once between them, by TMA multicast (``gluon_shared_x.py``)."""
 
     G: int = 1
     W: int = 1
@@ -191,7 +191,7 @@ class WgmmaConfig:
     x_steps: int = 0
     sparse: bool = False
     cluster: bool = False
-    pair: bool = False
+    share: int = 1
 
     @property
     def num_warps(self) -> int:
@@ -246,8 +246,8 @@ class WgmmaConfig:
             )
         if self.cluster:
             self._check_cluster()
-        if self.pair:
-            self._check_pair()
+        if self.share != 1:
+            self._check_share()
 
     def _check_cluster(self) -> None:
         if not self.sparse or self.split_k not in (2, 4, 8):
@@ -267,14 +267,16 @@ class WgmmaConfig:
                 f"the rings were ({ring} bytes)"
             )
 
-    def _check_pair(self) -> None:
-        if not self.sparse or self.x_steps or self.cluster or self.U not in (2, 4) or self.T < 16:
+    def _check_share(self) -> None:
+        if self.share not in (2, 4):
+            raise ValueError(f"WgmmaConfig.share must be 1 (off), or 2 or 4 row tiles loading x once, got {self.share}")
+        if not self.sparse or self.x_steps or self.cluster or self.U not in (2, 4) or self.T < 8 * self.share:
             raise ValueError(
-                f"WgmmaConfig pair with sparse={self.sparse}, x_steps={self.x_steps}, cluster={self.cluster}, "
-                f"U={self.U}, T={self.T}: x shared by a pair of row tiles needs the sparse form with x streamed "
-                "(x_steps 0), its K splits meeting in the workspace (cluster off), steps of 64 or 128 columns "
-                "(U 2 or 4: whole 128-byte swizzled rows for the TMA) and T >= 16 (each half of the tokens whole "
-                "1024-byte swizzle blocks)"
+                f"WgmmaConfig share={self.share} with sparse={self.sparse}, x_steps={self.x_steps}, "
+                f"cluster={self.cluster}, U={self.U}, T={self.T}: x shared by row tiles needs the sparse form with "
+                "x streamed (x_steps 0), its K splits meeting in the workspace (cluster off), steps of 64 or 128 "
+                "columns (U 2 or 4: whole 128-byte swizzled rows for the TMA) and T >= 8 * share (each program's "
+                "part of the tokens whole 1024-byte swizzle blocks)"
             )
 
     @property
@@ -285,31 +287,32 @@ class WgmmaConfig:
 
     def grid(self, n: int, m: int) -> tuple[int, int, int]:
         """Programs of a call with ``n`` output rows and ``m`` tokens: row groups, token groups, K splits
-        (with ``cluster`` the launch puts a tile's splits side by side along x instead; with ``pair``
-        the row groups are rounded up to an even count, the last one maybe past the weight)."""
-        row_groups = -(-n // self.rows)
-        return row_groups + row_groups % 2 * self.pair, -(-m // self.T), self.split_k
+        (with ``cluster`` the launch puts a tile's splits side by side along x instead; with ``share``
+        the row groups are rounded up to a multiple of it, the last ones maybe past the weight)."""
+        row_groups = -(-n // self.rows // self.share) * self.share
+        return row_groups, -(-m // self.T), self.split_k
 
     def label(self) -> str:
         options = f"a{self.ahead}" * (self.ahead > 1) + f"c{self.stages}" * (self.stages > 0)
         options += f"x{self.x_steps}" * (self.x_steps > 0) + "s" * self.sparse
         tiles = f"w{self.W}" if self.W > 1 else ""
-        split = (f"k{self.split_k}" if self.split_k > 1 else "") + "q" * self.cluster + "m" * self.pair
+        split = (f"k{self.split_k}" if self.split_k > 1 else "") + "q" * self.cluster
+        split += f"m{self.share}" * (self.share > 1)
         return f"g{self.G}{tiles}t{self.T}u{self.U}{options}{split}"
 
     @classmethod
     def from_label(cls, label: str) -> WgmmaConfig:
         """The configuration ``label()`` names."""
         m = re.fullmatch(
-            r"g(\d+)(?:w(\d+))?t(\d+)u(\d+)(?:a(\d+))?(?:c(\d+))?(?:x(\d+))?(s)?(?:k(\d+))?(q)?(m)?", label)
+            r"g(\d+)(?:w(\d+))?t(\d+)u(\d+)(?:a(\d+))?(?:c(\d+))?(?:x(\d+))?(s)?(?:k(\d+))?(q)?(?:m(\d+))?", label)
         if not m:
             raise ValueError(
-                f"not a wgmma label: {label!r} (expected g<G>[w<W>]t<T>u<U>[a<n>][c<n>][x<n>][s][k<n>][q][m])")
-        sparse, cluster, pair = (m.group(i) is not None for i in (8, 10, 11))
-        g, w, t, u, ahead, stages, x_steps, _, split, _, _ = (
-            int(x) if x and x not in "sqm" else None for x in m.groups())
+                f"not a wgmma label: {label!r} (expected g<G>[w<W>]t<T>u<U>[a<n>][c<n>][x<n>][s][k<n>][q][m<n>])")
+        sparse, cluster = m.group(8) is not None, m.group(10) is not None
+        g, w, t, u, ahead, stages, x_steps, _, split, _, share = (
+            int(x) if x and x not in "sq" else None for x in m.groups())
         return cls(G=g, W=w or 1, T=t, U=u, ahead=ahead or 1, stages=stages or 0, x_steps=x_steps or 0,
-                   split_k=split or 1, sparse=sparse, cluster=cluster, pair=pair)
+                   split_k=split or 1, sparse=sparse, cluster=cluster, share=share or 1)
 
     def as_dict(self) -> dict:
         return asdict(self)

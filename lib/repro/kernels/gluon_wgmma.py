@@ -65,7 +65,7 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 from . import fast_launch
 from .fragments import Sparse24Fragments, WgmmaConfig
 from .gluon_cluster import _meet_in_cluster
-from .gluon_pair import BOX_COLUMNS, _barriers_at, _pair_loop, cluster_arrive, cluster_wait
+from .gluon_shared_x import BOX_COLUMNS, _barriers_at, _shared_x_loop, cluster_arrive, cluster_wait
 from .gluon_sp24 import _meet_splits, _store_output, fragment_kernel_args
 from .gluon_wgmma_operands import (
     _copy_step,
@@ -332,14 +332,14 @@ def _split_run(split, KB, SPLIT_K: gl.constexpr, U: gl.constexpr):
 
 
 @gluon.jit(do_not_specialize=["M"])
-def _wgmma_pair_kernel(
-    x_desc,  # TMA tensor map of x [M, K], boxes of [T / 2, 64]: read only by inline assembly (gluon_pair.py)
+def _wgmma_shared_x_kernel(
+    x_desc,  # TMA tensor map of x [M, K], boxes of [T / 2, 64]: read only by inline assembly (gluon_shared_x.py)
     x_ptr, v_ptr, e_ptr, bias_ptr, y_ptr, ws_ptr, flag_ptr, M, N, K, NT, KB, stride_xm, stride_ym,  # as _wgmma_kernel's
     HAS_BIAS: gl.constexpr, G: gl.constexpr, W: gl.constexpr, T: gl.constexpr, U: gl.constexpr,
-    SPLIT_K: gl.constexpr, STAGES: gl.constexpr,
+    SPLIT_K: gl.constexpr, STAGES: gl.constexpr, SHARE: gl.constexpr,
 ):
-    """The sparse form with x shared by the two row tiles of a cluster pair (``WgmmaConfig.pair``,
-    ``gluon_pair.py``); the same arguments as ``_wgmma_kernel`` after the descriptor."""
+    """The sparse form with x shared by the ``SHARE`` row tiles of a cluster (``WgmmaConfig.share``,
+    ``gluon_shared_x.py``); the same arguments as ``_wgmma_kernel`` after the descriptor."""
     DTYPE: gl.constexpr = x_ptr.dtype.element_ty
     ROWS: gl.constexpr = 64 * G * W
     first, end = _split_run(gl.program_id(2), KB, SPLIT_K, U)
@@ -349,12 +349,12 @@ def _wgmma_pair_kernel(
     BAR_AT: gl.constexpr = _barriers_at(G, W, T, U, STAGES)
     bars = gl.allocate_shared_memory(gl.int64, [2 * STAGES], gl.SwizzledSharedLayout(1, 1, 1, [0]))
     acc = gl.zeros([ROWS, T], gl.float32, _mma_layout(G, T))
-    acc = _pair_loop(acc, rings, streams, first, end - first, K, X_AT, BAR_AT, DTYPE == gl.bfloat16)
+    acc = _shared_x_loop(acc, rings, streams, first, end - first, K, X_AT, BAR_AT, DTYPE == gl.bfloat16, SHARE)
     bars._keep_alive()
     async_copy.wait_group(0)  # the word copies issued past the end (masked: zeros) land before the program ends
-    cluster_arrive(4 * G)  # this program has taken every copy its partner multicast into it
+    cluster_arrive(4 * G)  # this program has taken every copy its partners multicast into it
     _store_or_meet(acc, ws_ptr, flag_ptr, y_ptr, bias_ptr, M, N, stride_ym, HAS_BIAS, SPLIT_K, G, ROWS, T)
-    cluster_wait(4 * G)  # and its partner every copy this program multicast: now it may end
+    cluster_wait(4 * G)  # and its partners every copy this program multicast: now it may end
 
 
 @gluon.jit
@@ -434,8 +434,8 @@ def wgmma_call(x2d: torch.Tensor, w: Sparse24Fragments, bias: torch.Tensor | Non
             f"a weight packed in {w.meta_order!r}; repack it with to_fragments(..., meta_order={SPARSE_META_ORDER!r})"
         )
     grid = cfg.grid(w.shape[0], x2d.shape[0])
-    if cfg.pair:
-        return _pair_call(x2d, w, bias, out, cfg, grid)
+    if cfg.share > 1:
+        return _shared_x_call(x2d, w, bias, out, cfg, grid)
     if cfg.cluster:  # a tile's splits side by side along x, one cluster; no workspace
         grid = fast_launch.ClusterGrid((grid[0] * grid[2], grid[1], 1), cfg.split_k)
     args = fragment_kernel_args(x2d, w, bias, out, grid, 1 if cfg.cluster else cfg.split_k, cfg.rows * cfg.T)
@@ -457,12 +457,13 @@ def wgmma_call(x2d: torch.Tensor, w: Sparse24Fragments, bias: torch.Tensor | Non
     return _wgmma_kernel, grid, args, options
 
 
-def _pair_call(x2d, w, bias, out, cfg: WgmmaConfig, grid: tuple) -> tuple[object, tuple, tuple, dict]:
-    """``wgmma_call`` for ``cfg.pair``: row tiles two by two as clusters, x's TMA descriptor first."""
-    grid = fast_launch.ClusterGrid(grid, 2)
+def _shared_x_call(x2d, w, bias, out, cfg: WgmmaConfig, grid: tuple) -> tuple[object, tuple, tuple, dict]:
+    """``wgmma_call`` for ``cfg.share``: row tiles that many at a time as clusters, x's TMA
+    descriptor (boxes of ``T / share`` tokens) first."""
+    grid = fast_launch.ClusterGrid(grid, cfg.share)
     layout = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16, rank=2)
-    x_desc = TensorDescriptor.from_tensor(x2d, [cfg.T // 2, BOX_COLUMNS], layout)
+    x_desc = TensorDescriptor.from_tensor(x2d, [cfg.T // cfg.share, BOX_COLUMNS], layout)
     args = (x_desc, *fragment_kernel_args(x2d, w, bias, out, grid, cfg.split_k, cfg.rows * cfg.T))
     options = dict(HAS_BIAS=bias is not None, G=cfg.G, W=cfg.W, T=cfg.T, U=cfg.U, SPLIT_K=cfg.split_k,
-                   STAGES=cfg.stages, num_warps=cfg.num_warps)
-    return _wgmma_pair_kernel, grid, args, options
+                   STAGES=cfg.stages, SHARE=cfg.share, num_warps=cfg.num_warps)
+    return _wgmma_shared_x_kernel, grid, args, options
