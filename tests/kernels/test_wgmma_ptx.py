@@ -140,7 +140,7 @@ def _drop_slot_waits(ptx: str) -> str:
     release block) taken out."""
     out, at = [], 0
     while (rel := ptx.find(_EMPTY_WAIT, at)) >= 0:
-        wait = ptx.index("PAIR_WAIT:", rel)
+        wait = ptx.index("SLOT_WAIT:", rel)
         lo, hi = ptx.rfind("{", 0, wait), ptx.index("}", wait) + 1
         out.append(ptx[at:lo])
         at = hi

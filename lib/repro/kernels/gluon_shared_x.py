@@ -125,8 +125,9 @@ def _load_asm(T, U, SHARE, MULTICAST):
 # every thread waits until the phase of parity $2 of the barrier at byte $1 has completed
 _WAIT_ASM = gl.constexpr(
     "{ .reg .b32 %w_at; .reg .pred %w_done; mov.u32 %w_at, global_smem; add.u32 %w_at, %w_at, $1; "
-    "PAIR_WAIT: mbarrier.try_wait.parity.shared::cta.b64 %w_done, [%w_at], $2; @!%w_done bra PAIR_WAIT; "
+    "SLOT_WAIT: mbarrier.try_wait.parity.shared::cta.b64 %w_done, [%w_at], $2; @!%w_done bra SLOT_WAIT; "
     "mov.b32 $0, 0; }")
+
 
 @gluon.constexpr_function
 def _release_asm(SHARE):
