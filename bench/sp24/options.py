@@ -13,7 +13,8 @@ from repro.kernels.fragments import SpmmaConfig, WgmmaConfig
 OPTIONS = ("wide_x", "prefetch", "interleave", "chain", "l2_ahead", "stages", "split_k")
 KERNEL_OPTIONS = {
     "spmma": (SpmmaConfig, OPTIONS),
-    "wgmma": (WgmmaConfig, ("ahead", "stages", "x_steps", "sparse", "split_k")),
+    # cluster: a tile's splits meeting in a cluster, against the workspace; share: x shared by row tiles
+    "wgmma": (WgmmaConfig, ("ahead", "stages", "x_steps", "sparse", "split_k", "cluster", "share")),
 }
 
 
