@@ -35,9 +35,8 @@ from sp24.sass import disassemble, main_loop, round_trips  # noqa: E402
 from sp24.sweep import spmma_configs, wgmma_configs  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.experimental.gluon._runtime import GluonASTSource  # noqa: E402
-from triton.experimental.gluon.language import NVMMASharedLayout  # noqa: E402
 
-from repro.kernels import gluon_sp24, gluon_wgmma  # noqa: E402
+from repro.kernels import gluon_shared_x, gluon_sp24, gluon_wgmma  # noqa: E402
 
 # pointers and the usual LLaMA-shape integers are 16-aligned: the launcher would specialize them so
 ALIGNED = ("x_ptr", "v_ptr", "e_ptr", "bias_ptr", "y_ptr", "ws_ptr", "flag_ptr", "N", "K", "stride_xm", "stride_ym")
@@ -49,8 +48,7 @@ def _compile_gluon(kernel, constants: dict, num_warps: int, arch: int, dtype: st
     scalars = ("M", "N", "K", "NT", "KB", "stride_xm", "stride_ym")
     signature = {}
     if x_box:
-        layout = NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16, rank=2)
-        signature["x_desc"] = f"tensordesc<{dtype}[{x_box[0]}, {x_box[1]}],{layout}>"
+        signature["x_desc"] = f"tensordesc<{dtype}[{x_box[0]}, {x_box[1]}],{gluon_shared_x.X_BOX_LAYOUT}>"
     signature |= {"x_ptr": f"*{dtype}", "v_ptr": "*i32", "e_ptr": "*i32", "bias_ptr": f"*{dtype}", "y_ptr": f"*{dtype}"}
     signature |= {"ws_ptr": "*fp32", "flag_ptr": "*i32"}
     signature |= {name: "i32" for name in scalars}

@@ -23,6 +23,16 @@ from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 from triton.runtime.jit import native_specialize_impl
 
+# the start of the hand-written modules below, and the registers the longer ones declare
+PRELUDE = """
+.version 8.7
+.target sm_90a
+.address_size 64
+.extern .shared .align 16 .b8 global_smem[];
+"""
+REGISTER_DECLARATIONS = ".reg .pred %p<8>; .reg .b16 %rs<4>; .reg .b32 %r<64>; .reg .b64 %rd<16>;"
+
+
 # ---------------------------------------------------------------------------------------- parsing
 
 LOOPS = """
@@ -106,12 +116,7 @@ def swizzled(linear: np.ndarray, swizzle: int) -> np.ndarray:
     return out
 
 
-ONE = """
-.version 8.7
-.target sm_90a
-.address_size 64
-.extern .shared .align 16 .b8 global_smem[];
-.visible .entry one(
+ONE = PRELUDE + """.visible .entry one(
     .param .align 64 .b8 one_param_0[128],
     .param .u64 .ptr .global .align 1 one_param_1,
     .param .u32 one_param_2,
@@ -120,10 +125,7 @@ ONE = """
 )
 .reqntid 128
 {{
-    .reg .pred %p<8>;
-    .reg .b16 %rs<4>;
-    .reg .b32 %r<48>;
-    .reg .b64 %rd<16>;
+    """ + REGISTER_DECLARATIONS + """
     mov.b64 %rd1, one_param_0;
     cvta.param.u64 %rd2, %rd1;
     ld.param.b64 %rd3, [one_param_1];
@@ -341,12 +343,7 @@ def test_tensor_maps_go_with_128_byte_parameters_only():
         run_grid(one_ptx(4096), (1,), 128, [0], memory, 8192)
 
 
-COUNTED = """
-.version 8.7
-.target sm_90a
-.address_size 64
-.extern .shared .align 16 .b8 global_smem[];
-.visible .entry counted(
+COUNTED = PRELUDE + """.visible .entry counted(
     .param .u64 .ptr .global .align 1 counted_param_0
 )
 .reqntid 64
@@ -400,21 +397,13 @@ def test_each_active_thread_issues_its_own_copy():
 
 # ---------------------------------------------------------------------------------------- a cluster of two
 
-PAIR = """
-.version 8.7
-.target sm_90a
-.address_size 64
-.extern .shared .align 16 .b8 global_smem[];
-.visible .entry pair(
+PAIR = PRELUDE + """.visible .entry pair(
     .param .align 64 .b8 pair_param_0[128],
     .param .u64 .ptr .global .align 1 pair_param_1
 )
 .reqntid 128
 {
-    .reg .pred %p<8>;
-    .reg .b16 %rs<4>;
-    .reg .b32 %r<48>;
-    .reg .b64 %rd<16>;
+    """ + REGISTER_DECLARATIONS + """
     mov.b64 %rd1, pair_param_0;
     cvta.param.u64 %rd2, %rd1;
     ld.param.b64 %rd3, [pair_param_1];
@@ -571,22 +560,14 @@ def test_a_multicast_into_a_partner_that_has_ended_is_refused():
 # wait passes at once), expects the whole tile's bytes on its full[s] and multicasts its half.
 # Then it consumes: waits for full[s] (phase k), copies the slot out, and after a CTA barrier
 # (every warp has read it) arrives on its own empty[s] and, remotely, on the partner's.
-RING = """
-.version 8.7
-.target sm_90a
-.address_size 64
-.extern .shared .align 16 .b8 global_smem[];
-.visible .entry ring(
+RING = PRELUDE + """.visible .entry ring(
     .param .align 64 .b8 ring_param_0[128],
     .param .u64 .ptr .global .align 1 ring_param_1,
     .param .u32 ring_param_2
 )
 .reqntid 128
 {
-    .reg .pred %p<8>;
-    .reg .b16 %rs<4>;
-    .reg .b32 %r<64>;
-    .reg .b64 %rd<16>;
+    """ + REGISTER_DECLARATIONS + """
     mov.b64 %rd1, ring_param_0;
     cvta.param.u64 %rd2, %rd1;
     ld.param.b64 %rd3, [ring_param_1];

@@ -56,6 +56,8 @@ from .gluon_wgmma_sparse import _copy_words, _keep_word_rings, _read_words, _rin
 KERNEL_NAME = "_wgmma_shared_x_kernel"
 _DESCRIPTOR = f"{KERNEL_NAME}_param_0"  # the x tensor map: the kernel's first parameter
 BOX_COLUMNS = 64  # x columns per TMA box: one 128-byte swizzled row of fp16/bf16
+# the shared layout of x's boxes, which the descriptor's TMA writes: the MMA's 128-byte swizzle
+X_BOX_LAYOUT = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16, rank=2)
 
 
 @gluon.constexpr_function

@@ -65,7 +65,7 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 from . import fast_launch
 from .fragments import Sparse24Fragments, WgmmaConfig
 from .gluon_cluster import _meet_in_cluster
-from .gluon_shared_x import BOX_COLUMNS, _barriers_at, _shared_x_loop, cluster_arrive, cluster_wait
+from .gluon_shared_x import BOX_COLUMNS, X_BOX_LAYOUT, _barriers_at, _shared_x_loop, cluster_arrive, cluster_wait
 from .gluon_sp24 import _meet_splits, _store_output, fragment_kernel_args
 from .gluon_wgmma_operands import (
     _copy_step,
@@ -461,8 +461,7 @@ def _shared_x_call(x2d, w, bias, out, cfg: WgmmaConfig, grid: tuple) -> tuple[ob
     """``wgmma_call`` for ``cfg.share``: row tiles that many at a time as clusters, x's TMA
     descriptor (boxes of ``T / share`` tokens) first."""
     grid = fast_launch.ClusterGrid(grid, cfg.share)
-    layout = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16, rank=2)
-    x_desc = TensorDescriptor.from_tensor(x2d, [cfg.T // cfg.share, BOX_COLUMNS], layout)
+    x_desc = TensorDescriptor.from_tensor(x2d, [cfg.T // cfg.share, BOX_COLUMNS], X_BOX_LAYOUT)
     args = (x_desc, *fragment_kernel_args(x2d, w, bias, out, grid, cfg.split_k, cfg.rows * cfg.T))
     options = dict(HAS_BIAS=bias is not None, G=cfg.G, W=cfg.W, T=cfg.T, U=cfg.U, SPLIT_K=cfg.split_k,
                    STAGES=cfg.stages, SHARE=cfg.share, num_warps=cfg.num_warps)
