@@ -14,7 +14,9 @@ For LLaMA-7B linear shapes (N x K = 4096x4096, 11008x4096, 4096x11008) and M in 
   2e-2) before it is timed; wrong ones are recorded and never timed;
 - time = median over calls of CUDA-event time around one call, with the L2 flushed before every
   call by *reading* a 512 MiB buffer (``triton.testing.do_bench``'s flush writes zeros, which
-  leaves dirty lines that are written back during the timed call; see the reference notes);
+  leaves dirty lines that are written back during the timed call; see the reference notes), and a
+  GPU spin after the flush that outlasts the call's host side (``sp24/timing.sleep_cycles``), so the
+  events time the GPU's work alone;
 - fixed cost against streaming rate: cuBLAS, the table's kernels and a read-only kernel (the
   floor) at N = 4096, M = 1 and 4 with K swept (``sp24/kscan.py``), each fitted to
   time = intercept + bytes / rate;

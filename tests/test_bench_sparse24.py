@@ -124,6 +124,20 @@ def test_fit_line_recovers_intercept_and_rate():
     assert fit_line(recs + other_m, "kscan_spmma", 1)["intercept_us"] == pytest.approx(8.0)  # M apart
 
 
+def test_the_spin_before_a_timed_call_outlasts_the_calls_host_side():
+    """A timed call's events must bracket GPU work only: the spin before the start event lasts
+    longer than the call takes to enqueue (cuSPARSELt plans on the host: ~600 us), never less
+    than the 200 us our launches need, and never runs away after a call that compiled."""
+    from sp24.timing import CYCLES_PER_US, MAX_SLEEP_CYCLES, SLEEP_CYCLES, sleep_cycles
+
+    assert sleep_cycles(0) == sleep_cycles(20) == SLEEP_CYCLES
+    assert sleep_cycles(600) / CYCLES_PER_US > 600 + 200
+    assert sleep_cycles(600) < sleep_cycles(700)
+    assert sleep_cycles(5e6) == MAX_SLEEP_CYCLES
+    with pytest.raises(ValueError, match="host_us"):
+        sleep_cycles(-1)
+
+
 def test_read_floor_kernel_reads_every_word_and_its_check_notices_a_missed_one():
     from sp24.readfloor import CONFIGS, check, read_call
 

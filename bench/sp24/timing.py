@@ -13,6 +13,19 @@ import torch
 
 FLUSH_BYTES = 512 << 20
 SLEEP_CYCLES = 400_000  # ~200 us of GPU spin before each timed call
+CYCLES_PER_US = 2_000  # the spin counts SM clock cycles: ~2 GHz on the H100 and H200 under load
+MAX_SLEEP_CYCLES = 40_000_000  # ~20 ms: a first call that compiled must not stretch every rep
+
+
+def sleep_cycles(host_us: float) -> int:
+    """GPU spin before a timed call whose enqueue takes ``host_us`` of host time: long enough that
+    the host has enqueued the call before the GPU reaches the start event, so the event pair times
+    the GPU's work alone. 200 us covers our launches (15-45 us); torch's semi-structured call plans
+    its cuSPARSELt product on the host each time (560-670 us in the H100 runs), which a fixed spin
+    let into the timed window in some runs and not in others (213 and 329 us for one case)."""
+    if host_us < 0:
+        raise ValueError(f"host_us must be >= 0, got {host_us}")
+    return int(min(MAX_SLEEP_CYCLES, max(SLEEP_CYCLES, (1.5 * host_us + 50) * CYCLES_PER_US)))
 
 
 class Timer:
@@ -28,15 +41,19 @@ class Timer:
         torch.sum(self.flush_buf, dim=0, out=self.sink)
 
     def median_us(self, fn, reps: int = 30) -> float:
-        for _ in range(3):
+        for _ in range(2):
             fn()
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn()  # warmed up: its enqueue time sets the spin
+        cycles = sleep_cycles((time.perf_counter() - t0) * 1e6)
         starts = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
         ends = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
         for s, e in zip(starts, ends):
             self.flush()
-            # ~200 us of GPU spin (no memory traffic) so that the host has enqueued fn before the
-            # start event is reached even when one call costs ~100 us of Python
-            torch.cuda._sleep(SLEEP_CYCLES)
+            # GPU spin (no memory traffic) so that the host has enqueued fn before the start event
+            # is reached, however long fn's host side takes (sleep_cycles)
+            torch.cuda._sleep(cycles)
             s.record()
             fn()
             e.record()
