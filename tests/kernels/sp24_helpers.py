@@ -182,6 +182,9 @@ WGMMA_SHARED_X_CASES = [
     # clusters of four: three programs past the weight, then two warpgroups with split-K and U = 4
     (40, 320, 1024, WgmmaConfig(G=1, T=32, U=2, stages=3, sparse=True, share=4)),
     (100, 256, 1000, WgmmaConfig(G=2, T=64, U=4, stages=3, split_k=2, sparse=True, share=4)),
+    # the large-M tilings: 128-token tiles, several along the tokens (the last short), each its own clusters
+    (300, 256, 512, WgmmaConfig(G=2, T=128, U=4, stages=4, sparse=True, share=2)),
+    (200, 640, 256, WgmmaConfig(G=2, T=128, U=2, stages=4, sparse=True, share=4)),
 ]
 
 
