@@ -170,6 +170,28 @@ def test_thresholds_are_inclusive_and_every_row_must_pass():
     assert "M = 16" in slower["decode"].detail()
 
 
+def test_where_cublas_was_timed_beside_the_dispatcher_that_time_is_the_one_judged():
+    """A run that timed cuBLAS again, call for call with the dispatcher, is judged on that pair;
+    an older run, without it, on the sweep's cuBLAS time; the large-M row compares the paired time
+    with torch's semi-structured path as before."""
+    older = _case(8, 12.0, cublas_us=17.0) + _case(512, 100.0, cublas_us=99.0, semi_us=120.0)
+    paired = json.loads(json.dumps(older))
+    paired[1]["cublas_us_paired"], paired[3]["cublas_us_paired"] = 18.3, 110.0  # the two dispatcher records
+    assert _verdicts(older)["decode"].rows[0].value == pytest.approx(17.0 / 12.0)
+    assert _verdicts(paired)["decode"].rows[0].value == pytest.approx(18.3 / 12.0)
+    assert _verdicts(paired)["decode"].status == "met" and _verdicts(older)["decode"].status != "met"
+    large = _verdicts(paired)["large"].rows[0]
+    assert large.value == pytest.approx(1.1) and large.note == ""  # cuBLAS (paired) is the better baseline
+    assert "interleaved" in summary_markdown(_with_info(paired), "x.json")
+    assert "interleaved" not in summary_markdown(_with_info(older), "x.json")
+
+
+def _with_info(recs):
+    recs = json.loads(json.dumps(recs))
+    recs[0]["info"] = INFO | dict(host_us_per_call={})
+    return recs
+
+
 def test_a_run_without_the_dispatcher_is_not_measured_rather_than_met():
     run = [r for r in _case(1, 10.0) if r["method"] == "cublas"]
     assert {v.name: v.status for v in evaluate(run)} == dict.fromkeys(

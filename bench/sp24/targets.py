@@ -105,6 +105,9 @@ def evaluate(recs: list[dict]) -> list[Verdict]:
         if disp is None or cublas is None:
             continue
         shape = _shape(n, k)
+        # where the run has it, cuBLAS timed call for call with the dispatcher (Timer.paired_us)
+        cublas = {**cublas, "us": disp.get("cublas_us_paired") or cublas["us"]}
+        rows = {**rows, "cublas": cublas}
         speedup = cublas["us"] / disp["us"]
         if m in DECODE_MS:
             decode.rows.append(Row(shape, m, speedup))
@@ -228,6 +231,11 @@ def _section(intro: str, table: str) -> list[str]:
     return [intro, table] if table else []
 
 
+def _paired(recs: list[dict]) -> bool:
+    """Whether the run timed cuBLAS again, call for call with the dispatcher (runs after 2026-11-28c)."""
+    return any(r.get("cublas_us_paired") for r in recs if r["method"] == "repro_dispatch")
+
+
 def summary_markdown(recs: list[dict], source: str) -> str:
     """The page's results section body: generated from ``source`` (a committed JSON)."""
     info = recs[0]["info"]
@@ -238,7 +246,8 @@ def summary_markdown(recs: list[dict], source: str) -> str:
         f"**{info['gpu']}** ({info['arch']}, {info['sms']} SMs), torch {info['torch']}, CUDA {info['cuda']}, "
         f"Triton {info['triton']}; measured copy bandwidth {info['copy_gbps']:.0f} GB/s. "
         f"Source: `{source}`.",
-        "Targets of the issue, judged on the dispatcher's single-call (L2-flushed) times:",
+        "Targets of the issue, judged on the dispatcher's single-call (L2-flushed) times"
+        + (", each against cuBLAS timed call for call with it (interleaved):" if _paired(recs) else ":"),
         targets_markdown(evaluate(recs)),
         "Dispatcher speedup over cuBLAS, single call with the L2 flushed / streamed (bold: ≥ 1.5×):",
         dispatcher_markdown(recs),

@@ -41,24 +41,37 @@ class Timer:
         torch.sum(self.flush_buf, dim=0, out=self.sink)
 
     def median_us(self, fn, reps: int = 30) -> float:
+        return self.paired_us([fn], reps)[0]
+
+    def paired_us(self, fns, reps: int = 30) -> list[float]:
+        """``median_us`` of each of ``fns``, their calls interleaved (one of each per round): a
+        comparison of two methods then sees the GPU in the same state for both, where timing one
+        after the other lets a drift of clocks or memory between the two enter the ratio."""
+        cycles = [self._spin_for(fn) for fn in fns]
+        events = [[(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in fns]
+                  for _ in range(reps)]
+        for pairs in events:
+            for fn, spin, (s, e) in zip(fns, cycles, pairs):
+                self.flush()
+                # GPU spin (no memory traffic) so that the host has enqueued fn before the start
+                # event is reached, however long fn's host side takes (sleep_cycles)
+                torch.cuda._sleep(spin)
+                s.record()
+                fn()
+                e.record()
+        torch.cuda.synchronize()
+        return [statistics.median(pairs[i][0].elapsed_time(pairs[i][1]) * 1e3 for pairs in events)
+                for i in range(len(fns))]
+
+    @staticmethod
+    def _spin_for(fn) -> int:
+        """Warm ``fn`` up; its enqueue time then sets the spin before each of its timed calls."""
         for _ in range(2):
             fn()
         torch.cuda.synchronize()
         t0 = time.perf_counter()
-        fn()  # warmed up: its enqueue time sets the spin
-        cycles = sleep_cycles((time.perf_counter() - t0) * 1e6)
-        starts = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
-        ends = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
-        for s, e in zip(starts, ends):
-            self.flush()
-            # GPU spin (no memory traffic) so that the host has enqueued fn before the start event
-            # is reached, however long fn's host side takes (sleep_cycles)
-            torch.cuda._sleep(cycles)
-            s.record()
-            fn()
-            e.record()
-        torch.cuda.synchronize()
-        return statistics.median(s.elapsed_time(e) * 1e3 for s, e in zip(starts, ends))
+        fn()
+        return sleep_cycles((time.perf_counter() - t0) * 1e6)
 
     @staticmethod
     def streamed_us(fns, rounds: int = 4) -> float:

@@ -83,6 +83,9 @@ class ChargingTimer:
     def median_us(self, fn, reps=30):
         return self.charge(fn)
 
+    def paired_us(self, fns, reps=30):
+        return [self.charge(fn) for fn in fns]
+
     def streamed_us(self, fns, rounds=4):
         return sum(self.charge(fn) for fn in fns) / len(fns)
 
@@ -211,6 +214,9 @@ def test_the_dispatcher_runs_the_tables_choice(run):
     assert spmma["us_direct"] == COST_US["spmma"]  # the direct call really launched spmma, once
     assert wgmma["status"] == "ok" and wgmma["cfg"].startswith("wgmma ")
     assert wgmma["us_direct"] == COST_US["wgmma"]
+    # cuBLAS timed again beside it (the stand-in charges a call that launched none of ours as cuBLAS):
+    # the targets divide that pair
+    assert spmma["cublas_us_paired"] == CUBLAS_US and spmma["speedup_vs_cublas"] == CUBLAS_US / spmma["us"]
 
 
 def test_end_to_end_runs_both_sparse_layouts_and_matches_dense(run):
