@@ -170,7 +170,8 @@ _CHAINED = {
 # TB/s through the L2, x 1.8 times the weight's bytes (g2t128u4c4s on 11008x4096 at 2048: 2.3 GB in
 # 312 us): pairs and fours of g2t128u2c4s and g2t128u4c4s, and a pair of g2w2t128u2c4s (256 rows, the
 # fastest at 2048 on two shapes). Out: the dense g2t128u2c4 (1.85-2.27 times the fastest in both
-# H100 runs) and g2w2t128u2c4sk2 (1.08-1.46).
+# H100 runs) and g2w2t128u2c4sk2 (1.08-1.46). And 256-token tiles (the MMA's widest N), which read
+# the weight once per 256 tokens instead of 128: alone, and shared by pairs and fours.
 _WGMMA = {
     1: ("g2t16u2c6sk4", "g2t16u1c8sk4", "g2t16u2c4x16sk4", "g2w2t32u2c6sk8", "g1t8u4k4", "g1t8u4c4k2", "g1t8u4c4k4",
         "g1t8u2c6k4", "g2t8u4c4k2", "g1t8u4c6k2", "g1t8u4c4x16k2", "g1t8u4c6x8k4"),
@@ -193,7 +194,7 @@ _WGMMA = {
           "g2t128u2c8sk4q", "g1t128u2c4sk4q", "g2w2t128u2c4sk4q", "g1t128u2c6sk2m2", "g1t128u2c8sk2m2",
           "g2t64u2c6sk2m2", "g2t128u2c6sm2", "g1t64u2c6sm2", "g2t128u2c6sk2m2", "g1t128u2c6sk2m4", "g2t64u2c6sk2m4"),
     512: ("g2w2t128u2c4s", "g2t128u2c4s", "g2t128u4c4s", "g2t128u2c4sm2", "g2t128u4c4sm2", "g2t128u2c4sm4",
-          "g2t128u4c4sm4", "g2w2t128u2c4sm2"),
+          "g2t128u4c4sm4", "g2w2t128u2c4sm2", "g2t256u2c4s", "g2t256u2c4sm2", "g2t256u2c4sm4"),
 }
 
 

@@ -141,6 +141,8 @@ WGMMA_SPARSE_CASES = [
     (13, 70, 1000, WgmmaConfig(G=1, T=16, U=1, stages=4, split_k=3, sparse=True)),
     (3, 64, 200, WgmmaConfig(G=1, T=16, U=1, stages=6, split_k=8, sparse=True)),
     (64, 64, 4096, WgmmaConfig(G=1, T=64, U=2, stages=6, sparse=True)),
+    # the MMA's widest N: 256 tokens, the second token tile short
+    (300, 130, 512, WgmmaConfig(G=2, T=256, U=2, stages=4, split_k=2, sparse=True)),
     # two MMA tiles per warpgroup (programs of 128 or 256 rows): rows past the end in the second
     # tile, x's ring after the value words' (T < 32GW), split-K
     (40, 200, 736, WgmmaConfig(G=1, W=2, T=32, U=2, stages=4, sparse=True)),
@@ -185,6 +187,7 @@ WGMMA_SHARED_X_CASES = [
     # the large-M tilings: 128-token tiles, several along the tokens (the last short), each its own clusters
     (300, 256, 512, WgmmaConfig(G=2, T=128, U=4, stages=4, sparse=True, share=2)),
     (200, 640, 256, WgmmaConfig(G=2, T=128, U=2, stages=4, sparse=True, share=4)),
+    (300, 384, 512, WgmmaConfig(G=2, T=256, U=2, stages=4, sparse=True, share=2)),
 ]
 
 

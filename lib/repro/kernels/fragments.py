@@ -174,7 +174,8 @@ class WgmmaConfig:
     (``wgmma.mma_async.sp``, ``gluon_wgmma_sparse.py``) on the compressed words instead of
     expanding them: every operand through a ring (``stages`` >= 3, refilled ``stages - 2`` steps
     ahead; with ``x_steps``, x resident and only the weight words in the ring, ``stages - 1``
-    ahead), ``T`` 16 to 128, at least ``8U`` and at least ``8GW``; with it each warpgroup may run
+    ahead), ``T`` 16 to 256, at least ``8U`` and at least ``8GW``, ``T·W`` at most 256 (a thread's
+    accumulators, ``T·W/2`` registers); with it each warpgroup may run
     ``W`` = 2 MMA tiles of 64 rows on the same x (programs of ``64*G*W`` rows). ``cluster`` (sparse,
     ``split_k`` 2, 4 or 8) runs a tile's K splits as one thread-block cluster whose partial sums
     meet in the cluster's shared memory, no workspace (``gluon_cluster.py``). ``share`` = 2 or 4
@@ -227,11 +228,16 @@ class WgmmaConfig:
             )
         if self.W not in (1, 2) or (self.W > 1 and not self.sparse):
             raise ValueError(f"WgmmaConfig.W must be 1, or 2 MMA tiles per warpgroup in the sparse form, got {self.W}")
-        if self.sparse and (not self.stages or self.T not in (16, 32, 64, 128) or self.T < 8 * self.U):
+        if self.sparse and (not self.stages or self.T < 16 or self.T < 8 * self.U):
             raise ValueError(
                 f"WgmmaConfig sparse with stages={self.stages}, T={self.T}, U={self.U}: the sparse form streams the "
-                "weight words through a ring (stages >= 3) and needs T in 16..128 with T >= 8U (a thread's T/2 "
+                "weight words through a ring (stages >= 3) and needs T in 16..256 with T >= 8U (a thread's T/2 "
                 "accumulator registers carry the U k-blocks' operands)"
+            )
+        if self.sparse and self.T * self.W > 256:
+            raise ValueError(
+                f"WgmmaConfig sparse with T={self.T}, W={self.W}: T * W must be at most 256 (a thread holds T * W / 2 "
+                "fp32 accumulators, and 128 of them leave room for little else in its 255 registers)"
             )
         if self.sparse and self.x_steps and self.x_steps * self.T < 32 * self.stages * self.G * self.W:
             raise ValueError(
