@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -130,6 +131,13 @@ def run(out: Path, info: dict, timer, shapes, ms, log, e2e_layers: int = 4, e2e_
     """Measure everything on ``timer.device`` and write the run's files to ``out``; returns the
     Markdown report. ``e2e_layers=0`` leaves out the end-to-end part; ``kscan`` is the
     ``(N, Ms, Ks)`` of the fixed-cost sweep (``sp24/kscan.py``), None to leave it out."""
+    started = time.perf_counter()
+    phases = info["phase_seconds"] = {}  # when each part ended, for sizing the next device call
+
+    def done(phase: str) -> None:
+        phases[phase] = round(time.perf_counter() - started, 1)
+        log(f"{phase}: done at {phases[phase]:.0f} s")
+
     n0, k0 = shapes[0]
     w0 = compress_24(torch.zeros(n0, k0, device=timer.device, dtype=torch.float16))
     precompile(
@@ -139,26 +147,31 @@ def run(out: Path, info: dict, timer, shapes, ms, log, e2e_layers: int = 4, e2e_
         ms,
         log,
     )
+    done("precompile")
     info["host_us_per_call"] = host_overhead(timer, log)  # after the compiles: it runs spmma's M = 1 default
     recs, weights = [], {}
     for n, k in shapes:
         shape_recs, weights[(n, k)] = bench_shape(info, timer, n, k, ms, log)
         recs += shape_recs
         (out / "sparse24.json").write_text(json.dumps(recs, indent=1) + "\n")  # partial, if cut off
+        done(f"sweep {n}x{k}")
     table = build_table(info, recs)
     (out / f"dispatch_{info['arch']}.json").write_text(json.dumps(table, indent=1) + "\n")
     dispatch.use_table(table)
     recs += bench_dispatch(info, timer, recs, weights, log)
+    done("dispatcher")
     del weights
     torch.cuda.empty_cache()
     if kscan:
         n, kscan_ms, ks = kscan
         recs += bench_kscan(info, timer, table, log, n, kscan_ms, ks)
+        done("K sweep")
     if e2e_layers:
         try:
             recs += bench_e2e(info, timer, e2e_layers, 512, (1, 8), log, dims=e2e_dims)
         except Exception as exc:  # keep the kernel results even if the e2e part fails
             log(f"e2e failed: {type(exc).__name__}: {exc}")
+        done("end to end")
     for r in recs:
         r.setdefault("speedup_vs_cublas", None)
     payload = [dict(r, info=info) if i == 0 else r for i, r in enumerate(recs)]

@@ -157,6 +157,16 @@ def test_precompile_compiles_every_gluon_configuration_the_run_launches(run, glu
     assert launched <= precompiled, sorted(launched - precompiled)[:3]
 
 
+def test_the_run_says_when_each_part_ended(run):
+    """The log and the run's info give the time at which each part ended, in order (the next device
+    call's budget is sized from them)."""
+    _, recs, lines, _ = run
+    phases = recs[0]["info"]["phase_seconds"]
+    assert list(phases) == ["precompile", f"sweep {N}x{K}", "dispatcher", "K sweep", "end to end"]
+    assert list(phases.values()) == sorted(phases.values())
+    assert f"sweep {N}x{K}: done at {phases[f'sweep {N}x{K}']:.0f} s" in lines
+
+
 def test_host_overhead_takes_the_spmma_launch_apart(run, gluon_kernels):
     """Triton's launch alone, through ``fast_launch``, with our ``launch()`` around it, the
     chosen method's route without a bound launch, and the whole route with ``fast_launch`` on
