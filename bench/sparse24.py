@@ -57,7 +57,7 @@ from sp24.report import markdown  # noqa: E402
 from sp24.sweep import bench_shape, precompile  # noqa: E402
 from sp24.timing import Timer  # noqa: E402
 
-from repro.kernels import compress_24, dispatch  # noqa: E402
+from repro.kernels import dispatch  # noqa: E402
 
 
 def _subset(text: str, allowed: list, parse, name: str) -> list:
@@ -138,15 +138,7 @@ def run(out: Path, info: dict, timer, shapes, ms, log, e2e_layers: int = 4, e2e_
         phases[phase] = round(time.perf_counter() - started, 1)
         log(f"{phase}: done at {phases[phase]:.0f} s")
 
-    n0, k0 = shapes[0]
-    w0 = compress_24(torch.zeros(n0, k0, device=timer.device, dtype=torch.float16))
-    precompile(
-        torch.zeros(16, k0, device=timer.device, dtype=torch.float16),
-        w0,
-        torch.empty(16, n0, device=timer.device, dtype=torch.float16),
-        ms,
-        log,
-    )
+    precompile(shapes, ms, timer.device, log)
     done("precompile")
     info["host_us_per_call"] = host_overhead(timer, log)  # after the compiles: it runs spmma's M = 1 default
     recs, weights = [], {}

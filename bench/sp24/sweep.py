@@ -284,31 +284,48 @@ def with_splits(cfg, n: int, m: int, k: int):
     return out
 
 
-def precompile(x, w, out, ms, log=print):
-    """Compile every (kernel, tile config, atomic/plain) variant in parallel threads."""
+def precompile_jobs(shapes, ms) -> list[tuple]:
+    """``(kernel, configuration, (N, K), M)`` for every compile the sweep will launch. Triton compiles
+    a kernel again for each way its integer arguments specialize: 1, a multiple of 16, or neither.
+    The Gluon kernels leave M out of that (``do_not_specialize``) but not the weight's tile and
+    k-block counts, which differ in kind between the shapes (KB = 128 on K = 4096, 344 on K = 11008),
+    so each is compiled once per shape, with 16 tokens; the Triton kernels per shape and token
+    count, for their plain and their atomic (split-K) variant."""
     from dataclasses import replace
 
+    jobs = []
+    for n, k in shapes:
+        for m in ms:
+            for kernel in KERNELS:
+                for cfg in kernel_configs(kernel, m):
+                    if hasattr(cfg, "BP"):
+                        jobs += [(kernel, replace(cfg, split_k=s), (n, k), m) for s in (1, 2)]
+                    else:  # spmma, wgmma: split-K is part of the configuration, each count its own compile
+                        jobs.append((kernel, cfg, (n, k), 16))
+    return list(dict.fromkeys(jobs))
+
+
+def precompile(shapes, ms, device, log=print):
+    """Compile every variant the sweep will launch (``precompile_jobs``) in parallel threads, so that
+    none is compiled one at a time between timings. A job whose specialization an earlier one
+    already compiled is a hit in Triton's cache."""
     import triton
 
     from repro.kernels.triton_sp24 import launch
 
-    jobs = []
-    for m in ms:
-        for kernel in KERNELS:
-            for cfg in kernel_configs(kernel, m):
-                if hasattr(cfg, "BP"):  # a Triton kernel: its plain and its atomic (split-K) variant
-                    jobs += [(kernel, replace(cfg, split_k=s)) for s in (1, 2)]
-                else:  # spmma, wgmma: split-K is part of the configuration, each count its own compile
-                    jobs.append((kernel, cfg))
-    jobs = list(dict.fromkeys(jobs))
+    jobs = precompile_jobs(shapes, ms)
+    weights = {(n, k): compress_24(torch.zeros(n, k, device=device, dtype=torch.float16)) for n, k in shapes}
+    xs, outs = {}, {}
     # each Gluon kernel in its own batch: if its compiles fail, the other kernels' still ran
     batches = [[j for j in jobs if j[0] not in GLUON]] + [[j for j in jobs if j[0] == g] for g in GLUON]
     t0 = time.time()
     for batch in batches:
         try:
             with triton.AsyncCompileMode(ThreadPoolExecutor(16)):
-                for kernel, cfg in batch:
-                    launch(kernel, x, w, None, out, cfg, warmup=True)
+                for kernel, cfg, (n, k), m in batch:
+                    x = xs.setdefault((m, k), torch.zeros(m, k, device=device, dtype=torch.float16))
+                    out = outs.setdefault((m, n), torch.empty(m, n, device=device, dtype=torch.float16))
+                    launch(kernel, x, weights[(n, k)], None, out, cfg, warmup=True)
         except Exception as exc:  # older Triton: compile lazily
             log(f"parallel precompile unavailable ({exc!r}); compiling lazily")
     log(f"precompiled {len(jobs)} variants in {time.time() - t0:.1f}s")

@@ -143,8 +143,12 @@ class EmulatedKernel:
 
     def warmup(self, *args, grid, **kwargs) -> None:
         """Compile only, like ``JITFunction.warmup`` (the benchmark precompiles with it)."""
-        num_warps, constexprs = self._compile_for(args, kwargs)[:2]
-        self.warmups.append(dict(num_warps=num_warps, constexprs=constexprs))
+        num_warps, constexprs, attrs = self._compile_for(args, kwargs)[:3]
+        self.warmups.append(dict(num_warps=num_warps, constexprs=constexprs, divisible=self._divisible(attrs)))
+
+    def _divisible(self, attrs: dict) -> list[str]:
+        """The arguments specialized as multiples of 16 (part of what a compile is keyed on)."""
+        return [self.fn.params[i].name for (i,) in attrs]
 
     def _compile_for(self, args: tuple, kwargs: dict):
         """(num_warps, constexprs, attrs, runtime arguments, PTX, shared bytes) for one call."""
@@ -175,7 +179,7 @@ class EmulatedKernel:
                 addresses.append(address(value))
             else:
                 addresses.append(int(value))
-        divisible = [self.fn.params[i].name for (i,) in attrs]
+        divisible = self._divisible(attrs)
         self.launches.append(dict(grid=grid, num_warps=num_warps, constexprs=constexprs, divisible=divisible, ptx=ptx))
         run_grid(ptx, grid, 32 * num_warps, addresses, memory, shared, self.mma, self.reverse, self.traffic,
                  getattr(grid, "cluster", self.cluster))

@@ -143,18 +143,54 @@ def run(tmp_path_factory, gluon_kernels):
 def test_precompile_compiles_every_gluon_configuration_the_run_launches(run, gluon_kernels, name):
     """On the GPU the precompile runs the compiles in 16 threads; a configuration it misses is
     compiled in the middle of the sweep, one at a time, on the device's clock (split-K counts
-    are compile-time constants of the Gluon kernels)."""
+    are compile-time constants of the Gluon kernels, and which integer arguments are multiples
+    of 16 is part of what a compile is keyed on)."""
     kernel = gluon_kernels[name]
     declared = {p.name for p in kernel.fn.params if p.is_constexpr}  # not the ints Triton specializes
 
     def tiling(call):
-        return call["num_warps"], tuple(sorted((k, v) for k, v in call["constexprs"].items() if k in declared))
+        constexprs = tuple(sorted((k, v) for k, v in call["constexprs"].items() if k in declared))
+        return call["num_warps"], constexprs, tuple(call["divisible"])
 
     precompiled = {tiling(call) for call in kernel.warmups}
-    launched = {tiling(call) for call in kernel.launches}
-    split_k = {dict(key)["SPLIT_K"] for _, key in launched}
+    # not the host probe's 1024-row layer: here its counts are multiples of 16 and the run's layer's
+    # are not, on the GPU it is of 4096x4096's kind, which the precompile covers
+    launched = {tiling(call) for call in kernel.launches if call["grid"] != (1024 // 16, 1, 1)}
+    split_k = {dict(key)["SPLIT_K"] for _, key, _ in launched}
     assert launched and split_k > {1}  # the sweep at M = 1 and 128 launches split-K configurations
     assert launched <= precompiled, sorted(launched - precompiled)[:3]
+
+
+def test_precompile_compiles_each_shapes_own_specialization(monkeypatch):
+    """K = 4096 and K = 11008 give k-block counts of different kinds (128, a multiple of 16, and 344),
+    so a Gluon kernel compiles once per kind: the precompile covers every shape of the run, not
+    only the first (which left 4096x11008's compiles to the sweep, one at a time on the device).
+    Here K = 256 and 512 (8 and 16 k-blocks) do the same; the Triton kernels also specialize on M."""
+    from sp24 import sweep
+
+    spmma = EmulatedKernel(gluon_sp24._spmma_kernel, mma=mma_sp_warps)
+    monkeypatch.setattr(gluon_sp24, "_spmma_kernel", spmma)
+    cfg = SpmmaConfig.from_label("r1s2u2t1p")
+    monkeypatch.setattr(sweep, "kernel_configs", lambda kernel, m: [cfg] if kernel == "spmma" else [])
+    shapes = [(N, K), (N, 2 * K)]
+    sweep.precompile(shapes, [1], "cpu", log=lambda msg: None)
+    for n, k in shapes:
+        x, w = torch.randn(1, k, dtype=torch.float16), _pruned(n, k)
+        triton_sp24.launch("spmma", x, w, None, torch.empty(1, n, dtype=torch.float16), cfg)
+    compiled = [(c["num_warps"], tuple(c["divisible"])) for c in spmma.warmups]
+    launched = [(c["num_warps"], tuple(c["divisible"])) for c in spmma.launches]
+    assert len(set(launched)) == 2 and set(launched) <= set(compiled)
+    assert {"M"} & {name for _, names in compiled for name in names} == set()  # M never specialized
+    jobs = sweep.precompile_jobs(shapes, [1, 4, 16])
+    assert {(n, k) for _, _, (n, k), _ in jobs} == set(shapes)
+
+
+def _pruned(n, k):
+    from repro.kernels import compress_24
+    from repro.pruning import nm_mask
+
+    dense = torch.randn(n, k, dtype=torch.float16)
+    return compress_24(dense * nm_mask(dense.abs(), 2, 4))
 
 
 def test_the_run_says_when_each_part_ended(run):
