@@ -1,11 +1,14 @@
 """Benchmark of the book's 2:4 sparse GEMM (issue 3). A benchmark, not a test; needs a CUDA GPU.
 
     PYTHONPATH=lib python bench/sparse24.py --out DIR [--quick] [--no-e2e] [--shapes NxK,...] [--ms M,...]
+        [--explore]
 
 For LLaMA-7B linear shapes (N x K = 4096x4096, 11008x4096, 4096x11008) and M in MS, fp16:
 - our kernels (``repro_fma``, ``repro_mma``, ``repro_expand``, ``repro_spmma`` on the sparse
   tensor cores and ``repro_wgmma`` on the warpgroup MMA: the best correct configuration of a
-  small sweep over tiles and split-K;
+  sweep over tiles and split-K (``sp24/sweep.py``), by default its short list for a GPU with
+  committed runs, the three fastest of each case there and whatever was never timed there
+  (``sp24/shortlist.py``; ``--explore`` times the whole sweep);
   ``$REPRO_BENCH_KERNELS`` narrows the list), cuBLAS (``F.linear`` on the dense pruned weight), torch's
   semi-structured sparsity (``to_sparse_semi_structured``, cuSPARSELt), and the dispatcher
   (``repro_dispatch``: ``sparse24_matmul`` driven by the table this run measures, written as
@@ -54,6 +57,7 @@ from sp24.dispatcher import bench_dispatch, build_table, host_overhead  # noqa: 
 from sp24.e2e import LLAMA_7B, bench_e2e  # noqa: E402
 from sp24.kscan import KS, bench_kscan  # noqa: E402
 from sp24.report import markdown  # noqa: E402
+from sp24.shortlist import TOP, shortlist  # noqa: E402
 from sp24.sweep import bench_shape, precompile  # noqa: E402
 from sp24.timing import Timer  # noqa: E402
 
@@ -95,6 +99,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--shapes", type=lambda t: _subset(t, SHAPES, _shape, "shapes"),
                     help="time only these shapes, e.g. 4096x11008 (a subset run: see above)")
     ap.add_argument("--ms", type=lambda t: _subset(t, MS, int, "ms"), help="time only these M, e.g. 64,128")
+    ap.add_argument("--explore", action="store_true",
+                    help="time the whole sweep, not the short list of this GPU's committed runs (sp24/shortlist.py)")
     args = ap.parse_args(argv)
     if args.quick and (args.shapes or args.ms):
         ap.error("--quick picks its own cases: give it, or --shapes/--ms, not both")
@@ -121,16 +127,22 @@ def main() -> None:
             info["subset"] = f"shapes {', '.join(map(_shown, shapes))}; M {', '.join(map(str, ms))}"
         log(json.dumps(info))
         e2e_layers = 0 if args.no_e2e or subset else args.e2e_layers
-        print(run(args.out, info, Timer(), shapes, ms, log, e2e_layers=e2e_layers, kscan=None if subset else KSCAN))
+        short = None if args.explore else shortlist(dispatch.gpu_key(info["gpu"]))
+        info["sweep"] = "whole" if short is None else f"short list (top {TOP} of {', '.join(short.runs)})"
+        log(f"sweep: {info['sweep']}")
+        print(run(args.out, info, Timer(), shapes, ms, log, e2e_layers=e2e_layers, kscan=None if subset else KSCAN,
+                  keeps=None if short is None else short.keeps))
 
 
 KSCAN = (4096, (1, 4), KS)  # the K sweep's N, Ms and Ks
 
 
-def run(out: Path, info: dict, timer, shapes, ms, log, e2e_layers: int = 4, e2e_dims=LLAMA_7B, kscan=KSCAN) -> str:
+def run(out: Path, info: dict, timer, shapes, ms, log, e2e_layers: int = 4, e2e_dims=LLAMA_7B, kscan=KSCAN,
+        keeps=None) -> str:
     """Measure everything on ``timer.device`` and write the run's files to ``out``; returns the
     Markdown report. ``e2e_layers=0`` leaves out the end-to-end part; ``kscan`` is the
-    ``(N, Ms, Ks)`` of the fixed-cost sweep (``sp24/kscan.py``), None to leave it out."""
+    ``(N, Ms, Ks)`` of the fixed-cost sweep (``sp24/kscan.py``), None to leave it out; ``keeps``
+    narrows the sweep to a short list (``sp24/shortlist.py``), None times all of it."""
     started = time.perf_counter()
     phases = info["phase_seconds"] = {}  # when each part ended, for sizing the next device call
 
@@ -138,12 +150,12 @@ def run(out: Path, info: dict, timer, shapes, ms, log, e2e_layers: int = 4, e2e_
         phases[phase] = round(time.perf_counter() - started, 1)
         log(f"{phase}: done at {phases[phase]:.0f} s")
 
-    precompile(shapes, ms, timer.device, log)
+    precompile(shapes, ms, timer.device, log, keeps)
     done("precompile")
     info["host_us_per_call"] = host_overhead(timer, log)  # after the compiles: it runs spmma's M = 1 default
     recs, weights = [], {}
     for n, k in shapes:
-        shape_recs, weights[(n, k)] = bench_shape(info, timer, n, k, ms, log)
+        shape_recs, weights[(n, k)] = bench_shape(info, timer, n, k, ms, log, keeps)
         recs += shape_recs
         (out / "sparse24.json").write_text(json.dumps(recs, indent=1) + "\n")  # partial, if cut off
         done(f"sweep {n}x{k}")

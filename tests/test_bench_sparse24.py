@@ -1,6 +1,7 @@
 """The CPU-checkable parts of the 2:4 GEMM benchmark (bench/sp24): the dispatcher-table rule, the
 report, the sweep's configurations and the end-to-end model. The timings themselves need a GPU."""
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -136,6 +137,47 @@ def test_the_spin_before_a_timed_call_outlasts_the_calls_host_side():
     assert sleep_cycles(5e6) == MAX_SLEEP_CYCLES
     with pytest.raises(ValueError, match="host_us"):
         sleep_cycles(-1)
+
+
+@pytest.fixture
+def h100_runs(tmp_path):
+    """The two whole H100 runs of session 19 and 20, as a results folder of their own (with a file
+    beside them that is not a run), so that the short list's answers do not move with later runs."""
+    for name in ("h100-2026-11-28.json", "h100-2026-11-28c.json", "h100-2026-11-28c-spmma-map.json"):
+        shutil.copy(ROOT / "bench" / "results" / name, tmp_path / name)
+    return tmp_path
+
+
+def test_short_list_keeps_each_cases_fastest_and_whatever_this_gpu_never_timed(h100_runs, tmp_path_factory):
+    """From the committed H100 runs: a case's winner stays, a tiling that lost by 2x in every run
+    goes, one never timed on the H100 stays; a GPU with no committed run gets the whole sweep."""
+    from sp24.shortlist import committed_runs, shortlist
+
+    runs = committed_runs("h100", h100_runs)
+    assert [p.name for p in runs] == ["h100-2026-11-28.json", "h100-2026-11-28c.json"]
+    short = shortlist("h100", h100_runs)
+    assert short.keeps("spmma", 1, "r1s4u8t1pxi")  # 4096x4096's winner at one token in run -c
+    assert short.keeps("wgmma", 2048, "g2t128u2c4s")  # 11008x4096's winner at 2048 tokens
+    assert not short.keeps("wgmma", 2048, "g2t128u2c4")  # the dense form: 2.0-2.3x the fastest there
+    assert short.keeps("wgmma", 2048, "g2t256u2c4sm2")  # new since run -c
+    assert shortlist("a100", h100_runs) is None and shortlist("h100", tmp_path_factory.mktemp("none")) is None
+    with pytest.raises(ValueError, match="top must be at least 1"):
+        shortlist("h100", h100_runs, top=0)
+
+
+def test_short_list_narrows_the_sweep_and_its_compiles_and_keeps_twins_timed_together(h100_runs):
+    """The default run times under half of the sweep on the H100, and a tiling new since the
+    last run is timed beside the twin it was made from (the options tables pair them)."""
+    from sp24.shortlist import shortlist
+    from sp24.sweep import case_configs, precompile_jobs
+
+    keeps = shortlist("h100", h100_runs).keeps
+    whole = sum(len(case_configs(kernel, n, m, k)) for n, k in SHAPES for m in MS for kernel in KERNELS)
+    short = sum(len(case_configs(kernel, n, m, k, keeps)) for n, k in SHAPES for m in MS for kernel in KERNELS)
+    assert short < 0.5 * whole
+    assert len(precompile_jobs(SHAPES, MS, keeps)) < 0.6 * len(precompile_jobs(SHAPES, MS))
+    labels = {cfg.label() for cfg in case_configs("wgmma", 4096, 128, 4096, keeps)}
+    assert {"g1t128u2c6sk2m2", "g1t128u2c6sk2"} <= labels
 
 
 def test_read_floor_kernel_reads_every_word_and_its_check_notices_a_missed_one():

@@ -269,6 +269,13 @@ def kernel_configs(kernel: str, m: int):
     return [C(64, 128, 32, 8, 3)]  # the large-M path, for the record
 
 
+def case_configs(kernel: str, n: int, m: int, k: int, keeps=None) -> list:
+    """The configurations (split-K counts included) the sweep times for one case; ``keeps``
+    (``Shortlist.keeps``, or None for all) narrows them to a short list."""
+    configs = [cfg for base in kernel_configs(kernel, m) for cfg in with_splits(base, n, m, k)]
+    return [cfg for cfg in configs if keeps is None or keeps(kernel, m, cfg.label())]
+
+
 def with_splits(cfg, n: int, m: int, k: int):
     from dataclasses import replace
 
@@ -284,28 +291,28 @@ def with_splits(cfg, n: int, m: int, k: int):
     return out
 
 
-def precompile_jobs(shapes, ms) -> list[tuple]:
-    """``(kernel, configuration, (N, K), M)`` for every compile the sweep will launch. Triton compiles
-    a kernel again for each way its integer arguments specialize: 1, a multiple of 16, or neither.
-    The Gluon kernels leave M out of that (``do_not_specialize``) but not the weight's tile and
-    k-block counts, which differ in kind between the shapes (KB = 128 on K = 4096, 344 on K = 11008),
-    so each is compiled once per shape, with 16 tokens; the Triton kernels per shape and token
-    count, for their plain and their atomic (split-K) variant."""
+def precompile_jobs(shapes, ms, keeps=None) -> list[tuple]:
+    """``(kernel, configuration, (N, K))`` for every compile the sweep will launch. Triton compiles a
+    kernel again for each way its integer arguments specialize (1, a multiple of 16, or neither).
+    Our kernels leave M and the split count out of that (``do_not_specialize``) but not the shape:
+    the Gluon kernels' k-block count differs in kind between the shapes (128 on K = 4096, 344 on
+    K = 11008), the Triton kernels' tiles may or may not divide K. So each configuration is compiled
+    per shape, and the Triton kernels' in their plain and their atomic (split-K) variant.
+    ``keeps``: as ``case_configs``."""
     from dataclasses import replace
 
     jobs = []
     for n, k in shapes:
         for m in ms:
             for kernel in KERNELS:
-                for cfg in kernel_configs(kernel, m):
+                for cfg in case_configs(kernel, n, m, k, keeps):
                     if hasattr(cfg, "BP"):
-                        jobs += [(kernel, replace(cfg, split_k=s), (n, k), m) for s in (1, 2)]
-                    else:  # spmma, wgmma: split-K is part of the configuration, each count its own compile
-                        jobs.append((kernel, cfg, (n, k), 16))
+                        cfg = replace(cfg, split_k=min(cfg.split_k, 2))
+                    jobs.append((kernel, cfg, (n, k)))
     return list(dict.fromkeys(jobs))
 
 
-def precompile(shapes, ms, device, log=print):
+def precompile(shapes, ms, device, log=print, keeps=None):
     """Compile every variant the sweep will launch (``precompile_jobs``) in parallel threads, so that
     none is compiled one at a time between timings. A job whose specialization an earlier one
     already compiled is a hit in Triton's cache."""
@@ -313,7 +320,7 @@ def precompile(shapes, ms, device, log=print):
 
     from repro.kernels.triton_sp24 import launch
 
-    jobs = precompile_jobs(shapes, ms)
+    jobs = precompile_jobs(shapes, ms, keeps)
     weights = {(n, k): compress_24(torch.zeros(n, k, device=device, dtype=torch.float16)) for n, k in shapes}
     xs, outs = {}, {}
     # each Gluon kernel in its own batch: if its compiles fail, the other kernels' still ran
@@ -322,16 +329,16 @@ def precompile(shapes, ms, device, log=print):
     for batch in batches:
         try:
             with triton.AsyncCompileMode(ThreadPoolExecutor(16)):
-                for kernel, cfg, (n, k), m in batch:
-                    x = xs.setdefault((m, k), torch.zeros(m, k, device=device, dtype=torch.float16))
-                    out = outs.setdefault((m, n), torch.empty(m, n, device=device, dtype=torch.float16))
+                for kernel, cfg, (n, k) in batch:  # 16 tokens: M is not specialized on
+                    x = xs.setdefault(k, torch.zeros(16, k, device=device, dtype=torch.float16))
+                    out = outs.setdefault(n, torch.empty(16, n, device=device, dtype=torch.float16))
                     launch(kernel, x, weights[(n, k)], None, out, cfg, warmup=True)
         except Exception as exc:  # older Triton: compile lazily
             log(f"parallel precompile unavailable ({exc!r}); compiling lazily")
     log(f"precompiled {len(jobs)} variants in {time.time() - t0:.1f}s")
 
 
-def bench_shape(info, timer, n, k, ms, log) -> list[dict]:
+def bench_shape(info, timer, n, k, ms, log, keeps=None) -> list[dict]:
     from repro.kernels.triton_sp24 import launch
 
     dense = pruned_weight(n, k, timer.device, seed=n + k)
@@ -403,28 +410,28 @@ def bench_shape(info, timer, n, k, ms, log) -> list[dict]:
             best = None
             sweep = []
             n_wrong = n_timed = 0
-            for base in kernel_configs(kernel, m):
-                for cfg in with_splits(base, n, m, k):
-                    out = torch.full((m, n), float("nan"), device=timer.device, dtype=torch.float16)
-                    try:
-                        launch(kernel, x, w, None, out, cfg)
-                    except Exception as exc:  # a compile error: count it as wrong, go on
-                        log(f"FAILED {kernel} {cfg.label()}: {type(exc).__name__}: {str(exc)[:300]}")
-                        n_wrong += 1
-                        continue
-                    err = rel_err(out, ref)
-                    if not err < TOL:  # NaN (unwritten) fails too
-                        n_wrong += 1
-                        log(f"WRONG {kernel} {cfg.label()} {n}x{k} M={m}: rel_err={err}")
-                        continue
-                    fn = lambda cfg=cfg, out=out: launch(kernel, x, w, None, out, cfg)  # noqa: E731
-                    us = timer.median_us(fn, reps=20)
-                    sweep.append((cfg.label(), round(us, 2)))
-                    n_timed += 1
-                    if best is None or us < best[0]:
-                        best = (us, cfg, err, fn)
+            configs = case_configs(kernel, n, m, k, keeps)
+            for cfg in configs:
+                out = torch.full((m, n), float("nan"), device=timer.device, dtype=torch.float16)
+                try:
+                    launch(kernel, x, w, None, out, cfg)
+                except Exception as exc:  # a compile error: count it as wrong, go on
+                    log(f"FAILED {kernel} {cfg.label()}: {type(exc).__name__}: {str(exc)[:300]}")
+                    n_wrong += 1
+                    continue
+                err = rel_err(out, ref)
+                if not err < TOL:  # NaN (unwritten) fails too
+                    n_wrong += 1
+                    log(f"WRONG {kernel} {cfg.label()} {n}x{k} M={m}: rel_err={err}")
+                    continue
+                fn = lambda cfg=cfg, out=out: launch(kernel, x, w, None, out, cfg)  # noqa: E731
+                us = timer.median_us(fn, reps=20)
+                sweep.append((cfg.label(), round(us, 2)))
+                n_timed += 1
+                if best is None or us < best[0]:
+                    best = (us, cfg, err, fn)
             if best is None:
-                if kernel_configs(kernel, m):
+                if configs:
                     recs.append(record(info, n, k, m, f"repro_{kernel}", "wrong", note=f"{n_wrong} wrong"))
                 continue
             us, cfg, err, fn = best
