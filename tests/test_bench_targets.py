@@ -184,6 +184,11 @@ def test_where_cublas_was_timed_beside_the_dispatcher_that_time_is_the_one_judge
     assert large.value == pytest.approx(1.1) and large.note == ""  # cuBLAS (paired) is the better baseline
     assert "interleaved" in summary_markdown(_with_info(paired), "x.json")
     assert "interleaved" not in summary_markdown(_with_info(older), "x.json")
+    # a newer run also says which sweep it timed
+    short = _with_info(paired)
+    short[0]["info"]["sweep"] = "short list (top 3 of h100-2026-11-28c.json)"
+    assert "Sweep: short list (top 3 of h100-2026-11-28c.json)." in summary_markdown(short, "x.json")
+    assert "Sweep:" not in summary_markdown(_with_info(older), "x.json")
 
 
 def _with_info(recs):
