@@ -180,6 +180,17 @@ def test_short_list_narrows_the_sweep_and_its_compiles_and_keeps_twins_timed_tog
     assert {"g1t128u2c6sk2m2", "g1t128u2c6sk2"} <= labels
 
 
+def test_the_profiled_layer_is_named_as_n_by_k_and_bad_shapes_say_what_is_allowed():
+    import argparse
+
+    from profile_sp24 import _shape
+
+    assert _shape("11008x4096") == (11008, 4096) and _shape("4096X11008") == (4096, 11008)
+    for bad, message in (("4096", "expected N x K"), ("100x4096", "multiple of 16"), ("4096x100", "K of 64")):
+        with pytest.raises(argparse.ArgumentTypeError, match=message):
+            _shape(bad)
+
+
 def test_read_floor_kernel_reads_every_word_and_its_check_notices_a_missed_one():
     from sp24.readfloor import CONFIGS, check, read_call
 
