@@ -336,6 +336,15 @@ def test_the_sparse_wgmma_form_can_be_left_out_of_the_sweep(monkeypatch):
     assert configs and not any(cfg.sparse for cfg in configs)
 
 
+def test_the_256_token_tiles_alone_can_be_left_out_of_the_sweep(monkeypatch):
+    """bench/gpu_check.sh tests the 256-token tiles apart (new in session 22) and sets
+    REPRO_WGMMA_T256=0 when they fail: the other sparse tilings at 512 tokens, shared ones too, stay."""
+    assert any(cfg.T == 256 for cfg in kernel_configs("wgmma", 512))
+    monkeypatch.setenv("REPRO_WGMMA_T256", "0")
+    configs = kernel_configs("wgmma", 512)
+    assert configs and not any(cfg.T == 256 for cfg in configs) and any(cfg.share > 1 for cfg in configs)
+
+
 def test_the_ablation_times_no_expansion_variant_of_the_sparse_form():
     """bench/wgmma_ablation.py: the sparse form expands nothing, so it has no ``no_expand``
     variant; every tiling it names is a valid configuration of its kind."""
