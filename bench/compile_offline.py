@@ -69,7 +69,7 @@ def compile_config(cfg, arch: int, dtype: str, bias: bool):
 def compile_wgmma(cfg, arch: int, dtype: str, bias: bool, meta_rows: bool = False):
     if cfg.share > 1:  # its own kernel: x's TMA descriptor first, fewer constants
         constants = dict(HAS_BIAS=bias, G=cfg.G, W=cfg.W, T=cfg.T, U=cfg.U, SPLIT_K=cfg.split_k, STAGES=cfg.stages,
-                         SHARE=cfg.share)
+                         SHARE=cfg.share, CLUSTER=cfg.cluster)
         return _compile_gluon(gluon_wgmma._wgmma_shared_x_kernel, constants, cfg.num_warps, arch, dtype,
                               (cfg.T // cfg.share, gluon_wgmma.BOX_COLUMNS))
     constants = dict(HAS_BIAS=bias, G=cfg.G, W=cfg.W, T=cfg.T, U=cfg.U, SPLIT_K=cfg.split_k, AHEAD=cfg.ahead)

@@ -171,28 +171,31 @@ _CHAINED = {
 # 312 us): pairs and fours of g2t128u2c4s and g2t128u4c4s, and a pair of g2w2t128u2c4s (256 rows, the
 # fastest at 2048 on two shapes). Out: the dense g2t128u2c4 (1.85-2.27 times the fastest in both
 # H100 runs) and g2w2t128u2c4sk2 (1.08-1.46). And 256-token tiles (the MMA's widest N), which read
-# the weight once per 256 tokens instead of 128: alone, and shared by pairs and fours.
+# the weight once per 256 tokens instead of 128: alone, and shared by pairs and fours. At 16-128 tokens,
+# pairs sharing x whose K splits also meet in the cluster (suffix qm2: clusters of share x splits), twins
+# of the cluster-meet tilings that were the fastest at their token count in h100-2026-11-28c.
 _WGMMA = {
     1: ("g2t16u2c6sk4", "g2t16u1c8sk4", "g2t16u2c4x16sk4", "g2w2t32u2c6sk8", "g1t8u4k4", "g1t8u4c4k2", "g1t8u4c4k4",
         "g1t8u2c6k4", "g2t8u4c4k2", "g1t8u4c6k2", "g1t8u4c4x16k2", "g1t8u4c6x8k4"),
     16: ("g2t16u2c6sk4", "g2t16u1c8sk4", "g2t16u2c4x16sk4", "g2w2t32u2c6sk8", "g2w2t32u2c4x16sk8", "g1t16u2c6sk4",
          "g1t16u1c6sk4", "g1t16u2c4sk2", "g1t16u2c8sk4", "g1t16u2c6sk8", "g1t16u4k4", "g1t16u4c4k2", "g1t16u4c4k4",
          "g1t16u2c6k4", "g1t16u4c5k2", "g1t16u2c6sk4q", "g1t16u2c8sk4q", "g2t16u2c6sk4q", "g1t16u2c6sk4m2",
-         "g1t16u2c8sk4m2"),
+         "g1t16u2c8sk4m2", "g1t16u2c6sk4qm2"),
     32: ("g2w2t32u2c6sk8", "g2t32u2c6sk4", "g2t32u4c4sk4", "g2t32u2c6x16sk4", "g2w2t32u2c4x16sk8", "g1t32u2c6sk4",
          "g1t32u4c4sk2", "g1t32u2c5sk2", "g1t32u2c8sk4", "g1t32u2c6sk2", "g1t32u4k4", "g1t32u4c4k2", "g1t32u2c5k2",
          "g1t32u2c6k4", "g1t32u4c4x8k4", "g1t32u2c6sk4q", "g1t32u2c8sk4q", "g2t32u2c6sk4q", "g1t32u4c4sk2m2",
-         "g1t32u2c6sk4m2"),
+         "g1t32u2c6sk4m2", "g1t32u2c6sk4qm2"),
     64: ("g2w2t64u2c6sk8", "g1w2t64u2c6sk4", "g2t64u2c6sk4", "g2t64u2c4sk4", "g1t64u2c6s", "g1t64u2c6sk2",
          "g2t64u2c4sk2", "g1t64u2c8sk4", "g1t64u4c4sk2", "g2t64u2c6x16sk4", "g2w2t64u2c4x8sk8", "g1t64u2c8s",
          "g1t64u2c8sk2", "g1t64u4c6sk2", "g1t64u2c4k2", "g1t64u4c4k2", "g2t64u2c4x16k4", "g1t64u4c6sk2q",
          "g1t64u2c6sk2q", "g2t64u2c6sk4q", "g2w2t64u2c6sk8q", "g1t64u2c6sm2", "g1t64u2c8sm2", "g1t64u4c6sk2m2",
-         "g1t64u2c6sk2m2", "g1t64u2c6sm4", "g1t64u4c6sk2m4"),
+         "g1t64u2c6sk2m2", "g1t64u2c6sm4", "g1t64u4c6sk2m4", "g1t64u4c6sk2qm2"),
     128: ("g2w2t128u2c4sk8", "g2w2t128u2c4sk4", "g2t128u2c6sk2", "g2t128u2c6s", "g2t128u2c4s", "g1t128u2c6sk2",
           "g2t64u2c6sk2", "g1t128u4c4sk2", "g2t128u2c4sk4", "g2t128u2c4x8sk4", "g2t128u2c8s", "g1t128u2c8sk2",
           "g2t128u2c8sk4", "g2t128u2c6sk4", "g2t64u2c8sk2", "g1t128u2c6sk2q", "g2t64u2c6sk2q", "g2t128u2c6sk4q",
           "g2t128u2c8sk4q", "g1t128u2c4sk4q", "g2w2t128u2c4sk4q", "g1t128u2c6sk2m2", "g1t128u2c8sk2m2",
-          "g2t64u2c6sk2m2", "g2t128u2c6sm2", "g1t64u2c6sm2", "g2t128u2c6sk2m2", "g1t128u2c6sk2m4", "g2t64u2c6sk2m4"),
+          "g2t64u2c6sk2m2", "g2t128u2c6sm2", "g1t64u2c6sm2", "g2t128u2c6sk2m2", "g1t128u2c6sk2m4", "g2t64u2c6sk2m4",
+          "g1t128u2c6sk2qm2", "g2t64u2c6sk2qm2"),
     512: ("g2w2t128u2c4s", "g2t128u2c4s", "g2t128u4c4s", "g2t128u2c4sm2", "g2t128u4c4sm2", "g2t128u2c4sm4",
           "g2t128u4c4sm4", "g2w2t128u2c4sm2", "g2t256u2c4s", "g2t256u2c4sm2", "g2t256u2c4sm4"),
 }

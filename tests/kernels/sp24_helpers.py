@@ -188,6 +188,11 @@ WGMMA_SHARED_X_CASES = [
     (300, 256, 512, WgmmaConfig(G=2, T=128, U=4, stages=4, sparse=True, share=2)),
     (200, 640, 256, WgmmaConfig(G=2, T=128, U=2, stages=4, sparse=True, share=4)),
     (300, 384, 512, WgmmaConfig(G=2, T=256, U=2, stages=4, sparse=True, share=2)),
+    # the K splits of the tiles sharing x in the same cluster, meeting there: pairs of tiles with two
+    # splits (one uneven, an odd row-tile count), pairs with four, fours with two
+    (100, 130, 1000, WgmmaConfig(G=1, T=64, U=2, stages=3, split_k=2, sparse=True, cluster=True, share=2)),
+    (29, 256, 2048, WgmmaConfig(G=1, T=32, U=2, stages=4, split_k=4, sparse=True, cluster=True, share=2)),
+    (64, 320, 1024, WgmmaConfig(G=2, T=64, U=4, stages=3, split_k=2, sparse=True, cluster=True, share=4)),
 ]
 
 

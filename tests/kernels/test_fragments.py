@@ -163,7 +163,7 @@ def test_wgmma_labels_round_trip(label):
         (dict(T=16, U=2, stages=4, sparse=True, share=4), "T >= 8 \\* share"),
         (dict(T=16, U=1, stages=4, sparse=True, share=2), "U 2 or 4"),
         (dict(T=32, U=2, stages=4, x_steps=8, sparse=True, share=2), "x streamed"),
-        (dict(T=32, U=2, stages=4, split_k=2, sparse=True, cluster=True, share=2), "cluster off"),
+        (dict(T=32, U=2, stages=4, split_k=8, sparse=True, cluster=True, share=2), "at most 8 may run as one"),
     ],
 )
 def test_bad_wgmma_configurations_name_the_field_and_what_is_allowed(fields, message):

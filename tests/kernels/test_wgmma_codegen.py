@@ -117,7 +117,7 @@ def test_sparse_form_with_x_resident_fences_nothing_per_step():
 @pytest.mark.parametrize(
     "label, dtype, bias",
     [("g1t64u2c6sm2", "fp16", False), ("g1t128u4c4sk2m2", "bf16", True), ("g2t64u2c4sm4", "fp16", False),
-     ("g2t128u4c4sm4", "fp16", False)],
+     ("g2t128u4c4sm4", "fp16", False), ("g1t128u2c6sk2qm2", "fp16", False)],
 )
 def test_shared_x_loads_x_by_tma_with_no_fence_and_no_barrier_per_step(label, dtype, bias):
     """x shared by the row tiles of a cluster (``gluon_shared_x.py``): each step's x comes by one TMA

@@ -10,6 +10,7 @@ metadata) or the x buffer of an MMA still in flight, a shared-memory write the M
 was not fenced for, and any out-of-bounds or misaligned access.
 """
 
+import re
 import sys
 from dataclasses import replace
 from functools import partial
@@ -125,11 +126,13 @@ def test_x_shared_by_a_cluster_gives_the_bits_of_the_tiles_apart(gpu, m, n, k, c
     """The programs of each cluster run together in the emulator, x landing by TMA multicast in
     all of them: it refuses a read of x before the barrier phase that brings it has been waited
     for, a copy into a slot whose earlier bytes a partner has not finished with, and a program
-    that ends while a partner may still take what it sent."""
+    that ends while a partner may still take what it sent. With the splits of the tiles in the
+    cluster too, meeting there, the bits are those of the same meet with x loaded by each tile."""
     kernel = gpu(shared_x=True)
     assert_wgmma_bits_of(m, n, k, cfg, replace(cfg, share=1), dtype, device="cpu")
     launch = kernel.launches[-1]
-    assert launch["grid"].cluster == cfg.share and ".multicast::cluster" in launch["ptx"]
+    in_cluster = cfg.share * (cfg.split_k if cfg.cluster else 1)  # with `cluster`, the tiles' splits too
+    assert launch["grid"].cluster == in_cluster and ".multicast::cluster" in launch["ptx"]
 
 
 _EMPTY_WAIT = "mbarrier.arrive.release.cluster.shared::cluster.b64 _, [%r_peer]"
@@ -177,6 +180,36 @@ def test_x_shared_by_a_cluster_needs_its_barriers(gpu, monkeypatch, mutation, re
     with pytest.raises(PtxError, match=refusal):
         run_wgmma_case(64, 128, 2048, WgmmaConfig(G=1, T=64, U=2, stages=3, sparse=True, share=2), torch.float16,
                        with_bias=False, device="cpu")
+
+
+@pytest.mark.parametrize(
+    "pattern, replacement, refusal",
+    [
+        (r"shl\.b16 %l_mask, %l_mask, %r\d+;", "shl.b16 %l_mask, %l_mask, 0;",
+         "rank 0's warps touched with no release"),
+        (r"add\.u32 %r_t, %r\d+, (\d+);", r"mov.u32 %r_t, \1;", "read by a wgmma.mma_async not yet waited for"),
+    ],
+    ids=["multicast into the first pair", "releases to the first pair"],
+)
+def test_tiles_sharing_x_and_meeting_splits_address_their_own_partners(gpu, monkeypatch, pattern, replacement,
+                                                                        refusal):
+    """With a tile's splits in the cluster too, x goes to and slots are released by the programs of
+    the same split only (ranks ``split * share ..``): the multicast mask and the releases offset by
+    it. Aimed at the first ``share`` ranks instead, the later splits' programs find slots
+    overwritten, or their partners' still in use."""
+    kernel = gpu(shared_x=True)
+    compile_ = kernel.compile
+
+    def mutated(*args):
+        ptx, shared = compile_(*args)
+        ptx, count = re.subn(pattern, replacement, ptx)
+        assert count > 0, "the offset is no longer where the test looks for it"
+        return ptx, shared
+
+    monkeypatch.setattr(kernel, "compile", mutated)
+    combined = next(cfg for _, _, _, cfg in WGMMA_SHARED_X_CASES if cfg.cluster)
+    with pytest.raises(PtxError, match=refusal):
+        run_wgmma_case(100, 130, 1000, combined, torch.float16, with_bias=False, device="cpu")
 
 
 def test_sparse_form_refuses_weights_packed_in_the_other_metadata_order():

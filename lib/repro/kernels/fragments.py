@@ -180,7 +180,8 @@ class WgmmaConfig:
     ``split_k`` 2, 4 or 8) runs a tile's K splits as one thread-block cluster whose partial sums
     meet in the cluster's shared memory, no workspace (``gluon_cluster.py``). ``share`` = 2 or 4
     (sparse, x streamed, ``U`` 2 or 4, ``T`` >= 8 share) runs the row tiles that many at a time as
-    clusters whose programs load x once between them, by TMA multicast (``gluon_shared_x.py``)."""
+    clusters whose programs load x once between them, by TMA multicast (``gluon_shared_x.py``); with
+    ``cluster`` too, their K splits are in the same cluster (``share * split_k`` <= 8 programs)."""
 
     G: int = 1
     W: int = 1
@@ -276,13 +277,17 @@ class WgmmaConfig:
     def _check_share(self) -> None:
         if self.share not in (2, 4):
             raise ValueError(f"WgmmaConfig.share must be 1 (off), or 2 or 4 row tiles loading x once, got {self.share}")
-        if not self.sparse or self.x_steps or self.cluster or self.U not in (2, 4) or self.T < 8 * self.share:
+        if not self.sparse or self.x_steps or self.U not in (2, 4) or self.T < 8 * self.share:
             raise ValueError(
                 f"WgmmaConfig share={self.share} with sparse={self.sparse}, x_steps={self.x_steps}, "
-                f"cluster={self.cluster}, U={self.U}, T={self.T}: x shared by row tiles needs the sparse form with "
-                "x streamed (x_steps 0), its K splits meeting in the workspace (cluster off), steps of 64 or 128 "
-                "columns (U 2 or 4: whole 128-byte swizzled rows for the TMA) and T >= 8 * share (each program's "
-                "part of the tokens whole 1024-byte swizzle blocks)"
+                f"U={self.U}, T={self.T}: x shared by row tiles needs the sparse form with x streamed (x_steps 0), "
+                "steps of 64 or 128 columns (U 2 or 4: whole 128-byte swizzled rows for the TMA) and T >= 8 * share "
+                "(each program's part of the tokens whole 1024-byte swizzle blocks)"
+            )
+        if self.cluster and self.share * self.split_k > 8:
+            raise ValueError(
+                f"WgmmaConfig share={self.share} with cluster and split_k={self.split_k}: a cluster then holds "
+                f"share * split_k = {self.share * self.split_k} programs, and at most 8 may run as one"
             )
 
     @property

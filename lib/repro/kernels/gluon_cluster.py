@@ -42,13 +42,14 @@ _CLUSTER_BARRIER_ASM = gl.constexpr(
 
 
 @gluon.constexpr_function
-def _sum_partials_asm(SPLITS):
-    """``$0`` = the float at byte ``$1`` of ``global_smem`` in every program of the cluster, added
-    in rank order from zero (the order and the bits of ``_meet_splits``)."""
+def _sum_partials_asm(SPLITS, STRIDE):
+    """``$0`` = the float at byte ``$1`` of ``global_smem`` in the cluster's programs of ranks
+    ``$2 + s * STRIDE``, ``s`` < ``SPLITS``, added in that order from zero (the order and the bits
+    of ``_meet_splits``)."""
     lines = ["{ .reg .b32 %s_at, %s_peer, %s_rank; .reg .f32 %s_part;",
              "mov.u32 %s_at, global_smem; add.u32 %s_at, %s_at, $1; mov.f32 $0, 0f00000000;"]
-    for rank in range(SPLITS):
-        lines.append(f"mov.u32 %s_rank, {rank}; mapa.shared::cluster.u32 %s_peer, %s_at, %s_rank; "
+    for split in range(SPLITS):
+        lines.append(f"add.u32 %s_rank, $2, {split * STRIDE}; mapa.shared::cluster.u32 %s_peer, %s_at, %s_rank; "
                      "ld.shared::cluster.f32 %s_part, [%s_peer]; add.f32 $0, $0, %s_part;")
     lines.append("}")
     return " ".join(lines)
@@ -84,12 +85,13 @@ def _store_partial(acc, PITCH: gl.constexpr):
 
 @gluon.jit
 def _meet_in_cluster(acc, rank, row0, token0, y_ptr, bias_ptr, M, N, stride_ym, HAS_BIAS: gl.constexpr,
-                     SPLITS: gl.constexpr, NUM_WARPS: gl.constexpr):
+                     SPLITS: gl.constexpr, NUM_WARPS: gl.constexpr, first_peer=0, STRIDE: gl.constexpr = 1):
     """The ``SPLITS`` partial sums ``acc`` ``[R, T]`` of the tile whose first row is ``row0`` and
-    first token ``token0``, one per program of the cluster (``rank`` its place in it): program
-    ``rank`` adds up and writes tokens ``rank * T / SPLITS ..`` of the tile. The caller has waited
-    for its copies and MMAs; the CTA barrier here makes sure every thread has before any thread
-    writes over the rings."""
+    first token ``token0``, one per program of the cluster (``rank`` its split): program ``rank``
+    adds up and writes tokens ``rank * T / SPLITS ..`` of the tile. The tile's splits are the
+    cluster ranks ``first_peer + s * STRIDE`` (all of it, 0, 1, .., unless the cluster holds the
+    splits of several tiles, ``gluon_shared_x.py``). The caller has waited for its copies and MMAs;
+    the CTA barrier here makes sure every thread has before any thread writes over the rings."""
     R: gl.constexpr = acc.shape[0]
     T: gl.constexpr = acc.shape[1]
     PITCH: gl.constexpr = R + 4
@@ -100,8 +102,9 @@ def _meet_in_cluster(acc, rank, row0, token0, y_ptr, bias_ptr, M, N, stride_ym, 
     OUT: gl.constexpr = _slice_layout(R, NUM_WARPS)
     rows = gl.expand_dims(gl.arange(0, R, layout=gl.SliceLayout(1, OUT)), 1)
     tokens = rank * SLICE + gl.expand_dims(gl.arange(0, SLICE, layout=gl.SliceLayout(0, OUT)), 0)
-    total = gl.inline_asm_elementwise(_sum_partials_asm(SPLITS), "=f,r", [(tokens * PITCH + rows) * 4], gl.float32,
-                                      False, 1)
+    at = (tokens * PITCH + rows) * 4
+    total = gl.inline_asm_elementwise(_sum_partials_asm(SPLITS, STRIDE), "=f,r,r", [at, at * 0 + first_peer],
+                                      gl.float32, False, 1)
     _cluster_barrier(NUM_WARPS)  # every program has read the partials it needs: now any may end
     n_out = row0 + rows
     m_out = token0 + tokens

@@ -91,10 +91,12 @@ def _init_asm(AT, STAGES, G, SHARE):
 def _load_asm(T, U, SHARE, MULTICAST):
     """Thread 0 announces a step's x bytes on ``full`` and starts its copies. Operands: ``$1`` the
     byte offset of the slot (its first 64 columns, first token), ``$2`` the barrier's, ``$3`` the
-    step's first column, ``$4`` the tile's first token, ``$5`` this program's rank in the cluster.
-    Alone (``MULTICAST`` false) it loads every part of the tokens into its own slot; in the cluster
-    its own part (``rank``) into every program's. Each 64 columns of a step are a block of ``T``
-    swizzled 128-byte rows (``gluon_wgmma_sparse._wgmma_sp_asm``); a part is ``T / SHARE`` of them."""
+    step's first column, ``$4`` the tile's first token, ``$5`` this program's part (its place among
+    the ``SHARE`` programs that share x), ``$6`` the cluster rank of the first of them (0, or with
+    the splits meeting in the cluster too, ``split * SHARE``). Alone (``MULTICAST`` false) it loads
+    every part of the tokens into its own slot; in the cluster its own part into those programs'.
+    Each 64 columns of a step are a block of ``T`` swizzled 128-byte rows
+    (``gluon_wgmma_sparse._wgmma_sp_asm``); a part is ``T / SHARE`` of them."""
     part = T // SHARE
     step_bytes = T * 64 * U
     lines = [
@@ -103,7 +105,7 @@ def _load_asm(T, U, SHARE, MULTICAST):
         f"mov.b64 %l_desc, {_DESCRIPTOR}; cvta.param.u64 %l_desc, %l_desc;",
         "mov.u32 %l_base, global_smem; add.u32 %l_bar, %l_base, $2;",
         f"@%l_one mbarrier.arrive.expect_tx.shared::cta.b64 _, [%l_bar], {step_bytes};",
-        f"mov.b16 %l_mask, {(1 << SHARE) - 1};",
+        f"mov.b16 %l_mask, {(1 << SHARE) - 1}; shl.b16 %l_mask, %l_mask, $6;",
     ]
     parts = [None] if MULTICAST else list(range(SHARE))
     for block in range(U // 2):
@@ -133,13 +135,13 @@ _WAIT_ASM = gl.constexpr(
 
 @gluon.constexpr_function
 def _release_asm(SHARE):
-    """The first thread of each warpgroup arrives on the barrier at byte ``$1`` of every program of
-    the cluster (its own included)."""
+    """The first thread of each warpgroup arrives on the barrier at byte ``$1`` of every program
+    that shares x with it (cluster ranks ``$2 ..``, its own included)."""
     lines = ["{ .reg .b32 %r_t, %r_at, %r_peer; .reg .pred %r_lead;",
              "mov.u32 %r_t, %tid.x; and.b32 %r_t, %r_t, 127; setp.eq.u32 %r_lead, %r_t, 0;",
              "mov.u32 %r_at, global_smem; add.u32 %r_at, %r_at, $1;"]
     for rank in range(SHARE):
-        lines.append(f"mov.u32 %r_t, {rank}; mapa.shared::cluster.u32 %r_peer, %r_at, %r_t;")
+        lines.append(f"add.u32 %r_t, $2, {rank}; mapa.shared::cluster.u32 %r_peer, %r_at, %r_t;")
         lines.append("@%r_lead mbarrier.arrive.release.cluster.shared::cluster.b64 _, [%r_peer];")
     lines.append("mov.b32 $0, 0; }")
     return " ".join(lines)
@@ -178,15 +180,16 @@ def _wait_phase(at, parity, NUM_WARPS: gl.constexpr):
 def _load_step(turn, slot, source, X_AT: gl.constexpr, BAR_AT: gl.constexpr, T: gl.constexpr, U: gl.constexpr,
                SHARE: gl.constexpr, MULTICAST: gl.constexpr, NUM_WARPS: gl.constexpr):
     """Thread 0 starts the copies of x's step ``turn`` (in steps from the run's first k-block) into
-    ring slot ``slot``; ``source`` is ``(first k-block, K, first token, rank, steps of the run)``.
+    ring slot ``slot``; ``source`` is ``(first k-block, K, first token, part, steps of the run, first
+    rank)`` (``_load_asm``).
     A step past the run is asked for at column ``K``, wholly outside x, which the TMA fills with
     zeros (the weight words there are zeros too). Columns past ``K`` come as zeros as well; those
     of a last step that run past a split's end into the next split's come as they are, and meet
     weight words masked to zero."""
-    first, K, token0, rank, run_turns = source
+    first, K, token0, part, run_turns, base = source
     col = gl.where(turn < run_turns, (first + turn * U) * 32, K)
-    at = [X_AT + slot * (T * 64 * U), BAR_AT + 8 * slot, col, token0, rank]
-    _per_thread(_load_asm(T, U, SHARE, MULTICAST), "=r,r,r,r,r,r", at, NUM_WARPS)
+    at = [X_AT + slot * (T * 64 * U), BAR_AT + 8 * slot, col, token0, part, base]
+    _per_thread(_load_asm(T, U, SHARE, MULTICAST), "=r,r,r,r,r,r,r", at, NUM_WARPS)
 
 
 @gluon.jit
@@ -214,18 +217,19 @@ def _refill(done, steps, source, X_AT: gl.constexpr, BAR_AT: gl.constexpr, STAGE
     if done + STAGES < steps:
         slot = done % STAGES
         empty = BAR_AT + 8 * (STAGES + slot)
-        _per_thread(_release_asm(SHARE), "=r,r", [empty], NUM_WARPS)
+        _per_thread(_release_asm(SHARE), "=r,r,r", [empty, source[5]], NUM_WARPS)
         _wait_phase(empty, (done // STAGES) % 2, NUM_WARPS)
         _load_step(done + STAGES, slot, source, X_AT, BAR_AT, T, U, SHARE, True, NUM_WARPS)
 
 
 @gluon.jit
-def _shared_x_loop(acc, rings, streams, first, run, K, X_AT: gl.constexpr, BAR_AT: gl.constexpr, BF16: gl.constexpr,
-                   SHARE: gl.constexpr):
-    """The sparse form's main loop with x shared by the cluster's ``SHARE`` programs: ``run``
-    k-blocks from ``first``. The first step runs before the loop with a zero accumulator (C7515, as
-    ``_sparse_loop``), then two per iteration (two sets of word registers); with an even number of
-    steps the loop runs one past the run, which brings zeros."""
+def _shared_x_loop(acc, rings, streams, first, run, K, part, base, X_AT: gl.constexpr, BAR_AT: gl.constexpr,
+                   BF16: gl.constexpr, SHARE: gl.constexpr):
+    """The sparse form's main loop with x shared by ``SHARE`` programs of the cluster (ranks ``base``
+    on; this one is ``part`` of them): ``run`` k-blocks from ``first``. The first step runs before
+    the loop with a zero accumulator (C7515, as ``_sparse_loop``), then two per iteration (two sets
+    of word registers); with an even number of steps the loop runs one past the run, which brings
+    zeros."""
     STAGES: gl.constexpr = rings[0].shape[0]
     T: gl.constexpr = rings[0].shape[1]
     W: gl.constexpr = rings[1].shape[1]
@@ -234,8 +238,7 @@ def _shared_x_loop(acc, rings, streams, first, run, K, X_AT: gl.constexpr, BAR_A
     NUM_WARPS: gl.constexpr = 4 * G
     run_turns = gl.cdiv(gl.maximum(run, 0), U)  # steps with k-blocks of the run (an empty split has none)
     steps = run_turns + 1 - run_turns % 2  # the steps the loop runs: at least one
-    # clusters of SHARE along x: the rank in it
-    source = (first, K, gl.program_id(1) * T, gl.program_id(0) % SHARE, run_turns)
+    source = (first, K, gl.program_id(1) * T, part, run_turns, base)
     _per_thread(_init_asm(BAR_AT, STAGES, G, SHARE), "=r,r", [0], NUM_WARPS)
     _cta_barrier()  # every thread sees the barriers set up before it waits on them
     cluster_arrive(NUM_WARPS)

@@ -336,25 +336,50 @@ def _wgmma_shared_x_kernel(
     x_desc,  # TMA tensor map of x [M, K], boxes of [T / 2, 64]: read only by inline assembly (gluon_shared_x.py)
     x_ptr, v_ptr, e_ptr, bias_ptr, y_ptr, ws_ptr, flag_ptr, M, N, K, NT, KB, stride_xm, stride_ym,  # as _wgmma_kernel's
     HAS_BIAS: gl.constexpr, G: gl.constexpr, W: gl.constexpr, T: gl.constexpr, U: gl.constexpr,
-    SPLIT_K: gl.constexpr, STAGES: gl.constexpr, SHARE: gl.constexpr,
+    SPLIT_K: gl.constexpr, STAGES: gl.constexpr, SHARE: gl.constexpr, CLUSTER: gl.constexpr,
 ):
     """The sparse form with x shared by the ``SHARE`` row tiles of a cluster (``WgmmaConfig.share``,
-    ``gluon_shared_x.py``); the same arguments as ``_wgmma_kernel`` after the descriptor."""
+    ``gluon_shared_x.py``); the same arguments as ``_wgmma_kernel`` after the descriptor. With
+    ``CLUSTER`` the tiles' K splits are in the cluster too and meet there (``gluon_cluster.py``):
+    ``SHARE * SPLIT_K`` programs, rank ``split * SHARE + part``, the row tiles along x."""
     DTYPE: gl.constexpr = x_ptr.dtype.element_ty
     ROWS: gl.constexpr = 64 * G * W
-    first, end = _split_run(gl.program_id(2), KB, SPLIT_K, U)
+    if CLUSTER:
+        rank = gl.program_id(0) % (SHARE * SPLIT_K)
+        split = rank // SHARE
+        part = rank % SHARE
+        row_tile = gl.program_id(0) // (SHARE * SPLIT_K) * SHARE + part
+    else:
+        split = gl.program_id(2)
+        part = gl.program_id(0) % SHARE
+        row_tile = gl.program_id(0)
+    first, end = _split_run(split, KB, SPLIT_K, U)
     rings = _sparse_rings(STAGES, G, W, T, U, DTYPE, 0)
-    streams = _sparse_streams(x_ptr, v_ptr, e_ptr, M, K, NT, KB, stride_xm, gl.program_id(0), first, end, G, W, T, U)
+    streams = _sparse_streams(x_ptr, v_ptr, e_ptr, M, K, NT, KB, stride_xm, row_tile, first, end, G, W, T, U)
     X_AT: gl.constexpr = _ring_offset(0, G, W, T, U, STAGES, 0)
     BAR_AT: gl.constexpr = _barriers_at(G, W, T, U, STAGES)
     bars = gl.allocate_shared_memory(gl.int64, [2 * STAGES], gl.SwizzledSharedLayout(1, 1, 1, [0]))
     acc = gl.zeros([ROWS, T], gl.float32, _mma_layout(G, T))
-    acc = _shared_x_loop(acc, rings, streams, first, end - first, K, X_AT, BAR_AT, DTYPE == gl.bfloat16, SHARE)
+    acc = _shared_x_loop(acc, rings, streams, first, end - first, K, part, (split * SHARE) if CLUSTER else 0, X_AT,
+                         BAR_AT, DTYPE == gl.bfloat16, SHARE)
     bars._keep_alive()
     async_copy.wait_group(0)  # the word copies issued past the end (masked: zeros) land before the program ends
-    cluster_arrive(4 * G)  # this program has taken every copy its partners multicast into it
-    _store_or_meet(acc, ws_ptr, flag_ptr, y_ptr, bias_ptr, M, N, stride_ym, HAS_BIAS, SPLIT_K, G, ROWS, T)
-    cluster_wait(4 * G)  # and its partners every copy this program multicast: now it may end
+    if CLUSTER:  # its first cluster barrier also orders every copy into this program before the partials
+        # through shared memory as Triton sees it: the one access of this path that is not inline
+        # assembly, without which LLVM drops global_smem, which all the assembly names
+        out = gl.convert_layout(acc, _coalesced(G))
+        _meet_in_cluster(out, split, row_tile * ROWS, gl.program_id(1) * T, y_ptr, bias_ptr, M, N, stride_ym,
+                         HAS_BIAS, SPLIT_K, 4 * G, part, SHARE)
+    else:
+        cluster_arrive(4 * G)  # this program has taken every copy its partners multicast into it
+        _store_or_meet(acc, ws_ptr, flag_ptr, y_ptr, bias_ptr, M, N, stride_ym, HAS_BIAS, SPLIT_K, G, ROWS, T)
+        cluster_wait(4 * G)  # and its partners every copy this program multicast: now it may end
+
+
+@gluon.constexpr_function
+def _coalesced(G):
+    """A program's tile ``[rows, tokens]`` with rows along the lanes: its stores to ``y`` coalesce."""
+    return gl.BlockedLayout([1, 1], [32, 1], [1, 4 * G], [0, 1])
 
 
 @gluon.jit
@@ -362,7 +387,7 @@ def _store_or_meet(acc, ws_ptr, flag_ptr, y_ptr, bias_ptr, M, N, stride_ym, HAS_
                    SPLIT_K: gl.constexpr, G: gl.constexpr, ROWS: gl.constexpr, T: gl.constexpr):
     """The program's tile into ``y``, or with ``SPLIT_K`` > 1 its partial sum to meet the other
     splits' in the workspace (``_meet_splits``)."""
-    OUT: gl.constexpr = gl.BlockedLayout([1, 1], [32, 1], [1, 4 * G], [0, 1])  # rows along lanes: coalesced
+    OUT: gl.constexpr = _coalesced(G)
     out = gl.convert_layout(acc, OUT)
     n_out = gl.program_id(0) * ROWS + gl.expand_dims(gl.arange(0, ROWS, layout=gl.SliceLayout(1, OUT)), 1)
     m_out = gl.program_id(1) * T + gl.expand_dims(gl.arange(0, T, layout=gl.SliceLayout(0, OUT)), 0)
@@ -460,9 +485,13 @@ def wgmma_call(x2d: torch.Tensor, w: Sparse24Fragments, bias: torch.Tensor | Non
 def _shared_x_call(x2d, w, bias, out, cfg: WgmmaConfig, grid: tuple) -> tuple[object, tuple, tuple, dict]:
     """``wgmma_call`` for ``cfg.share``: row tiles that many at a time as clusters, x's TMA
     descriptor (boxes of ``T / share`` tokens) first."""
-    grid = fast_launch.ClusterGrid(grid, cfg.share)
+    if cfg.cluster:  # a cluster holds the splits of `share` row tiles: all of them side by side along x
+        grid = fast_launch.ClusterGrid((grid[0] * grid[2], grid[1], 1), cfg.share * cfg.split_k)
+    else:
+        grid = fast_launch.ClusterGrid(grid, cfg.share)
     x_desc = TensorDescriptor.from_tensor(x2d, [cfg.T // cfg.share, BOX_COLUMNS], X_BOX_LAYOUT)
-    args = (x_desc, *fragment_kernel_args(x2d, w, bias, out, grid, cfg.split_k, cfg.rows * cfg.T))
+    split_k = 1 if cfg.cluster else cfg.split_k  # splits meeting in the cluster need no workspace
+    args = (x_desc, *fragment_kernel_args(x2d, w, bias, out, grid, split_k, cfg.rows * cfg.T))
     options = dict(HAS_BIAS=bias is not None, G=cfg.G, W=cfg.W, T=cfg.T, U=cfg.U, SPLIT_K=cfg.split_k,
-                   STAGES=cfg.stages, SHARE=cfg.share, num_warps=cfg.num_warps)
+                   STAGES=cfg.stages, SHARE=cfg.share, CLUSTER=cfg.cluster, num_warps=cfg.num_warps)
     return _wgmma_shared_x_kernel, grid, args, options
