@@ -345,6 +345,17 @@ def test_the_256_token_tiles_alone_can_be_left_out_of_the_sweep(monkeypatch):
     assert configs and not any(cfg.T == 256 for cfg in configs) and any(cfg.share > 1 for cfg in configs)
 
 
+def test_shared_x_with_the_meet_in_the_cluster_alone_can_be_left_out_of_the_sweep(monkeypatch):
+    """REPRO_WGMMA_SHARED_MEET=0 (its isolated GPU tests failed) drops the tilings that both share x
+    and meet in the cluster; those that do one of the two stay."""
+    both = lambda cfg: cfg.cluster and cfg.share > 1  # noqa: E731
+    assert any(both(cfg) for cfg in kernel_configs("wgmma", 128))
+    monkeypatch.setenv("REPRO_WGMMA_SHARED_MEET", "0")
+    configs = kernel_configs("wgmma", 128)
+    assert not any(both(cfg) for cfg in configs)
+    assert any(cfg.cluster for cfg in configs) and any(cfg.share > 1 for cfg in configs)
+
+
 def test_the_ablation_times_no_expansion_variant_of_the_sparse_form():
     """bench/wgmma_ablation.py: the sparse form expands nothing, so it has no ``no_expand``
     variant; every tiling it names is a valid configuration of its kind."""

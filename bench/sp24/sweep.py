@@ -218,6 +218,8 @@ def wgmma_configs(m: int):
         configs = [cfg for cfg in configs if cfg.share == 1]
     if os.environ.get("REPRO_WGMMA_T256", "1") == "0":  # gpu_check.sh: 256-token tiles failed their GPU tests
         configs = [cfg for cfg in configs if cfg.T != 256]
+    if os.environ.get("REPRO_WGMMA_SHARED_MEET", "1") == "0":  # gpu_check.sh: shared x with the meet in the cluster
+        configs = [cfg for cfg in configs if not (cfg.cluster and cfg.share > 1)]
     return configs
 
 
