@@ -36,6 +36,13 @@ The end: only the steps the loop runs are ever loaded, and a program arrives on 
 program's loop; a second cluster barrier (arrival after the loop, wait after the epilogue) keeps
 each program alive until its partners have taken the last copies it multicast.
 
+With ``WgmmaConfig.cluster`` too, the K splits of the tiles that share x run in the same cluster and
+meet there (``gluon_cluster.py``): ``SHARE * SPLIT_K`` programs, rank ``split * SHARE + part``. The
+programs of one split share x as above, so the multicast mask and the releases are those of ranks
+``split * SHARE ..`` (the ``base`` the loop is given); the programs of one tile meet, reading the
+partials of ranks ``part + s * SHARE``. The meet's first cluster barrier also does the work of the
+end barrier: every copy into a program has landed before it gets there.
+
 Gluon 3.6 has TMA loads but no multicast, and hands inline assembly no buffer addresses; the x
 descriptor is the kernel's first argument, a TMA tensor map Triton's launcher encodes on every
 call (``TensorDescriptor``, boxes of ``T / share`` tokens), which the assembly names by its

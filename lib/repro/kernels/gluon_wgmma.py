@@ -333,7 +333,7 @@ def _split_run(split, KB, SPLIT_K: gl.constexpr, U: gl.constexpr):
 
 @gluon.jit(do_not_specialize=["M"])
 def _wgmma_shared_x_kernel(
-    x_desc,  # TMA tensor map of x [M, K], boxes of [T / 2, 64]: read only by inline assembly (gluon_shared_x.py)
+    x_desc,  # TMA tensor map of x [M, K], boxes of [T / SHARE, 64]: read only by inline assembly (gluon_shared_x.py)
     x_ptr, v_ptr, e_ptr, bias_ptr, y_ptr, ws_ptr, flag_ptr, M, N, K, NT, KB, stride_xm, stride_ym,  # as _wgmma_kernel's
     HAS_BIAS: gl.constexpr, G: gl.constexpr, W: gl.constexpr, T: gl.constexpr, U: gl.constexpr,
     SPLIT_K: gl.constexpr, STAGES: gl.constexpr, SHARE: gl.constexpr, CLUSTER: gl.constexpr,
