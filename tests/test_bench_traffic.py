@@ -11,7 +11,15 @@ sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "lib"))
 
 import l2_traffic  # noqa: E402
-from sp24.traffic import rows_markdown, timed_tilings, wgmma_traffic, x_shared_estimate  # noqa: E402
+from sp24.traffic import (  # noqa: E402
+    predictions,
+    predictions_markdown,
+    rows_markdown,
+    timed_tilings,
+    twin_of,
+    wgmma_traffic,
+    x_shared_estimate,
+)
 
 from repro.kernels.fragments import WgmmaConfig  # noqa: E402
 
@@ -115,6 +123,26 @@ def test_committed_traffic_tables_are_what_their_records_give(md):
 
 def test_committed_tables_exist():
     assert _committed(), "bench/l2_traffic.py's table of run -f is committed"
+
+
+def test_a_new_tiling_is_predicted_from_its_twin_at_the_rate_the_twin_reached():
+    """The twin loads x itself and has 128-token tiles; the prediction is the new tiling's bytes at
+    the twin's measured rate, only for cases where the twin was timed and the tiling was not."""
+    assert twin_of(WgmmaConfig.from_label("g1t128u2c6sk2qm2")).label() == "g1t128u2c6sk2q"
+    assert twin_of(WgmmaConfig.from_label("g2t256u2c4sm4")).label() == "g2t128u2c4s"
+    assert twin_of(WgmmaConfig.from_label("g2t128u2c4s")) is None
+    recs = [
+        dict(method="cublas", N=4096, K=4096, M=128, us=18.0),
+        dict(method="repro_wgmma", N=4096, K=4096, M=128, sweep=[["g1t128u2c6sk2", 20.0], ["g2t128u2c6s", 29.0]]),
+    ]
+    rows = timed_tilings(recs, ms=(128,))
+    labels = {128: ["g1t128u2c6sk2m2", "g1t128u2c6sk2", "g2t64u2c6sk2m2"]}  # a timed one, and one without its twin
+    (p,) = predictions(rows, labels)
+    twin = traffic("g1t128u2c6sk2", m=128)
+    assert p["label"] == "g1t128u2c6sk2m2" and p["twin"] == "g1t128u2c6sk2"
+    assert p["us"] == pytest.approx(20.0 * traffic("g1t128u2c6sk2m2", m=128).total / twin.total)
+    table = predictions_markdown([p])
+    assert "`g1t128u2c6sk2m2`" in table and f"{18.0 / p['us']:.2f}×" in table
 
 
 def test_a_folder_without_records_is_refused(tmp_path):

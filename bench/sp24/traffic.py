@@ -23,7 +23,7 @@ tail). A model of traffic, not of time: it counts bytes and nothing about when t
 from __future__ import annotations
 
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from repro.kernels.fragments import WgmmaConfig
 
@@ -160,3 +160,45 @@ def x_shared_estimate(row: dict, share: int = 2) -> float:
     its timed rows say whether the rate held)."""
     t = row["traffic"]
     return (t.total - t.x * (1 - 1 / share)) / row["rate"] * 1e6
+
+
+def twin_of(cfg: WgmmaConfig) -> WgmmaConfig | None:
+    """The tiling a new one is predicted from: the same with each program loading x itself, and
+    with 128-token tiles where it has 256; None where ``cfg`` is already such a tiling."""
+    base = replace(cfg, share=1)
+    if base.T == 256:
+        base = replace(base, T=128)
+    return None if base == cfg else base
+
+
+def predictions(rows: list[dict], labels_by_m: dict[int, list[str]]) -> list[dict]:
+    """For each case of ``rows`` (a run's timed tilings, ``timed_tilings``) and each tiling of
+    ``labels_by_m`` at its token count that the run did not time but whose twin (``twin_of``) it
+    did: the time the traffic count gives it, its bytes moved at the rate the twin reached. A
+    prediction written down before the measurement, not one."""
+    timed = {(r["N"], r["K"], r["M"], r["label"]): r for r in rows}
+    out = []
+    for n, k, m in sorted({(r["N"], r["K"], r["M"]) for r in rows}, key=lambda c: (c[2], c[0], c[1])):
+        for label in labels_by_m.get(m, ()):
+            cfg = WgmmaConfig.from_label(label)
+            twin = twin_of(cfg)
+            base = timed.get((n, k, m, twin.label())) if twin else None
+            if (n, k, m, label) in timed or base is None:
+                continue
+            t = wgmma_traffic(cfg, n, k, m)
+            out.append(dict(N=n, K=k, M=m, label=label, twin=base["label"], twin_us=base["us"],
+                            us=t.total / base["rate"] * 1e6, traffic=t, cublas_us=base["cublas_us"]))
+    return out
+
+
+def predictions_markdown(preds: list[dict]) -> str:
+    """One row per predicted tiling and case: the twin's measured time and rate, the bytes of both,
+    and the predicted time against cuBLAS."""
+    lines = ["| N×K | M | tiling | from (measured µs) | MB: twin → tiling | predicted µs | vs cuBLAS |",
+             "|---|---|---|---|---|---|---|"]
+    for p in preds:
+        twin = wgmma_traffic(WgmmaConfig.from_label(p["twin"]), p["N"], p["K"], p["M"])
+        vs = f"{p['cublas_us'] / p['us']:.2f}×" if p["cublas_us"] else "–"
+        lines.append(f"| {_shape(p['N'], p['K'])} | {p['M']} | `{p['label']}` | `{p['twin']}` ({p['twin_us']:.1f}) | "
+                     f"{_mb(twin.total)} → {_mb(p['traffic'].total)} | {p['us']:.1f} | {vs} |")
+    return "\n".join(lines) + "\n"
