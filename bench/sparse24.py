@@ -127,11 +127,19 @@ def main() -> None:
             info["subset"] = f"shapes {', '.join(map(_shown, shapes))}; M {', '.join(map(str, ms))}"
         log(json.dumps(info))
         e2e_layers = 0 if args.no_e2e or subset else args.e2e_layers
-        short = None if args.explore else shortlist(dispatch.gpu_key(info["gpu"]))
-        info["sweep"] = "whole" if short is None else f"short list (top {TOP} of {', '.join(short.runs)})"
+        keeps = sweep_choice(info, explore=args.explore)
         log(f"sweep: {info['sweep']}")
         print(run(args.out, info, Timer(), shapes, ms, log, e2e_layers=e2e_layers, kscan=None if subset else KSCAN,
-                  keeps=None if short is None else short.keeps))
+                  keeps=keeps))
+
+
+def sweep_choice(info: dict, explore: bool = False, results: Path | None = None):
+    """Which configurations the run times, recorded in ``info["sweep"]``: ``Shortlist.keeps`` of the
+    GPU's committed runs (``sp24/shortlist.py``), or None for the whole sweep (``--explore``, or a
+    GPU with no committed run)."""
+    short = None if explore else shortlist(dispatch.gpu_key(info["gpu"]), *([results] if results else []))
+    info["sweep"] = "whole" if short is None else f"short list (top {TOP} of {', '.join(short.runs)})"
+    return None if short is None else short.keeps
 
 
 KSCAN = (4096, (1, 4), KS)  # the K sweep's N, Ms and Ks

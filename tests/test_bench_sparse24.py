@@ -165,6 +165,20 @@ def test_short_list_keeps_each_cases_fastest_and_whatever_this_gpu_never_timed(h
         shortlist("h100", h100_runs, top=0)
 
 
+def test_the_benchmark_takes_the_gpus_short_list_unless_told_to_explore(h100_runs):
+    """What ``bench/sparse24.py`` does with the GPU's name before it times anything (its main needs
+    a GPU; this part does not): the short list of that GPU's runs, the whole sweep with
+    ``--explore`` or for a GPU without runs, and the run's info says which."""
+    from sparse24 import sweep_choice
+
+    info = dict(gpu="NVIDIA H100 80GB HBM3")
+    keeps = sweep_choice(info, results=h100_runs)
+    assert keeps("spmma", 1, "r1s4u8t1pxi") and info["sweep"].startswith("short list (top 3 of h100-2026-11-28.json")
+    assert sweep_choice(info, explore=True, results=h100_runs) is None and info["sweep"] == "whole"
+    other = dict(gpu="NVIDIA A100-SXM4-80GB")
+    assert sweep_choice(other, results=h100_runs) is None and other["sweep"] == "whole"
+
+
 def test_short_list_narrows_the_sweep_and_its_compiles_and_keeps_twins_timed_together(h100_runs):
     """The default run times under half of the sweep on the H100, and a tiling new since the
     last run is timed beside the twin it was made from (the options tables pair them)."""
@@ -189,6 +203,44 @@ def test_the_profiled_layer_is_named_as_n_by_k_and_bad_shapes_say_what_is_allowe
     for bad, message in (("4096", "expected N x K"), ("100x4096", "multiple of 16"), ("4096x100", "K of 64")):
         with pytest.raises(argparse.ArgumentTypeError, match=message):
             _shape(bad)
+
+
+def test_paired_timing_interleaves_the_calls_and_gives_each_its_own_median(monkeypatch):
+    """``Timer.paired_us`` on a stand-in clock (the events and the spin are CUDA's): after each
+    call's warm-up, the calls alternate, each after a flush and a spin of its own, and each gets
+    the median of its own event pairs."""
+    from sp24 import timing
+
+    clock, order, spins = [0.0], [], []
+
+    class Event:
+        def __init__(self, enable_timing=False):
+            self.at = None
+
+        def record(self):
+            self.at = clock[0]
+
+        def elapsed_time(self, end):  # milliseconds, as CUDA's
+            return (end.at - self.at) / 1e3
+
+    monkeypatch.setattr(torch.cuda, "Event", Event)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)
+    monkeypatch.setattr(torch.cuda, "_sleep", spins.append)
+    timer = timing.Timer.__new__(timing.Timer)  # no flush buffer: nothing runs on a GPU here
+    timer.flush = lambda: order.append("flush")
+
+    def call(name, us):
+        def fn():
+            clock[0] += us
+            order.append(name)
+        return fn
+
+    dispatcher, cublas = timer.paired_us([call("ours", 12.0), call("cublas", 18.0)], reps=5)
+    assert (dispatcher, cublas) == (pytest.approx(12.0), pytest.approx(18.0))
+    timed = [name for name in order[6:] if name != "flush"]  # after two warm-ups and a timed enqueue each
+    assert timed == ["ours", "cublas"] * 5 and order[6:].count("flush") == 10
+    assert len(spins) == 10 and min(spins) >= timing.SLEEP_CYCLES
+    assert timer.median_us(call("alone", 7.0), reps=3) == pytest.approx(7.0)
 
 
 def test_read_floor_kernel_reads_every_word_and_its_check_notices_a_missed_one():
