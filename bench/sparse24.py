@@ -57,7 +57,7 @@ from sp24.dispatcher import bench_dispatch, build_table, host_overhead  # noqa: 
 from sp24.e2e import LLAMA_7B, bench_e2e  # noqa: E402
 from sp24.kscan import KS, bench_kscan  # noqa: E402
 from sp24.report import markdown  # noqa: E402
-from sp24.shortlist import TOP, shortlist  # noqa: E402
+from sp24.shortlist import RESULTS, TOP, shortlist  # noqa: E402
 from sp24.sweep import bench_shape, precompile  # noqa: E402
 from sp24.timing import Timer  # noqa: E402
 
@@ -133,11 +133,11 @@ def main() -> None:
                   keeps=keeps))
 
 
-def sweep_choice(info: dict, explore: bool = False, results: Path | None = None):
+def sweep_choice(info: dict, explore: bool = False, results: Path = RESULTS):
     """Which configurations the run times, recorded in ``info["sweep"]``: ``Shortlist.keeps`` of the
     GPU's committed runs (``sp24/shortlist.py``), or None for the whole sweep (``--explore``, or a
     GPU with no committed run)."""
-    short = None if explore else shortlist(dispatch.gpu_key(info["gpu"]), *([results] if results else []))
+    short = None if explore else shortlist(dispatch.gpu_key(info["gpu"]), results)
     info["sweep"] = "whole" if short is None else f"short list (top {TOP} of {', '.join(short.runs)})"
     return None if short is None else short.keeps
 

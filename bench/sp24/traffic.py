@@ -187,7 +187,8 @@ def predictions(rows: list[dict], labels_by_m: dict[int, list[str]]) -> list[dic
                 continue
             t = wgmma_traffic(cfg, n, k, m)
             out.append(dict(N=n, K=k, M=m, label=label, twin=base["label"], twin_us=base["us"],
-                            us=t.total / base["rate"] * 1e6, traffic=t, cublas_us=base["cublas_us"]))
+                            twin_traffic=base["traffic"], us=t.total / base["rate"] * 1e6, traffic=t,
+                            cublas_us=base["cublas_us"]))
     return out
 
 
@@ -197,8 +198,7 @@ def predictions_markdown(preds: list[dict]) -> str:
     lines = ["| N×K | M | tiling | from (measured µs) | MB: twin → tiling | predicted µs | vs cuBLAS |",
              "|---|---|---|---|---|---|---|"]
     for p in preds:
-        twin = wgmma_traffic(WgmmaConfig.from_label(p["twin"]), p["N"], p["K"], p["M"])
         vs = f"{p['cublas_us'] / p['us']:.2f}×" if p["cublas_us"] else "–"
         lines.append(f"| {_shape(p['N'], p['K'])} | {p['M']} | `{p['label']}` | `{p['twin']}` ({p['twin_us']:.1f}) | "
-                     f"{_mb(twin.total)} → {_mb(p['traffic'].total)} | {p['us']:.1f} | {vs} |")
+                     f"{_mb(p['twin_traffic'].total)} → {_mb(p['traffic'].total)} | {p['us']:.1f} | {vs} |")
     return "\n".join(lines) + "\n"

@@ -31,7 +31,7 @@ sys.path.insert(0, str(BENCH))
 import ingest_sparse24  # noqa: E402
 import sparse24  # noqa: E402
 from sp24.common import KERNELS  # noqa: E402
-from sp24.sweep import kernel_configs, with_splits  # noqa: E402
+from sp24.sweep import case_configs  # noqa: E402
 
 pytestmark = pytest.mark.skipif(
     torch.cuda.is_available(), reason="the CPU stand-in for bench/sparse24.py; on a GPU, run the benchmark"
@@ -235,8 +235,7 @@ def test_every_configuration_of_every_kernel_is_checked_correct_and_timed(run):
     assert not [line for line in lines if "precompile unavailable" in line]  # compiled ahead, in threads
     for m in MS:
         for kernel in KERNELS:
-            configs = [c for base in kernel_configs(kernel, m) for c in with_splits(base, N, m, K)]
-            kept = [c for c in configs if _keeps(kernel, m, c.label())]
+            configs, kept = case_configs(kernel, N, m, K), case_configs(kernel, N, m, K, _keeps)
             if not kept:
                 continue
             rec = _rec(recs, m, f"repro_{kernel}")
