@@ -5,7 +5,8 @@
 # returns at most 8 files (bench/device_out.sh). The archive holds gpu-check.log (all this script
 # printed), spmma-probe.txt, spmma-map.json (where each fragment slot landed), the same for the
 # sparse wgmma form (wgmma-sparse-probe.txt, wgmma-sparse-map.json), fence-probe.txt, cluster-probe.txt,
-# fast-launch.log, cluster-tests.log, shared-x-tests.log, shared-x-meet-tests.log, wide-tiles-tests.log, pytest.log, sparse24.{json,md,log}, dispatch_<arch>.json, nvidia-smi.txt,
+# fast-launch.log, cluster-tests.log, shared-x-tests.log, shared-x-meet-tests.log, wide-tiles-tests.log,
+# cusparselt-tests.log, pytest.log, sparse24.{json,md,log}, dispatch_<arch>.json, nvidia-smi.txt,
 # ncu*.txt (a profile, or why none) and ablation.{json,log} (the sparse form's ablation, when the
 # budget leaves time for it).
 # Extra arguments go to bench/sparse24.py. BUDGET (s, default 540) bounds the whole script, so
@@ -77,6 +78,16 @@ run_checks() {
   isolated_gpu_tests shared-x "shared_x and not t256 and not qm" REPRO_WGMMA_SHARED_X  # x shared by row tiles (gluon_shared_x.py)
   isolated_gpu_tests shared-x-meet qm REPRO_WGMMA_SHARED_MEET  # the same with the splits meeting in the cluster (22)
   isolated_gpu_tests wide-tiles t256 REPRO_WGMMA_T256  # 256-token tiles of the sparse form (session 22)
+  # cuSPARSELt called through ctypes with its plans kept (lib/repro/kernels/cusparselt.py, session 23,
+  # never run on a GPU before): its tests alone, in their own process (a wrong structure size or
+  # signature would fault); where they fail, the benchmark and the dispatcher leave the route out
+  timeout 120 python3 -m pytest tests/kernels/test_cusparselt.py -q -p no:cacheprovider > "$RUN/cusparselt-tests.log" 2>&1
+  lt_rc=$?
+  echo "cusparselt tests exit $lt_rc: $(tail -1 "$RUN/cusparselt-tests.log")"
+  if [ "$lt_rc" -ne 0 ]; then
+    export REPRO_CUSPARSELT=0
+    echo "cuSPARSELt's direct route failed its GPU tests: benchmarking without it"
+  fi
   workers=$(python3 -c "import xdist" 2>/dev/null && echo "-n 8" || echo "")
   # the PTX-emulator tests are the CPU stand-ins for the GPU kernel tests and this benchmark, and the
   # codegen tests compile offline (the cluster probe's tests do both; the probe itself ran above):
@@ -84,7 +95,7 @@ run_checks() {
   timeout 240 python3 -m pytest tests/kernels tests/test_pruning.py -q -p no:cacheprovider $workers \
     --ignore-glob='tests/kernels/*ptx*' --ignore-glob='tests/kernels/*codegen*' --ignore=tests/kernels/test_fast_launch.py \
     --ignore=tests/kernels/test_bound_launch.py --ignore=tests/kernels/test_bench_dryrun.py \
-    --ignore=tests/kernels/test_cluster_probe.py -k "not cluster and not shared_x and not t256 and not qm" \
+    --ignore=tests/kernels/test_cluster_probe.py --ignore=tests/kernels/test_cusparselt.py -k "not cluster and not shared_x and not t256 and not qm" \
     > "$RUN/pytest.log" 2>&1
   echo "pytest exit $?: $(tail -1 "$RUN/pytest.log")"
   # wgmma's sparse form (wgmma.mma_async.sp) ran on no hardware before: if its GPU test failed, time

@@ -38,6 +38,7 @@ METHODS = {  # method -> (label, style)
         "torch semi-structured (cuSPARSELt)",
         dict(color="tab:red", marker="x", ls=":"),
     ),
+    "cusparselt": ("cuSPARSELt, plans kept", dict(color="tab:pink", marker="+", ls=":")),
 }
 
 

@@ -379,6 +379,17 @@ def test_the_gpu_check_spends_no_device_time_on_the_cpu_stand_ins():
             assert any(fnmatch.fnmatch(path, pattern) for pattern in skipped), path
 
 
+def test_the_gpu_check_tests_the_cusparselt_route_apart_and_leaves_it_out_if_it_fails():
+    """The direct cuSPARSELt route (session 23) first meets the real library on the GPU: its tests run
+    in their own process before the benchmark, not again in the main run, and a failure sets the
+    variable that switches the route off for the benchmark and the dispatcher."""
+    script = (ROOT / "bench" / "gpu_check.sh").read_text()
+    own_run = script.index("pytest tests/kernels/test_cusparselt.py")
+    assert own_run < script.index("bench/sparse24.py --out")
+    assert "--ignore=tests/kernels/test_cusparselt.py" in script
+    assert "export REPRO_CUSPARSELT=0" in script[own_run:script.index("bench/sparse24.py --out")]
+
+
 def test_the_sparse_wgmma_form_can_be_left_out_of_the_sweep(monkeypatch):
     """bench/gpu_check.sh sets REPRO_WGMMA_SPARSE=0 when the sparse form fails its GPU test: the
     dense tilings are still timed."""

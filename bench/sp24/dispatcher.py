@@ -37,13 +37,13 @@ def _entry_choice(best) -> dict:
 def build_table(info, recs) -> dict:
     """Per (N, K, M): cuBLAS unless another method is >= 3% faster (flushed timing). Where that
     method cannot read a weight stored in fragment order, the entry also names the best of those
-    that can (``fragments``: the best of spmma, wgmma, cuBLAS and cuSPARSELt).
+    that can (``fragments``: the best of spmma, wgmma, cuBLAS and cuSPARSELt either way).
 
     torch's semi-structured path is only eligible when it is not launch-bound: its eager calls
     cost 0.5-1 ms of host time, so its GPU time alone would promise what an eager call can't keep.
     """
     entries = []
-    candidates = tuple(f"repro_{kernel}" for kernel in KERNELS) + ("torch_semi_structured",)
+    candidates = tuple(f"repro_{kernel}" for kernel in KERNELS) + ("torch_semi_structured", "cusparselt")
     for_fragments = tuple(r for r in candidates if r.removeprefix("repro_") in dispatch.LAYOUT_METHODS["fragments"])
     for n, k, m in cases(recs):
         rows = [r for r in recs if r["N"] == n and r["K"] == k and r["M"] == m and r.get("us")]

@@ -30,10 +30,10 @@ def markdown(info, recs) -> str:
         "bandwidth, FLOPs / 989 TFLOP/s). *Streamed*: per-call time of back-to-back calls cycling "
         f"through {COPIES} weight copies (cold weights, no flush, no idle GPU between calls).",
         "",
-        "| N×K | M | cuBLAS µs | torch semi-structured | "
+        "| N×K | M | cuBLAS µs | torch semi-structured | cuSPARSELt, plans kept | "
         + "".join(f"repro_{kernel} | " for kernel in KERNELS)
         + "repro_dispatch | chosen | cuBLAS µs, streamed | repro_dispatch, streamed | limit (dense TC) |",
-        "|---" * (9 + len(KERNELS)) + "|",
+        "|---" * (10 + len(KERNELS)) + "|",
     ]
 
     def cell(r):
@@ -51,6 +51,7 @@ def markdown(info, recs) -> str:
         disp = rows.get("repro_dispatch")
         lines.append(
             f"| {n}×{k} | {m} | {rows['cublas']['us']:.1f} | {cell(rows.get('torch_semi_structured'))} | "
+            f"{cell(rows.get('cusparselt'))} | "
             + "".join(f"{cell(rows.get(f'repro_{kernel}'))} | " for kernel in KERNELS)
             + f"{cell(disp)} | "
             f"{disp['cfg'] if disp else ''} | {rows['cublas'].get('us_streamed', 0):.1f} | "
@@ -60,7 +61,7 @@ def markdown(info, recs) -> str:
         "",
         "Weight bytes per format (per layer shape):",
         "",
-        "| N×K | dense fp16 | repro 2:4 (values + meta) | ratio | torch semi-structured | ratio |",
+        "| N×K | dense fp16 | repro 2:4 (values + meta) | ratio | cuSPARSELt (torch's and ours) | ratio |",
         "|---|---|---|---|---|---|",
     ]
     for n, k in dict.fromkeys((n, k) for n, k, _ in cases(recs)):
@@ -74,7 +75,7 @@ def markdown(info, recs) -> str:
             ),
             None,
         )
-        ss = rows.get("torch_semi_structured", {}).get("weight_bytes")
+        ss = (rows.get("torch_semi_structured") or rows.get("cusparselt") or {}).get("weight_bytes")
         lines.append(
             f"| {n}×{k} | {d} | {ours} | {ours / d:.4f} | {ss} | {(ss / d) if ss else float('nan'):.4f} |"
         )

@@ -345,6 +345,63 @@ def precompile(shapes, ms, device, log=print, keeps=None):
     log(f"precompiled {len(jobs)} variants in {time.time() - t0:.1f}s")
 
 
+CUSPARSELT_ALGORITHMS = 4  # cuSPARSELt's first algorithm ids timed per case (alg 0 is its default)
+
+
+def cusparselt_weight(dense):
+    """cuSPARSELt's compressed copy of ``dense`` for the ``cusparselt`` route, and why there is none
+    where there is none (``REPRO_CUSPARSELT=0``, set by gpu_check.sh when the route's GPU tests
+    fail, or a library that does not load)."""
+    from repro.kernels import cusparselt
+
+    if not cusparselt.available(dense.device):
+        return None, "switched off (REPRO_CUSPARSELT=0) or the library did not load"
+    try:
+        return cusparselt.CusparseLtWeight(dense), None
+    except Exception as exc:
+        return None, f"{type(exc).__name__}: {exc}"[:200]
+
+
+def bench_cusparselt(info, timer, w_lt, x, ref, log) -> dict:
+    """The fastest correct of cuSPARSELt's first algorithms for one case, as a record."""
+    from repro.kernels.cusparselt import CusparseLtConfig
+
+    (n, k), m = w_lt.shape, x.shape[0]
+    try:
+        algorithms = min(w_lt.max_alg_id(m), CUSPARSELT_ALGORITHMS)
+    except Exception as exc:
+        return record(info, n, k, m, "cusparselt", "failed", note=f"{type(exc).__name__}: {exc}"[:200])
+    best, sweep, n_wrong = None, [], 0
+    for alg_id in range(algorithms):
+        cfg = CusparseLtConfig(alg_id)
+        fn = lambda cfg=cfg: w_lt.matmul(x, None, cfg)  # noqa: E731
+        try:
+            err = rel_err(fn(), ref)
+        except Exception as exc:
+            log(f"FAILED cusparselt {cfg.label()} {n}x{k} M={m}: {type(exc).__name__}: {str(exc)[:200]}")
+            n_wrong += 1
+            continue
+        if not err < TOL:
+            log(f"WRONG cusparselt {cfg.label()} {n}x{k} M={m}: rel_err={err}")
+            n_wrong += 1
+            continue
+        us = timer.median_us(fn, reps=20)
+        sweep.append((cfg.label(), round(us, 2)))
+        if best is None or us < best[0]:
+            best = (us, cfg, err, fn)
+    if best is None:
+        return record(info, n, k, m, "cusparselt", "wrong", note=f"{n_wrong} of {algorithms} algorithms wrong")
+    us, cfg, err, fn = best
+    us = timer.median_us(fn, reps=30)
+    rec = record(
+        info, n, k, m, "cusparselt", "ok", us, err, w_lt.nbytes, cfg.label(), host=timer.host_us(fn),
+        note=f"best of {len(sweep)} algorithms timed, {n_wrong} wrong",
+    )  # fmt: skip
+    rec["config"] = cfg.as_dict()
+    rec["sweep"] = sorted(sweep, key=lambda t: t[1])
+    return rec
+
+
 def bench_shape(info, timer, n, k, ms, log, keeps=None) -> list[dict]:
     from repro.kernels.triton_sp24 import launch
 
@@ -361,6 +418,7 @@ def bench_shape(info, timer, n, k, ms, log, keeps=None) -> list[dict]:
         ss_error = None
     except Exception as exc:
         w_ss, ss_bytes, ss_error = None, None, f"{type(exc).__name__}: {exc}"[:200]
+    w_lt, lt_error = cusparselt_weight(dense)
     dense_copies = [dense] + [dense.clone() for _ in range(COPIES - 1)]
     w_copies = [w] + [type(w)(w.values.clone(), w.meta.clone(), w.shape) for _ in range(COPIES - 1)]
     if set(GLUON) & set(KERNELS):  # their fragment-order copies, built before any timing
@@ -412,6 +470,11 @@ def bench_shape(info, timer, n, k, ms, log, keeps=None) -> list[dict]:
                         note=f"{type(exc).__name__}: {exc}"[:200],
                     )
                 )
+        # cuSPARSELt called directly, its plans kept: each of its algorithms checked and timed
+        if w_lt is None:
+            recs.append(record(info, n, k, m, "cusparselt", "unavailable", note=lt_error))
+        else:
+            recs.append(bench_cusparselt(info, timer, w_lt, x, ref, log))
         # our kernels: every configuration checked, the correct ones timed, the best recorded
         for kernel in KERNELS:
             best = None
@@ -478,4 +541,6 @@ def bench_shape(info, timer, n, k, ms, log, keeps=None) -> list[dict]:
         )
         log(f"{n}x{k} M={m}: cublas {cublas_us:.1f}us | {line}")
     del dense_copies, w_copies
+    if w_lt is not None:
+        w_lt.close()
     return recs, {"w": w, "dense": dense, "w_ss": w_ss}

@@ -19,10 +19,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from cusparselt_standin import MAX_ALG_ID, StandIn
 from ptx_launch import EmulatedKernel
 from sp24_helpers import mma_sp_warps
 
-from repro.kernels import dispatch, gluon_sp24, gluon_wgmma, triton_sp24
+from repro.kernels import cusparselt, dispatch, gluon_sp24, gluon_wgmma, triton_sp24
 from repro.kernels.fragments import SpmmaConfig, WgmmaConfig
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
@@ -43,6 +44,7 @@ COST_US = {"spmma": 8.0, "fma": 12.0, "mma": 20.0, "expand": 24.0, "wgmma": 10.0
 # above M = 16 every kernel but wgmma is charged 2.5x, which hands M = 128 to wgmma (10 us < cuBLAS's 16)
 LARGE_M_FACTOR = {"wgmma": 1.0}
 CUBLAS_US = 16.0  # a call that launched none of our kernels
+CUSPARSELT_US = 14.0  # a call into the stand-in cuSPARSELt (between wgmma and cuBLAS: timed, never chosen)
 E2E_DIMS = dict(hidden=64, inter=128, heads=2)
 KSCAN = (N, (1,), (128, 256))  # the fixed-cost sweep: width, Ms, Ks
 INFO = dict(
@@ -63,8 +65,9 @@ class ChargingTimer:
 
     device = "cpu"
 
-    def __init__(self):
+    def __init__(self, library: StandIn):
         self.launched: list[tuple[str, int]] = []  # (kernel, M) of every real (not warm-up) launch
+        self.library = library  # the stand-in cuSPARSELt, whose products it counts
 
     def spy(self, launch):
         def spied(kernel, x2d, *args, **kwargs):
@@ -75,9 +78,11 @@ class ChargingTimer:
         return spied
 
     def charge(self, fn) -> float:
-        start = len(self.launched)
+        start, products = len(self.launched), self.library.calls.get("cusparseLtMatmul", 0)
         fn()
         ran = self.launched[start:]
+        if self.library.calls.get("cusparseLtMatmul", 0) > products:
+            return CUSPARSELT_US
         return sum(_cost(k, m) for k, m in ran) if ran else CUBLAS_US
 
     def median_us(self, fn, reps=30):
@@ -124,8 +129,15 @@ def _keeps(kernel: str, m: int, label: str) -> bool:
 def run(tmp_path_factory, gluon_kernels):
     """One dry run of the benchmark: (output folder, records, log lines, Markdown report)."""
     out = tmp_path_factory.mktemp("bench-out")
-    timer, lines = ChargingTimer(), []
+    library = StandIn(stream=0x5EED)
+    timer, lines = ChargingTimer(library), []
     with pytest.MonkeyPatch.context() as mp:
+        # cuSPARSELt: the CPU stand-in (cusparselt_standin.py), as tests/kernels/test_cusparselt.py runs it
+        mp.setattr(cusparselt, "_device_index", lambda device: 0)
+        mp.setattr(cusparselt, "_stream", lambda device: 0x5EED)
+        mp.setattr(cusparselt, "_check_device", lambda t, what: None)
+        mp.setattr(cusparselt, "available", lambda device=None: True)
+        cusparselt.use_library(cusparselt.Library(library))
         mp.setattr(gluon_sp24, "_spmma_kernel", gluon_kernels["spmma"])
         mp.setattr(gluon_wgmma, "_wgmma_kernel", gluon_kernels["wgmma"])
         mp.setattr(gluon_wgmma, "_wgmma_shared_x_kernel", gluon_kernels["wgmma_shared_x"])
@@ -141,6 +153,7 @@ def run(tmp_path_factory, gluon_kernels):
             )
         finally:
             dispatch.use_table(None)  # the run installed its own table for this process
+            cusparselt.use_library(None)
     (out / "sparse24.log").write_text("\n".join(lines) + "\n")
     return out, json.loads((out / "sparse24.json").read_text()), lines, report
 
@@ -247,6 +260,18 @@ def test_every_configuration_of_every_kernel_is_checked_correct_and_timed(run):
             cost = _cost(kernel, m)
             assert rec["us"] == cost and rec["us_streamed"] == cost
             assert rec["speedup_vs_cublas"] == pytest.approx(CUBLAS_US / cost)
+
+
+def test_cusparselt_is_checked_and_timed_for_each_of_its_algorithms(run):
+    """The direct cuSPARSELt route: every algorithm id the library offers (up to the benchmark's
+    limit) checked against the reference and timed, the fastest recorded with its id."""
+    _, recs, _, _ = run
+    for m in MS:
+        rec = _rec(recs, m, "cusparselt")
+        assert rec["status"] == "ok" and rec["rel_err"] < 2e-2 and rec["us"] == CUSPARSELT_US
+        assert sorted(label for label, _ in rec["sweep"]) == [f"alg{i}" for i in range(MAX_ALG_ID)]
+        assert rec["note"] == f"best of {MAX_ALG_ID} algorithms timed, 0 wrong"
+        assert rec["config"] == {"alg_id": 0} and rec["weight_bytes"] == N * K * 2 * 9 // 16
 
 
 def test_the_table_takes_the_cheapest_kernel_and_resolves_to_its_configuration(run):

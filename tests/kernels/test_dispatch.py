@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from repro.kernels import dispatch
+from repro.kernels.cusparselt import CusparseLtConfig
 from repro.kernels.fragments import SpmmaConfig, WgmmaConfig
 from repro.kernels.triton_sp24 import KERNELS, KernelConfig
 
@@ -122,6 +123,8 @@ def test_committed_tables_name_only_known_methods_and_valid_configs(gpu):
             WgmmaConfig(**entry["config"]).check()
         elif entry["method"] in KERNELS:
             KernelConfig(**entry["config"])  # raises on unknown fields
+        elif entry["method"] == "cusparselt":
+            assert CusparseLtConfig(**entry["config"]).alg_id >= 0
         else:
             assert entry["config"] is None
         # the rule: anything but cuBLAS must have measured >= 3% faster than cuBLAS

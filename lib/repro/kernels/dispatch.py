@@ -3,17 +3,20 @@
 Candidates: our Triton kernels (``fma`` for tiny M, ``mma`` and ``expand`` on tensor cores, and
 the two Gluon kernels that read the weight in fragment order: ``spmma`` on the sparse tensor cores
 and ``wgmma`` on Hopper's warpgroup MMA, in its sparse form or dense on the weight expanded in
-registers), cuBLAS on the dense weight (``cublas``) and PyTorch's semi-structured sparsity
-(``torch_semi_structured``, cuSPARSELt). The choice comes from a table measured by
-``bench/sparse24.py`` and committed per GPU (``dispatch_sm90_h200.json``, ``dispatch_sm90_h100.json``:
-one architecture, two memory systems that rank the kernels differently); a GPU without a table of
-its own uses the most recently measured one of its architecture. A lookup is a
-dict hit after the first call for a shape, and from a layer's second call with the same number
-of tokens the launch itself is kept on the weight (bound launches, below).
-Shapes absent from the table use rules of thumb (``_default_choice``). A weight stored in fragment
-order (``Sparse24Fragments``) can only run ``spmma``, ``wgmma``, ``cublas`` or cuSPARSELt: where the
-table's choice is a planar-only kernel, the entry's ``fragments`` choice (the best measured of those);
-with no such choice, or no entry, ``spmma_default``.
+registers), cuBLAS on the dense weight (``cublas``), PyTorch's semi-structured sparsity
+(``torch_semi_structured``, cuSPARSELt through torch, which plans again on every call) and
+cuSPARSELt called directly with its plans kept (``cusparselt``, ``cusparselt.py``). The choice
+comes from a table measured by ``bench/sparse24.py`` and committed per GPU
+(``dispatch_sm90_h200.json``, ``dispatch_sm90_h100.json``: one architecture, two memory systems
+that rank the kernels differently); a GPU without a table of its own uses the most recently
+measured one of its architecture. A lookup is a dict hit after the first call for a shape, and
+from a layer's second call with the same number of tokens the launch itself is kept on the weight
+(bound launches, below). Shapes absent from the table use rules of thumb (``_default_choice``).
+A weight stored in fragment order (``Sparse24Fragments``) can only run ``spmma``, ``wgmma``,
+``cublas`` or cuSPARSELt (either way): where the table's choice is a planar-only kernel, the
+entry's ``fragments`` choice (the best measured of those); with no such choice, or no entry,
+``spmma_default``. Where the table names ``cusparselt`` and the library cannot be used here (not
+loaded, switched off with ``REPRO_CUSPARSELT=0``, or a shape it does not take), cuBLAS runs.
 
 On a CPU (or any non-CUDA device) the product is computed by a torch reference path on the
 decompressed weight, and a single warning per process says so.
@@ -40,7 +43,8 @@ from .format import CompressedWeight
 
 log = logging.getLogger(__name__)
 
-METHODS = ("fma", "mma", "expand", "spmma", "wgmma", "cublas", "torch_semi_structured")
+METHODS = ("fma", "mma", "expand", "spmma", "wgmma", "cublas", "torch_semi_structured", "cusparselt")
+LIBRARY_METHODS = ("cublas", "torch_semi_structured", "cusparselt")  # a library call each, no launch of ours to keep
 _TABLE_DIR = Path(__file__).parent
 _state = {"warned_cpu": False, "dense_cache": True, "table_generation": 0}
 
@@ -191,6 +195,10 @@ def _table_choice(
     if layout == "fragments" and "fragments" in entry:  # the best of what reads fragment order
         entry = entry["fragments"]
     config = entry.get("config")
+    if entry["method"] == "cusparselt":
+        from .cusparselt import CusparseLtConfig
+
+        return Choice("cusparselt", CusparseLtConfig(**(config or {})))
     if not config:
         return Choice(entry["method"])
     if entry["method"] == "spmma":
@@ -203,7 +211,7 @@ def _table_choice(
 # the methods that can read each layout (the planar weight derives fragments for spmma on demand)
 LAYOUT_METHODS = {
     "planar": METHODS,
-    "fragments": ("spmma", "wgmma", "cublas", "torch_semi_structured"),
+    "fragments": ("spmma", "wgmma", "cublas", "torch_semi_structured", "cusparselt"),
 }
 
 
@@ -246,7 +254,16 @@ def _cached_choice(
         choice = Choice(choice.method, replace(choice.config, split_k=1))
     if choice.method not in LAYOUT_METHODS[layout]:
         choice = spmma_default(m)
+    if choice.method == "cusparselt" and not _cusparselt_usable(n, k, dtype, device):
+        choice = Choice("cublas")  # the library is missing or switched off, or the shape is not its
     return choice
+
+
+def _cusparselt_usable(n: int, k: int, dtype: torch.dtype, device: torch.device) -> bool:
+    from . import cusparselt
+
+    shape_ok = n % cusparselt.SPARSE_MULTIPLE == 0 and k % cusparselt.SPARSE_MULTIPLE == 0
+    return shape_ok and dtype in cusparselt.CUDA_TYPES and cusparselt.available(device)
 
 
 def choose(w: CompressedWeight, m: int) -> Choice:
@@ -267,6 +284,18 @@ def _semi_structured(w: CompressedWeight):
     return cached
 
 
+def _cusparselt_weight(w: CompressedWeight):
+    """cuSPARSELt's own compressed copy of the weight, made on first use and kept (56.25 % of the
+    dense fp16 bytes, counted in ``cache_nbytes``), with its plans."""
+    cached = getattr(w, "_cusparselt_cache", None)
+    if cached is None:
+        from .cusparselt import CusparseLtWeight
+
+        cached = CusparseLtWeight(w.decompress())
+        w._cusparselt_cache = cached
+    return cached
+
+
 def run_choice(
     choice: Choice,
     x2d: torch.Tensor,
@@ -280,6 +309,10 @@ def run_choice(
         return F.linear(x2d, w.dense(cache=_state["dense_cache"]), bias)
     if method == "torch_semi_structured":
         return F.linear(x2d, _semi_structured(w), bias)
+    if method == "cusparselt":
+        from .cusparselt import CusparseLtConfig
+
+        return _cusparselt_weight(w).matmul(x2d, bias, choice.config or CusparseLtConfig())
     if out is None:
         out = x2d.new_empty((x2d.shape[0], w.shape[0]))
     _, triton_sp24 = _kernel_modules()
@@ -388,7 +421,7 @@ def _chosen_product(x: torch.Tensor, w: CompressedWeight, bias, device: int, key
     if m == 0:
         return x.new_empty(out_shape)
     choice = _cached_choice(n, k, m, w.dtype, device, w.layout)
-    if choice.method in ("cublas", "torch_semi_structured"):
+    if choice.method in LIBRARY_METHODS:
         y = run_choice(choice, x2d, w, bias)
     else:  # keep the launch only where the kernel read x itself: a bound launch hands it x's address
         y = _kernel_product(choice, x2d, w, bias, (key, out_shape) if x2d.data_ptr() == x.data_ptr() else None)

@@ -97,8 +97,11 @@ class CompressedWeight:
 
     @property
     def cache_nbytes(self) -> int:
-        """Bytes of the derived copies kept for other methods (the dense weight for cuBLAS)."""
-        return 0 if self._dense_cache is None else self._dense_cache.nbytes
+        """Bytes of the derived copies kept for other methods: the dense weight for cuBLAS, and
+        cuSPARSELt's own compressed copy where that route ran (``dispatch._cusparselt_weight``)."""
+        dense = 0 if self._dense_cache is None else self._dense_cache.nbytes
+        cusparselt = getattr(self, "_cusparselt_cache", None)
+        return dense + (0 if cusparselt is None else cusparselt.nbytes)
 
     def decompress(self) -> torch.Tensor:
         """The dense ``[N, K]`` weight, zeros at the pruned positions (exact round trip)."""

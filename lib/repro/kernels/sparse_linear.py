@@ -16,8 +16,9 @@ class SparseLinear(nn.Module):
 
     Inference only: the compressed tensors are buffers, not parameters (no gradients).
     On CUDA it runs the dispatcher (``sparse24_matmul``); elsewhere the torch reference path.
-    Where the dispatcher picks cuBLAS (on the H200 table: M >= 4) it caches a dense copy of the
-    weight on first use; ``repro.kernels.dispatch.set_dense_cache(False)`` avoids that.
+    Where the dispatcher picks cuBLAS (the committed tables: large token counts) it caches a dense
+    copy of the weight on first use; ``repro.kernels.dispatch.set_dense_cache(False)`` avoids that.
+    Where it picks cuSPARSELt directly, the library's own compressed copy is kept instead (56.25 %).
 
     ``layout="planar"`` (``Sparse24Weight``) serves every kernel; where the dispatcher picks
     ``spmma`` or ``wgmma`` it derives the fragment order once and keeps it too. ``layout="fragments"``
