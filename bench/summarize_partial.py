@@ -55,7 +55,8 @@ def table_choice_records(recs: list[dict]) -> list[dict]:
     out = [r for r in recs if r["method"] in ("cublas", "torch_semi_structured")]
     for e in table["entries"]:
         rows = {r["method"]: r for r in recs if (r["N"], r["K"], r["M"]) == (e["N"], e["K"], e["M"])}
-        chosen = rows["cublas" if e["method"] == "cublas" else f"repro_{e['method']}"]
+        library = e["method"] in dispatch.LIBRARY_METHODS  # recorded under its own name, not as repro_*
+        chosen = rows[e["method"] if library else f"repro_{e['method']}"]
         sparse_bytes = next(r["weight_bytes"] for r in rows.values() if r["method"].startswith("repro_"))
         out.append(chosen | {"method": "repro_dispatch", "cfg": chosen.get("cfg", ""), "weight_bytes": sparse_bytes})
     return out

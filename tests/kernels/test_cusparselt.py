@@ -10,6 +10,7 @@ import glob
 import os
 import re
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -248,6 +249,28 @@ def test_gpu_route_matches_the_dense_product(dtype, n, k, m, with_bias):
         assert y.shape == (m, n) and y.is_contiguous()
         err = ((y.float() - ref).norm() / ref.norm()).item()
         assert err < 2e-2, (alg_id, err)
+
+
+@gpu
+def test_gpu_every_case_the_benchmark_times_runs_correctly():
+    """Each (shape, M, algorithm) the benchmark will time, run once here first: a fault in the
+    benchmark's own process would lose the whole run, a fault here only this route."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    from sp24.common import MS, SHAPES
+    from sp24.sweep import CUSPARSELT_ALGORITHMS
+
+    for n, k in SHAPES:
+        dense = random_24(n, k, device="cuda", seed=n + k) * 0.02
+        w = lt.CusparseLtWeight(dense)
+        for m in MS:
+            x = torch.randn(m, k, dtype=torch.float16, device="cuda")
+            ref = reference(x, dense)
+            for alg_id in range(min(w.max_alg_id(m), CUSPARSELT_ALGORITHMS)):
+                y = w.matmul(x, None, lt.CusparseLtConfig(alg_id))
+                err = ((y.float() - ref).norm() / ref.norm()).item()
+                assert err < 2e-2, (n, k, m, alg_id, err)
+        w.close()
+        del w, dense
 
 
 @gpu
