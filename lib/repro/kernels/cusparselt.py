@@ -86,6 +86,10 @@ class CusparseLtError(RuntimeError):
     """A cuSPARSELt call returned an error status (the message names the call and the status)."""
 
 
+class AlgorithmRefused(CusparseLtError):
+    """The library refused an algorithm id for a product (it offers fewer for this shape)."""
+
+
 @dataclass(frozen=True)
 class CusparseLtConfig:
     """Which of cuSPARSELt's kernels a plan runs (``CUSPARSELT_MATMUL_ALG_CONFIG_ID``)."""
@@ -241,15 +245,23 @@ def check_weight(dense: torch.Tensor) -> None:
 
 
 class _Plan:
-    """Everything one product shape needs: descriptors, algorithm, plan and workspace."""
+    """Everything one product shape needs: descriptors, algorithm, plan and workspace. Whatever a
+    failed set-up made is destroyed before the error goes on (nothing half-made is kept)."""
 
     def __init__(self, weight: CusparseLtWeight, m: int, bias: torch.Tensor | None, config: CusparseLtConfig):
-        lib, h = load_library(), weight.handle.ptr
-        n, k = weight.shape
-        dtype = CUDA_TYPES[weight.dtype]
         self.bias = bias  # its address is in the plan: keep it alive
         self.x_desc, self.y_desc, self.matmul, self.alg, self.plan = (Opaque() for _ in range(5))
-        self._lib, self._live = lib, []
+        self._lib, self._live = load_library(), []
+        try:
+            self._build(weight, m, config)
+        except Exception:
+            self.destroy()
+            raise
+
+    def _build(self, weight: CusparseLtWeight, m: int, config: CusparseLtConfig) -> None:
+        lib, h = self._lib, weight.handle.ptr
+        n, k = weight.shape
+        dtype = CUDA_TYPES[weight.dtype]
         lib.call("cusparseLtDenseDescriptorInit", h, self.x_desc.ptr, m, k, k, 16, dtype, ORDER_ROW)
         self._live.append(("cusparseLtMatDescriptorDestroy", self.x_desc))
         lib.call("cusparseLtDenseDescriptorInit", h, self.y_desc.ptr, n, m, n, 16, dtype, ORDER_COL)
@@ -258,8 +270,8 @@ class _Plan:
             "cusparseLtMatmulDescriptorInit", h, self.matmul.ptr, OP_NON_TRANSPOSE, OP_TRANSPOSE,
             weight.descriptor.ptr, self.x_desc.ptr, self.y_desc.ptr, self.y_desc.ptr, COMPUTE_32F,
         )  # fmt: skip
-        if bias is not None:
-            address = ctypes.c_void_p(bias.data_ptr())
+        if self.bias is not None:
+            address = ctypes.c_void_p(self.bias.data_ptr())
             lib.call(
                 "cusparseLtMatmulDescSetAttribute", h, self.matmul.ptr, MATMUL_BIAS_POINTER,
                 ctypes.byref(address), ctypes.sizeof(address),
@@ -267,10 +279,13 @@ class _Plan:
         lib.call("cusparseLtMatmulAlgSelectionInit", h, self.alg.ptr, self.matmul.ptr, ALG_DEFAULT)
         self._live.append(("cusparseLtMatmulAlgSelectionDestroy", self.alg))
         alg_id = ctypes.c_int(config.alg_id)
-        lib.call(
-            "cusparseLtMatmulAlgSetAttribute", h, self.alg.ptr, ALG_CONFIG_ID, ctypes.byref(alg_id),
-            ctypes.sizeof(alg_id),
-        )  # fmt: skip
+        try:
+            lib.call(
+                "cusparseLtMatmulAlgSetAttribute", h, self.alg.ptr, ALG_CONFIG_ID, ctypes.byref(alg_id),
+                ctypes.sizeof(alg_id),
+            )  # fmt: skip
+        except CusparseLtError as exc:
+            raise AlgorithmRefused(f"algorithm {config.alg_id} refused: {exc}") from None
         lib.call("cusparseLtMatmulPlanInit", h, self.plan.ptr, self.matmul.ptr, self.alg.ptr)
         self._live.append(("cusparseLtMatmulPlanDestroy", self.plan))
         size = ctypes.c_size_t()
@@ -341,7 +356,8 @@ class CusparseLtWeight:
         return plan
 
     def max_alg_id(self, m: int = 64) -> int:
-        """How many algorithms (``alg_id`` 0 ..) cuSPARSELt offers for a product of ``m`` tokens."""
+        """``CUSPARSELT_MATMUL_ALG_CONFIG_MAX_ID`` for a product of ``m`` tokens: the largest algorithm
+        id, or by some readings the number of ids; ``algorithm_ids`` tries both ways."""
         plan = self._plan(_padded(m), None, CusparseLtConfig())
         count = ctypes.c_int()
         load_library().call(
@@ -349,6 +365,12 @@ class CusparseLtWeight:
             ctypes.byref(count), ctypes.sizeof(count),
         )  # fmt: skip
         return count.value
+
+    def algorithm_ids(self, m: int, limit: int) -> range:
+        """The first ``limit`` algorithm ids to try for ``m`` tokens, up to and including the library's
+        ``max_alg_id`` (where that value is a count, the last id is refused by ``matmul``:
+        ``AlgorithmRefused``)."""
+        return range(min(self.max_alg_id(m) + 1, limit))
 
     def matmul(
         self, x2d: torch.Tensor, bias: torch.Tensor | None = None, config: CusparseLtConfig = CusparseLtConfig()
