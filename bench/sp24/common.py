@@ -46,6 +46,7 @@ def gpu_info() -> dict:
         info["cusparselt"] = torch.backends.cusparselt.version()
     except Exception as exc:  # not every build has it
         info["cusparselt"] = f"unavailable: {exc}"
+    info["cusparselt_direct"] = cusparselt_direct(torch.device("cuda", 0))
     src = torch.empty(1 << 30, dtype=torch.uint8, device="cuda")
     dst = torch.empty_like(src)
     for _ in range(3):
@@ -61,6 +62,16 @@ def gpu_info() -> dict:
     info["copy_gbps"] = 2 * src.numel() / statistics.median(times) / 1e9  # read + write
     del src, dst
     return info
+
+
+def cusparselt_direct(device) -> str:
+    """What the direct cuSPARSELt route loaded (version and file), or why it is not used: the same
+    library as torch's, or another copy, is worth knowing when its times differ from torch's."""
+    from repro.kernels import cusparselt
+
+    if not cusparselt.available(device):
+        return "not used (REPRO_CUSPARSELT=0, or the library did not load)"
+    return f"{cusparselt.library_version(device)} from {cusparselt.load_library().path}"
 
 
 def pruned_weight(n: int, k: int, device, seed: int) -> torch.Tensor:

@@ -22,7 +22,8 @@ def markdown(info, recs) -> str:
         f"# 2:4 sparse GEMM benchmark: {info['gpu']} ({info['arch']}, {info['sms']} SMs)",
         "",
         f"torch {info['torch']}, CUDA {info['cuda']}, Triton {info['triton']}, cuSPARSELt "
-        f"{info['cusparselt']}; measured copy bandwidth {info['copy_gbps']:.0f} GB/s. fp16, "
+        f"{info['cusparselt']} (direct route: {info.get('cusparselt_direct', 'not recorded')}); "
+        f"measured copy bandwidth {info['copy_gbps']:.0f} GB/s. fp16, "
         "y = x @ W.T, W pruned 2:4 (random); median of single-call CUDA-event times with the "
         "L2 flushed (read) before each call. Speedups vs cuBLAS dense fp16; `*` = host launch "
         "time exceeds the GPU time (launch-bound when called back to back). Limit: ideal speedup "

@@ -134,8 +134,9 @@ def library_candidates() -> list[str]:
 class Library:
     """The loaded library, each function given its signature; ``call`` raises on an error status."""
 
-    def __init__(self, lib):
+    def __init__(self, lib, path: str = ""):
         self._lib = lib
+        self.path = path  # where it was loaded from (the run's info records it)
         for name, argtypes in _SIGNATURES.items():
             fn = getattr(lib, name)
             fn.argtypes = argtypes
@@ -161,7 +162,7 @@ def load_library() -> Library:
         tried = []
         for path in library_candidates():
             try:
-                _state["library"] = Library(ctypes.CDLL(path))
+                _state["library"] = Library(ctypes.CDLL(path), path)
                 break
             except (OSError, AttributeError) as exc:
                 tried.append(f"{path}: {exc}")
@@ -210,15 +211,10 @@ def handle(device: torch.device) -> Opaque:
     with _state["lock"]:
         if index not in _state["handles"]:
             h = Opaque()
-            with torch.cuda.device(index) if torch.cuda.is_available() else _nothing():
+            with torch.cuda.device(index) if torch.cuda.is_available() else contextlib.nullcontext():
                 load_library().call("cusparseLtInit", h.ptr)
             _state["handles"][index] = h
     return _state["handles"][index]
-
-
-@contextlib.contextmanager
-def _nothing():
-    yield
 
 
 def library_version(device: torch.device) -> int:
