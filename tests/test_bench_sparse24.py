@@ -16,7 +16,7 @@ from sp24.dispatcher import build_table  # noqa: E402
 from sp24.e2e import DecoderLayer  # noqa: E402
 from sp24.options import option_pairs  # noqa: E402
 from sp24.report import markdown, roofline_limit  # noqa: E402
-from sp24.sweep import kernel_configs, with_splits  # noqa: E402
+from sp24.sweep import fastest_correct, kernel_configs, with_splits  # noqa: E402
 
 from repro.kernels import SparseLinear, dispatch  # noqa: E402
 from repro.kernels.fragments import SpmmaConfig  # noqa: E402
@@ -377,6 +377,56 @@ def test_the_gpu_check_spends_no_device_time_on_the_cpu_stand_ins():
         if any(word in text for word in ("EmulatedKernel", "offline_compile_report", "ptx_emulator")):
             path = test.relative_to(ROOT).as_posix()
             assert any(fnmatch.fnmatch(path, pattern) for pattern in skipped), path
+
+
+def test_fastest_correct_times_only_correct_candidates_and_counts_the_rest():
+    """The sweep's loop (our kernels' tilings, cuSPARSELt's algorithms): a wrong product, an unwritten
+    (NaN) one and one that raises are counted wrong and never timed; a skipped exception type is
+    counted apart; the fastest correct one wins, the sweep lists the timed ones fastest first."""
+
+    class Label:
+        def __init__(self, name):
+            self.name = name
+
+        def label(self):
+            return self.name
+
+    class Refused(Exception):
+        pass
+
+    ref = torch.ones(2, 3)
+    costs = {"slow": 9.0, "fast": 4.0}
+
+    class Clock:
+        timed = []
+
+        def median_us(self, fn, reps):
+            Clock.timed.append(fn.__name__)
+            return costs[fn.__name__]
+
+    def product(name, value):
+        def run():
+            if isinstance(value, Exception):
+                raise value
+            return value
+
+        run.__name__ = name
+        return run
+
+    candidates = [
+        (Label("slow"), product("slow", ref.clone())),
+        (Label("off"), product("off", ref * 1.5)),
+        (Label("unwritten"), product("unwritten", torch.full((2, 3), float("nan")))),
+        (Label("fast"), product("fast", ref + 1e-4)),
+        (Label("broken"), product("broken", RuntimeError("compile error"))),
+        (Label("refused"), product("refused", Refused())),
+    ]
+    lines = []
+    best, sweep, wrong, skipped = fastest_correct(Clock(), ref, candidates, lines.append, "case", skip=(Refused,))
+    assert best[0] == 4.0 and best[1].label() == "fast"
+    assert sweep == [("fast", 4.0), ("slow", 9.0)] and Clock.timed == ["slow", "fast"]
+    assert (wrong, skipped) == (3, 1)
+    assert [line.split(":")[0] for line in lines] == ["WRONG case off", "WRONG case unwritten", "FAILED case broken"]
 
 
 def test_the_gpu_check_tests_the_cusparselt_route_apart_and_leaves_it_out_if_it_fails():

@@ -348,6 +348,47 @@ def precompile(shapes, ms, device, log=print, keeps=None):
 CUSPARSELT_ALGORITHMS = 4  # cuSPARSELt's first algorithm ids timed per case (alg 0 is its default)
 
 
+def fastest_correct(timer, ref, candidates, log, where: str, skip=()):
+    """Each ``(config, run)`` run once and checked against ``ref``, the correct ones timed (20
+    calls). ``run()`` computes the product and returns it. A candidate that raises counts as wrong
+    (a compile error, a library's error status), except for an exception of a ``skip`` type.
+    Returns the best ``(us, config, err, run)`` or None, the sweep ``[(label, us)]`` fastest first,
+    and the counts of wrong and skipped candidates."""
+    best, sweep, wrong, skipped = None, [], 0, 0
+    for cfg, run in candidates:
+        try:
+            err = rel_err(run(), ref)
+        except skip:
+            skipped += 1
+            continue
+        except Exception as exc:
+            log(f"FAILED {where} {cfg.label()}: {type(exc).__name__}: {str(exc)[:300]}")
+            wrong += 1
+            continue
+        if not err < TOL:  # NaN (unwritten) fails too
+            log(f"WRONG {where} {cfg.label()}: rel_err={err}")
+            wrong += 1
+            continue
+        us = timer.median_us(run, reps=20)
+        sweep.append((cfg.label(), round(us, 2)))
+        if best is None or us < best[0]:
+            best = (us, cfg, err, run)
+    return best, sorted(sweep, key=lambda t: t[1]), wrong, skipped
+
+
+def _kernel_run(kernel, x, w, cfg, device):
+    """One configuration's launch into its own output, poisoned first (NaN where nothing wrote)."""
+    from repro.kernels.triton_sp24 import launch
+
+    out = torch.full((x.shape[0], w.shape[0]), float("nan"), device=device, dtype=torch.float16)
+
+    def run():
+        launch(kernel, x, w, None, out, cfg)
+        return out
+
+    return run
+
+
 def cusparselt_weight(dense):
     """cuSPARSELt's compressed copy of ``dense`` for the ``cusparselt`` route, and why there is none
     where there is none (``REPRO_CUSPARSELT=0``, set by gpu_check.sh when the route's GPU tests
@@ -371,27 +412,11 @@ def bench_cusparselt(info, timer, w_lt, x, ref, log) -> dict:
         algorithms = w_lt.algorithm_ids(m, CUSPARSELT_ALGORITHMS)
     except Exception as exc:
         return record(info, n, k, m, "cusparselt", "failed", note=f"{type(exc).__name__}: {exc}"[:200])
-    best, sweep, n_wrong, n_refused = None, [], 0, 0
-    for alg_id in algorithms:
-        cfg = CusparseLtConfig(alg_id)
-        fn = lambda cfg=cfg: w_lt.matmul(x, None, cfg)  # noqa: E731
-        try:
-            err = rel_err(fn(), ref)
-        except AlgorithmRefused:  # fewer algorithms for this shape than the bound read as an id
-            n_refused += 1
-            continue
-        except Exception as exc:
-            log(f"FAILED cusparselt {cfg.label()} {n}x{k} M={m}: {type(exc).__name__}: {str(exc)[:200]}")
-            n_wrong += 1
-            continue
-        if not err < TOL:
-            log(f"WRONG cusparselt {cfg.label()} {n}x{k} M={m}: rel_err={err}")
-            n_wrong += 1
-            continue
-        us = timer.median_us(fn, reps=20)
-        sweep.append((cfg.label(), round(us, 2)))
-        if best is None or us < best[0]:
-            best = (us, cfg, err, fn)
+    candidates = ((cfg, lambda cfg=cfg: w_lt.matmul(x, None, cfg)) for cfg in map(CusparseLtConfig, algorithms))
+    # AlgorithmRefused: fewer algorithms for this shape than the library's bound read as an id
+    best, sweep, n_wrong, n_refused = fastest_correct(
+        timer, ref, candidates, log, f"cusparselt {n}x{k} M={m}", skip=(AlgorithmRefused,)
+    )
     if best is None:
         return record(info, n, k, m, "cusparselt", "wrong", note=f"{n_wrong} of {len(algorithms)} algorithms wrong")
     us, cfg, err, fn = best
@@ -401,7 +426,7 @@ def bench_cusparselt(info, timer, w_lt, x, ref, log) -> dict:
         note=f"best of {len(sweep)} algorithms timed, {n_wrong} wrong, {n_refused} refused",
     )  # fmt: skip
     rec["config"] = cfg.as_dict()
-    rec["sweep"] = sorted(sweep, key=lambda t: t[1])
+    rec["sweep"] = sweep
     return rec
 
 
@@ -480,29 +505,10 @@ def bench_shape(info, timer, n, k, ms, log, keeps=None) -> list[dict]:
             recs.append(bench_cusparselt(info, timer, w_lt, x, ref, log))
         # our kernels: every configuration checked, the correct ones timed, the best recorded
         for kernel in KERNELS:
-            best = None
-            sweep = []
-            n_wrong = n_timed = 0
             configs = case_configs(kernel, n, m, k, keeps)
-            for cfg in configs:
-                out = torch.full((m, n), float("nan"), device=timer.device, dtype=torch.float16)
-                try:
-                    launch(kernel, x, w, None, out, cfg)
-                except Exception as exc:  # a compile error: count it as wrong, go on
-                    log(f"FAILED {kernel} {cfg.label()}: {type(exc).__name__}: {str(exc)[:300]}")
-                    n_wrong += 1
-                    continue
-                err = rel_err(out, ref)
-                if not err < TOL:  # NaN (unwritten) fails too
-                    n_wrong += 1
-                    log(f"WRONG {kernel} {cfg.label()} {n}x{k} M={m}: rel_err={err}")
-                    continue
-                fn = lambda cfg=cfg, out=out: launch(kernel, x, w, None, out, cfg)  # noqa: E731
-                us = timer.median_us(fn, reps=20)
-                sweep.append((cfg.label(), round(us, 2)))
-                n_timed += 1
-                if best is None or us < best[0]:
-                    best = (us, cfg, err, fn)
+            # one output per configuration, made as its turn comes (a generator: not all at once)
+            candidates = ((cfg, _kernel_run(kernel, x, w, cfg, timer.device)) for cfg in configs)
+            best, sweep, n_wrong, _ = fastest_correct(timer, ref, candidates, log, f"{kernel} {n}x{k} M={m}")
             if best is None:
                 if configs:
                     recs.append(record(info, n, k, m, f"repro_{kernel}", "wrong", note=f"{n_wrong} wrong"))
@@ -522,11 +528,11 @@ def bench_shape(info, timer, n, k, ms, log, keeps=None) -> list[dict]:
                     w.nbytes,
                     cfg.label(),
                     host=timer.host_us(fn),
-                    note=f"best of {n_timed} timed, {n_wrong} wrong",
+                    note=f"best of {len(sweep)} timed, {n_wrong} wrong",
                 )
             )
             recs[-1]["config"] = cfg.as_dict()
-            recs[-1]["sweep"] = sorted(sweep, key=lambda t: t[1])
+            recs[-1]["sweep"] = sweep
             out = torch.empty(m, n, device=timer.device, dtype=torch.float16)
             recs[-1]["us_streamed"] = timer.streamed_us(
                 [lambda c=c: launch(kernel, x, c, None, out, cfg) for c in w_copies]

@@ -110,9 +110,9 @@ def mapped_library(maps: str) -> str | None:
     """The path of the cuSPARSELt this process has already loaded (torch links it), from the text
     of ``/proc/self/maps``; None where none is mapped."""
     for line in maps.splitlines():
-        path = line.split(maxsplit=5)[-1] if len(line.split()) >= 6 else ""
-        if "libcusparseLt.so" in Path(path).name:
-            return path
+        fields = line.split(maxsplit=5)  # address, perms, offset, device, inode[, path]
+        if len(fields) == 6 and "libcusparseLt.so" in Path(fields[5]).name:
+            return fields[5]
     return None
 
 
