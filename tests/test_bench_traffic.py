@@ -1,6 +1,7 @@
 """bench/sp24/traffic.py and bench/l2_traffic.py: the bytes a wgmma tiling moves between the SMs
 and the L2, and the committed tables made from a run's records."""
 
+import json
 import sys
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from sp24.traffic import (  # noqa: E402
     predictions,
     predictions_markdown,
     rows_markdown,
+    scored,
+    scored_markdown,
     timed_tilings,
     twin_of,
     wgmma_traffic,
@@ -156,3 +159,92 @@ def test_a_folder_without_records_is_refused(tmp_path):
         l2_traffic.load_records(tmp_path / "run.json")
     with pytest.raises(SystemExit, match="no timed tilings of the sparse wgmma form"):
         l2_traffic.sparse_tilings([dict(N=1, K=1, M=64, method="cublas", us=1.0)], tmp_path / "run.json")
+
+
+def _later_run(m2_us=13.0, twin_us=20.0):
+    """A later run at 128 tokens: the twin timed again and one of its predicted tilings timed."""
+    return [
+        dict(method="cublas", N=4096, K=4096, M=128, us=18.0),
+        dict(method="repro_wgmma", N=4096, K=4096, M=128,
+             sweep=[["g1t128u2c6sk2", twin_us], ["g1t128u2c6sk2m2", m2_us], ["g1t128u2c6sk2m4", "wrong"]]),
+    ]
+
+
+def _prediction(label="g1t128u2c6sk2m2", us=12.5):
+    return dict(N=4096, K=4096, M=128, label=label, twin="g1t128u2c6sk2", twin_us=19.3, us=us)
+
+
+def test_a_score_sets_the_measured_time_beside_the_prediction_and_the_twins_rate_now():
+    later = timed_tilings(_later_run(), ms=(128,))
+    hit, miss = scored([_prediction(), _prediction("g1t128u2c6sk2m4", 9.1)], later)
+    assert hit["measured_us"] == 13.0 and hit["twin_now_us"] == 20.0 and hit["cublas_now_us"] == 18.0
+    bytes_ratio = traffic("g1t128u2c6sk2m2", m=128).total / traffic("g1t128u2c6sk2", m=128).total
+    assert hit["rate_vs_twin"] == pytest.approx(bytes_ratio * 20.0 / 13.0)  # rates: bytes / time
+    assert miss["measured_us"] is None and miss["rate_vs_twin"] is None  # its check failed: never timed
+    table = scored_markdown([hit, miss])
+    assert table.startswith("1 of 2 predictions measured; measured / predicted: median 1.04")
+    assert "| `g1t128u2c6sk2m2` | 12.5 | 13.0 | 1.04 | `g1t128u2c6sk2` 19.3 → 20.0 |" in table
+    assert f"| {bytes_ratio * 20 / 13:.2f} | 1.38× |" in table  # 18 / 13
+    assert "Not timed in the later run (wrong, refused or left out): `g1t128u2c6sk2m4` (4096×4096, 128)" in table
+    assert scored_markdown([miss]) == "None of the 1 predictions was timed in the later run.\n"
+
+
+def test_a_predictions_page_reads_back_as_written(tmp_path):
+    page = tmp_path / "predictions.md"
+    page.write_text("intro\n\n" + predictions_markdown([dict(
+        _prediction(), twin_traffic=traffic("g1t128u2c6sk2", m=128), traffic=traffic("g1t128u2c6sk2m2", m=128),
+        cublas_us=18.0)]))
+    assert l2_traffic.registered(page) == [_prediction()]
+    page.write_text("no table here\n")
+    with pytest.raises(SystemExit, match="no predictions in it"):
+        l2_traffic.registered(page)
+
+
+def _partial_run(folder: Path, recs: list[dict]) -> Path:
+    folder.mkdir()
+    (folder / "sweep.json").write_text(json.dumps(recs))
+    return folder
+
+
+def test_score_uses_the_page_written_before_the_run_and_says_when_there_was_none(tmp_path):
+    earlier = _partial_run(tmp_path / "earlier", [
+        dict(method="cublas", N=4096, K=4096, M=128, us=18.0),
+        dict(method="repro_wgmma", N=4096, K=4096, M=128, sweep=[["g1t128u2c6sk2", 19.3]])])
+    later = _later_run()
+    after_the_fact = l2_traffic.scored_table(later, tmp_path / "later.json", earlier)
+    assert "made after the fact" in after_the_fact and "1 of 1 predictions measured" in after_the_fact
+    predicted = 19.3 * traffic("g1t128u2c6sk2m2", m=128).total / traffic("g1t128u2c6sk2", m=128).total
+    assert f"| `g1t128u2c6sk2m2` | {predicted:.1f} | 13.0 |" in after_the_fact
+    (earlier / "predictions.md").write_text(predictions_markdown([dict(
+        _prediction(us=11.0), twin_traffic=traffic("g1t128u2c6sk2", m=128),
+        traffic=traffic("g1t128u2c6sk2m2", m=128), cublas_us=18.0)]))
+    before = l2_traffic.scored_table(later, tmp_path / "later.json", earlier)
+    assert "written down before this run" in before and "| `g1t128u2c6sk2m2` | 11.0 | 13.0 | 1.18 |" in before
+
+
+def _committed_predictions():
+    return sorted(RESULTS.glob("*-predictions.md")) + sorted(RESULTS.glob("partial/*/predictions.md"))
+
+
+@pytest.mark.parametrize("page", _committed_predictions(), ids=lambda p: p.parent.name + "/" + p.name)
+def test_committed_predictions_are_what_their_runs_records_give(page):
+    """A page of predictions is written once, before the run that measures them, and never
+    regenerated; this checks that each row is still what the count gives from the committed
+    records, so that a later score compares the measurement with the model as it stands."""
+    whole_run = page.with_name(page.name.replace("-predictions.md", ".json"))
+    run = page.parent if page.name == "predictions.md" else whole_run
+    records, _, _ = l2_traffic.run_paths(run)
+    rows = l2_traffic.predicted_tilings(l2_traffic.load_records(records))
+    written = l2_traffic.registered(page)
+    labels = {}
+    for w in written:
+        labels.setdefault(w["M"], []).append(w["label"])
+    given = {(p["N"], p["K"], p["M"], p["label"]): p for p in predictions(rows, labels)}
+    for w in written:
+        p = given[(w["N"], w["K"], w["M"], w["label"])]
+        assert (p["twin"], round(p["twin_us"], 1)) == (w["twin"], w["twin_us"])
+        assert p["us"] == pytest.approx(w["us"], abs=0.051), w
+
+
+def test_committed_predictions_exist():
+    assert len(_committed_predictions()) >= 2, "the H100 run -c's and the H200 run -f's pages are committed"

@@ -202,3 +202,52 @@ def predictions_markdown(preds: list[dict]) -> str:
         lines.append(f"| {_shape(p['N'], p['K'])} | {p['M']} | `{p['label']}` | `{p['twin']}` ({p['twin_us']:.1f}) | "
                      f"{_mb(p['twin_traffic'].total)} → {_mb(p['traffic'].total)} | {p['us']:.1f} | {vs} |")
     return "\n".join(lines) + "\n"
+
+
+def scored(preds: list[dict], later: list[dict]) -> list[dict]:
+    """Each prediction (``predictions``) beside what a later run measured (its ``timed_tilings``):
+    the tiling's time, its twin's time again and cuBLAS's. The twin timed again separates the
+    two ways a prediction can miss: the GPU or the run moved (the twin's time moved with it), or
+    the count was wrong (the tiling moved its bytes at another rate than its twin did now).
+    Predictions whose tiling the later run did not time (wrong, refused, or left out) are kept
+    with ``measured_us`` None."""
+    timed = {(r["N"], r["K"], r["M"], r["label"]): r for r in later}
+    out = []
+    for p in preds:
+        case = (p["N"], p["K"], p["M"])
+        got, twin = timed.get((*case, p["label"])), timed.get((*case, p["twin"]))
+        # the tiling's rate over the rate its twin reached in the same run: 1 where the count held
+        rate_vs_twin = got["rate"] / twin["rate"] if got and twin else None
+        out.append(dict(p, measured_us=got["us"] if got else None, twin_now_us=twin["us"] if twin else None,
+                        cublas_now_us=got["cublas_us"] if got else None, rate_vs_twin=rate_vs_twin))
+    return out
+
+
+def scored_markdown(scores: list[dict]) -> str:
+    """A line of totals, then one row per prediction the later run measured (see ``scored``)."""
+    measured = [s for s in scores if s["measured_us"] is not None]
+    if not measured:
+        return f"None of the {len(scores)} predictions was timed in the later run.\n"
+    ratios = [s["measured_us"] / s["us"] for s in measured]
+    close = sum(abs(r - 1) <= 0.1 for r in ratios)
+    held = [s["rate_vs_twin"] for s in measured if s["rate_vs_twin"] is not None]
+    head = (f"{len(measured)} of {len(scores)} predictions measured; measured / predicted: median "
+            f"{statistics.median(ratios):.2f} (range {min(ratios):.2f}–{max(ratios):.2f}), within ±10%: {close}")
+    if held:
+        head += (f"; the tiling's rate over its twin's in the same run: median {statistics.median(held):.2f} "
+                 f"(range {min(held):.2f}–{max(held):.2f})")
+    lines = [head + ".\n",
+             "| N×K | M | tiling | predicted µs | measured µs | measured / predicted | twin µs: then → now | "
+             "rate vs twin now | vs cuBLAS, measured |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for s in measured:
+        now = f"{s['twin_now_us']:.1f}" if s["twin_now_us"] is not None else "not timed"
+        held = f"{s['rate_vs_twin']:.2f}" if s["rate_vs_twin"] is not None else "–"
+        vs = f"{s['cublas_now_us'] / s['measured_us']:.2f}×" if s["cublas_now_us"] else "–"
+        lines.append(f"| {_shape(s['N'], s['K'])} | {s['M']} | `{s['label']}` | {s['us']:.1f} | "
+                     f"{s['measured_us']:.1f} | {s['measured_us'] / s['us']:.2f} | "
+                     f"`{s['twin']}` {s['twin_us']:.1f} → {now} | {held} | {vs} |")
+    missing = [f"`{s['label']}` ({_shape(s['N'], s['K'])}, {s['M']})" for s in scores if s["measured_us"] is None]
+    if missing:
+        lines.append(f"\nNot timed in the later run (wrong, refused or left out): {', '.join(missing)}.")
+    return "\n".join(lines) + "\n"
