@@ -9,6 +9,8 @@
 # cusparselt-tests.log, pytest.log, sparse24.{json,md,log}, dispatch_<arch>.json, nvidia-smi.txt,
 # ncu*.txt (a profile, or why none) and ablation.{json,log} (the sparse form's ablation, when the
 # budget leaves time for it).
+# The test groups run at once, each in its own process (bench/test_groups.sh); the hidden .<group>.rc
+# files in the archive are their exit statuses.
 # Extra arguments go to bench/sparse24.py. BUDGET (s, default 540) bounds the whole script, so
 # that it ends inside one device call's limit: the benchmark gets what the probe and tests left.
 # Afterwards, on the machine with the repository:
@@ -16,17 +18,8 @@
 set -o pipefail
 OUT=${OUT:-bench/results/latest}
 source "$(dirname "$0")/device_out.sh"
+source "$(dirname "$0")/test_groups.sh"
 device_out_start
-
-isolated_gpu_tests() {  # <name> <pytest -k keyword> <variable that leaves the tilings out>: see run_checks
-  timeout 120 python3 -m pytest tests/kernels/test_wgmma_gpu.py -k "$2" -q -p no:cacheprovider > "$RUN/$1-tests.log" 2>&1
-  local rc=$?
-  echo "$1 tests exit $rc: $(tail -1 "$RUN/$1-tests.log")"
-  if [ "$rc" -ne 0 ]; then
-    export "$3=0"
-    echo "the $1 form failed its GPU tests: benchmarking without its tilings"
-  fi
-}
 
 run_checks() {
   local start=$SECONDS
@@ -70,34 +63,32 @@ run_checks() {
     export REPRO_FAST_LAUNCH=0
     echo "fast_launch or bound launches not verified on this GPU: every kernel launched through Triton's own path from here on"
   fi
-  # the cluster forms (first run on hardware in session 20 and after 21) and the 256-token tiles (22):
-  # their GPU tests alone and first, in their own process and time limit (a fault poisons the
-  # context, a barrier that never completes would hang); where they fail, the benchmark leaves
-  # those tilings out, not the whole sparse form
-  isolated_gpu_tests cluster cluster REPRO_WGMMA_CLUSTER  # a tile's K splits as one cluster (gluon_cluster.py)
-  isolated_gpu_tests shared-x "shared_x and not t256 and not qm" REPRO_WGMMA_SHARED_X  # x shared by row tiles (gluon_shared_x.py)
-  isolated_gpu_tests shared-x-meet qm REPRO_WGMMA_SHARED_MEET  # the same with the splits meeting in the cluster (22)
-  isolated_gpu_tests wide-tiles t256 REPRO_WGMMA_T256  # 256-token tiles of the sparse form (session 22)
-  # cuSPARSELt called through ctypes with its plans kept (lib/repro/kernels/cusparselt.py, session 23,
-  # never run on a GPU before): its tests alone, in their own process (a wrong structure size or
-  # signature would fault); where they fail, the benchmark and the dispatcher leave the route out
-  timeout 120 python3 -m pytest tests/kernels/test_cusparselt.py -q -p no:cacheprovider > "$RUN/cusparselt-tests.log" 2>&1
-  lt_rc=$?
-  echo "cusparselt tests exit $lt_rc: $(tail -1 "$RUN/cusparselt-tests.log")"
-  if [ "$lt_rc" -ne 0 ]; then
-    export REPRO_CUSPARSELT=0
-    echo "cuSPARSELt's direct route failed its GPU tests: benchmarking without it"
-  fi
+  # the new forms' GPU tests, each group in its own process and time limit (a fault poisons the
+  # context, a barrier that never completes would hang), where a failure leaves out that form's
+  # tilings alone; and the main kernel tests. All started at once (bench/test_groups.sh), so that the
+  # benchmark gets the device time they took one after the other
+  wgmma_group() { group_start "$1" 120 python3 -m pytest tests/kernels/test_wgmma_gpu.py -k "$2" -q -p no:cacheprovider; }
+  wgmma_group cluster-tests cluster  # a tile's K splits as one cluster (gluon_cluster.py, session 20)
+  wgmma_group shared-x-tests "shared_x and not t256 and not qm"  # x shared by row tiles (gluon_shared_x.py, 21)
+  wgmma_group shared-x-meet-tests qm  # the same with the splits meeting in the cluster (22)
+  wgmma_group wide-tiles-tests t256  # 256-token tiles of the sparse form (22)
+  # cuSPARSELt called through ctypes with its plans kept (lib/repro/kernels/cusparselt.py, session 23):
+  # a wrong structure size or signature would fault
+  group_start cusparselt-tests 120 python3 -m pytest tests/kernels/test_cusparselt.py -q -p no:cacheprovider
   workers=$(python3 -c "import xdist" 2>/dev/null && echo "-n 8" || echo "")
   # the PTX-emulator tests are the CPU stand-ins for the GPU kernel tests and this benchmark, and the
   # codegen tests compile offline (the cluster probe's tests do both; the probe itself ran above):
   # no device time for them
-  timeout 240 python3 -m pytest tests/kernels tests/test_pruning.py -q -p no:cacheprovider $workers \
+  group_start pytest 240 python3 -m pytest tests/kernels tests/test_pruning.py -q -p no:cacheprovider $workers \
     --ignore-glob='tests/kernels/*ptx*' --ignore-glob='tests/kernels/*codegen*' --ignore=tests/kernels/test_fast_launch.py \
     --ignore=tests/kernels/test_bound_launch.py --ignore=tests/kernels/test_bench_dryrun.py \
-    --ignore=tests/kernels/test_cluster_probe.py --ignore=tests/kernels/test_cusparselt.py -k "not cluster and not shared_x and not t256 and not qm" \
-    > "$RUN/pytest.log" 2>&1
-  echo "pytest exit $?: $(tail -1 "$RUN/pytest.log")"
+    --ignore=tests/kernels/test_cluster_probe.py --ignore=tests/kernels/test_cusparselt.py -k "not cluster and not shared_x and not t256 and not qm"
+  group_finish cluster-tests REPRO_WGMMA_CLUSTER "the cluster form"
+  group_finish shared-x-tests REPRO_WGMMA_SHARED_X "the shared-x form"
+  group_finish shared-x-meet-tests REPRO_WGMMA_SHARED_MEET "the shared-x form with the meet in the cluster"
+  group_finish wide-tiles-tests REPRO_WGMMA_T256 "the 256-token tiles"
+  group_finish cusparselt-tests REPRO_CUSPARSELT "cuSPARSELt's direct route"
+  group_finish pytest
   # wgmma's sparse form (wgmma.mma_async.sp) ran on no hardware before: if its GPU test failed, time
   # the dense form alone; if a dense test failed or a worker crashed, leave wgmma out of the
   # benchmark, so that a fault cannot poison the CUDA context for every kernel timed after it

@@ -437,7 +437,7 @@ def test_the_gpu_check_tests_the_cusparselt_route_apart_and_leaves_it_out_if_it_
     own_run = script.index("pytest tests/kernels/test_cusparselt.py")
     assert own_run < script.index("bench/sparse24.py --out")
     assert "--ignore=tests/kernels/test_cusparselt.py" in script
-    assert "export REPRO_CUSPARSELT=0" in script[own_run:script.index("bench/sparse24.py --out")]
+    assert "group_finish cusparselt-tests REPRO_CUSPARSELT" in script[own_run:script.index("bench/sparse24.py --out")]
 
 
 def test_the_sparse_wgmma_form_can_be_left_out_of_the_sweep(monkeypatch):
