@@ -46,8 +46,9 @@ def spmma_configs(m: int):
         shapes += [(1, 4, 2, 2, "pxa2"), (1, 8, 2, 2, "pxia2"), (1, 2, 2, 2, "pxa2")]
         # the runner-up at 16 tokens on 4096² in both runs, r1w2s8u2t2x (124 registers, 2 KiB of weights
         # a warp per round trip): with twice the k-blocks per trip at the same registers (chained, 128),
-        # and with twice the warps (122 registers, 16 warps: one 32-row program per SM either way)
-        shapes += [(1, 8, 4, 2, "xh"), (1, 16, 2, 2, "x")]
+        # with twice the warps (122 registers, 16 warps: one 32-row program per SM either way), and with
+        # both (126 registers: 16 warps fill an SM's registers, four times the runner-up's weights in flight)
+        shapes += [(1, 8, 4, 2, "xh"), (1, 16, 2, 2, "x"), (1, 16, 4, 2, "xh")]
     elif t == 4:
         shapes = [(1, 4, 2, 1, ""), (2, 4, 2, 1, ""), (1, 8, 2, 2, ""), (2, 4, 1, 2, "")]
         shapes += [(1, 8, 2, 2, "x"), (1, 4, 2, 2, "x"), (1, 4, 1, 2, "px"), (1, 4, 2, 2, "px"), (1, 4, 1, 2, "pxi")]

@@ -82,6 +82,9 @@ SPMMA_CASES = [
     (13, 70, 1000, SpmmaConfig(R=1, S=2, U=4, T=2, W=2, prefetch=True, wide_x=True, chain=True)),
     (5, 64, 736, SpmmaConfig(R=1, S=4, U=2, T=1, interleave=True, l2_ahead=1, chain=True)),
     (40, 130, 512, SpmmaConfig(R=2, S=2, U=2, T=4, split_k=2, chain=True)),
+    # sixteen warps splitting K (512 threads, 16 partial sums to add): 43 k-blocks in slices of 3,
+    # the last slice empty, with tails in M and N
+    (13, 96, 1376, SpmmaConfig(R=1, S=16, U=4, T=2, W=2, wide_x=True, chain=True)),
 ]
 
 
