@@ -6,11 +6,12 @@
 # printed), spmma-probe.txt, spmma-map.json (where each fragment slot landed), the same for the
 # sparse wgmma form (wgmma-sparse-probe.txt, wgmma-sparse-map.json), fence-probe.txt, cluster-probe.txt,
 # fast-launch.log, cluster-tests.log, shared-x-tests.log, shared-x-meet-tests.log, wide-tiles-tests.log,
-# cusparselt-tests.log, pytest.log, sparse24.{json,md,log}, dispatch_<arch>.json, nvidia-smi.txt,
+# cusparselt-tests.log, pytest.log, precompile.log, sparse24.{json,md,log}, dispatch_<arch>.json, nvidia-smi.txt,
 # ncu*.txt (a profile, or why none) and ablation.{json,log} (the sparse form's ablation, when the
 # budget leaves time for it).
-# The test groups run at once, each in its own process (bench/test_groups.sh); the hidden .<group>.rc
-# files in the archive are their exit statuses.
+# The test groups run at once, each in its own process (bench/test_groups.sh), and beside them the
+# benchmark's compiles (sparse24.py --precompile-only); the hidden .<group>.rc files in the archive
+# are their exit statuses.
 # Extra arguments go to bench/sparse24.py. BUDGET (s, default 540) bounds the whole script, so
 # that it ends inside one device call's limit: the benchmark gets what the probe and tests left.
 # Afterwards, on the machine with the repository:
@@ -67,6 +68,9 @@ run_checks() {
   # context, a barrier that never completes would hang), where a failure leaves out that form's
   # tilings alone; and the main kernel tests. All started at once (bench/test_groups.sh), so that the
   # benchmark gets the device time they took one after the other
+  # and beside them the benchmark's compiles, into Triton's cache on disk (the test processes leave
+  # most of the 16 cores idle while they wait on the GPU): its own precompile then loads them
+  group_start precompile 300 python3 bench/sparse24.py --precompile-only "$@"
   wgmma_group() { group_start "$1" 120 python3 -m pytest tests/kernels/test_wgmma_gpu.py -k "$2" -q -p no:cacheprovider; }
   wgmma_group cluster-tests cluster  # a tile's K splits as one cluster (gluon_cluster.py, session 20)
   wgmma_group shared-x-tests "shared_x and not t256 and not qm"  # x shared by row tiles (gluon_shared_x.py, 21)
@@ -89,6 +93,7 @@ run_checks() {
   group_finish wide-tiles-tests REPRO_WGMMA_T256 "the 256-token tiles"
   group_finish cusparselt-tests REPRO_CUSPARSELT "cuSPARSELt's direct route"
   group_finish pytest
+  group_finish precompile
   # wgmma's sparse form (wgmma.mma_async.sp) ran on no hardware before: if its GPU test failed, time
   # the dense form alone; if a dense test failed or a worker crashed, leave wgmma out of the
   # benchmark, so that a fault cannot poison the CUDA context for every kernel timed after it

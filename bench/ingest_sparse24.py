@@ -7,7 +7,7 @@ RUN is what the device call brought back from $OUT: the archive gpu-check.tar.gz
 bench/gpu_check.sh packs (bench/device_out.sh), the folder holding it, or a folder of the files
 themselves (sparse24.json, sparse24.md, sparse24.log, dispatch_<arch>.json; gpu-check.log,
 pytest.log, fast-launch.log, cluster-tests.log, shared-x-tests.log, shared-x-meet-tests.log,
-wide-tiles-tests.log, cusparselt-tests.log, spmma-probe.txt, spmma-map.json, wgmma-sparse-probe.txt,
+wide-tiles-tests.log, cusparselt-tests.log, precompile.log, spmma-probe.txt, spmma-map.json, wgmma-sparse-probe.txt,
 wgmma-sparse-map.json, fence-probe.txt, cluster-probe.txt, nvidia-smi.txt, ablation.{json,log} and
 ncu*.txt when present).
 Everything is checked before anything is written: the records, and every entry of the dispatch
@@ -15,7 +15,7 @@ table through the dispatcher's own lookup. Then:
 
 - bench/results/<gpu>-<date>.{json,md,log} and
   <gpu>-<date>-{gpu-check.log,pytest.log,fast-launch.log,cluster-tests.log,shared-x-tests.log,
-  shared-x-meet-tests.log,wide-tiles-tests.log,cusparselt-tests.log,
+  shared-x-meet-tests.log,wide-tiles-tests.log,cusparselt-tests.log,precompile.log,
   spmma-probe.txt,spmma-map.json,wgmma-sparse-probe.txt,wgmma-sparse-map.json,
   fence-probe.txt,cluster-probe.txt,nvidia-smi.txt,wgmma-ablation.{json,log},ncu*.txt};
 - lib/repro/kernels/dispatch_<arch>_<gpu>.json (the table sparse24_matmul reads on that GPU);
@@ -65,6 +65,7 @@ EXTRAS = {
     "shared-x-meet-tests.log": "-shared-x-meet-tests.log",
     "wide-tiles-tests.log": "-wide-tiles-tests.log",
     "cusparselt-tests.log": "-cusparselt-tests.log",
+    "precompile.log": "-precompile.log",
     "spmma-probe.txt": "-spmma-probe.txt",
     "spmma-map.json": "-spmma-map.json",
     "wgmma-sparse-probe.txt": "-wgmma-sparse-probe.txt",

@@ -1,7 +1,7 @@
 """Benchmark of the book's 2:4 sparse GEMM (issue 3). A benchmark, not a test; needs a CUDA GPU.
 
     PYTHONPATH=lib python bench/sparse24.py --out DIR [--quick] [--no-e2e] [--shapes NxK,...] [--ms M,...]
-        [--explore]
+        [--explore] [--precompile-only]
 
 For LLaMA-7B linear shapes (N x K = 4096x4096, 11008x4096, 4096x11008) and M in MS, fp16:
 - our kernels (``repro_fma``, ``repro_mma``, ``repro_expand``, ``repro_spmma`` on the sparse
@@ -101,6 +101,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--ms", type=lambda t: _subset(t, MS, int, "ms"), help="time only these M, e.g. 64,128")
     ap.add_argument("--explore", action="store_true",
                     help="time the whole sweep, not the short list of this GPU's committed runs (sp24/shortlist.py)")
+    ap.add_argument("--precompile-only", action="store_true",
+                    help="compile what the run would launch into Triton's cache and stop (see precompile_only)")
     args = ap.parse_args(argv)
     if args.quick and (args.shapes or args.ms):
         ap.error("--quick picks its own cases: give it, or --shapes/--ms, not both")
@@ -112,6 +114,9 @@ def main() -> None:
     if not torch.cuda.is_available():
         sys.exit("bench/sparse24.py needs a CUDA GPU")
     torch.backends.cuda.matmul.allow_tf32 = False
+    if args.precompile_only:
+        precompile_only(args, gpu_info(), "cuda", lambda msg: print(msg, flush=True))
+        return
     args.out.mkdir(parents=True, exist_ok=True)
     with open(args.out / "sparse24.log", "a") as log_file:
 
@@ -120,7 +125,7 @@ def main() -> None:
             log_file.write(msg + "\n")
             log_file.flush()
 
-        shapes, ms = (SHAPES[:1], QUICK_MS) if args.quick else (args.shapes or SHAPES, args.ms or MS)
+        shapes, ms = cases(args)
         subset = bool(args.shapes or args.ms)
         info = gpu_info()
         if subset:
@@ -131,6 +136,22 @@ def main() -> None:
         log(f"sweep: {info['sweep']}")
         print(run(args.out, info, Timer(), shapes, ms, log, e2e_layers=e2e_layers, kscan=None if subset else KSCAN,
                   keeps=keeps))
+
+
+def cases(args: argparse.Namespace) -> tuple[list, list]:
+    """The layer shapes and token counts the arguments ask for."""
+    return (SHAPES[:1], QUICK_MS) if args.quick else (args.shapes or SHAPES, args.ms or MS)
+
+
+def precompile_only(args: argparse.Namespace, info: dict, device, log) -> None:
+    """``--precompile-only``: compile every kernel variant a run with the same arguments would launch
+    (``sweep.precompile``) into Triton's cache on disk, and write nothing else. ``gpu_check.sh`` runs
+    it beside the GPU tests, whose processes leave most of the CPU idle while they wait on the GPU;
+    the benchmark's own precompile then loads each variant from the cache instead of compiling it."""
+    shapes, ms = cases(args)
+    keeps = sweep_choice(info, explore=args.explore)
+    log(f"sweep: {info['sweep']}")
+    precompile(shapes, ms, device, log, keeps)
 
 
 def sweep_choice(info: dict, explore: bool = False, results: Path = RESULTS):

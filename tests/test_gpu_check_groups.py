@@ -69,10 +69,11 @@ def test_the_gpu_check_starts_every_group_before_it_waits_for_any():
     assert 'source "$(dirname "$0")/test_groups.sh"' in code
     started = re.findall(r"^\s*(?:wgmma_group|group_start) (\S+)", code, re.M)
     finished = re.findall(r"^\s*group_finish (\S+)", code, re.M)
-    assert set(started) == set(finished) and len(started) == 6
+    assert set(started) == set(finished) and len(started) == 7  # five forms, the main tests, the compiles
     assert max(code.index(f"group_start {n}") if f"group_start {n}" in code else code.index(f"wgmma_group {n}")
                for n in started) < min(code.index(f"group_finish {n}") for n in finished)
-    assert code.index("group_finish pytest") < code.index("bench/sparse24.py --out")
+    assert code.index("group_finish precompile") < code.index("bench/sparse24.py --out")
+    assert 'group_start precompile 300 python3 bench/sparse24.py --precompile-only "$@"' in code  # the run's own args
 
 
 def test_every_group_log_is_one_ingest_keeps():

@@ -204,6 +204,35 @@ def test_precompile_compiles_each_shapes_own_specialization(monkeypatch):
     assert {(n, k) for _, _, (n, k) in jobs} == set(shapes)
 
 
+def test_precompile_only_compiles_what_the_run_would_launch_and_writes_nothing(monkeypatch, tmp_path):
+    """``--precompile-only`` (run by gpu_check.sh beside the GPU tests): the same compiles as the run's
+    own precompile for the same arguments, on a GPU with no committed runs the whole sweep, and no
+    file in --out (the benchmark writes its log and records there afterwards)."""
+    from sp24 import sweep
+
+    spmma = EmulatedKernel(gluon_sp24._spmma_kernel, mma=mma_sp_warps)
+    monkeypatch.setattr(gluon_sp24, "_spmma_kernel", spmma)
+    cfg = SpmmaConfig.from_label("r1s2u2t1p")
+    monkeypatch.setattr(sweep, "kernel_configs", lambda kernel, m: [cfg] if kernel == "spmma" else [])
+    monkeypatch.setattr(sparse24, "SHAPES", [(N, K), (N, 2 * K)])
+    args = sparse24.parse_args(["--precompile-only", "--out", str(tmp_path / "out"), "--ms", "1"])
+    lines = []
+    sparse24.precompile_only(args, {"gpu": "NVIDIA Stand-in GPU"}, "cpu", lines.append)
+    assert lines[0] == "sweep: whole" and lines[1].startswith("precompiled 2 variants")
+    assert sorted(c["divisible"] for c in spmma.warmups) == sorted(
+        c["divisible"] for c in _warmups_of_the_runs_precompile(monkeypatch, cfg))
+    assert not (tmp_path / "out").exists()
+
+
+def _warmups_of_the_runs_precompile(monkeypatch, cfg):
+    from sp24 import sweep
+
+    spmma = EmulatedKernel(gluon_sp24._spmma_kernel.fn, mma=mma_sp_warps)
+    monkeypatch.setattr(gluon_sp24, "_spmma_kernel", spmma)
+    sweep.precompile([(N, K), (N, 2 * K)], [1], "cpu", log=lambda msg: None)
+    return spmma.warmups
+
+
 def _pruned(n, k):
     from repro.kernels import compress_24
     from repro.pruning import nm_mask
