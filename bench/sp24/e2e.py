@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import copy
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from repro.kernels import SparseLinear, fast_launch
+from repro.kernels import SparseLinear, dispatch, fast_launch
 from repro.pruning import nm_mask, to_sparse24
 
 from .common import KERNELS, rel_err
@@ -54,6 +55,39 @@ class DecoderLayer(nn.Module):
         return h + self.down_proj(F.silu(self.gate_proj(r)) * self.up_proj(r))
 
 
+@contextmanager
+def counting_full_way():
+    """While active, counts the products on a GPU that found no launch kept for their key and went
+    the dispatcher's full way (``dispatch._chosen_product``: choice, checks, arguments built again).
+    In a decode loop only each layer's first call at a batch size should: the count says whether
+    an eager decode's host time is the kept launches' or the full way's."""
+    calls = [0]
+    full_way = dispatch._chosen_product
+
+    def counted(*args):
+        calls[0] += 1
+        return full_way(*args)
+
+    dispatch._chosen_product = counted
+    try:
+        yield calls
+    finally:
+        dispatch._chosen_product = full_way
+
+
+def eager_timing(timer, step) -> tuple[float, float]:
+    """``timer.wall_us`` of ``step`` and the products per step that went the full way."""
+    steps = [0]
+
+    def counted_step():
+        steps[0] += 1
+        return step()
+
+    with counting_full_way() as calls:
+        us = timer.wall_us(counted_step)
+    return us, calls[0] / max(steps[0], 1)
+
+
 def bench_e2e(info, timer, layers: int, ctx: int, batches, log, dims=LLAMA_7B) -> list[dict]:
     """Decode steps of ``layers`` decoder layers of size ``dims`` (LLaMA-7B's unless a test asks
     for less), on ``timer.device``: dense vs SparseLinear, eager and CUDA-graph replay."""
@@ -93,15 +127,15 @@ def bench_e2e(info, timer, layers: int, ctx: int, batches, log, dims=LLAMA_7B) -
         for name, model in models:
             with torch.no_grad():
                 out = step(model)
-                eager = timer.wall_us(lambda: step(model))
+                eager, full_way = eager_timing(timer, lambda: step(model))
                 graphed = timer.graph_us(lambda: step(model))
                 triton_launch = None
                 if name != "dense":  # eager again through Triton's own launch: what our launch paths save
                     with fast_launch.turned_off():
                         triton_launch = timer.wall_us(lambda: step(model))
-            results[name] = (out, eager, graphed, triton_launch)
+            results[name] = (out, eager, graphed, triton_launch, full_way)
         batch = []
-        for (name, model), (out, eager, graphed, triton_launch) in zip(models, results.values()):
+        for (name, model), (out, eager, graphed, triton_launch, full_way) in zip(models, results.values()):
             linears = [m for m in model.modules() if isinstance(m, SparseLinear)]
             batch.append(
                 dict(
@@ -117,6 +151,8 @@ def bench_e2e(info, timer, layers: int, ctx: int, batches, log, dims=LLAMA_7B) -
                     tokens_per_s_eager=b / eager * 1e6,
                     # eager again with every kernel launched through Triton's own path
                     tokens_per_s_eager_triton_launch=None if triton_launch is None else b / triton_launch * 1e6,
+                    # products per eager step that found no kept launch (0 where every layer's did)
+                    full_way_per_step=full_way,
                     layers=layers,
                     **dims,
                     ctx=ctx,
@@ -140,7 +176,8 @@ def bench_e2e(info, timer, layers: int, ctx: int, batches, log, dims=LLAMA_7B) -
             + " | ".join(
                 f"{r['method']} {r['tokens_per_s']:.0f} tok/s (graph {r['speedup_vs_dense']:.2f}x, "
                 f"eager {r['speedup_vs_dense_eager']:.2f}x, eager through Triton's launch "
-                f"{r['tokens_per_s_eager_triton_launch'] / d['tokens_per_s_eager']:.2f}x, err {r['rel_err']:.1e})"
+                f"{r['tokens_per_s_eager_triton_launch'] / d['tokens_per_s_eager']:.2f}x, "
+                f"{r['full_way_per_step']:.1f} products a step the full way, err {r['rel_err']:.1e})"
                 for r in batch[1:]
             )
         )

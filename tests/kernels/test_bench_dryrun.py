@@ -341,6 +341,7 @@ def test_end_to_end_runs_both_sparse_layouts_and_matches_dense(run):
         if r["method"] != "e2e_dense":
             assert r["weight_bytes"] / dense_bytes == pytest.approx(0.5625)
             assert r["swapped_linears"] == 7 and r["hidden"] == E2E_DIMS["hidden"]
+            assert r["full_way_per_step"] == 0  # on the CPU every product takes the reference path
 
 
 def test_the_k_sweep_times_the_floor_cublas_and_the_tables_kernel_and_fits_their_lines(run):

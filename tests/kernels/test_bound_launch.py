@@ -329,3 +329,24 @@ def test_bound_launches_of_the_tables_wgmma_tilings_give_the_same_bits(label, la
         assert torch.equal(y_bound, y_slow)
         ref = x.double() @ dense.T
         assert (y_bound.double() - ref).abs().max() < 5e-3 * ref.abs().max()
+
+
+def test_the_benchmark_counts_the_products_that_found_no_kept_launch(layer):
+    """``bench/sp24/e2e.py`` reports, per eager decode step, the products that went the dispatcher's
+    full way: here the first call of a layer, and a call with another bias; nothing after the
+    count ends, and the dispatcher's own path is back in place."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    from sp24.e2e import counting_full_way
+
+    full_way = dispatch._chosen_product
+    with counting_full_way() as calls:
+        for slot in range(3):
+            layer.product(layer.x(slot))
+        assert calls[0] == 1 and len(layer.bound_calls) == 2
+        layer.product(layer.x(0), bias=torch.randn(N, dtype=torch.float16))
+        assert calls[0] == 2
+    layer.product(layer.x(1), bias=torch.randn(N, dtype=torch.float16))
+    assert calls[0] == 2 and dispatch._chosen_product is full_way
