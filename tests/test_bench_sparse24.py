@@ -194,6 +194,19 @@ def test_short_list_narrows_the_sweep_and_its_compiles_and_keeps_twins_timed_tog
     assert {"g1t128u2c6sk2m2", "g1t128u2c6sk2"} <= labels
 
 
+def test_the_docs_give_the_short_lists_size_as_it_is():
+    """README and the page quote how many timings a default run makes on each GPU; a new tiling or
+    a new committed run changes that, and the docs with it."""
+    from sp24.shortlist import shortlist, sweep_size
+
+    whole = sweep_size()[0]
+    h100, h200 = (sweep_size(shortlist(gpu).keeps)[0] for gpu in ("h100", "h200"))
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert f"{h100:,} of the sweep's {whole:,} timings on the H100 and {h200:,} on the H200" in readme
+    page = " ".join((ROOT / "book" / "sparse24.md").read_text().split())
+    assert f"On the H100 that is {h100:,} of the {whole:,} timings; on the H200 {h200:,}," in page
+
+
 def test_the_profiled_layer_is_named_as_n_by_k_and_bad_shapes_say_what_is_allowed():
     import argparse
 

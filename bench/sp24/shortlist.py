@@ -62,3 +62,13 @@ def shortlist(gpu: str, results: Path = RESULTS, top: int = TOP) -> Shortlist | 
             fastest[key].update(label for label, _ in ranked[:top])
     freeze = lambda d: {key: frozenset(labels) for key, labels in d.items()}  # noqa: E731
     return Shortlist(freeze(fastest), freeze(timed), tuple(str(p.relative_to(results)) for p in runs))
+
+
+def sweep_size(keeps=None) -> tuple[int, int]:
+    """The timings and the compile jobs of a run over all the benchmark's cases, narrowed by
+    ``keeps`` (``Shortlist.keeps``; None: the whole sweep). The docs quote them."""
+    from .common import KERNELS, MS, SHAPES
+    from .sweep import case_configs, precompile_jobs
+
+    timings = sum(len(case_configs(kernel, n, m, k, keeps)) for n, k in SHAPES for m in MS for kernel in KERNELS)
+    return timings, len(precompile_jobs(SHAPES, MS, keeps))
