@@ -162,6 +162,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="score what an earlier run (its JSON or partial folder) predicted against this run")
     args = ap.parse_args(argv)
     records, md, png = run_paths(args.run)
+    if args.score:
+        run_paths(args.score)  # refused before anything is written
     recs = load_records(records)
     rows = sparse_tilings(recs, records)
     md.write_text(summary(rows, recs[0].get("gpu", "the GPU"), records))

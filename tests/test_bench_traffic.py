@@ -248,3 +248,12 @@ def test_committed_predictions_are_what_their_runs_records_give(page):
 
 def test_committed_predictions_exist():
     assert len(_committed_predictions()) >= 2, "the H100 run -c's and the H200 run -f's pages are committed"
+
+
+def test_a_score_against_no_run_is_refused_before_anything_is_written(tmp_path):
+    run = tmp_path / "later"
+    run.mkdir()
+    (run / "sweep.json").write_text(json.dumps(_later_run()))
+    with pytest.raises(SystemExit, match="not a run's JSON file or a partial run's folder"):
+        l2_traffic.main([str(run), "--score", str(tmp_path / "missing.json")])
+    assert sorted(p.name for p in run.iterdir()) == ["sweep.json"]
