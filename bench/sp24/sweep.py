@@ -283,9 +283,17 @@ def kernel_configs(kernel: str, m: int):
 
 def case_configs(kernel: str, n: int, m: int, k: int, keeps=None) -> list:
     """The configurations (split-K counts included) the sweep times for one case; ``keeps``
-    (``Shortlist.keeps``, or None for all) narrows them to a short list."""
+    (``Shortlist.keeps``, or None for all) narrows them to a short list, on which every tiling of
+    ``wgmma`` keeps its twin (``traffic.twin_of``: the one its traffic was predicted from), so that a
+    score of the prediction has the twin timed in the same run."""
+    from .traffic import twin_of
+
     configs = [cfg for base in kernel_configs(kernel, m) for cfg in with_splits(base, n, m, k)]
-    return [cfg for cfg in configs if keeps is None or keeps(kernel, m, cfg.label())]
+    if keeps is None:
+        return configs
+    kept = [cfg for cfg in configs if keeps(kernel, m, cfg.label())]
+    twins = {twin_of(cfg) for cfg in kept} if kernel == "wgmma" else set()
+    return [cfg for cfg in configs if cfg in kept or cfg in twins]
 
 
 def with_splits(cfg, n: int, m: int, k: int):
