@@ -126,9 +126,11 @@ run_checks() {
     echo "ncu: skipped, ${left} s left of BUDGET=${BUDGET:-540}" | tee "$RUN/ncu.txt"
   else
     # where a target is open (session 22): the decode gap on 4096x4096 (spmma, 1.1 us above a pure
-    # read), 128 tokens there with x shared and its unshared twin, 2048 tokens on 11008x4096 shared
+    # read), 128 tokens there with x shared and its unshared twin, 2048 tokens on 11008x4096 shared;
+    # then (session 24) 16 tokens on 4096x4096: the runner-up and its form with twice the weights in flight
     for case in "spmma r1s4u8t1pxi 4 4096x4096" "wgmma g1t128u2c6sk2m2 128 4096x4096" \
-        "wgmma g1t128u2c6sk2 128 4096x4096" "wgmma g2t128u2c4sm2 2048 11008x4096"; do
+        "wgmma g1t128u2c6sk2 128 4096x4096" "wgmma g2t128u2c4sm2 2048 11008x4096" \
+        "spmma r1w2s8u2t2x 16 4096x4096" "spmma r1w2s8u4t2xh 16 4096x4096"; do
       set -- $case
       left=$(( ${BUDGET:-540} - (SECONDS - start) - 5 ))
       [ "$left" -lt 30 ] && break

@@ -83,3 +83,18 @@ def test_every_group_log_is_one_ingest_keeps():
     code = GPU_CHECK.read_text()
     for name in re.findall(r"^\s*(?:wgmma_group|group_start) (\S+)", code, re.M):
         assert f"{name}.log" in EXTRAS, name
+
+
+def test_every_profiled_case_is_a_tiling_the_sweep_times_at_that_token_count():
+    """The profiles gpu_check.sh takes with ncu name a kernel, a tiling, M and a shape: each must be
+    one the benchmark sweeps, or the profile would be of a tiling nobody measured (or fail to parse)."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    sys.path.insert(0, str(ROOT / "lib"))
+    from sp24.common import SHAPES
+    from sp24.sweep import kernel_configs
+
+    cases = re.findall(r'"(spmma|wgmma) (\S+) (\d+) (\d+)x(\d+)"', GPU_CHECK.read_text())
+    assert len(cases) >= 6
+    for kernel, label, m, n, k in cases:
+        assert (int(n), int(k)) in SHAPES
+        assert label in {cfg.label() for cfg in kernel_configs(kernel, int(m))}, (kernel, label, m)
