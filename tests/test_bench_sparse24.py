@@ -182,14 +182,12 @@ def test_the_benchmark_takes_the_gpus_short_list_unless_told_to_explore(h100_run
 def test_short_list_narrows_the_sweep_and_its_compiles_and_keeps_twins_timed_together(h100_runs):
     """The default run times under half of the sweep on the H100, and a tiling new since the
     last run is timed beside the twin it was made from (the options tables pair them)."""
-    from sp24.shortlist import shortlist
-    from sp24.sweep import case_configs, precompile_jobs
+    from sp24.shortlist import shortlist, sweep_size
+    from sp24.sweep import case_configs
 
     keeps = shortlist("h100", h100_runs).keeps
-    whole = sum(len(case_configs(kernel, n, m, k)) for n, k in SHAPES for m in MS for kernel in KERNELS)
-    short = sum(len(case_configs(kernel, n, m, k, keeps)) for n, k in SHAPES for m in MS for kernel in KERNELS)
-    assert short < 0.5 * whole
-    assert len(precompile_jobs(SHAPES, MS, keeps)) < 0.6 * len(precompile_jobs(SHAPES, MS))
+    (whole, whole_jobs), (short, short_jobs) = sweep_size(), sweep_size(keeps)
+    assert short < 0.5 * whole and short_jobs < 0.6 * whole_jobs
     labels = {cfg.label() for cfg in case_configs("wgmma", 4096, 128, 4096, keeps)}
     assert {"g1t128u2c6sk2m2", "g1t128u2c6sk2"} <= labels
     # a twin that placed among the three fastest nowhere stays for its new tiling's sake

@@ -291,9 +291,10 @@ def case_configs(kernel: str, n: int, m: int, k: int, keeps=None) -> list:
     configs = [cfg for base in kernel_configs(kernel, m) for cfg in with_splits(base, n, m, k)]
     if keeps is None:
         return configs
-    kept = [cfg for cfg in configs if keeps(kernel, m, cfg.label())]
-    twins = {twin_of(cfg) for cfg in kept} if kernel == "wgmma" else set()
-    return [cfg for cfg in configs if cfg in kept or cfg in twins]
+    kept = {cfg for cfg in configs if keeps(kernel, m, cfg.label())}
+    if kernel == "wgmma":
+        kept |= {twin_of(cfg) for cfg in kept}
+    return [cfg for cfg in configs if cfg in kept]
 
 
 def with_splits(cfg, n: int, m: int, k: int):
