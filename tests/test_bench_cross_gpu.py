@@ -11,7 +11,16 @@ sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "lib"))
 
 import cross_gpu  # noqa: E402
-from sp24.cross_gpu import family, fastest_markdown, paired, ratio_markdown, timings  # noqa: E402
+from sp24.cross_gpu import (  # noqa: E402
+    factors,
+    family,
+    fastest_markdown,
+    paired,
+    predicted,
+    predicted_markdown,
+    ratio_markdown,
+    timings,
+)
 
 RESULTS = ROOT / "bench" / "results"
 
@@ -101,3 +110,95 @@ def test_runs_without_a_common_case_are_refused(tmp_path):
     with pytest.raises(SystemExit, match="no configuration timed on the same case"):
         cross_gpu.main([str(a), str(b), "--out", str(tmp_path), "--no-figure"])
     assert not list(tmp_path.glob("*-vs-*"))
+
+
+def test_factors_are_the_median_and_range_per_token_count_and_family():
+    rows = [dict(M=64, family="spmma", ratio=r) for r in (1.3, 1.0, 1.1)] + [dict(M=1, family="spmma", ratio=1.4)]
+    assert factors(rows) == {(64, "spmma"): (1.1, 1.0, 1.3), (1, "spmma"): (1.4, 1.4, 1.4)}
+
+
+def wgmma(m, *timed, n=4096):
+    return rec("repro_wgmma", timed[0][1], m=m, n=n, cfg=timed[0][0], sweep=[list(t) for t in timed])
+
+
+def test_a_new_tiling_is_predicted_from_its_familys_ratio_and_judged_on_the_fast_gpus_cublas():
+    scale = {(64, "wgmma, sparse"): (1.2, 1.1, 1.25), (16, "spmma"): (1.1, 1.0, 1.2)}
+    newer = [rec("cublas", 18.0), wgmma(64, ("g1t64u2c6s", 16.0), ("g1t64u2c6sk2q", 12.0)),
+             rec("repro_spmma", 13.0, m=16, cfg="r1s4u8t1", sweep=[["r1s4u8t1", 13.0]]),  # no fast run has M = 16
+             wgmma(64, ("g1t64u2c6sk2q", 30.0), n=11008)]
+    fast_f = [rec("cublas", 12.0), wgmma(64, ("g1t64u2c6s", 13.0))]
+    fast_e = [rec("cublas", 30.0, n=11008), wgmma(64, ("g1t64u2c6sk2q", 29.0), n=11008)]
+    rows = predicted(newer, scale, [("f", fast_f), ("e", fast_e)], {64: 1.1, 16: 1.5})
+    first, second = rows
+    # 4096x4096: the new tiling at 12 / 1.2 = 10 us (range 12 / 1.25 - 12 / 1.1); g1t64u2c6s was timed there
+    assert (first["N"], first["run"], first["cublas_us"], first["timed"]) == (4096, "f", 12.0, ("g1t64u2c6s", 13.0))
+    assert first["new"]["label"] == "g1t64u2c6sk2q"
+    assert first["new"]["us"] == pytest.approx(10.0)
+    assert (first["new"]["lo_us"], first["new"]["hi_us"]) == pytest.approx((12 / 1.25, 12 / 1.1))
+    assert first["speedup"] == pytest.approx(1.2)
+    # 11008x4096: only the second fast run has it, and it timed the tiling already: nothing to predict
+    assert (second["N"], second["run"], second["new"], second["speedup"]) == (11008, "e", None, 30 / 29)
+    table = predicted_markdown(rows, "h100", "h200")
+    assert table.startswith("Predicted to meet their target: 1 of 2 cases (the H200's own timings so far: 0).")
+    assert "| 4096×4096 | 64 | ≥ 1.10× | 12.0 (f) | `g1t64u2c6s` 13.0 (0.92×) | `g1t64u2c6sk2q` 12.0 / 1.20 = " \
+           "10.0 (9.6–10.9; 1.20×) | 1.20×, met |" in table
+    assert "| 11008×4096 | 64 | ≥ 1.10× | 30.0 (e) | `g1t64u2c6sk2q` 29.0 (1.03×) | – | 1.03×, not met |" in table
+
+
+def test_a_slower_new_tiling_does_not_hide_a_faster_timed_one():
+    scale = {(64, "wgmma, sparse"): (1.0, 1.0, 1.0)}
+    [row] = predicted([wgmma(64, ("g1t64u2c6sk2q", 20.0))], scale,
+                      [("f", [rec("cublas", 20.0), wgmma(64, ("g1t64u2c6s", 16.0))])], {64: 1.1})
+    assert row["speedup"] == pytest.approx(1.25) and row["new"]["us"] == pytest.approx(20.0)
+
+
+def test_a_dispatch_tables_entries_become_records_with_the_cublas_time_their_speedup_implies():
+    spmma = dict(R=2, S=4, U=8, T=1, W=1, prefetch=True, wide_x=True, interleave=True)
+    table = {"gpu": "G", "entries": [
+        dict(N=4096, K=11008, M=1, dtype="float16", method="spmma", config=spmma, us=18.0, speedup_vs_cublas=1.7),
+        dict(N=4096, K=11008, M=128, dtype="float16", method="cublas", config=None, us=31.5, speedup_vs_cublas=1.0),
+        dict(N=4096, K=11008, M=1, dtype="bfloat16", method="cublas", config=None, us=30.0, speedup_vs_cublas=1.0),
+    ]}
+    got = {(r["M"], r["method"], r["cfg"]): r["us"] for r in cross_gpu.table_records(table)}
+    assert got == pytest.approx({(1, "cublas", ""): 30.6, (1, "repro_spmma", "r2s4u8t1pxi"): 18.0,
+                                 (128, "cublas", ""): 31.5})
+
+
+def test_a_partial_runs_table_fills_only_the_cases_its_records_lack(tmp_path):
+    folder = tmp_path / "partial"
+    folder.mkdir()
+    (folder / "sweep.json").write_text(json.dumps([rec("cublas", 15.0, m=1)]))
+    entries = [dict(N=4096, K=k, M=1, method="cublas", config=None, us=us, speedup_vs_cublas=1.0)
+               for k, us in ((4096, 99.0), (11008, 31.0))]
+    (folder / "dispatch_sm90.json").write_text(json.dumps({"entries": entries}))
+    run = cross_gpu.load_run(folder)
+    assert [(r["K"], r["us"]) for r in run.recs + run.table] == [(4096, 15.0), (11008, 31.0)]
+
+
+PREDICTIONS = [  # (slow, fast, newer on slow's GPU, other runs on fast's) as committed
+    ("h100-2026-11-28.json", "partial/h200-2026-11-27f", "h100-2026-11-28c.json", ["h200-2026-11-27e.json"]),
+]
+
+
+@pytest.mark.parametrize("slow, fast, newer, also", PREDICTIONS, ids=lambda p: Path(str(p)).stem)
+def test_committed_predictions_are_what_their_runs_give(tmp_path, slow, fast, newer, also):
+    extra = [arg for run in also for arg in ("--also", str(RESULTS / run))]
+    cross_gpu.main([str(RESULTS / slow), str(RESULTS / fast), "--predict", str(RESULTS / newer), *extra,
+                    "--out", str(tmp_path), "--no-figure"])
+    [page] = tmp_path.glob("*-predicted-from-*.md")
+    assert page.read_text() == (RESULTS / "compare" / page.name).read_text(), (
+        f"run: python bench/cross_gpu.py bench/results/{slow} bench/results/{fast} --predict bench/results/{newer} "
+        + " ".join(f"--also bench/results/{run}" for run in also)
+    )
+
+
+def test_a_newer_run_on_another_gpu_is_refused_before_anything_is_written(tmp_path):
+    slow, fast, newer = (tmp_path / f"{name}.json" for name in ("slow", "fast", "newer"))
+    slow.write_text(json.dumps([rec("cublas", 28.0, gpu="NVIDIA H100 80GB HBM3")]))
+    fast.write_text(json.dumps([rec("cublas", 20.0, gpu="NVIDIA H200")]))
+    newer.write_text(json.dumps([rec("cublas", 20.0, gpu="NVIDIA H200")]))
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(SystemExit, match="where one on the NVIDIA H100 80GB HBM3 is needed"):
+        cross_gpu.main([str(slow), str(fast), "--predict", str(newer), "--out", str(out), "--no-figure"])
+    assert not list(out.iterdir())

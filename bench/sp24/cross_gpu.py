@@ -85,3 +85,81 @@ def fastest_markdown(rows: list[dict]) -> str:
             cells.append(f"{min(r['us_slow'] for r in here) / min(r['us_fast'] for r in here):.2f}" if here else "–")
         lines.append(f"| {m} | {n}×{k} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def factors(rows: list[dict]) -> dict[tuple[int, str], tuple[float, float, float]]:
+    """Per token count and family, from ``paired`` rows: the median ratio and its range."""
+    out = {}
+    for m, f in {(r["M"], r["family"]) for r in rows}:
+        ratios = sorted(r["ratio"] for r in rows if r["M"] == m and r["family"] == f)
+        out[(m, f)] = (statistics.median(ratios), ratios[0], ratios[-1])
+    return out
+
+
+def _fastest(times: dict[tuple, float], case: tuple[int, int, int], skip=()) -> tuple[str, float] | None:
+    """The fastest of our configurations a run timed on ``case``, as ``(label, µs)``; ``skip`` leaves
+    out labels."""
+    ours = [(us, label) for (n, k, m, method, label), us in times.items()
+            if (n, k, m) == case and method != "cublas" and label not in skip]
+    return (min(ours)[1], min(ours)[0]) if ours else None
+
+
+def predicted(newer: list[dict], scale: dict[tuple[int, str], tuple[float, float, float]],
+              fast_runs: list[tuple[str, list[dict]]], needs: dict[int, float]) -> list[dict]:
+    """What a newer run on the slow GPU predicts for the fast one, case by case (``needs``: the
+    speedup over cuBLAS each token count is judged on).
+
+    Each configuration ``newer`` timed that no run in ``fast_runs`` (``(name, records)``, first
+    preferred) timed on that case is given its time there divided by its family's median ratio at
+    that token count (``scale``, from ``factors``): the same kernels, slower on the slow GPU by what
+    the earlier pairs say. The fast GPU's cuBLAS and its fastest timed configuration come from the
+    first of ``fast_runs`` that timed cuBLAS on the case. A model, written down before the fast GPU
+    runs those configurations: it assumes a new tiling slows with the memory as its family did."""
+    new_times = timings(newer)
+    fast_times = [(name, timings(recs)) for name, recs in fast_runs]
+    out = []
+    for case in sorted({key[:3] for key in new_times}, key=lambda c: (c[2], c[0], c[1])):
+        n, k, m = case
+        base = next(((name, t) for name, t in fast_times if (*case, "cublas", "") in t), None)
+        if m not in needs or base is None:
+            continue
+        seen = {key[4] for _, t in fast_times for key in t if key[:3] == case}
+        best = None
+        for (*where, method, label), us in new_times.items():
+            f = family(method, label)
+            if tuple(where) != case or method == "cublas" or label in seen or (m, f) not in scale:
+                continue
+            median, lo, hi = scale[(m, f)]
+            if best is None or us / median < best["us"]:
+                best = dict(label=label, family=f, slow_us=us, ratio=median, us=us / median, lo_us=us / hi,
+                            hi_us=us / lo)
+        timed = _fastest(base[1], case)
+        candidates = [t for t in (best and best["us"], timed and timed[1]) if t]
+        if not candidates:
+            continue
+        cublas = base[1][(*case, "cublas", "")]
+        out.append(dict(N=n, K=k, M=m, need=needs[m], run=base[0], cublas_us=cublas, timed=timed, new=best,
+                        speedup=cublas / min(candidates)))
+    return out
+
+
+def predicted_markdown(rows: list[dict], slow_key: str, fast_key: str) -> str:
+    """A line counting the rows predicted to meet their target against those the fast GPU's own
+    timings meet, then one row per case."""
+    met = sum(r["speedup"] >= r["need"] for r in rows)
+    met_timed = sum(bool(r["timed"]) and r["cublas_us"] / r["timed"][1] >= r["need"] for r in rows)
+    slow, fast = slow_key.upper(), fast_key.upper()
+    lines = [f"Predicted to meet their target: {met} of {len(rows)} cases (the {fast}'s own timings so far: "
+             f"{met_timed}).\n",
+             f"| N×K | M | target | {fast} cuBLAS µs (run) | fastest timed on the {fast} | "
+             f"fastest new tiling: {slow} µs / ratio = predicted µs (range) | predicted best vs cuBLAS |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        timed = f"`{r['timed'][0]}` {r['timed'][1]:.1f} ({r['cublas_us'] / r['timed'][1]:.2f}×)" if r["timed"] else "–"
+        new = r["new"]
+        cell = (f"`{new['label']}` {new['slow_us']:.1f} / {new['ratio']:.2f} = {new['us']:.1f} "
+                f"({new['lo_us']:.1f}–{new['hi_us']:.1f}; {r['cublas_us'] / new['us']:.2f}×)" if new else "–")
+        verdict = "met" if r["speedup"] >= r["need"] else "not met"
+        lines.append(f"| {r['N']}×{r['K']} | {r['M']} | ≥ {r['need']:.2f}× | {r['cublas_us']:.1f} ({r['run']}) | "
+                     f"{timed} | {cell} | {r['speedup']:.2f}×, {verdict} |")
+    return "\n".join(lines) + "\n"
