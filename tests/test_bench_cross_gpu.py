@@ -19,6 +19,9 @@ from sp24.cross_gpu import (  # noqa: E402
     predicted,
     predicted_markdown,
     ratio_markdown,
+    registered,
+    scored,
+    scored_markdown,
     timings,
 )
 
@@ -202,3 +205,62 @@ def test_a_newer_run_on_another_gpu_is_refused_before_anything_is_written(tmp_pa
     with pytest.raises(SystemExit, match="where one on the NVIDIA H100 80GB HBM3 is needed"):
         cross_gpu.main([str(slow), str(fast), "--predict", str(newer), "--out", str(out), "--no-figure"])
     assert not list(out.iterdir())
+
+
+def forecast_rows():
+    scale = {(64, "wgmma, sparse"): (1.2, 1.1, 1.25)}
+    newer = [wgmma(64, ("g1t64u2c6sk2q", 12.0)), wgmma(64, ("g1t64u2c6sk2q", 30.0), n=11008)]
+    fast = [rec("cublas", 12.0), wgmma(64, ("g1t64u2c6s", 13.0)),
+            rec("cublas", 30.0, n=11008), wgmma(64, ("g1t64u2c6sk2q", 29.0), n=11008)]
+    return predicted(newer, scale, [("f", fast)], {64: 1.1})
+
+
+def test_a_forecast_page_reads_back_as_written():
+    back = registered(predicted_markdown(forecast_rows(), "h100", "h200"))
+    assert back == [
+        dict(N=4096, K=4096, M=64, need=1.1, speedup=1.2, met=True, label="g1t64u2c6sk2q", us=10.0, lo_us=9.6,
+             hi_us=10.9),
+        dict(N=11008, K=4096, M=64, need=1.1, speedup=1.03, met=False, label=None),
+    ]
+    with pytest.raises(SystemExit, match="no forecast in it"):
+        registered("| a | b |\n")
+
+
+def test_a_score_sets_each_forecast_tiling_and_verdict_beside_the_later_run():
+    forecast = registered(predicted_markdown(forecast_rows(), "h100", "h200"))
+    later = [wgmma(64, ("g1t64u2c6sk2q", 11.5), ("g1t64u2c6s", 13.0))]
+    rows = scored(forecast, later, {(4096, 4096, 64): 12.0 / 11.5, (11008, 4096, 64): 1.12})
+    assert [(r["measured_us"], round(r["measured_speedup"], 3)) for r in rows] == [(11.5, 1.043), (None, 1.12)]
+    table = scored_markdown(rows, "g")
+    # 11.5 / 10.0 = 1.15, outside 9.6-10.9; the forecast said met / not met, the run the reverse
+    assert table.startswith("Forecast tilings timed in run `g`: 1 of 1; measured / predicted: median 1.15 (range "
+                            "1.15–1.15), inside the predicted range: 0; targets met: forecast 1, measured 1 of 2 "
+                            "cases; the verdicts agree on 0.")
+    assert ("| 4096×4096 | 64 | ≥ 1.10× | `g1t64u2c6sk2q` | 10.0 (9.6–10.9) | 11.5 | 1.15 | 1.20×, met | "
+            "1.04×, not met |") in table
+    assert "| 11008×4096 | 64 | ≥ 1.10× | – | – | – | – | 1.03×, not met | 1.12×, met |" in table
+
+
+def test_the_score_judges_on_the_dispatcher_where_the_run_kept_it():
+    recs = [rec("cublas", 20.0, m=16), rec("repro_spmma", 12.0, m=16, cfg="r1s4u8t1", sweep=[["r1s4u8t1", 12.0]]),
+            dict(rec("repro_dispatch", 12.5, m=16, cfg="spmma r1s4u8t1"), cublas_us_paired=19.0)]
+    assert cross_gpu.judged_speedups(recs) == {(4096, 4096, 16): pytest.approx(19.0 / 12.5)}
+    partial = recs[:2] + [rec("cublas", 60.0, m=512)]  # no dispatcher: the fastest kernel; 512 is no such case
+    assert cross_gpu.judged_speedups(partial) == {(4096, 4096, 16): pytest.approx(20.0 / 12.0)}
+
+
+def test_a_score_is_refused_for_a_run_on_another_gpu_and_for_a_page_that_is_no_forecast(tmp_path):
+    page = tmp_path / "h200-predicted-from-x.md"
+    page.write_text(predicted_markdown(forecast_rows(), "h100", "h200"))
+    h100 = tmp_path / "h100-run.json"
+    h100.write_text(json.dumps([rec("cublas", 12.0, gpu="NVIDIA H100 80GB HBM3")]))
+    with pytest.raises(SystemExit, match="forecasts the H200; run `h100-run` is on the NVIDIA H100"):
+        cross_gpu.main(["--score", str(page), str(h100), "--out", str(tmp_path)])
+    with pytest.raises(SystemExit, match="not a forecast page"):
+        cross_gpu.main(["--score", str(h100), str(h100), "--out", str(tmp_path)])
+    assert not list(tmp_path.glob("*scored*"))
+    h200 = tmp_path / "h200-run.json"
+    h200.write_text(json.dumps([rec("cublas", 12.0, gpu="NVIDIA H200"),
+                                wgmma(64, ("g1t64u2c6sk2q", 10.5)) | dict(gpu="NVIDIA H200")]))
+    cross_gpu.main(["--score", str(page), str(h200), "--out", str(tmp_path)])
+    assert "| 10.0 (9.6–10.9) | 10.5 | 1.05 |" in (tmp_path / "h200-predicted-from-x-scored-by-h200-run.md").read_text()

@@ -10,6 +10,7 @@ says which kind each kernel is at each token count, without a profiler.
 
 from __future__ import annotations
 
+import re
 import statistics
 
 from repro.kernels.fragments import WgmmaConfig
@@ -162,4 +163,74 @@ def predicted_markdown(rows: list[dict], slow_key: str, fast_key: str) -> str:
         verdict = "met" if r["speedup"] >= r["need"] else "not met"
         lines.append(f"| {r['N']}×{r['K']} | {r['M']} | ≥ {r['need']:.2f}× | {r['cublas_us']:.1f} ({r['run']}) | "
                      f"{timed} | {cell} | {r['speedup']:.2f}×, {verdict} |")
+    return "\n".join(lines) + "\n"
+
+
+_NEW_CELL = re.compile(r"`([^`]+)` ([\d.]+) / ([\d.]+) = ([\d.]+) \(([\d.]+)–([\d.]+); [\d.]+×\)")
+
+
+def registered(page: str) -> list[dict]:
+    """The cases of a committed ``--predict`` page (``predicted_markdown``), as written there: the
+    target, the forecast's speedup and verdict, and the new tiling with its predicted time and range
+    where the case has one (``label`` None where it has not)."""
+    rows = []
+    for line in page.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) != 7 or not re.fullmatch(r"\d+×\d+", cells[0]):
+            continue
+        n, k = (int(v) for v in cells[0].split("×"))
+        speedup, verdict = cells[6].split("×, ")
+        new = _NEW_CELL.fullmatch(cells[5])
+        row = dict(N=n, K=k, M=int(cells[1]), need=float(cells[2].strip("≥ ×")), speedup=float(speedup),
+                   met=verdict == "met", label=None)
+        if new:
+            row.update(label=new[1], us=float(new[4]), lo_us=float(new[5]), hi_us=float(new[6]))
+        rows.append(row)
+    if not rows:
+        raise SystemExit("no forecast in it: give a page written by bench/cross_gpu.py --predict")
+    return rows
+
+
+def scored(forecast: list[dict], later: list[dict], measured: dict[tuple[int, int, int], float]) -> list[dict]:
+    """Each forecast case beside a later run: the new tiling's measured time (None where the run did
+    not time it) and ``measured``, the speedup that run's targets are judged on for the case."""
+    times = timings(later)
+    out = []
+    for row in forecast:
+        case = (row["N"], row["K"], row["M"])
+        got = next((us for (*where, _, label), us in times.items() if tuple(where) == case and label == row["label"]),
+                   None) if row["label"] else None
+        out.append(dict(row, measured_us=got, measured_speedup=measured.get(case)))
+    return out
+
+
+def scored_markdown(scores: list[dict], later_name: str) -> str:
+    """A line of totals, then one row per forecast case."""
+    timed = [s for s in scores if s["measured_us"] is not None]
+    judged = [s for s in scores if s["measured_speedup"] is not None]
+    head = [f"Forecast tilings timed in run `{later_name}`: {len(timed)} of {sum(bool(s['label']) for s in scores)}"]
+    if timed:
+        ratios = [s["measured_us"] / s["us"] for s in timed]
+        inside = sum(s["lo_us"] <= s["measured_us"] <= s["hi_us"] for s in timed)
+        head.append(f"measured / predicted: median {statistics.median(ratios):.2f} (range {min(ratios):.2f}–"
+                    f"{max(ratios):.2f}), inside the predicted range: {inside}")
+    if judged:
+        met = sum(s["measured_speedup"] >= s["need"] for s in judged)
+        agreed = sum((s["measured_speedup"] >= s["need"]) == s["met"] for s in judged)
+        head.append(f"targets met: forecast {sum(s['met'] for s in judged)}, measured {met} of {len(judged)} cases; "
+                    f"the verdicts agree on {agreed}")
+    lines = ["; ".join(head) + ".\n",
+             "| N×K | M | target | forecast tiling | predicted µs (range) | measured µs | measured / predicted | "
+             "forecast | measured |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for s in scores:
+        tiling = f"`{s['label']}`" if s["label"] else "–"
+        pred = f"{s['us']:.1f} ({s['lo_us']:.1f}–{s['hi_us']:.1f})" if s["label"] else "–"
+        got = f"{s['measured_us']:.1f}" if s["measured_us"] is not None else ("not timed" if s["label"] else "–")
+        ratio = f"{s['measured_us'] / s['us']:.2f}" if s["measured_us"] is not None else "–"
+        forecast = f"{s['speedup']:.2f}×, {'met' if s['met'] else 'not met'}"
+        m = s["measured_speedup"]
+        measured = f"{m:.2f}×, {'met' if m >= s['need'] else 'not met'}" if m is not None else "not measured"
+        lines.append(f"| {s['N']}×{s['K']} | {s['M']} | ≥ {s['need']:.2f}× | {tiling} | {pred} | {got} | {ratio} | "
+                     f"{forecast} | {measured} |")
     return "\n".join(lines) + "\n"
