@@ -45,6 +45,7 @@ from sp24.cross_gpu import (  # noqa: E402
     FAMILIES,
     factors,
     fastest_markdown,
+    fastest_timed,
     paired,
     predicted,
     predicted_markdown,
@@ -165,9 +166,9 @@ def judged_speedups(recs: list[dict]) -> dict[tuple[int, int, int], float]:
     times = timings(recs)
     out = {}
     for (n, k, m, method, _), cublas in times.items():
-        ours = [us for (*where, other, _), us in times.items() if tuple(where) == (n, k, m) and other != "cublas"]
-        if method == "cublas" and m in DECODE_MS + MID_MS and ours:
-            out[(n, k, m)] = cublas / min(ours)
+        fastest = fastest_timed(times, (n, k, m)) if method == "cublas" and m in DECODE_MS + MID_MS else None
+        if fastest:
+            out[(n, k, m)] = cublas / fastest[1]
     return out
 
 

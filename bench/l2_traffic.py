@@ -35,7 +35,7 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(ROOT / "lib"))
 
-from sp24.common import shown_path  # noqa: E402
+from sp24.common import shown_path, table_rows  # noqa: E402
 from sp24.targets import _shape  # noqa: E402
 from sp24.traffic import (  # noqa: E402
     best_per_case,
@@ -213,9 +213,8 @@ def registered(predictions_md: Path) -> list[dict]:
     """The rows of a committed ``--predict`` page: case, tiling, twin, the twin's time and the
     predicted time, as written there."""
     rows = []
-    for line in predictions_md.read_text().splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) != 7 or not cells[2].startswith("`"):
+    for cells in table_rows(predictions_md.read_text(), 7):
+        if not cells[2].startswith("`"):
             continue
         twin, twin_us = cells[3].split(" (")
         n, k = (int(v) for v in cells[0].split("×"))

@@ -19,6 +19,14 @@ def shown_path(path: Path) -> str:
     return path.relative_to(ROOT).as_posix() if path.is_relative_to(ROOT) else str(path)
 
 
+def table_rows(text: str, width: int) -> list[list[str]]:
+    """The stripped cells of each Markdown table row in ``text`` that has ``width`` cells (the
+    header and the rule among them: callers tell rows apart by their content)."""
+    rows = (line.strip() for line in text.splitlines())
+    cells = ([c.strip() for c in line.strip("|").split("|")] for line in rows if line.startswith("|"))
+    return [row for row in cells if len(row) == width]
+
+
 SHAPES = [(4096, 4096), (11008, 4096), (4096, 11008)]  # LLaMA-7B linears: q/k/v/o, gate/up, down
 # our kernels; $REPRO_BENCH_KERNELS (comma-separated) narrows the list, e.g. when gpu_check.sh's
 # probe finds that spmma does not work on the GPU at hand

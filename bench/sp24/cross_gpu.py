@@ -15,6 +15,8 @@ import statistics
 
 from repro.kernels.fragments import WgmmaConfig
 
+from .common import table_rows
+
 # the methods compared; torch's semi-structured path is left out (its single calls are bound by
 # the host, whose CPU differs between machines too), and so are the dispatcher's own records
 # (they repeat one of these) and the K sweep's
@@ -97,11 +99,9 @@ def factors(rows: list[dict]) -> dict[tuple[int, str], tuple[float, float, float
     return out
 
 
-def _fastest(times: dict[tuple, float], case: tuple[int, int, int], skip=()) -> tuple[str, float] | None:
-    """The fastest of our configurations a run timed on ``case``, as ``(label, µs)``; ``skip`` leaves
-    out labels."""
-    ours = [(us, label) for (n, k, m, method, label), us in times.items()
-            if (n, k, m) == case and method != "cublas" and label not in skip]
+def fastest_timed(times: dict[tuple, float], case: tuple[int, int, int]) -> tuple[str, float] | None:
+    """The fastest of our configurations a run timed (``timings``) on ``case``, as ``(label, µs)``."""
+    ours = [(us, label) for (n, k, m, method, label), us in times.items() if (n, k, m) == case and method != "cublas"]
     return (min(ours)[1], min(ours)[0]) if ours else None
 
 
@@ -134,7 +134,7 @@ def predicted(newer: list[dict], scale: dict[tuple[int, str], tuple[float, float
             if best is None or us / median < best["us"]:
                 best = dict(label=label, family=f, slow_us=us, ratio=median, us=us / median, lo_us=us / hi,
                             hi_us=us / lo)
-        timed = _fastest(base[1], case)
+        timed = fastest_timed(base[1], case)
         candidates = [t for t in (best and best["us"], timed and timed[1]) if t]
         if not candidates:
             continue
@@ -174,9 +174,8 @@ def registered(page: str) -> list[dict]:
     target, the forecast's speedup and verdict, and the new tiling with its predicted time and range
     where the case has one (``label`` None where it has not)."""
     rows = []
-    for line in page.splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) != 7 or not re.fullmatch(r"\d+×\d+", cells[0]):
+    for cells in table_rows(page, 7):
+        if not re.fullmatch(r"\d+×\d+", cells[0]):
             continue
         n, k = (int(v) for v in cells[0].split("×"))
         speedup, verdict = cells[6].split("×, ")
