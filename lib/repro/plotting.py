@@ -28,6 +28,21 @@ def use_house_style() -> None:
     })
 
 
+def log_scale(ax, axis: str = "y") -> None:
+    """Put ``ax``'s ``axis`` ("x" or "y") on a log scale ticked at 1, 2 and 5 times the powers of ten,
+    labelled as plain numbers (0.02, 5, 300). Matplotlib's own labels for a range of less than a
+    decade are minor ticks written as 3×10⁰, 4×10⁰, ..., which run into each other."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    if axis not in ("x", "y"):
+        raise ValueError(f"axis must be 'x' or 'y', got {axis!r}")
+    getattr(ax, f"set_{axis}scale")("log")
+    ticks = getattr(ax, f"{axis}axis")
+    ticks.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ticks.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    ticks.set_minor_formatter(NullFormatter())
+
+
 def figure_script_out(description: str, default: str = "book/generated") -> Path:
     """The ``--out DIR`` of a script that draws figures for the book (``default`` if not given),
     created, with the house style switched on."""
