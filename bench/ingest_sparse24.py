@@ -234,7 +234,8 @@ def ingest(
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run_dir", type=Path, nargs="?", help="the device call's $OUT, or gpu-check.tar.gz in it")
-    ap.add_argument("--date", default=dt.datetime.now(dt.timezone.utc).date().isoformat())
+    ap.add_argument("--date", default=dt.datetime.now(dt.timezone.utc).date().isoformat(),
+                    help="YYYY-MM-DD (today, UTC, by default), with a letter for a day's next run: 2026-11-28d")
     ap.add_argument("--force", action="store_true", help="replace a result of the same GPU and date")
     ap.add_argument("--regenerate", type=Path, metavar="JSON", help="rebuild figures and summary of a committed result")
     args = ap.parse_args()
