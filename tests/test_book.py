@@ -6,6 +6,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -38,13 +39,25 @@ def test_every_chapter_has_a_smoke_and_a_full_profile():
 
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
+    """Every chapter in its smoke profile, with a temp folder of its own to show what the chapters leave there."""
     out = tmp_path_factory.mktemp("smoke")
-    outcomes = run.run([], "smoke", {}, jobs=1, out=out)
-    return out, outcomes
+    scratch = tmp_path_factory.mktemp("chapter_tmp")
+    tempfile.gettempdir()  # fixes this process's temp folder first: tempfile reads TMPDIR once per process
+    saved = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = str(scratch)  # papermill and the kernels it starts inherit it
+    try:
+        outcomes = run.run([], "smoke", {}, jobs=1, out=out)
+    finally:
+        if saved is None:
+            del os.environ["TMPDIR"]
+        else:
+            os.environ["TMPDIR"] = saved
+    left = sorted(str(p.relative_to(scratch)) for p in scratch.rglob("*"))
+    return out, outcomes, left
 
 
 def test_every_chapter_runs_in_its_smoke_profile(smoke_run):
-    out, outcomes = smoke_run
+    out, outcomes, _ = smoke_run
     failed = {o.slug: o.message for o in outcomes if o.status != "ok"}
     assert not failed, failed
     for o in outcomes:
@@ -57,10 +70,18 @@ def test_every_chapter_runs_in_its_smoke_profile(smoke_run):
         assert not [m for m in mimes if "widget" in m], f"{o.slug}: progress-bar widgets in a batch run"
 
 
+def test_chapters_leave_nothing_in_the_temp_folder(smoke_run):
+    # A sweep runs a chapter many times: chapter 10 once left its simulated cohort behind on every run
+    # (46 MB in the quick profile), and they piled up in /tmp. torch makes its compile-cache folder on
+    # import, one for all runs, empty here.
+    _, _, left = smoke_run
+    assert [p for p in left if not re.fullmatch(r"torchinductor_[^/]+", p)] == []
+
+
 @pytest.fixture(scope="session")
 def site(smoke_run, tmp_path_factory):
     """The book built, strictly, from the smoke outputs in a scratch copy of the book sources."""
-    out, outcomes = smoke_run
+    out, outcomes, _ = smoke_run
     assert all(o.status == "ok" for o in outcomes)
     book = tmp_path_factory.mktemp("book")
     for name in ("_config.yml", "_toc.yml"):
