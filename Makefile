@@ -33,7 +33,10 @@ $(STAMP): requirements-torch.txt requirements.txt constraints.txt pyproject.toml
 	$(PY) -m pip install --quiet -r requirements-torch.txt
 	$(PY) -m pip install --quiet -r requirements.txt -c constraints.txt
 	$(PY) -m pip install --quiet --no-deps -e .
-	$(PY) -m ipykernel install --sys-prefix --name repro --display-name "Python (repro)" >/dev/null
+	@# ipykernel writes the spec into a temp folder it leaves behind (empty): give it one we remove.
+	@mkdir -p $(VENV)/tmp
+	TMPDIR=$(CURDIR)/$(VENV)/tmp $(PY) -m ipykernel install --sys-prefix --name repro --display-name "Python (repro)" >/dev/null
+	@rm -rf $(VENV)/tmp
 	@# JupyterLab opens the MyST chapter files as notebooks (jupytext) on double-click.
 	@mkdir -p $(VENV)/share/jupyter/lab/settings
 	@printf '%s\n' '{"@jupyterlab/docmanager-extension:plugin": {"defaultViewers": {"markdown": "Jupytext Notebook", "myst": "Jupytext Notebook"}}}' > $(VENV)/share/jupyter/lab/settings/overrides.json
