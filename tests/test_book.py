@@ -43,15 +43,9 @@ def smoke_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("smoke")
     scratch = tmp_path_factory.mktemp("chapter_tmp")
     tempfile.gettempdir()  # fixes this process's temp folder first: tempfile reads TMPDIR once per process
-    saved = os.environ.get("TMPDIR")
-    os.environ["TMPDIR"] = str(scratch)  # papermill and the kernels it starts inherit it
-    try:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TMPDIR", str(scratch))  # papermill and the kernels it starts inherit it
         outcomes = run.run([], "smoke", {}, jobs=1, out=out)
-    finally:
-        if saved is None:
-            del os.environ["TMPDIR"]
-        else:
-            os.environ["TMPDIR"] = saved
     left = sorted(str(p.relative_to(scratch)) for p in scratch.rglob("*"))
     return out, outcomes, left
 
