@@ -1,9 +1,13 @@
-"""The runner: validation before any kernel, failures reported while other chapters still run."""
+"""The runner: validation before any kernel, failures reported while other chapters still run, clean stops."""
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
+from pathlib import Path
 
 import pytest
 
@@ -58,6 +62,8 @@ def test_unknown_chapter_and_profile_are_rejected(demo_notebooks):
         run.plan_chapter("nope", "smoke", {})
     with pytest.raises(ParameterError, match="choose one of smoke, quick, full"):
         run.run(["97_first"], "fast", {})
+    with pytest.raises(ParameterError, match="jobs must be at least 1, got 0"):
+        run.run(["97_first"], "smoke", {}, jobs=0)
 
 
 @pytest.mark.slow
@@ -75,6 +81,73 @@ def test_failing_chapter_is_reported_and_the_others_still_run(demo_notebooks, tm
     assert not (out / "results" / "98_broken.json").exists()
     table = run.summary_table(outcomes)
     assert "answer = 43" in table and "failed" in table
+
+
+SLEEPER = HEADER + textwrap.dedent("""
+    # Sleeper
+
+    ```{code-cell} ipython3
+    :tags: [parameters]
+
+    seed: int = 0  # seed
+    ```
+
+    ```{code-cell} ipython3
+    import json, os, pathlib, time
+
+    # The runner starts kernels in the notebooks folder: say there that this one is running.
+    pathlib.Path("sleeper.json").write_text(json.dumps({"kernel": os.getpid(), "papermill": os.getppid()}))
+    time.sleep(600)
+    ```
+    """)
+
+# The command line with the runner's notebooks folder pointed at the test's.
+CLI_ON_FOLDER = ("import sys; from pathlib import Path; from repro import run, __main__; "
+                 "run.NOTEBOOKS = Path(sys.argv[1]); sys.exit(__main__.main(sys.argv[2:]))")
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc")
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP],
+                         ids=["SIGTERM", "Ctrl-C", "closed-terminal"])
+def test_a_stopped_run_stops_its_chapter_and_kernel_and_starts_no_other(demo_notebooks, tmp_path, signum):
+    (demo_notebooks / "96_sleeper.md").write_text(SLEEPER)
+    (demo_notebooks / "profiles" / "smoke" / "96_sleeper.yaml").write_text("{}\n")
+    marker, out, temp = demo_notebooks / "sleeper.json", tmp_path / "out", tmp_path / "temp"
+    temp.mkdir()
+    cli = subprocess.Popen(
+        [sys.executable, "-c", CLI_ON_FOLDER, str(demo_notebooks), "run", "96_sleeper", "97_first",
+         "--profile", "smoke", "--out", str(out)],
+        env={**os.environ, "TMPDIR": str(temp)}, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 180
+    while not marker.exists():
+        assert cli.poll() is None and time.monotonic() < deadline, "the sleeper chapter never started"
+        time.sleep(0.2)
+    pids = json.loads(marker.read_text())
+    cli.send_signal(signum)
+    try:
+        _, stderr = cli.communicate(timeout=120)
+        left = [name for name, pid in pids.items() if alive(pid)]
+    finally:  # a failing run must not leave its sleeper behind
+        for pid in pids.values():
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+    assert cli.returncode == 128 + signum, stderr
+    assert left == [], f"still running after the run ended: {left}"
+    assert "96_sleeper: failed" in stderr and "interrupted" in stderr
+    assert "97_first: running" not in stderr
+    assert (out / "executed" / "failed" / "96_sleeper.ipynb").is_file()
+    assert not (out / "results" / "97_first.json").exists()
+    assert list(temp.iterdir()) == []  # the runner's folder and the kernel's connection file are gone
 
 
 def test_cli_rejects_unknown_parameter_quickly_with_nonzero_exit():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -11,6 +12,13 @@ def cmd_run(args) -> int:
     from . import run
     from .params import ParameterError, parse_override
 
+    def terminate(signum, frame):
+        raise run.Interrupted(signum)
+
+    # A batch system or `kill` stops a run with SIGTERM, a closed terminal with SIGHUP: treat both as Ctrl-C,
+    # so that the chapters' kernels are shut down rather than left running.
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, terminate)
     try:
         overrides = dict(parse_override(p) for p in args.param)
         outcomes = run.run(args.chapters, args.profile, overrides, jobs=args.jobs,
@@ -18,6 +26,8 @@ def cmd_run(args) -> int:
     except ParameterError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as err:
+        return 128 + getattr(err, "signum", signal.SIGINT)
     print(run.summary_table(outcomes))
     return 0 if all(o.status == "ok" for o in outcomes) else 1
 

@@ -6,15 +6,22 @@ processes (``jobs`` at a time); a failing chapter is reported and the others sti
 Where outputs go: the ``quick`` profile is what the published book shows, so its notebooks land in
 ``book/executed/`` and its records in ``results/``; any other profile writes under
 ``_build/runs/<profile>/`` so that a smoke or full run never overwrites the book's outputs.
+
+An interrupted run (Ctrl-C, or SIGTERM or SIGHUP through the command line) stops its papermill processes the way
+Ctrl-C stops one at a terminal, so each shuts its kernel down and saves its notebook as far as it got (in
+``failed/``); chapters not yet started are not started. Papermill runs in a session of its own, so the
+interrupt reaches it once, from here.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -28,6 +35,7 @@ from .results import REPO_ROOT
 NOTEBOOKS = REPO_ROOT / "notebooks"
 PROFILES = ("smoke", "quick", "full")
 CELL_TIMEOUT_S = {"smoke": 300, "quick": 900, "full": 86400}
+STOP_GRACE_S = 60  # how long an interrupted papermill gets to shut its kernel down before it is killed
 
 
 @dataclass(frozen=True)
@@ -75,13 +83,64 @@ def plan_chapter(slug: str, profile: str, overrides: dict) -> Plan:
     return Plan(slug, notebook, params_mod.resolve(declared, values, slug))
 
 
+class Interrupted(KeyboardInterrupt):
+    """A run stopped by a signal other than Ctrl-C (the command line turns SIGTERM and SIGHUP into this)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class Papermills:
+    """The papermill processes of a run, so that an interrupted run can stop them and start no more."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._running: set[subprocess.Popen] = set()
+        self.stopping = False
+
+    def start(self, cmd: list[str], env: dict) -> subprocess.Popen | None:
+        """Start one (None once the run is stopping)."""
+        with self._lock:
+            if self.stopping:
+                return None
+            proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True, start_new_session=True)
+            self._running.add(proc)
+            return proc
+
+    def finished(self, proc: subprocess.Popen) -> None:
+        with self._lock:
+            self._running.discard(proc)
+
+    def stop(self, grace_s: float = STOP_GRACE_S) -> int:
+        """Interrupt every running papermill, wait for them to exit, kill any still there after grace_s.
+
+        Returns how many were running. A second interrupt while waiting kills them at once.
+        """
+        with self._lock:
+            self.stopping = True
+            procs = list(self._running)
+        for proc in procs:
+            proc.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + grace_s
+        try:
+            while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
+                time.sleep(0.1)
+        finally:
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.kill()
+        return len(procs)
+
+
 def kernel_name() -> str:
     from jupyter_client.kernelspec import find_kernel_specs
 
     return "repro" if "repro" in find_kernel_specs() else "python3"
 
 
-def execute(plan: Plan, executed: Path, results: Path, cell_timeout: int, progress: bool) -> Outcome:
+def execute(plan: Plan, executed: Path, results: Path, cell_timeout: int, progress: bool,
+            papermills: Papermills) -> Outcome:
     import jupytext
 
     start = time.perf_counter()
@@ -101,14 +160,21 @@ def execute(plan: Plan, executed: Path, results: Path, cell_timeout: int, progre
                "IPYTHONDIR": str(ipython_dir),
                "PYDEVD_DISABLE_FILE_VALIDATION": "1", "TQDM_DISABLE": "1",
                "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
-        proc = subprocess.run(cmd, env=env, stderr=subprocess.PIPE, text=True)
+        proc = papermills.start(cmd, env)
+        if proc is None:
+            return Outcome(plan.slug, "failed", 0.0, message="not started: the run was interrupted")
+        try:
+            _, stderr = proc.communicate()
+        finally:
+            papermills.finished(proc)
         wall = time.perf_counter() - start
         if proc.returncode != 0:
             if output.exists():
                 failed = executed / "failed"
                 failed.mkdir(exist_ok=True)
                 os.replace(output, failed / f"{plan.slug}.ipynb")
-            return Outcome(plan.slug, "failed", wall, message=error_summary(proc.stderr))
+            message = "interrupted" if papermills.stopping else error_summary(stderr)
+            return Outcome(plan.slug, "failed", wall, message=message)
         os.replace(output, executed / f"{plan.slug}.ipynb")
     if not record.exists() or record.stat().st_mtime_ns == before:
         return Outcome(plan.slug, "failed", wall, message="the chapter ran but recorded no results")
@@ -154,22 +220,35 @@ def run(slugs: list[str], profile: str, overrides: dict, jobs: int = 1, out: Pat
         cell_timeout: int | None = None) -> list[Outcome]:
     if profile not in PROFILES:
         raise params_mod.ParameterError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    if jobs < 1:
+        raise params_mod.ParameterError(f"jobs must be at least 1, got {jobs}")
     plans = [plan_chapter(s, profile, overrides) for s in (slugs or available_chapters())]
     executed, results = output_dirs(profile, out)
     timeout = cell_timeout or CELL_TIMEOUT_S[profile]
     progress = jobs == 1 and sys.stderr.isatty()
+    papermills = Papermills()
 
     def one(item):
         i, plan = item
+        if papermills.stopping:
+            return Outcome(plan.slug, "failed", 0.0, message="not started: the run was interrupted")
         print(f"[{i}/{len(plans)}] {plan.slug}: running ({profile})", file=sys.stderr, flush=True)
-        outcome = execute(plan, executed, results, timeout, progress)
+        outcome = execute(plan, executed, results, timeout, progress, papermills)
         print(f"[{i}/{len(plans)}] {plan.slug}: {outcome.status} in {outcome.wall_s:.1f} s"
               + (f" - {outcome.message}" if outcome.message else ""), file=sys.stderr, flush=True)
         return outcome
 
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        outcomes = list(pool.map(one, enumerate(plans, 1)))
-    return outcomes
+    pool = ThreadPoolExecutor(max_workers=jobs)
+    try:
+        return list(pool.map(one, enumerate(plans, 1)))
+    except BaseException:  # Ctrl-C or Interrupted: stop the chapters running now, start no others
+        pool.shutdown(wait=False, cancel_futures=True)
+        n = papermills.stop()
+        print(f"interrupted: stopped {n} running chapter(s); their notebooks, as far as they got, are in "
+              f"{executed / 'failed'}", file=sys.stderr, flush=True)
+        raise
+    finally:
+        pool.shutdown(wait=True)
 
 
 def summary_table(outcomes: list[Outcome]) -> str:
