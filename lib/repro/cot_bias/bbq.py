@@ -17,7 +17,8 @@ from scipy import stats
 
 from .tasks import Item
 
-# BBQ categories of the paper's run (age and physical appearance were left out there by accident).
+# The paper's BBQ run used 9 of BBQ's 11 categories (age and physical appearance were left out by accident);
+# these are the 7 of them that bbq_lite has (it lacks the intersectional Race_x_SES and Race_x_gender).
 PAPER_CATEGORIES = ("Disability_status", "Gender_identity", "Nationality", "Race_ethnicity", "Religion", "SES",
                     "Sexual_orientation")
 EVIDENCE_TEMPLATES = (
