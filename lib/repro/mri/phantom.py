@@ -14,6 +14,7 @@ Each subject is made in four steps:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
@@ -59,11 +60,17 @@ class Sequence:
     contrast_agent: bool = False
 
 
+def null_inversion_time(t1: float, tr: float) -> float:
+    """The inversion time (ms) at which inversion recovery nulls a tissue: 1 − 2e^{−TI/T1} + e^{−TR/T1} = 0."""
+    return t1 * math.log(2.0 / (1.0 + math.exp(-tr / t1)))
+
+
+FLAIR_TR = 9000.0
 SEQUENCES = {
     "t1": Sequence("se", tr=500.0, te=10.0),
     "t1ce": Sequence("se", tr=500.0, te=10.0, contrast_agent=True),
     "t2": Sequence("se", tr=4000.0, te=100.0),
-    "flair": Sequence("ir", tr=9000.0, te=120.0, ti=2400.0),
+    "flair": Sequence("ir", tr=FLAIR_TR, te=120.0, ti=null_inversion_time(TISSUES["csf"].t1, FLAIR_TR)),
 }
 
 
