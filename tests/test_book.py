@@ -37,6 +37,26 @@ def test_every_chapter_has_a_smoke_and_a_full_profile():
             assert (ROOT / "notebooks" / "profiles" / profile / f"{slug}.yaml").is_file(), (slug, profile)
 
 
+def exercises(chapter: str) -> list[str]:
+    """The numbered items of a chapter's "## Exercises" section, each with its continuation lines."""
+    section = re.search(r"^## Exercises\n(.*?)(?=^## )", chapter, re.S | re.M)
+    return re.findall(r"^\d+\. .*?(?=^\d+\. |\Z)", section.group(1), re.S | re.M) if section else []
+
+
+def test_exercises_reader_splits_items_and_keeps_their_continuation_lines():
+    text = "## Exercises\n\n1. **A.** First\n   *Hint:* one.\n2. **B.** Second.\n\n## Record of this run\n"
+    assert exercises(text) == ["1. **A.** First\n   *Hint:* one.\n", "2. **B.** Second.\n\n"]
+    assert exercises("## Other\n1. x\n## Next\n") == []
+
+
+def test_every_chapter_ends_with_three_to_five_exercises_each_with_a_hint():
+    for slug in run.available_chapters():
+        items = exercises((ROOT / "notebooks" / f"{slug}.md").read_text())
+        assert 3 <= len(items) <= 5, f"{slug}: {len(items)} exercises (DESIGN.md asks for 3 to 5)"
+        for item in items:
+            assert "*Hint:*" in item, f"{slug}: exercise without a hint: {item.splitlines()[0]}"
+
+
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
     """Every chapter in its smoke profile, with a temp folder of its own to show what the chapters leave there."""
