@@ -64,6 +64,17 @@ def test_unknown_chapter_and_profile_are_rejected(demo_notebooks):
         run.run(["97_first"], "fast", {})
     with pytest.raises(ParameterError, match="jobs must be at least 1, got 0"):
         run.run(["97_first"], "smoke", {}, jobs=0)
+    with pytest.raises(ParameterError, match="cell_timeout must be a positive number of seconds, got -5"):
+        run.run(["97_first"], "smoke", {}, cell_timeout=-5)
+
+
+def test_an_output_folder_that_cannot_be_made_fails_before_any_kernel(demo_notebooks, tmp_path, monkeypatch):
+    monkeypatch.setattr(run, "execute", lambda *a, **k: pytest.fail("a kernel was started"))
+    a_file = tmp_path / "results.txt"
+    a_file.write_text("earlier results\n")
+    with pytest.raises(ParameterError, match="cannot create the output folder .*results.txt/executed: Not a directory"):
+        run.run(["97_first"], "smoke", {}, out=a_file)
+    assert a_file.read_text() == "earlier results\n"
 
 
 @pytest.mark.slow

@@ -222,8 +222,15 @@ def run(slugs: list[str], profile: str, overrides: dict, jobs: int = 1, out: Pat
         raise params_mod.ParameterError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
     if jobs < 1:
         raise params_mod.ParameterError(f"jobs must be at least 1, got {jobs}")
+    if cell_timeout is not None and cell_timeout <= 0:
+        raise params_mod.ParameterError(f"cell_timeout must be a positive number of seconds, got {cell_timeout}")
     plans = [plan_chapter(s, profile, overrides) for s in (slugs or available_chapters())]
     executed, results = output_dirs(profile, out)
+    for folder in (executed, results):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:  # e.g. --out names a file, or a folder we may not write to
+            raise params_mod.ParameterError(f"cannot create the output folder {folder}: {err.strerror}") from err
     timeout = cell_timeout or CELL_TIMEOUT_S[profile]
     progress = jobs == 1 and sys.stderr.isatty()
     papermills = Papermills()
