@@ -1,5 +1,7 @@
 import json
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -41,3 +43,11 @@ def test_results_page_tabulates_metrics_against_paper(tmp_path, monkeypatch):
     results.record("01_demo", "quick", {}, 0, 60.0, {"ppl": {"2:4": 20.5}}, {"ppl": {"2:4": 11.0}}, None)
     page = render(tmp_path)
     assert "| `ppl.2:4` | 20.5 | 11 |" in page
+
+
+def test_results_page_refuses_a_results_folder_that_does_not_exist(tmp_path):
+    out = tmp_path / "page.md"
+    proc = subprocess.run([sys.executable, "-m", "repro", "results-page", "--results", str(tmp_path / "nope"),
+                           "--out", str(out)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "nope is not a folder" in proc.stderr and not out.exists()

@@ -87,6 +87,10 @@ def cmd_assets(args) -> int:
 def cmd_results_page(args) -> int:
     from .results_page import write
 
+    if args.results and not Path(args.results).is_dir():
+        print(f"error: --results {args.results} is not a folder; give the folder of a run's results/*.json "
+              "(default: results/)", file=sys.stderr)
+        return 2
     path = write(Path(args.out), Path(args.results) if args.results else None)
     print(f"wrote {path}")
     return 0
