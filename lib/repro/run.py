@@ -36,6 +36,7 @@ NOTEBOOKS = REPO_ROOT / "notebooks"
 PROFILES = ("smoke", "quick", "full")
 CELL_TIMEOUT_S = {"smoke": 300, "quick": 900, "full": 86400}
 STOP_GRACE_S = 60  # how long an interrupted papermill gets to shut its kernel down before it is killed
+NOT_STARTED = "not started: the run was interrupted"
 
 
 @dataclass(frozen=True)
@@ -144,8 +145,6 @@ def execute(plan: Plan, executed: Path, results: Path, cell_timeout: int, progre
     import jupytext
 
     start = time.perf_counter()
-    executed.mkdir(parents=True, exist_ok=True)
-    results.mkdir(parents=True, exist_ok=True)
     record = results / f"{plan.slug}.json"
     before = record.stat().st_mtime_ns if record.exists() else None
     with tempfile.TemporaryDirectory(prefix=f"repro-{plan.slug}-") as tmp:
@@ -162,7 +161,7 @@ def execute(plan: Plan, executed: Path, results: Path, cell_timeout: int, progre
                "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
         proc = papermills.start(cmd, env)
         if proc is None:
-            return Outcome(plan.slug, "failed", 0.0, message="not started: the run was interrupted")
+            return Outcome(plan.slug, "failed", 0.0, message=NOT_STARTED)
         try:
             _, stderr = proc.communicate()
         finally:
@@ -238,7 +237,7 @@ def run(slugs: list[str], profile: str, overrides: dict, jobs: int = 1, out: Pat
     def one(item):
         i, plan = item
         if papermills.stopping:
-            return Outcome(plan.slug, "failed", 0.0, message="not started: the run was interrupted")
+            return Outcome(plan.slug, "failed", 0.0, message=NOT_STARTED)
         print(f"[{i}/{len(plans)}] {plan.slug}: running ({profile})", file=sys.stderr, flush=True)
         outcome = execute(plan, executed, results, timeout, progress, papermills)
         print(f"[{i}/{len(plans)}] {plan.slug}: {outcome.status} in {outcome.wall_s:.1f} s"
