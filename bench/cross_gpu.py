@@ -40,6 +40,7 @@ sys.path.insert(0, str(BENCH.parent / "lib"))
 
 import torch  # noqa: E402
 from l2_traffic import load_records, run_paths  # noqa: E402
+from plot_sparse24 import DPI, FONT, KERNEL_COLORS, SHAPE_MARKERS, SMALL, gpu_short, shape_marker  # noqa: E402
 from sp24.common import shown_path  # noqa: E402
 from sp24.cross_gpu import (  # noqa: E402
     FAMILIES,
@@ -60,7 +61,9 @@ from sp24.targets import DECODE_MS, DECODE_SPEEDUP, MID_MS, MID_SPEEDUP, evaluat
 from repro.kernels import dispatch  # noqa: E402
 from repro.kernels.dispatch import gpu_key  # noqa: E402
 
-COLORS = dict(zip(FAMILIES, ("black", "tab:green", "tab:red", "tab:orange", "tab:gray")))
+# the page's one kernel palette (bench/plot_sparse24.py): spmma orange, wgmma brown (its dense form lighter)
+COLORS = dict(zip(FAMILIES, (KERNEL_COLORS["cublas"], KERNEL_COLORS["spmma"], KERNEL_COLORS["wgmma"],
+                             KERNEL_COLORS["wgmma, dense"], KERNEL_COLORS["triton"])))
 
 
 class Run(NamedTuple):
@@ -69,6 +72,19 @@ class Run(NamedTuple):
     recs: list[dict]
     gpu: str
     table: list[dict]  # a partial run's dispatch table as records, for the cases its records lack
+    copy_gbps: float | None = None  # the copy rate the run measured (its description), where it kept it
+
+
+def run_info(path: Path, recs: list[dict]) -> dict:
+    """The run's description: on a whole run's first record, or the first line of a partial run's log."""
+    if recs and isinstance(recs[0].get("info"), dict):
+        return recs[0]["info"]
+    log = path / "sweep.log" if path.is_dir() else None
+    if log is not None and log.is_file():
+        first = log.read_text().split("\n", 1)[0]
+        if first.startswith("{"):
+            return json.loads(first)
+    return {}
 
 
 def load_run(path: Path) -> Run:
@@ -80,7 +96,16 @@ def load_run(path: Path) -> Run:
         swept = {(r["N"], r["K"], r["M"]) for r in recs}
         for found in sorted(path.glob("dispatch_*.json")):
             table += [r for r in table_records(json.loads(found.read_text())) if (r["N"], r["K"], r["M"]) not in swept]
-    return Run(path.name if path.is_dir() else path.stem, records, recs, gpu, table)
+    copy = run_info(path, recs).get("copy_gbps")
+    return Run(path.name if path.is_dir() else path.stem, records, recs, gpu, table, copy)
+
+
+def copy_ratio(slow: Run, fast: Run) -> float | None:
+    """What a call bound by reading its weight from memory should show: the fast run's copy rate over
+    the slow one's (None where a run did not record it, or both ran on one GPU model)."""
+    if gpu_key(slow.gpu) == gpu_key(fast.gpu) or not (slow.copy_gbps and fast.copy_gbps):
+        return None
+    return fast.copy_gbps / slow.copy_gbps
 
 
 def table_records(table: dict) -> list[dict]:
@@ -100,15 +125,26 @@ def table_records(table: dict) -> list[dict]:
     return out
 
 
-def reading(slow_gpu: str, fast_gpu: str) -> str:
-    """What the ratios of two GPUs' runs measure."""
+def reading(slow_gpu: str, fast_gpu: str, rates: tuple[float, float] | None = None) -> str:
+    """What the ratios of two GPUs' runs measure; ``rates``: the copy rates (GB/s) the slow and the
+    fast run measured, where both did."""
     pair = {gpu_key(slow_gpu), gpu_key(fast_gpu)}
     if len(pair) == 1:
         return "The same GPU model in two runs: the spread is what a repeat of the benchmark moves by."
     if pair == {"h100", "h200"}:
-        return ("One die, two memories: about 1.4 is what a call bound by the memory should show (the ratio of "
-                "the copy rates measured on the two), about 1.0 a call bound inside the die.")
+        if rates:
+            slow_rate, fast_rate = rates
+            expected = (f"{fast_rate / slow_rate:.2f} is what a call bound by the memory should show (the ratio of "
+                        f"the copy rates the two runs measured, {fast_rate:.0f} / {slow_rate:.0f} GB/s)")
+        else:
+            expected = ("about 1.4 is what a call bound by the memory should show (the ratio of the copy rates "
+                        "measured on the two)")
+        return f"One die, two memories: {expected}, about 1.0 a call bound inside the die."
     return ""
+
+
+def _rates(slow: Run, fast: Run) -> tuple[float, float] | None:
+    return (slow.copy_gbps, fast.copy_gbps) if copy_ratio(slow, fast) else None
 
 
 def summary(rows: list[dict], slow: Run, fast: Run) -> str:
@@ -118,7 +154,7 @@ def summary(rows: list[dict], slow: Run, fast: Run) -> str:
         "do not edit -->\n"
         f"Time on the {slow.gpu} in run `{slow.name}` over time on the {fast.gpu} in run `{fast.name}`, for "
         f"every configuration both timed on the same case ({shapes}): median (range, pairs). "
-        f"{reading(slow.gpu, fast.gpu)}\n\n"
+        f"{reading(slow.gpu, fast.gpu, _rates(slow, fast))}\n\n"
         + ratio_markdown(rows)
         + "\nThe fastest of those configurations, per family and case, in each run (not always the same one in both), "
         "as the ratio of the two times:\n\n"
@@ -184,24 +220,47 @@ def score(forecast: Path, later: Run) -> str:
             + scored_markdown(rows, later.name))
 
 
-def plot(rows: list[dict], path: Path, slow_gpu: str, fast_gpu: str) -> None:
-    """Every pair's ratio against M (log scale), one colour per family, offset side by side."""
+def plot(rows: list[dict], path: Path, slow: Run, fast: Run) -> None:
+    """Every pair's ratio against M (log scale): one colour per family (the page's kernel palette),
+    one marker per layer shape, families and shapes side by side; dashed, where the two GPUs differ,
+    the ratio a call bound by the memory should show (the copy rates'), and 1.0 for one bound inside
+    the die. The title names both GPUs and runs."""
     ms = sorted({r["M"] for r in rows})
     families = [f for f in FAMILIES if any(r["family"] == f for r in rows)]
-    fig, ax = plt.subplots(figsize=(8, 3.6))
+    order = list(SHAPE_MARKERS)
+    shapes = sorted({(r["N"], r["K"]) for r in rows}, key=lambda s: (order.index(s) if s in order else 9, s))
+    fig, ax = plt.subplots(figsize=(9.6, 4.8))
+    slots = len(families) * len(shapes)
     for i, f in enumerate(families):
-        offset = 1.12 ** (i - (len(families) - 1) / 2)  # side by side on the log axis
-        pts = [r for r in rows if r["family"] == f]
-        ax.scatter([r["M"] * offset for r in pts], [r["ratio"] for r in pts], s=10, alpha=0.6,
-                   color=COLORS[f], label=f)
-    ax.axhline(1.0, color="0.5", lw=0.8)
+        for j, shape in enumerate(shapes):
+            slot = i * len(shapes) + j
+            offset = 1.055 ** (slot - (slots - 1) / 2)  # side by side on the log axis
+            pts = [r for r in rows if r["family"] == f and (r["N"], r["K"]) == shape]
+            ax.scatter([r["M"] * offset for r in pts], [r["ratio"] for r in pts], s=22, alpha=0.55, lw=0.4,
+                       marker=shape_marker(shape), color=COLORS[f], edgecolors=COLORS[f])
+    ax.axhline(1.0, color="0.5", lw=1.0)
+    ratio = copy_ratio(slow, fast)
+    if ratio:
+        ax.axhline(ratio, color="0.2", lw=1.2, ls="--")
     ax.set_xscale("log", base=2)
     ax.set_xticks(ms, [str(m) for m in ms])
-    ax.set_xlabel("M (tokens)")
-    ax.set_ylabel(f"time on {gpu_key(slow_gpu).upper()} / on {gpu_key(fast_gpu).upper()}")
-    ax.legend(fontsize=8, frameon=False, ncol=len(families), loc="upper center", bbox_to_anchor=(0.5, -0.18))
+    ax.tick_params(labelsize=SMALL)
+    ax.set_xlabel("M, tokens per call (log₂ scale)", fontsize=FONT)
+    ax.set_ylabel(f"time on {gpu_key(slow.gpu).upper()} / on {gpu_key(fast.gpu).upper()}", fontsize=FONT)
+    ax.set_title(f"{gpu_short(slow.gpu)} run {slow.name.split('-', 1)[-1]} over {gpu_short(fast.gpu)} run "
+                 f"{fast.name.split('-', 1)[-1]}: every configuration both timed on the same case", fontsize=FONT)
+    handles = [plt.Line2D([], [], ls="", marker="o", ms=7, color=COLORS[f], label=f) for f in families]
+    handles += [plt.Line2D([], [], ls="", marker=shape_marker(s), ms=7, color="black", mfc="white",
+                           label=f"{s[0]}×{s[1]}") for s in shapes]
+    if ratio:
+        handles.append(plt.Line2D([], [], color="0.2", lw=1.2, ls="--",
+                                  label=f"bound by memory: {ratio:.2f} ({fast.copy_gbps:.0f} / {slow.copy_gbps:.0f}"
+                                        " GB/s copy rates)"))
+        handles.append(plt.Line2D([], [], color="0.5", lw=1.0, label="bound inside the die: 1.0"))
+    ax.legend(handles=handles, fontsize=SMALL, frameon=False, ncol=3, loc="upper center",
+              bbox_to_anchor=(0.5, -0.16))
     fig.tight_layout()
-    fig.savefig(path, dpi=130)
+    fig.savefig(path, dpi=DPI)
     plt.close(fig)
 
 
@@ -248,7 +307,7 @@ def main(argv: list[str] | None = None) -> None:
     md, png = args.out / f"{slow.name}-vs-{fast.name}.md", args.out / f"{slow.name}-vs-{fast.name}.png"
     md.write_text(summary(rows, slow, fast))
     if not args.no_figure:
-        plot(rows, png, slow.gpu, fast.gpu)
+        plot(rows, png, slow, fast)
     print(f"wrote {shown_path(md)}" + ("" if args.no_figure else f" and {shown_path(png)}"))
     if newer:
         out = args.out / f"{gpu_key(fast.gpu)}-predicted-from-{newer.name}.md"

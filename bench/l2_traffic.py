@@ -35,6 +35,7 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(ROOT / "lib"))
 
+from plot_sparse24 import DPI, FONT, SHAPE_MARKERS, SMALL, gpu_short, shape_marker  # noqa: E402
 from sp24.common import shown_path, table_rows  # noqa: E402
 from sp24.targets import _shape  # noqa: E402
 from sp24.traffic import (  # noqa: E402
@@ -49,10 +50,12 @@ from sp24.traffic import (  # noqa: E402
     x_shared_estimate,
 )
 
-PANELS = (32, 64, 128, 512)
+PANELS = (16, 32, 64, 128, 512)  # every token count timed_tilings reads
 PREDICT_FROM = 32  # tokens: the fewest at which --predict gives a tiling a time
-ROW_COLORS = {64: "tab:blue", 128: "tab:orange", 256: "tab:red"}
-SHAPE_MARKERS = ("o", "s", "^")
+# rows per program: not kernels, so not the page's kernel palette (bench/plot_sparse24.py)
+ROW_COLORS = {64: "#4c72b0", 128: "#55a868", 256: "#8172b3"}
+CUBLAS_STYLES = {(4096, 4096): "--", (11008, 4096): "-.", (4096, 11008): ":"}
+RAYS = (2, 4, 6)  # TB/s
 
 
 def run_paths(path: Path) -> tuple[Path, Path, Path]:
@@ -116,40 +119,73 @@ def summary(rows: list[dict], gpu: str, records: Path) -> str:
     return "".join(parts)
 
 
-def plot(rows: list[dict], path: Path) -> None:
-    """Time against MB moved, one panel per token count; colour: rows per program; marker: shape;
-    grey rays: constant rates; dashed: cuBLAS."""
-    shapes = sorted({(r["N"], r["K"]) for r in rows})
+def run_title(records: Path, recs: list[dict]) -> str:
+    """The figure's title: the GPU and the run (a partial run's folder, or a whole run's JSON)."""
+    name = records.parent.name if records.name == "sweep.json" else records.stem
+    date = name.split("-", 1)[-1]
+    gpu = gpu_short(recs[0].get("gpu", "")) if recs and recs[0].get("gpu") else "GPU"
+    return f"{gpu}, run {date}: every sparse wgmma tiling timed, time per call against bytes moved"
+
+
+def _ray_label(ax, tbs: float, end: float, top: float, highest: float) -> None:
+    """A ray's rate outside the frame: in the right margin where it leaves through the right side,
+    above the frame where it leaves through the top."""
+    style = dict(xycoords="axes fraction", textcoords="offset points", fontsize=SMALL, color="0.4",
+                 annotation_clip=False)
+    if end >= top * 0.999:
+        ax.annotate(f"{tbs} TB/s", (1, end / tbs / highest), xytext=(3, 0), ha="left", va="center", **style)
+    else:
+        ax.annotate(f"{tbs} TB/s", (end / top, 1), xytext=(0, 2), ha="center", va="bottom", **style)
+
+
+def plot(rows: list[dict], path: Path, title: str = "") -> None:
+    """Time against MB moved, one panel per token count (named inside its top left corner); colour:
+    rows per program; marker: shape; grey rays: constant rates, labelled outside the frame where they
+    leave it; cuBLAS: one line style per shape. Two columns, the legend in the last cell."""
+    order = list(SHAPE_MARKERS)
+    shapes = sorted({(r["N"], r["K"]) for r in rows}, key=lambda s: (order.index(s) if s in order else 9, s))
     panels = [m for m in PANELS if any(r["M"] == m for r in rows)]
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.4), squeeze=False)
-    for ax, m in zip(axes[0], panels):
+    cols = 2
+    nrows = (len(panels) + 1 + cols - 1) // cols
+    fig, axes = plt.subplots(nrows, cols, figsize=(9.6, 2.75 * nrows + 0.4), squeeze=False, layout="constrained")
+    flat = [ax for row in axes for ax in row]
+    for ax, m in zip(flat, panels):
         here = [r for r in rows if r["M"] == m]
         top = max(r["traffic"].total for r in here) / 1e6 * 1.1
-        highest = max(r["us"] for r in here) * 1.1
-        for tbs in (2, 4, 6):
+        highest = max(max(r["us"] for r in here), max(r["cublas_us"] or 0 for r in here)) * 1.12
+        for tbs in RAYS:
             end = min(top, highest * tbs)  # MB / (TB/s) = µs: the ray leaves the panel at its top or right
-            ax.plot([0, end], [0, end / tbs], color="0.8", lw=0.8, zorder=0)
-            ax.annotate(f"{tbs} TB/s", (end, end / tbs), fontsize=7, color="0.5", ha="right", va="top")
-        for i, shape in enumerate(shapes):
+            ax.plot([0, end], [0, end / tbs], color="0.75", lw=0.9, zorder=0)
+            _ray_label(ax, tbs, end, top, highest)
+        for shape in shapes:
             pts = [r for r in here if (r["N"], r["K"]) == shape]
             for r in pts:
-                ax.scatter(r["traffic"].total / 1e6, r["us"], s=18, marker=SHAPE_MARKERS[i % 3],
-                           color=ROW_COLORS.get(r["cfg"].rows, "black"), alpha=0.8)
+                ax.scatter(r["traffic"].total / 1e6, r["us"], s=26, marker=shape_marker(shape),
+                           color=ROW_COLORS.get(r["cfg"].rows, "black"), alpha=0.8, lw=0)
             if pts and pts[0]["cublas_us"]:
-                ax.axhline(pts[0]["cublas_us"], ls="--", lw=0.8, color="black")
-                ax.annotate(f"cuBLAS {shape[0]}×{shape[1]}", (0, pts[0]["cublas_us"]), fontsize=7, va="bottom")
-        ax.set_title(f"M = {m}")
+                ax.axhline(pts[0]["cublas_us"], ls=CUBLAS_STYLES.get(shape, "--"), lw=1.1, color="black")
+        ax.text(0.02, 0.97, f"M = {m}", transform=ax.transAxes, ha="left", va="top", fontsize=FONT,
+                fontweight="bold")
         ax.set_xlim(0, top)
         ax.set_ylim(0, highest)
-        ax.set_xlabel("MB moved between SMs and L2")
-    axes[0][0].set_ylabel("µs per call")
-    handles = [plt.Line2D([], [], marker="o", ls="", color=c, label=f"{rows} rows/program")
-               for rows, c in ROW_COLORS.items()]
-    handles += [plt.Line2D([], [], marker=SHAPE_MARKERS[i % 3], ls="", color="0.3", label=f"{n}×{k}")
-                for i, (n, k) in enumerate(shapes)]
-    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
-    fig.savefig(path, dpi=130)
+        ax.tick_params(labelsize=SMALL)
+        ax.set_xlabel("MB moved between the SMs and the L2", fontsize=SMALL)
+        ax.set_ylabel("µs per call", fontsize=SMALL)
+    legend_ax = flat[len(panels)]
+    legend_ax.axis("off")
+    for ax in flat[len(panels) + 1:]:
+        ax.axis("off")
+    handles = [plt.Line2D([], [], marker="o", ls="", ms=7, color=c, label=f"{n} rows per program")
+               for n, c in ROW_COLORS.items()]
+    handles += [plt.Line2D([], [], marker=shape_marker(s), ls="", ms=7, color="black", mfc="white",
+                           label=f"{s[0]}×{s[1]}") for s in shapes]
+    handles += [plt.Line2D([], [], ls=CUBLAS_STYLES.get(s, "--"), lw=1.1, color="black", label=f"cuBLAS, {s[0]}×{s[1]}")
+                for s in shapes]
+    handles.append(plt.Line2D([], [], color="0.75", lw=0.9, label="constant rate, labelled where it leaves"))
+    legend_ax.legend(handles=handles, loc="center", fontsize=SMALL, frameon=False, ncol=1)
+    if title:
+        fig.suptitle(title, fontsize=FONT + 1)
+    fig.savefig(path, dpi=DPI)
     plt.close(fig)
 
 
@@ -168,7 +204,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = sparse_tilings(recs, records)
     md.write_text(summary(rows, recs[0].get("gpu", "the GPU"), records))
     if not args.no_figure:
-        plot(rows, png)
+        plot(rows, png, run_title(records, recs))
     print(f"wrote {shown_path(md)}" + ("" if args.no_figure else f" and {shown_path(png)}"))
     if args.predict:
         out = predictions_path(md)

@@ -96,17 +96,20 @@ def plot_format(path: Path) -> None:
     sw = compress_24(w)
     plane = plane_of_each_weight(w)
     n, k = w.shape
-    fig, axes = plt.subplots(
-        1, 3, figsize=(12.5, 2.6), gridspec_kw=dict(width_ratios=[k, k // 2, 3.2]), layout="constrained"
+    # stacked: W across the top, values and meta below, so the figure is 9.5 inches wide (the book's
+    # column shows it at about 900 pixels) and its text 9 pt or more
+    fig, axes = plt.subplot_mosaic(
+        [["W", "W"], ["values", "meta"]], figsize=(9.5, 4.6), width_ratios=[k // 2, 4.2], layout="constrained"
     )
+    axes = [axes["W"], axes["values"], axes["meta"]]
     ax = axes[0]
     _grid(ax, (n, k), group=4)
     for (row, col), value in np.ndenumerate(w.numpy()):
         color = PRUNED if plane[row, col] < 0 else PALETTE[plane[row, col]]
         ax.add_patch(plt.Rectangle((col - 0.45, row - 0.45), 0.9, 0.9, color=color))
-        ax.text(col, row, "·" if value == 0 else f"{value:.0f}", ha="center", va="center", fontsize=8,
+        ax.text(col, row, "·" if value == 0 else f"{value:.0f}", ha="center", va="center", fontsize=9,
                 color="black" if plane[row, col] < 0 else "white")
-    ax.set_xticks([4 * g + 1.5 for g in range(k // 4)], [f"group {g}" for g in range(k // 4)], fontsize=8)
+    ax.set_xticks([4 * g + 1.5 for g in range(k // 4)], [f"group {g}" for g in range(k // 4)], fontsize=9)
     ax.xaxis.set_ticks_position("top")
     ax.tick_params(axis="x", length=0)
     ax.set_ylabel("row n")
@@ -117,19 +120,19 @@ def plot_format(path: Path) -> None:
     _grid(ax, (n, k // 2), group=q)
     for (row, col), value in np.ndenumerate(sw.values.numpy()):
         ax.add_patch(plt.Rectangle((col - 0.45, row - 0.45), 0.9, 0.9, color=PALETTE[col // q]))
-        ax.text(col, row, f"{value:.0f}", ha="center", va="center", fontsize=8, color="white")
+        ax.text(col, row, f"{value:.0f}", ha="center", va="center", fontsize=9, color="white")
     ax.set_title(f"values [{n}, {k // 2}]: four planes of K/8 = {q} columns")
     handles = [plt.Rectangle((0, 0), 1, 1, color=PALETTE[i]) for i in range(4)]
-    fig.legend(handles, PLANES, loc="outside lower center", ncol=4, fontsize=8)
+    fig.legend(handles, PLANES, loc="outside lower center", ncol=4, fontsize=9)
 
     ax = axes[2]
     meta = sw.meta.numpy()
     _grid(ax, meta.shape)
     for (row, col), byte in np.ndenumerate(meta):
         ax.text(col, row, f"0x{byte:02X}\n{byte >> 4:04b} {byte & 15:04b}", ha="center", va="center",
-                fontsize=7, family="monospace")
+                fontsize=9, family="monospace")
     ax.set_xlim(-0.6, meta.shape[1] - 0.4)
-    ax.set_xticks(range(meta.shape[1]), [f"pair {p}" for p in range(meta.shape[1])], fontsize=8)
+    ax.set_xticks(range(meta.shape[1]), [f"pair {p}" for p in range(meta.shape[1])], fontsize=9)
     ax.xaxis.set_ticks_position("top")
     ax.tick_params(length=0)
     ax.set_title("meta [N, K/8]: one byte per group pair\n(high nibble: odd group)", fontsize=9)
@@ -143,8 +146,8 @@ def plot_fragments(path: Path) -> None:
     _grid(ax, lane.shape, group=2)
     for (row, col), ln in np.ndenumerate(lane):
         ax.add_patch(plt.Rectangle((col - 0.46, row - 0.46), 0.92, 0.92, color=PALETTE[reg[row, col]]))
-        ax.text(col, row, str(ln), ha="center", va="center", fontsize=8, color="white")
-    ax.set_xticks(range(0, 16, 2), [f"group {g}" for g in range(GROUPS)], fontsize=8)
+        ax.text(col, row, str(ln), ha="center", va="center", fontsize=9, color="white")
+    ax.set_xticks(range(0, 16, 2), [f"group {g}" for g in range(GROUPS)], fontsize=9)
     ax.xaxis.set_ticks_position("top")
     ax.set_ylabel("row of the 16-row tile")
     ax.set_xlabel("the 16 kept values of a 32-column k-block (v0, v1 of each group of 4)")
@@ -164,16 +167,17 @@ def plot_wgmma_columns(path: Path) -> None:
         q = holder[c // 4]
         for x, y in ((c, 1), (perm[c], 0)):
             ax.add_patch(plt.Rectangle((x - 0.45, y - 0.3), 0.9, 0.6, color=PALETTE[q]))
-            ax.text(x, y, str(c), ha="center", va="center", fontsize=7, color="white")
+            ax.text(x, y, str(c), ha="center", va="center", fontsize=9, color="white")
         ax.plot([c, perm[c]], [0.7, 0.3], color=PALETTE[q], lw=0.8)
     ax.set_xlim(-0.8, KBLOCK - 0.2)
     ax.set_ylim(-0.5, 1.5)
-    ax.set_yticks([0, 1], ["order of K in the MMA\n(x stored so)", "column of W and x"], fontsize=8)
+    ax.set_yticks([0, 1], ["order of K in the MMA\n(x stored so)", "column of W and x"], fontsize=9)
     ax.set_xticks([])
     for spine in ax.spines.values():
         spine.set_visible(False)
     handles = [plt.Rectangle((0, 0), 1, 1, color=PALETTE[q]) for q in range(4)]
-    ax.legend(handles, [f"lanes q = {q}" for q in range(4)], loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
+    ax.legend(handles, [f"lanes q = {q}" for q in range(4)], loc="upper center", bbox_to_anchor=(0.5, -0.02), ncol=4,
+              fontsize=9)
     ax.set_title(
         "wgmma: each lane's two 2:4 groups move to the columns its dense A registers hold", fontsize=10
     )

@@ -57,6 +57,10 @@ def timeline(cfg: SpmmaConfig) -> dict:
     mmas = [t for t, ins in shown if ins.op.startswith("HMMA.SP")]
     return dict(
         loads=[(t, t + LATENCY) for t, ins in shown if ins.op.startswith("LDG.E.128")],
+        # the 4-byte loads: x's words for the B registers (four per k-block and 8-token tile) and the
+        # metadata word (one per k-block)
+        small_loads=[(t, t + LATENCY) for t, ins in shown if ins.op.startswith("LDG") and not ins.op.startswith(
+            "LDG.E.128")],
         mmas=mmas,
         waits=waits,
         starts=[its[0] - origin for its in times[1:SHOWN]],  # of the second and later iterations
@@ -65,24 +69,34 @@ def timeline(cfg: SpmmaConfig) -> dict:
     )
 
 
+SMALL_LOADS = "#8fb3d9"  # a lighter blue than the weight loads
+
+
 def plot(panels: dict[str, dict], path: Path) -> None:
-    fig, axes = plt.subplots(len(panels), 1, figsize=(9.5, 2.3 * len(panels)), sharex=True, layout="constrained")
+    fig, axes = plt.subplots(len(panels), 1, figsize=(9.5, 3.0 * len(panels)), sharex=True, layout="constrained")
     for ax, (title, tl) in zip(axes, panels.items()):
         for a, b in tl["waits"]:
             ax.axvspan(a / LATENCY, b / LATENCY, color="#e6e6e6", lw=0)
         for i, (a, b) in enumerate(tl["loads"]):
             ax.plot([a / LATENCY, b / LATENCY], [i, i], color=PALETTE[0], lw=2.2, solid_capstyle="butt")
+        # the 4-byte loads, one thin line each, stacked in a band of the same height above the weight loads
+        base, band = len(tl["loads"]) + 1, len(tl["loads"])
+        step = band / max(len(tl["small_loads"]), 1)
+        for i, (a, b) in enumerate(tl["small_loads"]):
+            ax.plot([a / LATENCY, b / LATENCY], [base + i * step] * 2, color=SMALL_LOADS, lw=0.7,
+                    solid_capstyle="butt")
         y = -1.5
         ax.plot([t / LATENCY for t in tl["mmas"]], [y] * len(tl["mmas"]), "|", color=PALETTE[1], ms=9, mew=1.6)
         for start in tl["starts"]:
             ax.axvline(start / LATENCY, color="#555555", lw=0.8, ls=":")
-        ax.set_yticks([y, len(tl["loads"]) / 2], ["mma.sp", "weight\nloads"], fontsize=8)
-        ax.set_ylim(-3, len(tl["loads"]) + 0.5)
+        ax.set_yticks([y, len(tl["loads"]) / 2, base + band / 2],
+                      ["mma.sp", "weight\n(16 B loads)", "x and metadata\n(4 B loads)"], fontsize=9)
+        ax.set_ylim(-3, base + band + 0.5)
         per_trip = tl["kblocks"] / tl["trips"]
         ax.set_title(
             f"{title}: {tl['kblocks']} k-blocks per iteration, {tl['trips']:.2f} round trips"
             f" ({per_trip:.1f} k-blocks per round trip)",
-            fontsize=9,
+            fontsize=10,
             loc="left",
         )
     axes[-1].set_xlabel(

@@ -104,6 +104,46 @@ def test_what_the_ratios_measure_depends_on_the_pair():
     assert "memory" in cross_gpu.reading("NVIDIA H100 80GB HBM3", "NVIDIA H200")
     assert "repeat" in cross_gpu.reading("NVIDIA H100 80GB HBM3", "NVIDIA H100 80GB HBM3")
     assert cross_gpu.reading("NVIDIA A100-SXM4-80GB", "NVIDIA H200") == ""
+    exact = cross_gpu.reading("NVIDIA H100 80GB HBM3", "NVIDIA H200", (3000.0, 4200.0))
+    assert "1.40 is what a call bound by the memory should show" in exact and "4200 / 3000 GB/s" in exact
+
+
+def test_the_memory_bound_ratio_is_the_two_runs_copy_rates():
+    """A whole run keeps its copy rate in its first record's description, a partial run in its log's
+    first line; the figure's dashed line and the table's sentence are their ratio."""
+    slow = cross_gpu.load_run(RESULTS / "h100-2026-11-28.json")
+    fast = cross_gpu.load_run(RESULTS / "partial" / "h200-2026-11-27f")
+    assert slow.copy_gbps == pytest.approx(2981.03, abs=0.01)
+    assert fast.copy_gbps == pytest.approx(4157.41, abs=0.01)
+    assert cross_gpu.copy_ratio(slow, fast) == pytest.approx(1.3946, abs=1e-4)
+    committed = (RESULTS / "compare" / "h100-2026-11-28-vs-h200-2026-11-27f.md").read_text()
+    assert "1.39 is what a call bound by the memory should show" in committed
+    same = cross_gpu.load_run(RESULTS / "partial" / "h100-2026-11-28b")
+    assert cross_gpu.copy_ratio(slow, same) is None  # one GPU model: no memory to tell apart
+
+
+def test_the_figure_names_both_runs_and_uses_the_pages_kernel_colours(tmp_path, monkeypatch):
+    from plot_sparse24 import DPI, KERNEL_COLORS
+
+    assert cross_gpu.COLORS["spmma"] == KERNEL_COLORS["spmma"]  # orange, as in the speedup figures
+    assert cross_gpu.COLORS["wgmma, sparse"] == KERNEL_COLORS["wgmma"]
+    slow = cross_gpu.load_run(RESULTS / "h100-2026-11-28.json")
+    fast = cross_gpu.load_run(RESULTS / "partial" / "h200-2026-11-27f")
+    titles, hlines, markers = [], [], set()
+    monkeypatch.setattr(cross_gpu.plt.Axes, "set_title", lambda ax, text, **kw: titles.append(text))
+    real_axhline = cross_gpu.plt.Axes.axhline
+    monkeypatch.setattr(cross_gpu.plt.Axes, "axhline",
+                        lambda ax, y=0, **kw: hlines.append(y) or real_axhline(ax, y, **kw))
+    real_scatter = cross_gpu.plt.Axes.scatter
+    monkeypatch.setattr(cross_gpu.plt.Axes, "scatter", lambda ax, *a, marker=None, **kw: markers.add(marker)
+                        or real_scatter(ax, *a, marker=marker, **kw))
+    png = tmp_path / "pair.png"
+    cross_gpu.plot(paired(slow.recs, fast.recs), png, slow, fast)
+    assert titles == ["H100 run 2026-11-28 over H200 run 2026-11-27f: every configuration both timed on the same case"]
+    assert sorted(round(y, 4) for y in hlines) == [1.0, 1.3946]
+    assert markers == {"o", "s"}  # one per shape: 4096x4096, 11008x4096
+    width = int.from_bytes(png.read_bytes()[16:20], "big")
+    assert width <= 10 * DPI
 
 
 def test_runs_without_a_common_case_are_refused(tmp_path):

@@ -257,3 +257,17 @@ def test_a_score_against_no_run_is_refused_before_anything_is_written(tmp_path):
     with pytest.raises(SystemExit, match="not a run's JSON file or a partial run's folder"):
         l2_traffic.main([str(run), "--score", str(tmp_path / "missing.json")])
     assert sorted(p.name for p in run.iterdir()) == ["sweep.json"]
+
+
+def test_the_figure_has_a_panel_for_every_token_count_the_count_reads_and_names_its_run(tmp_path):
+    import inspect
+
+    assert set(l2_traffic.PANELS) == set(inspect.signature(timed_tilings).parameters["ms"].default)
+    records = RESULTS / "partial" / "h200-2026-11-27f" / "sweep.json"
+    recs = l2_traffic.load_records(records)
+    assert l2_traffic.run_title(records, recs).startswith("H200, run 2026-11-27f:")
+    whole = RESULTS / "h100-2026-11-28c.json"
+    assert l2_traffic.run_title(whole, l2_traffic.load_records(whole)).startswith("H100, run 2026-11-28c:")
+    png = tmp_path / "traffic.png"
+    l2_traffic.plot(l2_traffic.sparse_tilings(recs, records), png, "t")
+    assert int.from_bytes(png.read_bytes()[16:20], "big") <= 1200

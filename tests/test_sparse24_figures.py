@@ -48,6 +48,16 @@ out = {"shown": p.SHOWN}
 for name, tl in zip(("plain", "prefetch"), p.main().values()):
     long_waits = [w for w in tl["waits"] if w[1] - w[0] > p.LATENCY / 2]
     out[name] = dict(loads=len(tl["loads"]), kblocks=tl["kblocks"], long_waits=len(long_waits))
+    # the waits of one iteration: each ends when a load of that iteration arrives (the 4-byte ones
+    # ptxas issues last end the second), so the figure's caption can say what each grey band is
+    starts = [0] + tl["starts"]
+    arrivals = sorted(b for _, b in tl["loads"] + tl["small_loads"])
+    out[name + "_detail"] = dict(
+        small_loads=len(tl["small_loads"]),
+        waits_per_iteration=[sum(a <= w[0] < b for w in tl["waits"]) for a, b in zip(starts, starts[1:] + [1e12])],
+        waits_end_on_an_arrival=all(any(abs(w[1] - t) <= 16 for t in arrivals) for w in tl["waits"]),
+        last_small_after_last_weight=max(t for t, _ in tl["small_loads"]) > max(t for t, _ in tl["loads"]),
+    )
 print(json.dumps(out))
 """
 
@@ -69,4 +79,35 @@ def test_loop_figure_shows_one_long_wait_per_iteration_for_twice_the_loads_with_
     shown = summary["shown"]  # iterations in the figure; U = 4 k-blocks per step, one 16-byte load each
     assert summary["plain"] == dict(loads=4 * shown, kblocks=4, long_waits=shown)
     assert summary["prefetch"] == dict(loads=8 * shown, kblocks=8, long_waits=shown)
+    # the caption: nine 4-byte loads per k-block (x's words, four for each of the two 8-token tiles,
+    # and the metadata word); two waits per iteration, each for loads of that iteration
+    for name, kblocks in (("plain", 4), ("prefetch", 8)):
+        detail = summary[name + "_detail"]
+        assert detail["small_loads"] == 9 * kblocks * shown
+        assert detail["waits_per_iteration"] == [2] * shown
+        assert detail["waits_end_on_an_arrival"] and detail["last_small_after_last_weight"]
     assert (tmp_path / "spmma-loop.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+KERNEL_PAGE_FIGURES = ("plot_sparse24.py", "plot_sparse24_format.py", "plot_spmma_loop.py", "l2_traffic.py",
+                       "cross_gpu.py")
+
+
+def test_the_kernel_pages_figure_scripts_write_no_text_below_nine_points():
+    """The book's column shows a 9.5-10 inch figure at about 900 pixels: 7-8 pt text becomes unreadable."""
+    import re
+
+    small = re.compile(r"\b(?:fontsize|labelsize|title_fontsize)=([0-8](?:\.\d+)?)\b")
+    for name in KERNEL_PAGE_FIGURES:
+        path = Path(__file__).resolve().parents[1] / "bench" / name
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            found = small.search(line)
+            assert not found, f"{name}:{number}: text of {found.group(1)} pt: {line.strip()[:70]!r}"
+
+
+def test_the_format_figures_fit_the_books_column(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["plot_sparse24_format.py", "--out", str(tmp_path)])
+    main()
+    for name in ("sparse24-format.png", "sparse24-fragments.png", "wgmma-columns.png"):
+        width = int.from_bytes((tmp_path / name).read_bytes()[16:20], "big")
+        assert width <= 1100, (name, width)
