@@ -1,6 +1,16 @@
 import pytest
+import yaml
 
-from repro.params import ParameterError, check_choice, check_range, parse_override, parse_parameters, resolve
+from repro.params import (
+    ParameterError,
+    check_choice,
+    check_range,
+    load_profile,
+    load_values,
+    parse_override,
+    parse_parameters,
+    resolve,
+)
 
 CELL = '''
 profile: str = "quick"  # which profile
@@ -56,9 +66,22 @@ def test_resolve_fills_defaults():
                                            ("use_gpu=true", ("use_gpu", True)),
                                            ("sizes=[1, 2]", ("sizes", [1, 2])),
                                            ("profile=smoke", ("profile", "smoke")),
-                                           ("title=a=b", ("title", "a=b"))])
+                                           ("title=a=b", ("title", "a=b")),
+                                           ("patterns=[2:4, 4:8]", ("patterns", ["2:4", "4:8"])),
+                                           ("pattern=2:4", ("pattern", "2:4")),
+                                           ("lr=1.0e-3", ("lr", 1e-3)), ("lr=-2.5", ("lr", -2.5)),
+                                           ("seed=0x10", ("seed", 16)), ("x=.inf", ("x", float("inf")))])
 def test_overrides_are_read_as_yaml(text, expected):
     assert parse_override(text) == expected
+
+
+def test_n_to_m_patterns_stay_strings_in_profiles_too(tmp_path):
+    # YAML 1.1 reads 2:4 as the base-60 number 124; a profile must not turn a pattern into a number
+    profile = tmp_path / "ch.yaml"
+    profile.write_text("patterns: [2:4, 4:8, unstructured50]\nseed: 3\n")
+    assert load_profile(profile) == {"patterns": ["2:4", "4:8", "unstructured50"], "seed": 3}
+    assert yaml.safe_load("p: 2:4") == {"p": 124}  # what the stock loader does, and why ValueLoader exists
+    assert yaml.safe_load("p: 2:4") != load_values("p: 2:4")
 
 
 def test_override_without_equals_sign_is_rejected():

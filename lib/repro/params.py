@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import io
+import re
 import tokenize
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,31 @@ from typing import Any
 import yaml
 
 TYPES = {"int": int, "float": float, "str": str, "bool": bool, "list": list, "dict": dict}
+
+
+class ValueLoader(yaml.SafeLoader):
+    """YAML as PyYAML reads it, except that ``2:4`` stays the string it looks like. YAML 1.1 reads
+    colon-separated digits as base 60 (``2:4`` -> 124), which turns an N:M pattern into a number;
+    YAML 1.2 dropped that rule."""
+
+
+# PyYAML's int and float resolvers, without their base-60 alternatives
+_NUMBERS = {
+    "tag:yaml.org,2002:int": re.compile(r"""^(?:[-+]?0b[0-1_]+ | [-+]?0[0-7_]+ | [-+]?(?:0|[1-9][0-9_]*)
+                                           | [-+]?0x[0-9a-fA-F_]+)$""", re.X),
+    "tag:yaml.org,2002:float": re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)?
+                                             | \.[0-9_]+(?:[eE][-+][0-9]+)? | [-+]?\.(?:inf|Inf|INF)
+                                             | \.(?:nan|NaN|NAN))$""", re.X),
+}
+ValueLoader.yaml_implicit_resolvers = {
+    first: [(tag, _NUMBERS.get(tag, pattern)) for tag, pattern in resolvers]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def load_values(text: str) -> Any:
+    """A YAML document of parameter values, read with :class:`ValueLoader`."""
+    return yaml.load(text, Loader=ValueLoader)
 
 
 class ParameterError(ValueError):
@@ -88,7 +114,7 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise ParameterError(f"override {text!r} must look like key=value")
     key, raw = text.split("=", 1)
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = load_values(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     return key.strip(), value
@@ -128,7 +154,7 @@ def check_range(name: str, value, low=None, high=None):
 def load_profile(path: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
-    data = yaml.safe_load(path.read_text()) or {}
+    data = load_values(path.read_text()) or {}
     if not isinstance(data, dict):
         raise ParameterError(f"{path} must be a mapping of parameter names to values")
     return data
