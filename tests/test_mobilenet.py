@@ -23,3 +23,18 @@ def test_preprocess_resizes_and_crops_to_224():
 def test_preprocess_rejects_non_rgb():
     with pytest.raises(ValueError, match="RGB"):
         preprocess(np.zeros((32, 32, 4), dtype=np.uint8))
+    with pytest.raises(ValueError, match="dtype float64"):
+        preprocess(np.zeros((32, 32, 3)))
+
+
+def test_preprocess_takes_grey_and_boolean_images_as_three_equal_channels():
+    silhouette = np.zeros((300, 300), dtype=bool)
+    silhouette[:, 150:] = True
+    grey = silhouette.astype(np.uint8) * 255
+    rgb = np.repeat(grey[:, :, None], 3, axis=2)
+    expected = preprocess(rgb)
+    torch.testing.assert_close(preprocess(silhouette), expected)
+    torch.testing.assert_close(preprocess(grey), expected)
+    # white (True) on the right: the right half of every channel normalises to (1 - mean) / std
+    white = (1 - torch.tensor([0.485, 0.456, 0.406])) / torch.tensor([0.229, 0.224, 0.225])
+    assert torch.allclose(expected[:, 112, -1], white)

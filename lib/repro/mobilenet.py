@@ -7,6 +7,7 @@ the pretrained state dict strictly.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -61,10 +62,19 @@ class MobileNetV2(nn.Module):
 
 
 def preprocess(image) -> torch.Tensor:
-    """An RGB uint8 array (H, W, 3) -> a normalised (3, 224, 224) tensor: resize short side to 256, crop."""
-    x = torch.as_tensor(image).permute(2, 0, 1).float().div(255).unsqueeze(0)
-    if x.shape[1] != 3:
-        raise ValueError(f"expected an RGB image of shape (H, W, 3), got {tuple(image.shape)}")
+    """An RGB uint8 array (H, W, 3) -> a normalised (3, 224, 224) tensor: resize short side to 256, crop.
+    A grey (H, W) image, uint8 or boolean (a silhouette such as ``skimage.data.horse()``), is repeated
+    into the three channels, True as white."""
+    image = np.asarray(image)
+    if image.dtype == np.bool_:
+        image = image.astype(np.uint8) * 255
+    if image.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 or boolean image, got dtype {image.dtype}")
+    if image.ndim == 2:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected an RGB image of shape (H, W, 3) or a grey one (H, W), got {tuple(image.shape)}")
+    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div(255).unsqueeze(0)
     h, w = x.shape[-2:]
     scale = 256 / min(h, w)
     x = F.interpolate(x, size=(round(h * scale), round(w * scale)), mode="bilinear",
