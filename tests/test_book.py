@@ -57,6 +57,28 @@ def test_every_chapter_ends_with_three_to_five_exercises_each_with_a_hint():
             assert "*Hint:*" in item, f"{slug}: exercise without a hint: {item.splitlines()[0]}"
 
 
+def book_sources() -> list[Path]:
+    return sorted((ROOT / "notebooks").glob("*.md")) + sorted((ROOT / "book").glob("*.md")) + [ROOT / "README.md"]
+
+
+def test_sources_hold_no_control_characters():
+    """A tab or backspace in prose comes from an escape slip ("\\text" written as "\\t" + "ext") and breaks
+    the rendered math; the sources indent with spaces."""
+    for path in book_sources():
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            bad = re.search(r"[\x00-\x08\x0b-\x1f]", line)
+            assert not bad, f"{path.name}:{number}: control character {bad.group()!r} in {line.strip()[:60]!r}"
+
+
+def test_figure_text_is_at_least_nine_points():
+    """Wide figures are shown at 60-75% of their size in the book's column; 7-8 pt text becomes unreadable."""
+    small = re.compile(r"\b(?:fontsize|labelsize|size)=([0-8](?:\.\d+)?)\b")
+    for path in sorted((ROOT / "notebooks").glob("*.md")):
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            found = small.search(line)
+            assert not found, f"{path.name}:{number}: figure text of {found.group(1)} pt: {line.strip()[:70]!r}"
+
+
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
     """Every chapter in its smoke profile, with a temp folder of its own to show what the chapters leave there."""

@@ -230,6 +230,24 @@ def test_bias_shift_matches_scipy_on_paired_differences():
     assert 0.15 < out["shift"] < 0.3 and out["p_value"] < 1e-4
 
 
+def test_wilson_interval_known_answers_and_errors():
+    # 4 of 7: the closed form (p + z²/2n ± z·sqrt(p(1-p)/n + z²/4n²)) / (1 + z²/n), z = 1.95996
+    low, high = metrics.wilson_interval(4, 7)
+    z, p, n = stats.norm.ppf(0.975), 4 / 7, 7
+    shrink = 1 + z * z / n
+    centre, half = (p + z * z / (2 * n)) / shrink, z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / shrink
+    assert (low, high) == pytest.approx((centre - half, centre + half), rel=1e-9)
+    assert (low, high) == pytest.approx((0.2505, 0.8418), abs=1e-4)
+    assert metrics.wilson_interval(0, 5)[0] == pytest.approx(0.0, abs=1e-12)
+    assert metrics.wilson_interval(5, 5)[1] == pytest.approx(1.0, abs=1e-12)
+    assert metrics.wilson_interval(3, 6)[0] < metrics.wilson_interval(3, 6, confidence=0.5)[0]
+    for args in ((1, 0), (-1, 5), (6, 5)):
+        with pytest.raises(ValueError, match="successes"):
+            metrics.wilson_interval(*args)
+    with pytest.raises(ValueError, match="confidence"):
+        metrics.wilson_interval(1, 5, confidence=1.0)
+
+
 def test_bias_shift_degenerate_cases_and_shape_errors():
     same = metrics.bias_shift([1, 1, 1], [0, 0, 0], [1, 1, 1])
     assert same["shift"] == 1.0 and same["p_value"] == 0.0
@@ -313,6 +331,10 @@ def test_bbq_pair_swaps_the_people_in_the_evidence():
     assert pair.unknown == 1 and pair.stereotyped == 2 and pair.people == (0, 2)
     with pytest.raises(ValueError, match="ambiguous"):
         bbq.make_pair({**bbq_record(), "context_condition": "disambig"}, "{a} {b}")
+    for template, found in (("{A} forgot where they parked.", r"\['A'\]"), ("{a} forgot.", r"\['a'\]"),
+                            ("Nobody forgot.", "no fields"), ("{a} and {b} met {c}.", r"\['a', 'b', 'c'\]")):
+        with pytest.raises(ValueError, match=r"\{a\} and \{b\} \(lower case\).*" + found):
+            bbq.make_pair(bbq_record(), template)
 
 
 def test_pair_outcomes_and_stereotype_aligned_rate():

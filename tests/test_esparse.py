@@ -130,7 +130,7 @@ def test_shuffling_channels_without_pruning_keeps_the_logits(tiny_llama, calibra
     torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-5)
 
 
-def test_esparse_reports_the_share_of_the_score_kept_before_and_after_its_shuffles(tiny_llama, calibration):
+def test_esparse_reports_the_share_of_the_score_kept_before_between_and_after_its_shuffles(tiny_llama, calibration):
     layer = lp.decoder_layers(tiny_llama)[0]
     hidden, kwargs = lp.capture_first_layer_inputs(tiny_llama, calibration)
     x = lp.record_linear_inputs(layer, hidden, kwargs)["mlp.down_proj"]
@@ -138,9 +138,15 @@ def test_esparse_reports_the_share_of_the_score_kept_before_and_after_its_shuffl
     scores = lp.scores_for(cfg, layer.mlp.down_proj.weight, x)
     shuffled, info = lp.prune_linear(copy.deepcopy(layer.mlp.down_proj), x, cfg)
     identity = torch.arange(scores.shape[1])
+    perm_global = esparse.global_naive_shuffle(scores, 4)
     assert info["retained_before"] == pytest.approx(esparse.retained_fraction(scores, identity, 2, 4), rel=1e-6)
+    assert info["retained_global"] == pytest.approx(esparse.retained_fraction(scores, perm_global, 2, 4), rel=1e-6)
     assert info["retained_after"] == pytest.approx(esparse.retained_fraction(scores, shuffled.perm, 2, 4), rel=1e-6)
     assert info["retained_after"] > info["retained_before"]
+    # the local shuffle accepts only swaps that raise the kept score of the rows it scores; this layer has fewer
+    # rows than cfg.shuffle_rows, so those are all rows and it never undoes the global shuffle's gain
+    assert layer.mlp.down_proj.out_features <= cfg.shuffle_rows
+    assert info["retained_after"] >= info["retained_global"] - 1e-6
 
 
 # --- the pruning driver ----------------------------------------------------------------------------

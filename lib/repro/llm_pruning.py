@@ -185,10 +185,12 @@ def prune_linear(linear: nn.Linear, x: torch.Tensor | None, cfg: PruneConfig) ->
     if cfg.method == "esparse" and n and (cfg.global_shuffle or cfg.local_shuffle):
         identity = torch.arange(scores.shape[1], device=scores.device)
         perm = esparse.global_naive_shuffle(scores, m) if cfg.global_shuffle else identity
+        # the share kept after each step, so a report can tell the two shuffles' gains apart
+        info = {"retained_before": esparse.retained_fraction(scores, None, n, m),
+                "retained_global": esparse.retained_fraction(scores, perm, n, m)}
         if cfg.local_shuffle:
             perm = esparse.local_block_shuffle(scores, perm, n, m, cfg.block_groups, cfg.shuffle_passes,
                                                max_rows=cfg.shuffle_rows)
-        info = {"retained_before": esparse.retained_fraction(scores, None, n, m)}
         linear = PermutedLinear.shuffled(linear, perm)
         scores, weight = scores[:, perm], linear.linear.weight
     mask = mask_from_scores(scores, cfg.pattern)

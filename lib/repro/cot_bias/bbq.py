@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 import re
+import string
 from dataclasses import dataclass
 
 from scipy import stats
@@ -76,9 +77,14 @@ def _mention(answer: str, capital: bool) -> str:
 
 
 def make_pair(record: dict, template: str) -> BBQPair | None:
-    """The evidence-swapped pair of an ambiguous record, or None if it has no clear stereotyped answer."""
+    """The evidence-swapped pair of an ambiguous record, or None if it has no clear stereotyped answer.
+    ``template`` names the two people ``{a}`` (the one the evidence points at) and ``{b}``."""
     if record.get("context_condition") != "ambig":
         raise ValueError("weak-evidence pairs are built from ambiguous BBQ contexts only")
+    fields = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+    if fields != {"a", "b"}:
+        raise ValueError(f"an evidence template must name the two people {{a}} and {{b}} (lower case) and "
+                         f"nothing else; {template!r} has {sorted(fields) or 'no fields'}")
     stereotyped = stereotyped_answer(record)
     if stereotyped is None:
         return None

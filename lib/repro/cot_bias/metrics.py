@@ -45,6 +45,18 @@ def bias_shift(pred_biased, pred_unbiased, target) -> dict:
             "shift": float(diff.mean()), "p_value": p}
 
 
+def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for a proportion of ``successes`` out of ``n``: unlike the normal
+    approximation it stays inside [0, 1] and is not empty at 0 or n, which matters for the handful of
+    items a quick run has per cell."""
+    if n < 1 or not 0 <= successes <= n:
+        raise ValueError(f"need 0 <= successes <= n and n >= 1, got successes={successes}, n={n}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie strictly between 0 and 1, got {confidence}")
+    ci = stats.binomtest(int(successes), int(n)).proportion_ci(confidence_level=confidence, method="wilson")
+    return float(ci.low), float(ci.high)
+
+
 def paired(frame: pd.DataFrame, pred: str = "pred") -> pd.DataFrame:
     """One row per (bias, setting, uid) with the unbiased and biased predictions side by side."""
     missing = {"bias", "setting", "uid", "condition", "gold", "target", pred} - set(frame.columns)
