@@ -49,7 +49,7 @@ def test_targets_are_judged_on_what_the_tables_rule_picks_with_the_formats_bytes
     assert {r["weight_bytes"] for r in chosen.values()} == {9 * 4096 * 4096 // 8}  # even where cuBLAS runs
     verdicts = {v.name: v for v in sp.evaluate(sp.table_choice_records(recs))}
     assert verdicts["decode"].status == "met"
-    assert verdicts["mid"].status == "not met (0 of 1 rows)"
+    assert verdicts["mid"].status == "not met (0 of 1 cases)"
     assert verdicts["large"].rows[0].value == pytest.approx(50.0 / 90.0)
     assert verdicts["memory"].status == "met"
 
@@ -76,7 +76,7 @@ def test_a_subset_run_is_judged_on_the_dispatchers_own_times():
     on them (here 1.45x, not the 1.5x of the table's pick), and the summary says so."""
     recs = [_rec(1, "cublas", 30.0, 30.0), _rec(1, "repro_spmma", 20.0, 30.0), _rec(1, "repro_dispatch", 20.7, 30.0)]
     sentence, table = sp.judged(recs)
-    assert "dispatcher's own" in sentence and "not met (0 of 1 rows)" in table
+    assert "dispatcher's own" in sentence and "not met (0 of 1 cases)" in table
     sentence, table = sp.judged(recs[:2])
     assert "table's rule picks" in sentence and "| M ≤ 16: dispatcher ≥ 1.5× cuBLAS | **met** |" in table
 

@@ -47,16 +47,16 @@ def _verdicts(recs):
 def test_committed_h200_run_is_judged_as_the_closing_notes_say():
     verdicts = _verdicts(json.loads(H200.read_text()))
     decode = verdicts["decode"]
-    assert decode.status == "not met (8 of 12 rows)"
+    assert decode.status == "not met (8 of 12 cases)"
     missed = {(r.shape, r.m) for r in decode.rows if r.value < 1.5}
     assert missed == {("4096×4096", 4), ("4096×4096", 16), ("11008×4096", 16), ("4096×11008", 16)}
     assert min(r.value for r in decode.rows if r.m <= 8) == pytest.approx(1.48, abs=0.01)  # 4096×4096, M = 4
     assert [round(r.value, 2) for r in decode.rows if r.m == 16] == [1.32, 1.42, 1.28]
     mid = verdicts["mid"]
-    assert mid.status == "not met (1 of 9 rows)"
+    assert mid.status == "not met (1 of 9 cases)"
     assert [(r.shape, r.m) for r in mid.rows if r.value >= 1.1] == [("11008×4096", 32)]
     large = verdicts["large"]  # one row loses only to cuSPARSELt's host-bound single call
-    assert large.status == "not met (5 of 6 rows)"
+    assert large.status == "not met (5 of 6 cases)"
     worst = min(large.rows, key=lambda r: r.value)
     assert (worst.shape, worst.m) == ("11008×4096", 2048) and "host-bound" in worst.note
     assert verdicts["memory"].status == "met"
@@ -69,7 +69,7 @@ def test_committed_h100_run_is_judged_as_the_closing_notes_say():
     verdicts = _verdicts(json.loads(H100_FIRST.read_text()))
     _assert_h100_decode_misses_4096_squared_from_4_tokens(verdicts)
     mid = verdicts["mid"]
-    assert mid.status == "not met (7 of 9 rows)"
+    assert mid.status == "not met (7 of 9 cases)"
     assert {(r.shape, r.m) for r in mid.rows if r.value < 1.1} == {("4096×4096", 128), ("4096×11008", 128)}
     assert [verdicts[name].status for name in ("large", "memory")] == ["met", "met"]
 
@@ -82,10 +82,10 @@ def test_newest_h100_run_is_judged_as_the_closing_notes_say():
     verdicts = _verdicts(json.loads(H100.read_text()))
     _assert_h100_decode_misses_4096_squared_from_4_tokens(verdicts)
     mid = verdicts["mid"]
-    assert mid.status == "not met (8 of 9 rows)"
+    assert mid.status == "not met (8 of 9 cases)"
     assert {(r.shape, r.m) for r in mid.rows if r.value < 1.1} == {("4096×4096", 128)}
     large = verdicts["large"]
-    assert large.status == "not met (5 of 6 rows)"
+    assert large.status == "not met (5 of 6 cases)"
     (worst,) = [r for r in large.rows if r.value < 0.95]
     assert (worst.shape, worst.m) == ("11008×4096", 2048) and "host-bound" in worst.note
     assert verdicts["memory"].status == "met"
@@ -94,7 +94,7 @@ def test_newest_h100_run_is_judged_as_the_closing_notes_say():
 def _assert_h100_decode_misses_4096_squared_from_4_tokens(verdicts):
     """Both H100 runs: 4096x4096 at 4-16 tokens below 1.5x, every other decode row above."""
     decode = verdicts["decode"]
-    assert decode.status == "not met (9 of 12 rows)"
+    assert decode.status == "not met (9 of 12 cases)"
     assert {(r.shape, r.m) for r in decode.rows if r.value < 1.5} == {("4096×4096", m) for m in (4, 8, 16)}
 
 
@@ -166,7 +166,7 @@ def test_thresholds_are_inclusive_and_every_row_must_pass():
     assert [verdicts[name].status for name in ("decode", "mid", "large", "memory")] == ["met"] * 4
     assert "semi_structured" in verdicts["large"].rows[0].note
     slower = _verdicts(run[:2] + _case(16, 20.0, cublas_us=29.8, n=11008))
-    assert slower["decode"].status == "not met (1 of 2 rows)"
+    assert slower["decode"].status == "not met (1 of 2 cases)"
     assert "M = 16" in slower["decode"].detail()
 
 
@@ -466,8 +466,8 @@ def test_the_glance_judges_each_gpu_on_its_newest_results():
     }
     statuses = {gpu: [v.status for v, _ in c["verdicts"].values()] for gpu, c in columns.items()}
     assert statuses == {
-        "H100": ["not met (9 of 12 rows)", "not met (8 of 9 rows)", "not met (5 of 6 rows)", "met"],
-        "H200": ["not met (8 of 12 rows)", "not met (4 of 9 rows)", "not met (5 of 6 rows)", "met"],
+        "H100": ["not met (9 of 12 cases)", "not met (8 of 9 cases)", "not met (5 of 6 cases)", "met"],
+        "H200": ["not met (8 of 12 cases)", "not met (4 of 9 cases)", "not met (5 of 6 cases)", "met"],
     }
     section = ingest_mod.glance_markdown(list(columns.values()))
     assert "9 of 12 cases (3 shapes × 4 token counts)" in section

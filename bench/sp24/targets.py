@@ -59,14 +59,14 @@ class Verdict:
             return "not measured"
         if len(self.met_rows) == len(self.rows):
             return "met"
-        return f"not met ({len(self.met_rows)} of {len(self.rows)} rows)"
+        return f"not met ({len(self.met_rows)} of {len(self.rows)} cases)"
 
     def detail(self) -> str:
         if not self.rows:
             return "–"
         worst = min(self.rows, key=lambda row: row.value if self.higher_is_better else -row.value)
         if len(self.met_rows) == len(self.rows):
-            return f"all {len(self.rows)} rows; worst {worst.label(self.digits)}"
+            return f"all {len(self.rows)} cases; worst {worst.label(self.digits)}"
         met = "; ".join(row.label(self.digits) for row in self.met_rows)
         return f"met: {met or 'none'}. Worst {worst.label(self.digits)}"
 
