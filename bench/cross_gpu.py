@@ -40,7 +40,7 @@ sys.path.insert(0, str(BENCH.parent / "lib"))
 
 import torch  # noqa: E402
 from l2_traffic import load_records, run_paths  # noqa: E402
-from plot_sparse24 import DPI, FONT, KERNEL_COLORS, SHAPE_MARKERS, SMALL, gpu_short, shape_marker  # noqa: E402
+from plot_sparse24 import DPI, FONT, KERNEL_COLORS, SMALL, gpu_short, page_order, run_name, shape_marker  # noqa: E402
 from sp24.common import shown_path  # noqa: E402
 from sp24.cross_gpu import (  # noqa: E402
     FAMILIES,
@@ -227,8 +227,7 @@ def plot(rows: list[dict], path: Path, slow: Run, fast: Run) -> None:
     the die. The title names both GPUs and runs."""
     ms = sorted({r["M"] for r in rows})
     families = [f for f in FAMILIES if any(r["family"] == f for r in rows)]
-    order = list(SHAPE_MARKERS)
-    shapes = sorted({(r["N"], r["K"]) for r in rows}, key=lambda s: (order.index(s) if s in order else 9, s))
+    shapes = page_order((r["N"], r["K"]) for r in rows)
     fig, ax = plt.subplots(figsize=(9.6, 4.8))
     slots = len(families) * len(shapes)
     for i, f in enumerate(families):
@@ -247,8 +246,8 @@ def plot(rows: list[dict], path: Path, slow: Run, fast: Run) -> None:
     ax.tick_params(labelsize=SMALL)
     ax.set_xlabel("M, tokens per call (log₂ scale)", fontsize=FONT)
     ax.set_ylabel(f"time on {gpu_key(slow.gpu).upper()} / on {gpu_key(fast.gpu).upper()}", fontsize=FONT)
-    ax.set_title(f"{gpu_short(slow.gpu)} run {slow.name.split('-', 1)[-1]} over {gpu_short(fast.gpu)} run "
-                 f"{fast.name.split('-', 1)[-1]}: every configuration both timed on the same case", fontsize=FONT)
+    ax.set_title(f"{gpu_short(slow.gpu)} {run_name(slow.name)} over {gpu_short(fast.gpu)} {run_name(fast.name)}: "
+                 "every configuration both timed on the same case", fontsize=FONT)
     handles = [plt.Line2D([], [], ls="", marker="o", ms=7, color=COLORS[f], label=f) for f in families]
     handles += [plt.Line2D([], [], ls="", marker=shape_marker(s), ms=7, color="black", mfc="white",
                            label=f"{s[0]}×{s[1]}") for s in shapes]

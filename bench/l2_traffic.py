@@ -35,7 +35,7 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(ROOT / "lib"))
 
-from plot_sparse24 import DPI, FONT, SHAPE_MARKERS, SMALL, gpu_short, shape_marker  # noqa: E402
+from plot_sparse24 import DPI, FONT, SMALL, gpu_short, page_order, run_name, shape_marker  # noqa: E402
 from sp24.common import shown_path, table_rows  # noqa: E402
 from sp24.targets import _shape  # noqa: E402
 from sp24.traffic import (  # noqa: E402
@@ -122,9 +122,8 @@ def summary(rows: list[dict], gpu: str, records: Path) -> str:
 def run_title(records: Path, recs: list[dict]) -> str:
     """The figure's title: the GPU and the run (a partial run's folder, or a whole run's JSON)."""
     name = records.parent.name if records.name == "sweep.json" else records.stem
-    date = name.split("-", 1)[-1]
     gpu = gpu_short(recs[0].get("gpu", "")) if recs and recs[0].get("gpu") else "GPU"
-    return f"{gpu}, run {date}: every sparse wgmma tiling timed, time per call against bytes moved"
+    return f"{gpu}, {run_name(name)}: every sparse wgmma tiling timed, time per call against bytes moved"
 
 
 def _ray_label(ax, tbs: float, end: float, top: float, highest: float) -> None:
@@ -142,8 +141,7 @@ def plot(rows: list[dict], path: Path, title: str = "") -> None:
     """Time against MB moved, one panel per token count (named inside its top left corner); colour:
     rows per program; marker: shape; grey rays: constant rates, labelled outside the frame where they
     leave it; cuBLAS: one line style per shape. Two columns, the legend in the last cell."""
-    order = list(SHAPE_MARKERS)
-    shapes = sorted({(r["N"], r["K"]) for r in rows}, key=lambda s: (order.index(s) if s in order else 9, s))
+    shapes = page_order((r["N"], r["K"]) for r in rows)
     panels = [m for m in PANELS if any(r["M"] == m for r in rows)]
     cols = 2
     nrows = (len(panels) + 1 + cols - 1) // cols

@@ -66,6 +66,12 @@ def shape_marker(shape: tuple[int, int]) -> str:
     return SHAPE_MARKERS.get(tuple(shape), OTHER_MARKERS[hash(tuple(shape)) % len(OTHER_MARKERS)])
 
 
+def page_order(shapes) -> list[tuple[int, int]]:
+    """The layer shapes in the page's order (that of SHAPE_MARKERS), any others after them."""
+    order = list(SHAPE_MARKERS)
+    return sorted({tuple(s) for s in shapes}, key=lambda s: (order.index(s) if s in order else len(order), s))
+
+
 def shape_color(shape: tuple[int, int]) -> str:
     return SHAPE_COLORS.get(tuple(shape), "0.3")
 
@@ -82,6 +88,7 @@ METHODS = {  # method -> (name, style)
     "cusparselt": ("cuSPARSELt, plans kept", dict(color=KERNEL_COLORS["cusparselt"], marker="+", ls=":")),
 }
 SUPERSEDED = ("repro_fma", "repro_mma", "repro_expand")
+# a run's name, <gpu>-<date>[letter] (match: also the start of a file name such as <run>-speedup.png)
 RUN = re.compile(r"^(?P<gpu>[a-z0-9.]+)-(?P<date>\d{4}-\d{2}-\d{2}[a-z]?)")
 
 
@@ -290,9 +297,7 @@ def plot_glance(columns: list[dict], path: Path) -> None:
     dashed. ``columns``: per GPU, ``title`` and ``points`` (``shape``, ``m``, ``y``, ``target``, ``met``),
     as bench/ingest_sparse24.py's ``glance_columns`` gives them."""
     fig, axes = plt.subplots(1, len(columns), figsize=(9.6, 4.1), sharey=True, squeeze=False)
-    order = list(SHAPE_MARKERS)
-    shapes = sorted({p["shape"] for col in columns for p in col["points"]},
-                    key=lambda s: (order.index(s) if s in order else len(order), s))
+    shapes = page_order(p["shape"] for col in columns for p in col["points"])
     for ax, col in zip(axes[0], columns):
         pts = col["points"]
         ms = sorted({p["m"] for p in pts})
