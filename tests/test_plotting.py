@@ -7,7 +7,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 
-from repro.plotting import log_scale  # noqa: E402
+from repro.plotting import extend_to_tick, log_scale  # noqa: E402
 
 
 def visible_labels(axis, which="major"):
@@ -44,4 +44,28 @@ def test_an_unknown_axis_is_refused():
     with pytest.raises(ValueError, match="axis must be 'x' or 'y', got 'z'"):
         log_scale(ax, "z")
     assert ax.get_yscale() == "linear"
+    plt.close(fig)
+
+
+@pytest.mark.parametrize("top,tick", [(0.037, 0.05), (0.05, 0.05), (0.051, 0.1), (3.0, 5.0), (120.0, 200.0)])
+@pytest.mark.parametrize("axis", ["x", "y"])
+def test_extend_to_tick_reaches_the_first_labelled_tick_above_the_data(axis, top, tick):
+    fig, ax = plt.subplots()
+    values = [top / 20, top]
+    ax.plot(values, values)
+    log_scale(ax, axis)
+    extend_to_tick(ax, axis)
+    low, high = getattr(ax, f"get_{axis}lim")()
+    assert high >= tick * (1 - 1e-9)
+    assert high < tick * 2  # stretched to that tick, not to the next one
+    plt.close(fig)
+
+
+def test_extend_to_tick_rejects_a_bad_axis_and_non_positive_data():
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [-1, 0])
+    with pytest.raises(ValueError, match="'z'"):
+        extend_to_tick(ax, "z")
+    with pytest.raises(ValueError, match="positive"):
+        extend_to_tick(ax, "y")
     plt.close(fig)

@@ -43,6 +43,22 @@ def log_scale(ax, axis: str = "y") -> None:
     ticks.set_minor_formatter(NullFormatter())
 
 
+def extend_to_tick(ax, axis: str = "y") -> None:
+    """Stretch a log axis ticked by :func:`log_scale` up to the first tick (1, 2 or 5 times a power of
+    ten) at or above its largest data value, so that the highest points sit under a labelled tick."""
+    import math
+
+    if axis not in ("x", "y"):
+        raise ValueError(f"axis must be 'x' or 'y', got {axis!r}")
+    top = ax.dataLim.x1 if axis == "x" else ax.dataLim.y1
+    if not top > 0:
+        raise ValueError(f"a log axis needs positive data; the largest {axis} value is {top}")
+    decade = math.floor(math.log10(top))
+    tick = min(m * 10.0 ** e for e in (decade, decade + 1) for m in (1, 2, 5) if m * 10.0 ** e >= top * (1 - 1e-12))
+    low, high = getattr(ax, f"get_{axis}lim")()
+    getattr(ax, f"set_{axis}lim")(low, max(high, tick))
+
+
 def figure_script_out(description: str, default: str = "book/generated") -> Path:
     """The ``--out DIR`` of a script that draws figures for the book (``default`` if not given),
     created, with the house style switched on."""
